@@ -1,0 +1,39 @@
+# The two commands: `make run` (serve the embedded default extensions/) and `make test`.
+# Both create .venv on first use and reinstall only when pyproject.toml or the pins change.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PINS   := .ci/constraints.txt
+
+.PHONY: run test lint typecheck unit bench validate clean
+
+$(STAMP): pyproject.toml $(PINS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input -c $(PINS) -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/spctl serve --extensions extensions
+
+validate: $(STAMP)
+	$(BIN)/spctl validate --extensions extensions
+
+lint: $(STAMP)
+	$(BIN)/ruff check supervisor worker tests
+	$(BIN)/ruff format --check supervisor worker tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+test: lint typecheck
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
