@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import typer
 
+from supervisor.cli import ctl, serve_cmd
+from supervisor.cli import validate as _validate
+
 app = typer.Typer(
     name="spctl",
     help="Supervise systemprompt-os extensions: one isolated worker process per extension.",
@@ -20,6 +23,14 @@ app = typer.Typer(
 @app.callback()
 def _root() -> None:
     """spctl: a process supervisor for systemprompt-os extensions."""
+
+
+app.command("serve")(serve_cmd.serve)
+app.command("status")(ctl.status)
+app.command("start")(ctl.start)
+app.command("stop")(ctl.stop)
+app.command("restart")(ctl.restart)
+app.command("validate")(_validate.validate)
 
 
 def main() -> None:

@@ -1,0 +1,109 @@
+"""Verbs that talk to a running supervisor: status, start, stop, restart.
+
+Exit codes (the same for every verb): 0 ok; 1 refused (unknown extension, cannot start…);
+2 usage error; 3 no supervisor is running.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from supervisor.cli.render import duration, table
+from supervisor.control.client import ControlClient, NotRunning, RpcError
+from supervisor.control.paths import socket_path
+
+__all__ = ["restart", "start", "status", "stop"]
+
+EXIT_REFUSED = 1
+EXIT_NOT_RUNNING = 3
+
+SocketOpt = Annotated[
+    Path | None,
+    typer.Option("--socket", help="Control socket (default: $SPCTL_SOCKET or the run directory)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _call(sock: Path | None, method: str, *params: Any, timeout: float = 30.0) -> Any:
+    path = sock or socket_path()
+    try:
+        with ControlClient(path, timeout=timeout) as client:
+            return client.call(method, *params)
+    except NotRunning as exc:
+        print(f"spctl: {exc}; start it with `spctl serve`", file=sys.stderr)
+        raise typer.Exit(EXIT_NOT_RUNNING) from None
+    except RpcError as exc:
+        print(f"spctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(EXIT_REFUSED) from None
+    except TimeoutError as exc:
+        print(f"spctl: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_REFUSED) from None
+
+
+def _row(ext: dict[str, Any]) -> list[str]:
+    reason = ext.get("reason") or ""
+    if ext.get("state") in ("crashed", "backoff", "failed") and ext.get("last_exit"):
+        reason = ext["reason"]
+    return [
+        ext["name"],
+        ext.get("kind", "-"),
+        ext.get("state", "-"),
+        str(ext["pid"]) if ext.get("pid") else "-",
+        duration(ext.get("uptime")),
+        str(ext.get("restarts", 0)),
+        reason,
+    ]
+
+
+def status(
+    extension: Annotated[str | None, typer.Argument(help="Only this extension.")] = None,
+    json_: JsonOpt = False,
+    sock: SocketOpt = None,
+) -> None:
+    """Show every extension's state, pid, uptime, restarts and last reason."""
+    result = _call(sock, "status", extension)
+    if json_:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    exts = result["extensions"]
+    print(
+        table(
+            ["NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "REASON"],
+            [_row(e) for e in exts],
+        )
+    )
+    for ext in exts:
+        err = ext.get("error")
+        if extension is not None and err and err.get("traceback"):
+            print(f"\nlast error of {ext['name']}:\n{err['traceback'].rstrip()}")
+
+
+def _verb(method: str, done: str) -> Any:
+    def command(
+        extension: Annotated[str, typer.Argument(help="The extension's name.")],
+        json_: JsonOpt = False,
+        sock: SocketOpt = None,
+    ) -> None:
+        result = _call(sock, method, extension, timeout=600.0)
+        if json_:
+            print(json.dumps(result, indent=2, default=str))
+        else:
+            pid = f" (pid {result['pid']})" if result.get("pid") else ""
+            print(f"{extension}: {done}{pid}")
+
+    command.__doc__ = {
+        "start": "Start an extension (clears `failed`); waits until it is running.",
+        "stop": "Stop an extension gracefully; waits until its whole process group is gone.",
+        "restart": "Stop then start an extension (clears `failed`); waits until it is running.",
+    }[method]
+    return command
+
+
+start = _verb("start", "running")
+stop = _verb("stop", "stopped")
+restart = _verb("restart", "running")

@@ -1,0 +1,164 @@
+"""The validated registry as frozen dataclasses (what the rest of spctl consumes).
+
+Everything here is immutable and hashable: mappings are ``FrozenDict``s and lists are tuples,
+so two loads of the same text compare equal and a reload can diff extensions with ``==``.
+``Extension.source`` (where the entry was written) is left out of equality: moving an entry
+or adding a comment above it is not a change worth restarting it for. ``config`` and ``env``
+are left out of ``repr`` because they may carry secrets expanded from ``${VAR}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supervisor.config.errors import ConfigError
+from supervisor.config.values import FrozenDict, Secret
+
+__all__ = [
+    "AUTH_TYPES",
+    "EXTENSION_TYPES",
+    "MODULE_TYPES",
+    "RESTART_POLICIES",
+    "SECTIONS",
+    "Auth",
+    "Extension",
+    "Limits",
+    "LoadResult",
+    "Registry",
+    "RestartConfig",
+    "Source",
+]
+
+SECTIONS = ("servers", "modules")
+EXTENSION_TYPES = ("local", "remote")
+MODULE_TYPES = ("daemon", "plugin")
+AUTH_TYPES = ("bearer", "apikey", "oauth2")
+RESTART_POLICIES = ("always", "on-failure", "never")
+
+_EMPTY: FrozenDict[Any, Any] = FrozenDict()
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an entry starts (1-based)."""
+
+    file: Path
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one worker; None means no limit."""
+
+    memory: int | None = None  # bytes
+    cpu: float | None = None  # cores (0.5 = half of one core)
+    cpu_time: float | None = None  # seconds of CPU time
+    open_files: int | None = None
+    processes: int | None = None
+
+
+@dataclass(frozen=True)
+class RestartConfig:
+    policy: str = "on-failure"  # always | on-failure | never
+    max_restarts: int = 5  # within `window`, then the extension is failed
+    window: float = 60.0
+    backoff: float = 1.0  # first delay after consecutive crashes, doubled each time
+    max_backoff: float = 30.0
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How a remote extension authenticates; only the fields of its ``type`` are set."""
+
+    type: str  # bearer | apikey | oauth2
+    token: Secret | None = None
+    key: Secret | None = None
+    header: str | None = None  # apikey: the header that carries the key (default X-API-Key)
+    client_id: str | Secret | None = None  # a Secret when it came from ${VAR}
+    client_secret: Secret | None = None
+    token_url: str | None = None
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Extension:
+    """One validated entry of servers.yaml or modules.yaml."""
+
+    name: str
+    section: str  # "servers" | "modules"
+    type: str  # "local" | "remote"
+    source: Source = field(compare=False)
+    enabled: bool = True
+    path: Path | None = None  # resolved, absolute, inside the extensions directory
+    url: str | None = None
+    auth: Auth | None = None
+    headers: Mapping[str, str | Secret] = _EMPTY  # values from ${VAR} are Secrets
+    config: Mapping[str, Any] = field(default=_EMPTY, repr=False)  # frozen; see values.thaw
+    module_type: str | None = None  # "daemon" | "plugin" (modules only)
+    provides: tuple[str, ...] = ()
+    limits: Limits = Limits()
+    restart: RestartConfig = RestartConfig()
+    timeout: float = 30.0
+    stop_timeout: float = 10.0
+    start_timeout: float = 30.0
+    lazy: bool = False
+    command: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default=_EMPTY, repr=False)
+    python: Path | None = None  # absolute, symlinks kept (a venv's python is a symlink)
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """``"server"`` or ``"module"``."""
+        return "server" if self.section == "servers" else "module"
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The valid extensions, servers first, each in file order."""
+
+    root: Path
+    extensions: tuple[Extension, ...] = ()
+
+    def get(self, name: str) -> Extension | None:
+        return next((ext for ext in self.extensions if ext.name == name), None)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(ext.name for ext in self.extensions)
+
+    @property
+    def servers(self) -> tuple[Extension, ...]:
+        return tuple(ext for ext in self.extensions if ext.section == "servers")
+
+    @property
+    def modules(self) -> tuple[Extension, ...]:
+        return tuple(ext for ext in self.extensions if ext.section == "modules")
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What ``load_registry`` found: the valid extensions and every error.
+
+    ``invalid`` maps each named entry that has errors to those errors; such an extension is not
+    in ``registry``, and ``serve`` shows it as failed while the others start. An error that
+    cannot be pinned on one named entry (an unreadable or unparseable file, a wrong top-level
+    shape, a missing directory, an entry without a usable or unique name) makes the result
+    ``fatal``: ``serve`` refuses to start and ``reload`` changes nothing.
+    """
+
+    registry: Registry
+    errors: tuple[ConfigError, ...] = ()
+    invalid: Mapping[str, tuple[ConfigError, ...]] = _EMPTY
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def fatal(self) -> bool:
+        return any(error.extension is None for error in self.errors)

@@ -1,0 +1,127 @@
+"""The control socket: a Unix stream socket speaking msgpack-rpc to ``spctl`` verbs.
+
+Security: the socket file is 0600 in a 0700 directory we own, and every accepted
+connection's peer credentials (SO_PEERCRED) must be our own uid or root; anything else is
+logged and closed before a single byte is read. A lock file held for the supervisor's
+lifetime makes a second ``spctl serve`` refuse to start instead of stealing the socket; a
+socket file left by a crashed supervisor (lock free) is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import socket
+import struct
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from supervisor.control.paths import ensure_private_dir
+from worker.channel import Channel
+
+__all__ = ["AlreadyRunning", "ControlServer", "peer_credentials"]
+
+log = structlog.get_logger("spctl.control")
+
+_UCRED = struct.Struct("3i")
+
+
+class AlreadyRunning(Exception):
+    """Another supervisor holds the control socket's lock."""
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a connected Unix socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+    pid, uid, gid = _UCRED.unpack(raw)
+    return pid, uid, gid
+
+
+class ControlServer:
+    """Binds the control socket and serves ``handlers`` on every authorised connection."""
+
+    def __init__(self, path: Path, handlers: Mapping[str, Callable[..., Any]]) -> None:
+        self.path = path
+        self.handlers = dict(handlers)
+        self._listener: socket.socket | None = None
+        self._lock_fd: int | None = None
+        self._channels: set[Channel] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.refused = 0
+
+    def bind(self) -> None:
+        """Take the lock and bind; raises AlreadyRunning or OSError (nothing half-done)."""
+        ensure_private_dir(self.path.parent)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another spctl serve (pid {other}) is already running on {self.path}"
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()  # stale: its owner no longer holds the lock
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old_umask = os.umask(0o177)
+            try:
+                listener.bind(str(self.path))
+            finally:
+                os.umask(old_umask)
+            os.chmod(self.path, 0o600)
+            listener.listen(64)
+            listener.setblocking(False)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+        self._listener = listener
+
+    async def serve(self) -> None:
+        """Accept until cancelled."""
+        assert self._listener is not None, "bind() first"
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(self._listener)
+            try:
+                pid, uid, _gid = peer_credentials(conn)
+            except OSError:
+                conn.close()
+                continue
+            if uid not in (0, os.getuid()):
+                self.refused += 1
+                log.warning("control connection refused", peer_pid=pid, peer_uid=uid)
+                conn.close()
+                continue
+            channel = Channel(self.handlers, name=f"control:{pid}")
+            await channel.connect(conn)
+            self._channels.add(channel)
+            task = loop.create_task(self._forget(channel))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _forget(self, channel: Channel) -> None:
+        await channel.wait_closed()
+        self._channels.discard(channel)
+
+    def close(self) -> None:
+        for channel in list(self._channels):
+            channel.close("supervisor shutting down")
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -1,0 +1,204 @@
+"""Spawning one worker process and learning, without polling, when it ends.
+
+Theory of operation: a worker is ``python -m worker`` started from the event-loop thread
+(PDEATHSIG is per *thread*: a child forked from a pool thread would be killed when that
+thread exits) in a process group of its own, with the child end of a socketpair as fd 3
+and pipes for stdout/stderr. Its exit is learned through a pidfd registered with the loop
+and collected with ``waitid(P_PIDFD)``, so no SIGCHLD-wide ``waitpid(-1)`` can steal
+another child's status. After the leader exits, whatever is left of its group (children
+of the extension, re-parented to us because the supervisor is a child subreaper) is
+SIGKILLed and reaped, so "stopped" means the whole tree is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from supervisor.core.output import PipeReader
+
+__all__ = ["WorkerProcess", "reap_orphans", "set_child_subreaper", "spawn_worker"]
+
+PR_SET_CHILD_SUBREAPER = 36
+
+# Pids we spawned and whose exit we collect through their pidfd: the orphan reaper must
+# never take their status. Added synchronously right after posix_spawn.
+_managed: set[int] = set()
+
+
+def set_child_subreaper() -> bool:
+    """Make orphaned descendants re-parent to us (so we can reap and account for them)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+@dataclass(eq=False)
+class WorkerProcess:
+    pid: int
+    sock: socket.socket
+    exited: asyncio.Future[os.waitid_result]
+    readers: list[PipeReader] = field(default_factory=list)
+
+    @property
+    def pgid(self) -> int:
+        return self.pid  # process_group=0 makes the worker its group's leader
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done()
+
+    async def wait(self) -> os.waitid_result:
+        """Wait for the exit; cancelling the waiter never cancels the shared future."""
+        return await asyncio.shield(self.exited)
+
+    def signal_group(self, sig: int) -> bool:
+        """Send ``sig`` to the whole process group; False when nothing is left in it."""
+        try:
+            os.killpg(self.pgid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+    async def reap_group(self, timeout: float = 5.0) -> None:
+        """SIGKILL what is left of the group and wait until every member is reaped."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.signal_group(signal.SIGKILL):
+            _reap_group_members(self.pgid)
+            if loop.time() > deadline:
+                return
+            # Members that are not (yet) our children die on their own; their zombies are
+            # reaped by their parent or, once re-parented, by us. Nothing to await: poll briefly.
+            await asyncio.sleep(0.005)
+
+    async def wait_output(self, timeout: float = 1.0) -> None:
+        """Let the pipe readers reach EOF so the last lines are not lost."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(r.done for r in self.readers))
+
+
+def _reap_group_members(pgid: int) -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def reap_orphans(known: set[int]) -> int:
+    """Reap zombie children we do not manage (orphans re-parented to us). Returns how many."""
+    reaped = 0
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return 0
+    children: set[int] = set()
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                children.update(int(p) for p in f.read().split())
+        except OSError:
+            continue
+    for pid in children - known - _managed:
+        try:
+            got, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        if got:
+            reaped += 1
+    return reaped
+
+
+_RESET_SIGNALS = (
+    signal.SIGPIPE,
+    signal.SIGXFSZ,
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGCHLD,
+)
+
+
+async def spawn_worker(
+    *,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    on_line: Callable[[str, str], None],
+) -> WorkerProcess:
+    """Start one worker: ``argv`` with fd 3 = the channel. ``on_line(stream, line)`` gets output.
+
+    posix_spawn (not fork + preexec_fn, which is unsafe in a threaded process) places the
+    channel at fd 3 and the pipes at 1/2, puts the child in its own process group and resets
+    the signals Python ignores. Every other descriptor of ours is close-on-exec (PEP 446).
+    Raises OSError when the program cannot be started; nothing is left behind then.
+    """
+    loop = asyncio.get_running_loop()
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    full_env = dict(env)
+    full_env["SPCTL_PARENT_PID"] = str(os.getpid())
+    try:
+        # Spawned from the loop thread on purpose (PDEATHSIG is per thread); it takes ~1 ms.
+        pid = os.posix_spawn(  # noqa: ASYNC221
+            argv[0],
+            list(argv),
+            full_env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, null, 0),
+                (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_DUP2, err_w, 2),
+                (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 3),
+            ],
+            setpgroup=0,
+            setsigdef=_RESET_SIGNALS,
+        )
+    except BaseException:
+        parent_sock.close()
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:
+        child_sock.close()
+        os.close(out_w)
+        os.close(err_w)
+        os.close(null)
+    _managed.add(pid)
+    pidfd = os.pidfd_open(pid)
+    exited: asyncio.Future[os.waitid_result] = loop.create_future()
+
+    def _on_exit() -> None:
+        loop.remove_reader(pidfd)
+        try:
+            result = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            result = None
+        os.close(pidfd)
+        _managed.discard(pid)
+        if result is not None and not exited.done():
+            exited.set_result(result)
+
+    loop.add_reader(pidfd, _on_exit)
+    proc = WorkerProcess(pid=pid, sock=parent_sock, exited=exited)
+    for stream, fd in (("stdout", out_r), ("stderr", err_r)):
+
+        def _make(stream: str = stream) -> PipeReader:
+            return PipeReader(lambda line: on_line(stream, line))
+
+        _, reader = await loop.connect_read_pipe(_make, os.fdopen(fd, "rb", buffering=0))
+        proc.readers.append(reader)
+    return proc

@@ -1,0 +1,452 @@
+"""One runner per extension: the single owner of its worker's lifetime and state.
+
+Theory of operation: the runner is an actor. Everything that can happen to an extension —
+an operator's command, a worker becoming ready, a worker exiting, a failed health check, a
+start timeout, the end of a backoff delay — arrives as a message in its inbox, and
+``_handle`` processes them one at a time on the event loop. Only ``_handle`` (through
+``_to``) changes the state, and only via ``StateMachine.transition``, which refuses illegal
+moves. Decisions are pure functions (``policy.decide``, ``HealthTracker``); the I/O lives in
+small tasks (spawn, exit watcher, health pinger, stop sequence, timers) that post messages
+back. Each worker incarnation has a number, so a late message about an old worker is
+recognised and ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+
+from supervisor.config import Extension
+from supervisor.core.exits import Exit, describe, from_waitid
+from supervisor.core.health import HealthSettings, HealthTracker, Unhealthy
+from supervisor.core.policy import GiveUp, Restart, RestartHistory, RestartSettings, Stay, decide
+from supervisor.core.process import WorkerProcess
+from supervisor.core.states import State, StateMachine, Transition
+from supervisor.core.worker_spec import build_spec
+from worker.channel import Channel, ChannelClosed
+from worker.rpc import RpcError
+
+__all__ = ["CommandFailed", "Runner", "RunnerContext"]
+
+log = structlog.get_logger("spctl.runner")
+
+OUTPUT_RING = 500
+
+
+class CommandFailed(Exception):
+    """An operator command could not reach its goal; the message says why."""
+
+
+@dataclass
+class RunnerContext:
+    """What every runner needs from the supervisor that owns it."""
+
+    spawn: Callable[..., Any]  # async (ext, on_line) -> WorkerProcess
+    keeper_watch: Callable[[int], None]
+    keeper_unwatch: Callable[[int], None]
+    health: HealthSettings = field(default_factory=HealthSettings)
+    on_transition: Callable[[str, Transition], None] | None = None
+
+
+@dataclass(eq=False)
+class _Incarnation:
+    n: int
+    proc: WorkerProcess | None = None
+    channel: Channel | None = None
+    ready: bool = False
+    cause: str | None = None  # why *we* ended it (health, timeout, limit)
+    requested: bool = False  # an operator or shutdown asked it to stop
+    error: dict[str, Any] | None = None  # load_error / error notification from the worker
+    ready_event: anyio.Event = field(default_factory=anyio.Event)
+    stop_launched: bool = False
+    scopes: list[anyio.CancelScope] = field(default_factory=list)
+
+    def scope(self) -> anyio.CancelScope:
+        """A cancel scope for one helper task, cancelled when this worker is gone."""
+        scope = anyio.CancelScope()
+        self.scopes.append(scope)
+        return scope
+
+
+@dataclass(eq=False)
+class _Waiter:
+    kind: str  # "up" (start/restart) or "down" (stop)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    seen_start: bool = False
+    error: str | None = None
+
+
+class Runner:
+    def __init__(self, ext: Extension, ctx: RunnerContext):
+        self.ext = ext
+        self.name = ext.name
+        self.ctx = ctx
+        now = time.monotonic()
+        initial = State.DISABLED if not ext.enabled else State.STOPPED
+        self.sm = StateMachine(initial, now=now)
+        self.settings = RestartSettings(
+            policy=ext.restart.policy,
+            max_restarts=ext.restart.max_restarts,
+            window=ext.restart.window,
+            backoff=ext.restart.backoff,
+            max_backoff=ext.restart.max_backoff,
+        )
+        self.history = RestartHistory()
+        self.restarts = 0
+        self.metadata: dict[str, Any] = {}
+        self.last_exit: str | None = None
+        self.last_error: dict[str, Any] | None = None
+        self.output: deque[tuple[float, str, str]] = deque(maxlen=OUTPUT_RING)
+        self._send, self._inbox = anyio.create_memory_object_stream[tuple[Any, ...]](1000)
+        self._want_up = False
+        self._inc: _Incarnation | None = None
+        self._n = 0
+        self._backoff_token = 0
+        self._waiters: list[_Waiter] = []
+        self._tg: TaskGroup | None = None
+        self.attempted = False  # has tried to start at least once (serve's READY=1 waits on it)
+        self._log = log.bind(extension=self.name)
+
+    # ----- public API (called from the control server and serve) -----
+
+    @property
+    def state(self) -> State:
+        return self.sm.state
+
+    @property
+    def pid(self) -> int | None:
+        inc = self._inc
+        return inc.proc.pid if inc and inc.proc and inc.proc.alive else None
+
+    async def run(self) -> None:
+        """The actor loop; runs until cancelled (serve owns it in its task group)."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            async with self._inbox:
+                async for msg in self._inbox:
+                    self._handle(msg)
+
+    async def start(self) -> None:
+        """Start (or clear ``failed`` and start); returns when running. Raises CommandFailed."""
+        await self._command("start")
+
+    async def stop(self) -> None:
+        await self._command("stop")
+
+    async def restart(self) -> None:
+        await self._command("restart")
+
+    def post_start(self) -> None:
+        """Ask for a start without waiting (serve uses it at boot)."""
+        self._post(("cmd", "start", None))
+
+    def snapshot(self) -> dict[str, Any]:
+        now = time.monotonic()
+        state = self.sm.state
+        since = self.sm.since
+        return {
+            "name": self.name,
+            "kind": self.ext.kind,
+            "type": self.ext.type,
+            "enabled": self.ext.enabled,
+            "state": state.value,
+            "reason": self.sm.reason,
+            "pid": self.pid,
+            "since": time.time() - (now - since),
+            "uptime": (now - since) if state is State.RUNNING else None,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "error": self.last_error,
+            "metadata": self.metadata,
+        }
+
+    # ----- plumbing -----
+
+    def _post(self, msg: tuple[Any, ...]) -> None:
+        self._send.send_nowait(msg)
+
+    async def _command(self, kind: str) -> None:
+        waiter = _Waiter("down" if kind == "stop" else "up")
+        self._post(("cmd", kind, waiter))
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise CommandFailed(waiter.error)
+
+    def _to(self, state: State, reason: str) -> None:
+        old = self.sm.state
+        tr = self.sm.transition(state, reason, time.monotonic())
+        self._log.info("state", **{"from": old.value, "to": state.value, "reason": reason})
+        if self.ctx.on_transition is not None:
+            self.ctx.on_transition(self.name, tr)
+        for w in list(self._waiters):
+            self._check_waiter(w, state, reason)
+
+    def _check_waiter(self, w: _Waiter, state: State, reason: str) -> None:
+        if w.kind == "down":
+            if state in (State.STOPPED, State.FAILED, State.DISABLED):
+                self._finish(w)
+            return
+        if state is State.STARTING:
+            w.seen_start = True
+        elif state is State.RUNNING and w.seen_start:
+            self._finish(w)
+        elif w.seen_start and state in (State.CRASHED, State.FAILED, State.STOPPED):
+            self._finish(w, f"{self.name}: {state.value}: {reason}")
+
+    def _finish(self, w: _Waiter, error: str | None = None) -> None:
+        w.error = error
+        w.done.set()
+        if w in self._waiters:
+            self._waiters.remove(w)
+
+    def _handle(self, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == "cmd":
+            self._on_command(msg[1], msg[2])
+            return
+        n = msg[1]
+        inc = self._inc
+        if kind == "backoff_done":
+            if n == self._backoff_token and self.sm.state is State.BACKOFF:
+                self._spawn("restarting after backoff")
+            return
+        if inc is None or inc.n != n:
+            return  # about a worker that is already gone
+        if kind == "spawned":
+            if inc.requested or not self._want_up:
+                self._begin_stop(inc, "stop requested while starting")
+        elif kind == "spawn_failed":
+            self._on_exit(inc, Exit(code=None, signal=None, cause=f"cannot start worker: {msg[2]}"))
+        elif kind == "ready":
+            if self.sm.state is State.STARTING:
+                inc.ready = True
+                inc.ready_event.set()
+                info = msg[2]
+                meta = info.get("metadata")
+                self.metadata = dict(meta) if isinstance(meta, dict) else {}
+                self.history.record_running(time.monotonic())
+                self._to(State.RUNNING, f"ready (pid {inc.proc.pid if inc.proc else '?'})")
+                assert self._tg is not None
+                self._tg.start_soon(self._health, inc)
+        elif kind == "kill":
+            if inc.cause is None:
+                inc.cause = msg[2]
+            self._log.warning("killing worker", reason=msg[2])
+            if inc.proc is not None:
+                inc.proc.signal_group(9)
+        elif kind == "exited":
+            self._on_exit(inc, msg[2])
+
+    def _on_command(self, kind: str, waiter: _Waiter | None) -> None:
+        state = self.sm.state
+        if waiter is not None:
+            self._waiters.append(waiter)
+        if kind == "stop":
+            self._want_up = False
+            if state in (State.STARTING, State.RUNNING) and self._inc is not None:
+                self._begin_stop(self._inc, "stop requested")
+            elif state is State.BACKOFF:
+                self._backoff_token += 1
+                self._to(State.STOPPED, "stop requested during backoff")
+            elif state in (State.STOPPED, State.FAILED, State.DISABLED) and waiter is not None:
+                self._finish(waiter)
+            return
+        if state is State.DISABLED:
+            if waiter is not None:
+                self._finish(waiter, f"{self.name} is disabled")
+            return
+        self._want_up = True
+        if kind == "restart" and state in (State.STARTING, State.RUNNING) and self._inc:
+            self._begin_stop(self._inc, "restart requested")
+        elif state in (State.STOPPED, State.FAILED, State.BACKOFF):
+            if state is State.FAILED:
+                self.history.reset()
+            self._backoff_token += 1
+            self._spawn(f"{kind} requested")
+        elif state is State.RUNNING and waiter is not None:
+            self._finish(waiter)
+        elif state is State.STARTING and waiter is not None:
+            waiter.seen_start = True
+        # STOPPING: _want_up makes the exit handler start it again.
+
+    def _spawn(self, reason: str) -> None:
+        self.attempted = True
+        self._n += 1
+        inc = _Incarnation(self._n)
+        self._inc = inc
+        self.history.record_start(time.monotonic())
+        self._to(State.STARTING, reason)
+        assert self._tg is not None
+        self._tg.start_soon(self._run_incarnation, inc)
+
+    async def _run_incarnation(self, inc: _Incarnation) -> None:
+        """Spawn, connect, watch for exit; post what happens. Owns nothing else."""
+        try:
+            proc: WorkerProcess = await self.ctx.spawn(self.ext, self._on_line)
+        except OSError as exc:
+            self._post(("spawn_failed", inc.n, f"{exc.strerror or exc}"))
+            return
+        inc.proc = proc
+        self.ctx.keeper_watch(proc.pgid)
+        channel = Channel(
+            {
+                "boot": lambda pid: build_spec(self.ext),
+                "ready": lambda info: self._ready(inc, info),
+            },
+            name=self.name,
+            on_notification=lambda method, params: self._notified(inc, method, params),
+        )
+        inc.channel = channel
+        await channel.connect(proc.sock)
+        self._post(("spawned", inc.n))
+        assert self._tg is not None
+        self._tg.start_soon(self._watch_channel, inc, channel, proc)
+        timeout = self.ext.start_timeout
+        with anyio.move_on_after(timeout) as timer:
+            async with anyio.create_task_group() as race:
+                race.start_soon(_set_when, inc.ready_event.wait, race.cancel_scope)
+                race.start_soon(_set_when, proc.wait, race.cancel_scope)
+        if timer.cancelled_caught and not inc.ready and proc.alive:
+            self._post(("kill", inc.n, f"start timeout ({timeout:g}s)"))
+        with anyio.CancelScope(shield=True):
+            result = await proc.wait()
+            await proc.reap_group()
+            await proc.wait_output()
+        self.ctx.keeper_unwatch(proc.pgid)
+        channel.close(f"worker exited ({describe(from_waitid(result.si_code, result.si_status))})")
+        exit = from_waitid(
+            result.si_code, result.si_status, cause=inc.cause, requested=inc.requested
+        )
+        self._post(("exited", inc.n, exit))
+
+    async def _watch_channel(
+        self, inc: _Incarnation, channel: Channel, proc: WorkerProcess
+    ) -> None:
+        """A worker whose channel breaks (garbage, oversized frame, closed fd 3) is killed."""
+        with inc.scope():
+            reason = await channel.wait_closed()
+            await anyio.sleep(0.2)  # a worker that is exiting anyway gets to report its own exit
+            if proc.alive and not inc.requested:
+                self._post(("kill", inc.n, f"channel lost: {reason}"))
+
+    def _ready(self, inc: _Incarnation, info: Any) -> None:
+        metadata = info if isinstance(info, dict) else {}
+        self._post(("ready", inc.n, metadata))
+
+    def _notified(self, inc: _Incarnation, method: str, params: list[Any]) -> None:
+        payload = params[0] if params and isinstance(params[0], dict) else {}
+        if method in ("load_error", "error"):
+            inc.error = {"kind": method, **payload}
+        elif method == "exiting" and inc.cause is None:
+            inc.cause = str(payload.get("reason", "worker is exiting"))
+
+    def _on_line(self, stream: str, line: str) -> None:
+        self.output.append((time.time(), stream, line))
+        self._log.info("output", stream=stream, line=line)
+
+    async def _health(self, inc: _Incarnation) -> None:
+        settings = self.ctx.health
+        tracker = HealthTracker(settings)
+        channel = inc.channel
+        assert channel is not None
+        with inc.scope():
+            while inc.proc is not None and inc.proc.alive:
+                await anyio.sleep(settings.interval)
+                sent = time.monotonic()
+                tracker.ping_sent(sent)
+                try:
+                    await channel.request("ping", timeout=settings.deadline)
+                except TimeoutError:
+                    verdict = tracker.missed(time.monotonic())
+                    if isinstance(verdict, Unhealthy):
+                        self._post(("kill", inc.n, verdict.reason))
+                        return
+                except (ChannelClosed, RpcError):
+                    return
+                else:
+                    tracker.pong(time.monotonic(), sent)
+
+    def _begin_stop(self, inc: _Incarnation, reason: str) -> None:
+        """Mark the worker as asked to stop; the stop sequence runs once it exists."""
+        if not inc.requested:
+            inc.requested = True
+            self._to(State.STOPPING, reason)
+        if inc.proc is not None and inc.channel is not None and not inc.stop_launched:
+            inc.stop_launched = True
+            assert self._tg is not None
+            self._tg.start_soon(self._stop_sequence, inc, inc.proc, inc.channel)
+
+    async def _stop_sequence(
+        self, inc: _Incarnation, proc: WorkerProcess, channel: Channel
+    ) -> None:
+        """shutdown RPC → SIGTERM (at half the budget) → SIGKILL of the group (at the end)."""
+        budget = self.ext.stop_timeout
+        t0 = time.monotonic()
+        with anyio.move_on_after(budget / 2):
+            if inc.ready:
+                with contextlib.suppress(TimeoutError, RpcError):
+                    await channel.request("shutdown", timeout=budget / 2)
+            await proc.wait()
+        if proc.alive:
+            proc.signal_group(15)
+            with anyio.move_on_after(max(0.0, budget - (time.monotonic() - t0))):
+                await proc.wait()
+        if proc.alive:
+            inc.cause = f"did not stop within stopTimeout ({budget:g}s)"
+            proc.signal_group(9)
+
+    def _on_exit(self, inc: _Incarnation, exit: Exit) -> None:
+        for scope in inc.scopes:
+            scope.cancel()
+        self._inc = None
+        text = describe(exit)
+        if inc.error:
+            self.last_error = inc.error
+            text = f"{text}: {inc.error.get('message', '')}".rstrip(": ")
+        self.last_exit = text
+        state = self.sm.state
+        if state is State.STOPPING or exit.requested:
+            if state is not State.STOPPING:
+                self._to(State.STOPPING, "stop requested")
+            self._to(State.STOPPED, text)
+            if self._want_up:
+                self._spawn("restart requested")
+            return
+        now = time.monotonic()
+        self.history.record_exit(exit, now)
+        self._to(State.CRASHED, text)
+        decision = decide(self.settings, self.history, exit, now)
+        if isinstance(decision, Stay):
+            self._want_up = False
+            self._to(State.STOPPED, decision.reason)
+        elif isinstance(decision, GiveUp):
+            self._want_up = False
+            self._to(State.FAILED, decision.reason)
+        elif isinstance(decision, Restart):
+            self.restarts += 1
+            self._backoff_token += 1
+            token = self._backoff_token
+            delay = decision.delay
+            self._to(State.BACKOFF, f"restarting in {delay:.2f}s (attempt {decision.attempt})")
+            assert self._tg is not None
+            self._tg.start_soon(self._backoff_timer, token, delay)
+
+    async def _backoff_timer(self, token: int, delay: float) -> None:
+        if delay > 0 and math.isfinite(delay):
+            await anyio.sleep(delay)
+        self._post(("backoff_done", token))
+
+
+async def _set_when(wait: Callable[[], Any], scope: anyio.CancelScope) -> None:
+    """Await ``wait()`` then cancel ``scope``: the first of several waits ends the race."""
+    await wait()
+    scope.cancel()

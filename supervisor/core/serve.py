@@ -1,0 +1,251 @@
+"""``spctl serve``: wires the runners, the control socket, signals and shutdown order.
+
+It owns no extension logic: each ``Runner`` owns its worker. Signals are messages: one task
+receives them and dispatches (SIGTERM/SIGINT → orderly stop; SIGHUP → reload, reserved;
+SIGCHLD → reap orphans re-parented to us as child subreaper).
+
+At start, a file that cannot be read or parsed stops ``serve`` with exit 1 and every error.
+An entry that is invalid on its own does not hold the others hostage: the valid extensions
+start, and the invalid one is listed by ``status`` as ``failed`` with its configuration error.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from supervisor import __version__
+from supervisor.config import Extension, LoadResult, load_registry
+from supervisor.control.paths import state_dir
+from supervisor.control.server import AlreadyRunning, ControlServer
+from supervisor.core.health import HealthSettings
+from supervisor.core.keeper import Keeper
+from supervisor.core.process import WorkerProcess, reap_orphans, set_child_subreaper, spawn_worker
+from supervisor.core.runner import CommandFailed, Runner, RunnerContext
+from supervisor.core.sdnotify import Notifier
+from supervisor.core.states import State, Transition
+from worker.rpc import RpcError
+
+__all__ = ["ServeOptions", "Supervisor", "serve"]
+
+log = structlog.get_logger("spctl.serve")
+
+UNKNOWN_EXTENSION = -32010
+REFUSED = -32011
+
+_SETTLED = (State.RUNNING, State.FAILED, State.STOPPED, State.DISABLED)
+
+
+@dataclass
+class ServeOptions:
+    extensions: Path
+    socket: Path
+    health: HealthSettings = field(default_factory=HealthSettings)
+
+
+class Supervisor:
+    """The running supervisor: runners by name, and the control API over them."""
+
+    def __init__(self, opts: ServeOptions, loaded: LoadResult) -> None:
+        self.opts = opts
+        self.started = time.monotonic()
+        self.keeper = Keeper()
+        self.notifier = Notifier()
+        self.invalid = {
+            name: "; ".join(str(e) for e in errs) for name, errs in loaded.invalid.items()
+        }
+        ctx = RunnerContext(
+            spawn=self._spawn,
+            keeper_watch=self.keeper.watch,
+            keeper_unwatch=self.keeper.unwatch,
+            health=opts.health,
+            on_transition=self._on_transition,
+        )
+        self.runners: dict[str, Runner] = {
+            ext.name: Runner(ext, ctx) for ext in loaded.registry.extensions
+        }
+        self.server = ControlServer(
+            opts.socket,
+            {
+                "ping": lambda: "pong",
+                "status": self.status,
+                "start": self._cmd("start"),
+                "stop": self._cmd("stop"),
+                "restart": self._cmd("restart"),
+            },
+        )
+        self._stop = anyio.Event()
+        self._settled = anyio.Event()
+
+    # ----- workers -----
+
+    async def _spawn(self, ext: Extension, on_line: Any) -> WorkerProcess:
+        env = dict(os.environ)
+        env.update(ext.env)
+        env["SPCTL_EXTENSION"] = ext.name
+        ext_state = state_dir() / "extensions" / ext.name
+        ext_state.mkdir(parents=True, exist_ok=True)
+        env["EXTENSION_STATE_DIR"] = str(ext_state)
+        python = str(ext.python) if ext.python is not None else sys.executable
+        # -P: never put the extension's directory (or ours) in front of sys.path, so an
+        # extension cannot shadow the worker package.
+        return await spawn_worker(argv=[python, "-P", "-m", "worker"], env=env, on_line=on_line)
+
+    def _on_transition(self, name: str, tr: Transition) -> None:
+        self._check_settled()
+
+    def _check_settled(self) -> None:
+        if not self._settled.is_set() and all(
+            r.attempted and r.state in _SETTLED
+            for r in self.runners.values()
+            if r.ext.enabled and not r.ext.lazy
+        ):
+            self._settled.set()
+
+    # ----- control API -----
+
+    def _runner(self, name: str) -> Runner:
+        runner = self.runners.get(name)
+        if runner is None:
+            if name in self.invalid:
+                raise RpcError(REFUSED, f"{name}: invalid configuration: {self.invalid[name]}")
+            raise RpcError(UNKNOWN_EXTENSION, f"no extension named {name!r}")
+        return runner
+
+    def _cmd(self, verb: str) -> Any:
+        async def handler(name: str) -> dict[str, Any]:
+            runner = self._runner(name)
+            try:
+                await getattr(runner, verb)()
+            except CommandFailed as exc:
+                raise RpcError(REFUSED, str(exc)) from None
+            return runner.snapshot()
+
+        return handler
+
+    def status(self, name: str | None = None) -> dict[str, Any]:
+        if name is not None:
+            exts = [self._runner(name).snapshot()]
+        else:
+            exts = [r.snapshot() for r in self.runners.values()]
+            exts += [
+                {"name": n, "state": "failed", "reason": f"invalid configuration: {why}"}
+                for n, why in self.invalid.items()
+            ]
+        return {
+            "supervisor": {
+                "pid": os.getpid(),
+                "version": __version__,
+                "uptime": time.monotonic() - self.started,
+                "extensions_dir": str(self.opts.extensions),
+                "socket": str(self.opts.socket),
+            },
+            "extensions": exts,
+        }
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for r in self.runners.values():
+            counts[r.state.value] = counts.get(r.state.value, 0) + 1
+        if self.invalid:
+            counts["failed"] = counts.get("failed", 0) + len(self.invalid)
+        return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no extensions"
+
+    # ----- lifetime -----
+
+    async def run(self) -> int:
+        try:
+            self.server.bind()
+        except AlreadyRunning as exc:
+            print(f"spctl serve: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"spctl serve: cannot bind {self.opts.socket}: {exc}", file=sys.stderr)
+            return 1
+        set_child_subreaper()
+        self.keeper.start()
+        log.info(
+            "serving", pid=os.getpid(), socket=str(self.opts.socket), extensions=len(self.runners)
+        )
+        try:
+            async with anyio.create_task_group() as tg:
+                for runner in self.runners.values():
+                    tg.start_soon(runner.run)
+                tg.start_soon(self.server.serve)
+                tg.start_soon(self._signals)
+                tg.start_soon(self._notify_ready)
+                if self.notifier.watchdog_interval:
+                    tg.start_soon(self._watchdog, self.notifier.watchdog_interval)
+                for runner in self.runners.values():
+                    if runner.ext.enabled and not runner.ext.lazy:
+                        runner.post_start()
+                self._check_settled()  # nothing to start at all
+                await self._stop.wait()
+                await self._stop_all()
+                tg.cancel_scope.cancel()
+        finally:
+            self.server.close()
+            self.keeper.close()
+            self.notifier.close()
+        log.info("stopped")
+        return 0
+
+    async def _stop_all(self) -> None:
+        self.notifier.send("STOPPING=1", "STATUS=stopping extensions")
+        log.info("stopping all extensions")
+        async with anyio.create_task_group() as tg:
+            for runner in self.runners.values():
+                tg.start_soon(_quiet_stop, runner)
+
+    async def _notify_ready(self) -> None:
+        await self._settled.wait()
+        self.notifier.send("READY=1", f"STATUS={self.summary()}")
+        log.info("ready", status=self.summary())
+
+    async def _watchdog(self, interval: float) -> None:
+        # Fed from the event loop itself: a blocked loop stops the pings and systemd restarts us.
+        while True:
+            self.notifier.send("WATCHDOG=1")
+            await anyio.sleep(interval)
+
+    async def _signals(self) -> None:
+        sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+        with anyio.open_signal_receiver(*sigs) as received:
+            async for signum in received:
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    log.info("signal", signal=signal.Signals(signum).name, action="stop")
+                    self._stop.set()
+                elif signum == signal.SIGHUP:
+                    log.warning("signal", signal="SIGHUP", action="reload is not yet supported")
+                elif signum == signal.SIGCHLD:
+                    known = {self.keeper.pid} if self.keeper.pid else set()
+                    reap_orphans(known)
+
+
+async def _quiet_stop(runner: Runner) -> None:
+    try:
+        await runner.stop()
+    except CommandFailed as exc:  # pragma: no cover - stop does not fail today
+        log.warning("stop failed", extension=runner.name, reason=str(exc))
+
+
+def serve(opts: ServeOptions) -> int:
+    """Load, validate, run until SIGTERM/SIGINT. Returns the process exit code."""
+    loaded = load_registry(opts.extensions)
+    if loaded.fatal:
+        for err in loaded.errors:
+            print(err, file=sys.stderr)
+        print(f"spctl serve: configuration in {opts.extensions} is invalid", file=sys.stderr)
+        return 1
+    for err in loaded.errors:
+        log.error("invalid extension entry", extension=err.extension, error=str(err))
+    supervisor = Supervisor(opts, loaded)
+    return anyio.run(supervisor.run)

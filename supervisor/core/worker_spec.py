@@ -1,0 +1,64 @@
+"""What a worker is told at boot (its answer to the worker's ``boot`` request).
+
+The spec travels over the private socketpair, never through argv (visible to every user
+in ``ps``) or the environment (inherited by the extension's own children).
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Any
+
+from supervisor.config import Extension, Secret
+
+__all__ = ["build_spec", "plain", "rlimits_for"]
+
+
+def plain(value: Any) -> Any:
+    """Config values as msgpack-able plain data; secrets are revealed only here, for the worker."""
+    if isinstance(value, Secret):
+        return value.reveal()
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def rlimits_for(ext: Extension) -> dict[str, list[int]]:
+    """rlimits the worker applies to itself before importing the extension.
+
+    ``openFiles`` → RLIMIT_NOFILE; ``cpuTime`` → RLIMIT_CPU (SIGXCPU at the soft limit, SIGKILL
+    5 s later); ``memory`` → RLIMIT_DATA, a hard stop for runaway allocation (heap and private
+    anonymous mappings; Linux ignores RLIMIT_RSS); ``processes`` → RLIMIT_NPROC (per real uid,
+    and not enforced for root). Core dumps are always off.
+    """
+    limits = ext.limits
+    out: dict[str, list[int]] = {"CORE": [0, 0]}
+    if limits.open_files is not None:
+        out["NOFILE"] = [limits.open_files, limits.open_files]
+    if limits.cpu_time is not None:
+        soft = max(1, int(limits.cpu_time))
+        out["CPU"] = [soft, soft + 5]
+    if limits.memory is not None:
+        out["DATA"] = [limits.memory, limits.memory]
+    if limits.processes is not None:
+        out["NPROC"] = [limits.processes, limits.processes]
+    # Never ask for more than the supervisor's own hard limit: setrlimit would refuse.
+    for name, (soft, hard) in list(out.items()):
+        _, cur_hard = resource.getrlimit(getattr(resource, f"RLIMIT_{name}"))
+        if cur_hard != resource.RLIM_INFINITY:
+            out[name] = [min(soft, cur_hard), min(hard, cur_hard)]
+    return out
+
+
+def build_spec(ext: Extension) -> dict[str, Any]:
+    kind = "daemon" if ext.kind == "module" else "handler"
+    return {
+        "name": ext.name,
+        "kind": kind,
+        "path": str(ext.path) if ext.path is not None else None,
+        "config": plain(ext.config),
+        "rlimits": rlimits_for(ext),
+        "check_interval": 1.0,
+    }

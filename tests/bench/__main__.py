@@ -1,0 +1,34 @@
+"""Run the benchmarks: ``python -m tests.bench [name ...]`` from the repository root.
+
+Every ``bench_*.py`` module beside this file is imported and its ``main()`` called, in name
+order; names on the command line (``rpc`` or ``bench_rpc``) pick a subset.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+
+
+def _available() -> list[str]:
+    return sorted(p.stem for p in Path(__file__).parent.glob("bench_*.py"))
+
+
+def main(argv: list[str]) -> int:
+    available = _available()
+    wanted = [a if a.startswith("bench_") else f"bench_{a}" for a in argv] or available
+    unknown = [w for w in wanted if w not in available]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; have: {', '.join(available)}")
+        return 2
+    for name in wanted:
+        started = time.monotonic()
+        importlib.import_module(f"{__package__}.{name}").main()
+        print(f"({name}: {time.monotonic() - started:.1f} s)\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,197 @@
+"""Shared test helpers: wait on conditions with deadlines (never sleep to synchronise), and
+run real ``spctl serve`` supervisors on a private extensions directory and socket."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO / "tests" / "fixtures"
+SPCTL = str(Path(sys.executable).with_name("spctl"))
+
+
+def wait_for(cond: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll ``cond`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)  # polling interval of a deadline wait, not synchronisation
+        delay = min(delay * 2, 0.05)
+
+
+def pid_gone(pid: int) -> bool:
+    """True when ``pid`` no longer exists or is a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return True
+
+
+def descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def module_entry(name: str, fixture: str, **extra: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": name,
+        "type": "local",
+        "path": f"./modules/{fixture}",
+        "moduleType": "daemon",
+    }
+    entry.update(extra)
+    return entry
+
+
+def make_extensions(
+    root: Path, modules: list[dict[str, Any]], servers: list[dict[str, Any]] | None = None
+) -> Path:
+    """An extensions/ dir with copies of the fixtures the entries use."""
+    ext = root / "extensions"
+    (ext / "modules").mkdir(parents=True, exist_ok=True)
+    (ext / "servers").mkdir(parents=True, exist_ok=True)
+    for entry in modules:
+        fixture = Path(entry["path"]).name
+        if not (ext / "modules" / fixture).exists():
+            shutil.copytree(FIXTURES / fixture, ext / "modules" / fixture)
+    (ext / "modules.yaml").write_text(yaml.safe_dump({"modules": modules}, sort_keys=False))
+    (ext / "servers.yaml").write_text(yaml.safe_dump({"servers": servers or []}, sort_keys=False))
+    return ext
+
+
+@dataclass
+class Serve:
+    """A real ``spctl serve`` subprocess with its own socket."""
+
+    root: Path
+    extensions: Path
+    socket: Path
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+    extra_args: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.root / "serve.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["SPCTL_SOCKET"] = str(self.socket)
+        env["STATE_DIRECTORY"] = str(self.root / "state")
+        env.pop("NOTIFY_SOCKET", None)
+        return env
+
+    def start(self, wait: bool = True) -> Serve:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen(
+            [SPCTL, "serve", "--extensions", str(self.extensions), "--log-json", *self.extra_args],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            wait_for(
+                lambda: self.socket.exists() and self.try_status() is not None, 20, "serve socket"
+            )
+        return self
+
+    def spctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [SPCTL, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def try_status(self) -> dict[str, Any] | None:
+        from supervisor.control.client import ControlClient, NotRunning
+
+        try:
+            with ControlClient(self.socket, timeout=5) as c:
+                result: dict[str, Any] = c.call("status", None)
+                return result
+        except (NotRunning, OSError, TimeoutError):
+            return None
+
+    def call(self, method: str, *params: Any, timeout: float = 30) -> Any:
+        from supervisor.control.client import ControlClient
+
+        with ControlClient(self.socket, timeout=timeout) as c:
+            return c.call(method, *params)
+
+    def ext(self, name: str) -> dict[str, Any]:
+        status = self.try_status()
+        assert status is not None, "supervisor not answering"
+        for e in status["extensions"]:
+            if e["name"] == name:
+                return e
+        raise KeyError(name)
+
+    def wait_state(self, name: str, state: str, timeout: float = 20) -> dict[str, Any]:
+        return wait_for(
+            lambda: (e := self.ext(name))["state"] == state and e,
+            timeout,
+            f"{name} to be {state} (log: {self.log_path})",
+        )
+
+    def logs(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with_children = descendants(self.proc.pid)
+            self.proc.kill()
+            self.proc.wait()
+            for pid in with_children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def serve_fixture(tmp_path: Path, modules: list[dict[str, Any]], **kw: Any) -> Iterator[Serve]:
+    ext = make_extensions(tmp_path, modules)
+    s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock", **kw)
+    try:
+        yield s
+    finally:
+        s.kill()

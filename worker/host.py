@@ -1,0 +1,298 @@
+"""The worker's side of the supervisor ⇄ worker protocol, for one extension.
+
+Theory of operation. One :class:`Host` owns the channel (fd 3) and the extension. Its
+lifecycle task asks the supervisor for the boot spec (``boot``), applies the rlimits and extra
+``sys.path`` entries, imports the extension, starts it, says ``ready`` and then polls
+``is_running()``. Meanwhile the channel serves ``ping`` and ``shutdown`` from the loop, so a
+sync ``start()`` running in a thread never delays a ping.
+
+Every way out is a *verdict* (an exit code, see :mod:`worker.exitcodes`) set once on a future:
+the lifecycle ending, the ``shutdown`` handler, or the channel closing. The first verdict wins;
+:func:`run` then drains what is queued for the supervisor and ends the process with
+``os._exit`` — extension threads (a hung sync ``stop()``, say) must not keep a worker alive
+that has decided to die, and interpreter shutdown would join them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from worker.channel import Channel, ChannelClosed
+from worker.exitcodes import (
+    EXIT_CHANNEL_LOST,
+    EXIT_ERROR,
+    EXIT_LOAD_ERROR,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_PROTOCOL_ERROR,
+)
+from worker.kinds.daemon import Daemon, load_daemon
+from worker.loader import LoadError, load_extension
+from worker.rpc import RpcError
+
+__all__ = ["BootSpec", "Host", "apply_rlimits", "run"]
+
+DRAIN_TIMEOUT = 2.0
+"""How long a dying worker waits for its last messages to reach the supervisor."""
+STOP_TIMEOUT = 3.0
+"""Best-effort stop()/shutdown() budget when the worker ends on its own (not on request)."""
+TRACEBACK_LINES = 20
+MESSAGE_CHARS = 2000
+KINDS = ("daemon",)
+
+
+def log(message: str) -> None:
+    print(f"spctl-worker: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    """The supervisor's answer to ``boot``: what to host and under which limits."""
+
+    name: str
+    kind: str
+    path: str
+    config: dict[str, Any] = field(default_factory=dict)
+    rlimits: dict[str, Any] = field(default_factory=dict)
+    check_interval: float = 1.0
+    python_path: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, raw: object) -> BootSpec:
+        """Validate the wire form. Raises ValueError naming the bad field."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"boot spec is not a map: {type(raw).__name__}")
+        for key in ("name", "kind", "path"):
+            if not isinstance(raw.get(key), str):
+                raise ValueError(f"boot spec field {key!r} must be a string")
+        config = raw.get("config") or {}
+        rlimits = raw.get("rlimits") or {}
+        interval = raw.get("check_interval", 1.0)
+        python_path = raw.get("python_path") or []
+        if not isinstance(config, dict):
+            raise ValueError("boot spec field 'config' must be a map")
+        if not isinstance(rlimits, dict):
+            raise ValueError("boot spec field 'rlimits' must be a map")
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
+            raise ValueError("boot spec field 'check_interval' must be a positive number")
+        if not isinstance(python_path, list) or not all(isinstance(p, str) for p in python_path):
+            raise ValueError("boot spec field 'python_path' must be a list of strings")
+        return cls(
+            name=raw["name"],
+            kind=raw["kind"],
+            path=raw["path"],
+            config=config,
+            rlimits=rlimits,
+            check_interval=float(interval),
+            python_path=tuple(python_path),
+        )
+
+
+def apply_rlimits(rlimits: Mapping[str, Any]) -> None:
+    """setrlimit each ``NAME: [soft, hard]`` (None or -1 = unlimited).
+
+    Raises LoadError naming the first limit that is unknown, malformed or refused.
+    """
+    import resource
+
+    for key, value in rlimits.items():
+        which = getattr(resource, f"RLIMIT_{key}", None) if isinstance(key, str) else None
+        if not isinstance(which, int):
+            raise LoadError(f"unknown rlimit {key!r}")
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise LoadError(f"rlimit {key} must be [soft, hard], got {value!r}")
+        pair = tuple(resource.RLIM_INFINITY if v is None or v == -1 else v for v in value)
+        if not all(type(v) is int for v in pair):
+            raise LoadError(f"rlimit {key} must be [soft, hard] integers, got {value!r}")
+        try:
+            resource.setrlimit(which, (pair[0], pair[1]))
+        except (ValueError, OSError) as e:
+            raise LoadError(f"cannot apply rlimit {key}={list(value)}: {e}") from None
+
+
+def failure(exc: BaseException) -> dict[str, str]:
+    """The ``{message, traceback}`` payload of ``load_error``/``error``; also logs it."""
+    if isinstance(exc, LoadError) and exc.__cause__ is None:
+        message, tail = str(exc), ""
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+        lines = "".join(traceback.format_exception(exc)).rstrip("\n").splitlines()
+        tail = "\n".join(line[:500] for line in lines[-TRACEBACK_LINES:])
+        print(tail, file=sys.stderr, flush=True)
+    log(message)
+    return {"message": message[:MESSAGE_CHARS], "traceback": tail}
+
+
+class Host:
+    """The worker's protocol state for one extension; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.channel = Channel({"ping": self._ping, "shutdown": self._shutdown}, name="worker")
+        self._verdict: asyncio.Future[int] | None = None
+        self._daemon: Daemon | None = None
+        self._lifecycle: asyncio.Task[int] | None = None
+        self._stopping: asyncio.Task[None] | None = None
+
+    def finish(self, code: int) -> None:
+        """Record the exit code; the first verdict wins."""
+        if self._verdict is not None and not self._verdict.done():
+            self._verdict.set_result(code)
+
+    async def run(self, sock: socket.socket) -> int:
+        """Serve the channel on ``sock`` until a verdict; return the exit code."""
+        self._verdict = asyncio.get_running_loop().create_future()
+        await self.channel.connect(sock)
+        watcher = asyncio.create_task(self._watch_channel())
+        self._lifecycle = asyncio.create_task(self._run_lifecycle())
+        self._lifecycle.add_done_callback(self._lifecycle_done)
+        code = await self._verdict
+        if code not in (EXIT_CHANNEL_LOST, EXIT_PROTOCOL_ERROR):
+            await self._drain()
+        watcher.cancel()
+        return code
+
+    async def _drain(self) -> None:
+        # A reply is queued by the handler's task after the handler returns: let it run first.
+        await asyncio.sleep(0)
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                await self.channel.drain()
+        except (TimeoutError, RpcError, OSError):
+            pass
+
+    async def _watch_channel(self) -> None:
+        reason = await self.channel.wait_closed()
+        if self._verdict is not None and not self._verdict.done():
+            lost = _is_eof(reason)
+            if not lost:
+                log(f"channel closed: {reason}")
+            self.finish(EXIT_CHANNEL_LOST if lost else EXIT_PROTOCOL_ERROR)
+
+    def _lifecycle_done(self, task: asyncio.Task[int]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self.finish(task.result())
+        elif isinstance(exc, ChannelClosed):
+            self.finish(EXIT_PROTOCOL_ERROR if not _is_eof(str(exc)) else EXIT_CHANNEL_LOST)
+        else:
+            failure(exc)
+            self.finish(EXIT_ERROR)
+
+    async def _run_lifecycle(self) -> int:
+        try:
+            spec = BootSpec.parse(await self.channel.request("boot", os.getpid()))
+        except ValueError as e:
+            log(f"protocol error: {e}")
+            return EXIT_PROTOCOL_ERROR
+        try:
+            daemon = await self._load(spec)
+        except Exception as e:
+            await self._report("load_error", e)
+            return EXIT_LOAD_ERROR
+        self._daemon = daemon
+        try:
+            await daemon.call("initialize")
+            await daemon.call("start")
+        except Exception as e:
+            await self._report("error", e)
+            return EXIT_ERROR
+        await self.channel.request(
+            "ready",
+            {
+                "pid": os.getpid(),
+                "kind": spec.kind,
+                "metadata": daemon.metadata,
+                "python": sys.version.split()[0],
+            },
+        )
+        return await self._monitor(daemon, spec.check_interval)
+
+    async def _load(self, spec: BootSpec) -> Daemon:
+        if spec.kind not in KINDS:
+            raise LoadError(f"unsupported extension kind {spec.kind!r} (supported: daemon)")
+        apply_rlimits(spec.rlimits)
+        for entry in reversed(spec.python_path):
+            sys.path.insert(0, entry)
+        module = load_extension(spec.name, spec.path)
+        return await load_daemon(spec.name, module, spec.config, spec.path)
+
+    async def _monitor(self, daemon: Daemon, interval: float) -> int:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                running = await daemon.is_running()
+            except Exception as e:
+                await self._report("error", e)
+                return EXIT_ERROR
+            if not running:
+                log("is_running() returned False")
+                self.channel.notify("exiting", {"reason": "is_running() returned False"})
+                await self._drain()
+                try:
+                    async with asyncio.timeout(STOP_TIMEOUT):
+                        await self._stop_extension()
+                except TimeoutError:
+                    log(f"stop()/shutdown() did not finish in {STOP_TIMEOUT:g}s")
+                return EXIT_NOT_RUNNING
+
+    async def _report(self, method: str, exc: BaseException) -> None:
+        self.channel.notify(method, failure(exc))
+        await self._drain()
+
+    async def _stop_extension(self) -> None:
+        if self._daemon is None:
+            return
+        for method in ("stop", "shutdown"):
+            try:
+                await self._daemon.call(method)
+            except Exception as e:
+                log(f"{method}() raised (ignored): {type(e).__name__}: {e}")
+                traceback.print_exception(e, file=sys.stderr)
+
+    # -- handlers served to the supervisor --------------------------------------------------
+
+    def _ping(self) -> dict[str, float]:  # sync: the channel answers it without a task
+        return {"t": time.monotonic()}
+
+    async def _shutdown(self) -> None:
+        if self._stopping is None:
+            if self._lifecycle is not None:
+                self._lifecycle.cancel()  # no more is_running() polls, no late "ready"
+            self._stopping = asyncio.create_task(self._stop_extension())
+        await asyncio.shield(self._stopping)
+        # Exit only once the reply to this request is queued, which happens after we return.
+        asyncio.get_running_loop().call_soon(self.finish, EXIT_OK)
+
+
+def _is_eof(reason: str) -> bool:
+    # Channel close reasons: "peer closed the connection", "connection lost: …" (EOF/reset:
+    # the supervisor is gone or let us go) versus "protocol error: …" (it sent garbage).
+    return not reason.startswith("protocol error")
+
+
+def run(sock: socket.socket) -> NoReturn:
+    """Run the host on ``sock`` and end the process with its verdict."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        code = loop.run_until_complete(Host().run(sock))
+    except SystemExit as e:  # the extension called sys.exit() on the loop or in a thread
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_ERROR)
+    except BaseException as e:
+        failure(e)
+        code = EXIT_ERROR
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)

@@ -1,0 +1,154 @@
+"""The daemon kind: find a DaemonModule in an extension and drive its lifecycle.
+
+An extension provides its daemon either as ``create_module(config)`` (sync or async, returning
+the object) or as one class with ``start``, ``stop`` and ``is_running`` defined in the
+extension (several → the one whose name ends in ``Daemon``/``Module``; still several → error).
+The class is built with ``cls(config)`` when its constructor takes a positional argument, else
+``cls()`` with ``.config`` set. ``initialize`` and ``shutdown`` are optional.
+
+Each lifecycle method may be sync or async. Async ones run on the worker's event loop; sync
+ones run in a thread (``asyncio.to_thread``) so the loop keeps answering pings while a slow
+``start()`` works. A sync method that returns an awaitable has it awaited on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from worker.loader import LoadError, Metadata, check_metadata
+
+__all__ = ["REQUIRED", "Daemon", "call_hook", "load_daemon"]
+
+REQUIRED = ("start", "stop", "is_running")
+_SUFFIXES = ("Daemon", "Module")
+
+
+async def call_hook(fn: Callable[[], Any]) -> Any:
+    """Call a sync-or-async extension callable without blocking the loop for a sync one."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn()
+    result = await asyncio.to_thread(fn)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A loaded daemon object and its validated metadata."""
+
+    obj: Any
+    metadata: Metadata
+
+    def has(self, method: str) -> bool:
+        return callable(getattr(self.obj, method, None))
+
+    async def call(self, method: str) -> Any:
+        """Run one lifecycle method; an absent optional one is a no-op returning None."""
+        fn = getattr(self.obj, method, None)
+        if not callable(fn):
+            return None
+        return await call_hook(fn)
+
+    async def is_running(self) -> bool:
+        return bool(await self.call("is_running"))
+
+
+def _is_daemon_like(obj: object) -> bool:
+    return all(callable(getattr(obj, m, None)) for m in REQUIRED)
+
+
+def _candidates(module: ModuleType) -> list[type]:
+    """Daemon-like classes defined in the extension itself (not imported from elsewhere)."""
+    own = module.__name__
+    found: list[type] = []
+    for value in vars(module).values():
+        if (
+            isinstance(value, type)
+            and (value.__module__ == own or value.__module__.startswith(own + "."))
+            and _is_daemon_like(value)
+            and not inspect.isabstract(value)
+            and not getattr(value, "_is_protocol", False)
+            and value not in found
+        ):
+            found.append(value)
+    return found
+
+
+def _pick_class(module: ModuleType, where: str) -> type | None:
+    found = _candidates(module)
+    if len(found) > 1:
+        preferred = [c for c in found if c.__name__.endswith(_SUFFIXES)]
+        if len(preferred) != 1:
+            names = ", ".join(sorted(c.__name__ for c in (preferred or found)))
+            raise LoadError(
+                f"several daemon classes in {where} ({names}); "
+                "define create_module(config) to choose one"
+            )
+        found = preferred
+    return found[0] if found else None
+
+
+def _instantiate(cls: type, config: Mapping[str, Any]) -> Any:
+    try:
+        inspect.signature(cls).bind(config)
+    except (TypeError, ValueError):
+        obj = cls()
+        if not hasattr(obj, "config"):
+            # __slots__ or a read-only property: the author opted out of .config
+            with contextlib.suppress(AttributeError):
+                obj.config = config
+        return obj
+    return cls(config)
+
+
+def _metadata(name: str, module: ModuleType, obj: object, where: str) -> Metadata:
+    for owner in (obj, module):
+        declared = getattr(owner, "metadata", None)
+        if declared is not None and not callable(declared):
+            return check_metadata(declared, where)
+    out: Metadata = {"name": name}
+    for key in ("name", "version", "description"):
+        for owner in (obj, module):
+            value = getattr(owner, key, None)
+            if isinstance(value, str):
+                out[key] = value
+                break
+    return out
+
+
+async def load_daemon(
+    name: str, module: ModuleType, config: Mapping[str, Any], where: str
+) -> Daemon:
+    """Build the daemon object an extension module provides.
+
+    Raises LoadError when there is no entry point, the entry point returns something that is
+    not a daemon, or the metadata is bad; lets exceptions of the extension's own
+    ``create_module``/constructor propagate (they are load errors too).
+    """
+    factory = getattr(module, "create_module", None)
+    if callable(factory):
+        obj = factory(config)
+        if inspect.isawaitable(obj):
+            obj = await obj
+        if not _is_daemon_like(obj):
+            missing = [m for m in REQUIRED if not callable(getattr(obj, m, None))]
+            raise LoadError(
+                f"create_module() in {where} returned {type(obj).__name__!r}, which lacks "
+                + "/".join(missing)
+            )
+    else:
+        cls = _pick_class(module, where)
+        if cls is None:
+            raise LoadError(
+                "no create_module(config) or daemon class with start/stop/is_running "
+                f"found in {where}"
+            )
+        obj = _instantiate(cls, config)
+    return Daemon(obj=obj, metadata=_metadata(name, module, obj, where))

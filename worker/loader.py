@@ -1,0 +1,89 @@
+"""Import an extension by path, under a private module name, without touching ``sys.path``.
+
+A package directory is imported from its ``__init__.py`` with ``submodule_search_locations``
+set, so its relative imports (``from .impl import X``) work; a single ``.py`` file is imported
+as a plain module. The module is named ``spctl_ext_<name>`` (non-identifier characters, such as
+the hyphens of ``backup-daemon``, become ``_``) and is placed in ``sys.modules`` before it is
+executed, as the import system itself does, so that dataclasses, pickling and submodules can
+find it; a failed import removes it again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["LoadError", "Metadata", "check_metadata", "load_extension", "module_name"]
+
+
+class LoadError(Exception):
+    """The extension cannot be loaded; the message is shown to the operator as is."""
+
+
+def module_name(extension: str) -> str:
+    """The ``sys.modules`` name an extension is imported under."""
+    safe = "".join(c if c.isalnum() or c == "_" else "_" for c in extension)
+    return f"spctl_ext_{safe}"
+
+
+def load_extension(extension: str, path: str | Path) -> ModuleType:
+    """Import the extension at ``path`` (a package directory or a ``.py`` file).
+
+    Raises LoadError when the path is not importable, and whatever the extension's own code
+    raises while it is executed (the caller reports both as a load error).
+    """
+    where = Path(path)
+    name = module_name(extension)
+    if where.is_dir():
+        init = where / "__init__.py"
+        if not init.is_file():
+            raise LoadError(f"{where} is a directory without __init__.py")
+        spec = importlib.util.spec_from_file_location(
+            name, init, submodule_search_locations=[str(where)]
+        )
+    elif where.is_file() and where.suffix == ".py":
+        spec = importlib.util.spec_from_file_location(name, where)
+    elif not where.exists():
+        raise LoadError(f"{where} does not exist")
+    else:
+        raise LoadError(f"{where} is neither a package directory nor a .py file")
+    if spec is None or spec.loader is None:
+        raise LoadError(f"cannot import {where}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+Scalar = None | bool | int | float | str
+Metadata = dict[str, Scalar | list[Scalar]]
+_SCALARS = (type(None), bool, int, float, str)
+
+
+def check_metadata(value: object, where: str) -> Metadata:
+    """Validate an extension's ``metadata``: a dict of str → scalar or list of scalars.
+
+    Tuples become lists (the wire has only arrays). Raises LoadError("bad metadata: …").
+    """
+    if not isinstance(value, dict):
+        raise LoadError(f"bad metadata in {where}: expected a dict, got {type(value).__name__}")
+    out: Metadata = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise LoadError(f"bad metadata in {where}: key {key!r} is not a string")
+        if isinstance(item, _SCALARS):
+            out[key] = item
+        elif isinstance(item, list | tuple) and all(isinstance(x, _SCALARS) for x in item):
+            out[key] = list(item)
+        else:
+            raise LoadError(
+                f"bad metadata in {where}: {key!r} must be a string, number, bool, None "
+                f"or a list of those, not {type(item).__name__}"
+            )
+    return out

@@ -1,0 +1,348 @@
+"""Sans-IO msgpack-rpc: bytes in, events out; calls in, bytes out. No sockets, no event loop.
+
+Theory of operation
+-------------------
+A :class:`Connection` is one end of a msgpack-rpc stream (spec: request ``[0, msgid, method,
+params]``, response ``[1, msgid, error, result]``, notification ``[2, method, params]``). Both ends
+may send requests, so it keeps two id tables: ``outstanding`` (requests we sent and await) and the
+requests we received and have not answered yet.
+
+``receive_data`` feeds a streaming ``msgpack.Unpacker`` and turns every complete message into a
+frozen :class:`Request`, :class:`Response` or :class:`Notification`, validated strictly. Anything
+wrong with what the peer sent raises :class:`RemoteProtocolError` and kills the connection: the
+stream has no resynchronisation point, so nothing after a bad byte can be trusted.
+
+The frame cap is enforced before memory is committed:
+
+* string/bin/ext headers longer than the cap are refused at the header (``max_*_len``), so a peer
+  declaring a 100 MB blob is cut off after five bytes;
+* the bytes of the message being decoded are counted (``Unpacker.tell()`` marks where each
+  message started) and input is fed in slices no larger than the room left under the cap, so a
+  frame that streams past the cap in small pieces (nested arrays, say) fails once it has consumed
+  ``max_frame`` bytes, and ``max_buffer_size`` is never the thing that trips.
+
+Array and map headers are limited to ``max_frame // 8`` entries (a Python list spends 8 bytes per
+slot); msgpack itself preallocates at most ~10k slots per container, so a lying header is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, final
+
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
+
+__all__ = [
+    "APPLICATION_ERROR",
+    "CANCELLED",
+    "CONNECTION_LOST",
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "MAX_FRAME_DEFAULT",
+    "METHOD_NOT_FOUND",
+    "PARSE_ERROR",
+    "TIMEOUT",
+    "Connection",
+    "Event",
+    "LocalProtocolError",
+    "Notification",
+    "RemoteProtocolError",
+    "Request",
+    "Response",
+    "RpcError",
+]
+
+MAX_FRAME_DEFAULT: Final = 16 * 1024 * 1024
+
+# Wire error codes, JSON-RPC-like.
+PARSE_ERROR: Final = -32700
+INVALID_REQUEST: Final = -32600
+METHOD_NOT_FOUND: Final = -32601
+INVALID_PARAMS: Final = -32602
+INTERNAL_ERROR: Final = -32603
+CONNECTION_LOST: Final = -32000
+TIMEOUT: Final = -32001
+CANCELLED: Final = -32002
+APPLICATION_ERROR: Final = -32003  # the handler raised
+
+_MSGID_LIMIT: Final = 2**32
+_REQUEST: Final = 0
+_RESPONSE: Final = 1
+_NOTIFICATION: Final = 2
+
+
+class RpcError(Exception):
+    """An error carried on the wire as ``{code, message, data}``."""
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(code, message, data)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code!r}, {self.message!r}, {self.data!r})"
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "data": self.data}
+
+    @classmethod
+    def from_wire(cls, obj: Any) -> RpcError:
+        """Rebuild an error from the peer's ``error`` field; never raises.
+
+        A dict with an int ``code`` and str ``message`` keeps them; anything else (a bare string,
+        a list as some msgpack-rpc peers send) becomes ``INTERNAL_ERROR`` with ``str(obj)``.
+        """
+        if isinstance(obj, dict):
+            code, message = obj.get("code"), obj.get("message")
+            if type(code) is int and isinstance(message, str):
+                return cls(code, message, obj.get("data"))
+        return cls(INTERNAL_ERROR, str(obj))
+
+
+class LocalProtocolError(Exception):
+    """We misused the API (answering an id we never received, an oversized outgoing frame)."""
+
+
+class RemoteProtocolError(Exception):
+    """The peer misbehaved: malformed or oversized frame, a response to an id never sent."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Request:
+    msgid: int
+    method: str
+    params: list[Any]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Response:
+    msgid: int
+    error: Any
+    result: Any
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Notification:
+    method: str
+    params: list[Any]
+
+
+Event = Request | Response | Notification
+
+
+def _is_msgid(x: object) -> bool:
+    # type() rather than isinstance(): msgpack's true/false decode to bool, a subclass of int.
+    return type(x) is int and 0 <= x < _MSGID_LIMIT
+
+
+class Connection:
+    """One end of a msgpack-rpc stream; see the module docstring."""
+
+    def __init__(self, *, max_frame: int = MAX_FRAME_DEFAULT) -> None:
+        if max_frame < 16:
+            raise ValueError(f"max_frame must be at least 16 bytes, got {max_frame}")
+        self._max_frame = max_frame
+        self._unpacker = msgpack.Unpacker(
+            raw=False,
+            use_list=True,
+            strict_map_key=False,
+            max_buffer_size=max_frame,
+            max_str_len=max_frame,
+            max_bin_len=max_frame,
+            max_ext_len=max_frame,
+            max_array_len=max(max_frame // 8, 16),
+            max_map_len=max(max_frame // 8, 16),
+        )
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+        self._fed = 0  # bytes handed to the unpacker so far
+        self._frame_start = 0  # stream offset where the message being decoded began
+        self._error: str | None = None
+        self._next_id = 0
+        self._outstanding: set[int] = set()
+        self._forgotten: set[int] = set()
+        self._unanswered: set[int] = set()
+
+    @property
+    def max_frame(self) -> int:
+        return self._max_frame
+
+    @property
+    def outstanding(self) -> frozenset[int]:
+        """Ids of requests we sent and still await (forgotten ones excluded)."""
+        return frozenset(self._outstanding)
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Decode every complete message in the stream so far.
+
+        Raises RemoteProtocolError if the peer sent something invalid; the connection is then
+        dead and every later call raises it again.
+        """
+        if self._error is not None:
+            raise RemoteProtocolError(self._error)
+        events: list[Event] = []
+        try:
+            self._receive(memoryview(data), events)
+        except RemoteProtocolError as e:
+            self._error = str(e)
+            raise
+        except msgpack.BufferFull:  # unreachable by construction; kept as a backstop
+            self._error = f"frame exceeds {_size(self._max_frame)} cap"
+            raise RemoteProtocolError(self._error) from None
+        except Exception as e:  # anything msgpack raises on bad input
+            self._error = f"undecodable data: {type(e).__name__}: {e}"
+            raise RemoteProtocolError(self._error) from None
+        return events
+
+    def _receive(self, view: memoryview, events: list[Event]) -> None:
+        unpacker = self._unpacker
+        decode = self._decode
+        while view:
+            room = self._max_frame - (self._fed - self._frame_start)
+            if room <= 0:
+                raise RemoteProtocolError(f"frame exceeds {_size(self._max_frame)} cap")
+            chunk, view = view[:room], view[room:]
+            unpacker.feed(chunk)
+            self._fed += len(chunk)
+            for obj in unpacker:
+                self._frame_start = unpacker.tell()
+                event = decode(obj)
+                if event is not None:
+                    events.append(event)
+        # A partial frame that has already used the whole cap can only grow past it: say so now
+        # rather than when (if ever) the peer sends its next byte.
+        if self._fed - self._frame_start >= self._max_frame:
+            raise RemoteProtocolError(f"frame exceeds {_size(self._max_frame)} cap")
+
+    def _decode(self, obj: Any) -> Event | None:
+        if type(obj) is not list or not obj:
+            raise RemoteProtocolError(f"message is not a non-empty array: {_brief(obj)}")
+        kind = obj[0]
+        n = len(obj)
+        if type(kind) is int:
+            if kind == _REQUEST and n == 4:
+                _, msgid, method, params = obj
+                if not _is_msgid(msgid):
+                    raise RemoteProtocolError(f"request msgid is not a uint32: {_brief(msgid)}")
+                if type(method) is not str:
+                    raise RemoteProtocolError(f"request method is not a str: {_brief(method)}")
+                if type(params) is not list:
+                    raise RemoteProtocolError(f"request params is not an array: {_brief(params)}")
+                if msgid in self._unanswered:
+                    raise RemoteProtocolError(f"request msgid {msgid} is already in use")
+                self._unanswered.add(msgid)
+                return Request(msgid, method, params)
+            if kind == _RESPONSE and n == 4:
+                _, msgid, error, result = obj
+                if not _is_msgid(msgid):
+                    raise RemoteProtocolError(f"response msgid is not a uint32: {_brief(msgid)}")
+                if msgid in self._outstanding:
+                    self._outstanding.remove(msgid)
+                    return Response(msgid, error, result)
+                if msgid in self._forgotten:
+                    self._forgotten.remove(msgid)
+                    return None
+                raise RemoteProtocolError(f"response to unknown msgid {msgid}")
+            if kind == _NOTIFICATION and n == 3:
+                _, method, params = obj
+                if type(method) is not str:
+                    raise RemoteProtocolError(f"notification method is not a str: {_brief(method)}")
+                if type(params) is not list:
+                    raise RemoteProtocolError(
+                        f"notification params is not an array: {_brief(params)}"
+                    )
+                return Notification(method, params)
+            if kind in (_REQUEST, _RESPONSE, _NOTIFICATION):
+                want = 3 if kind == _NOTIFICATION else 4
+                raise RemoteProtocolError(
+                    f"message type {kind} needs {want} elements, got {n}: {_brief(obj)}"
+                )
+        raise RemoteProtocolError(f"unknown message type {_brief(kind)}")
+
+    # -- sending --------------------------------------------------------------------------
+
+    def send_request(self, method: str, params: Sequence[Any]) -> tuple[int, bytes]:
+        """Allocate a msgid (wrapping at 2**32), record it as outstanding, return it and the bytes.
+
+        Raises TypeError/ValueError if params cannot be packed, LocalProtocolError if the frame
+        exceeds the cap; no id is consumed in either case.
+        """
+        msgid = self._next_id
+        while msgid in self._outstanding:  # only after 2**32 requests with one still pending
+            msgid = (msgid + 1) % _MSGID_LIMIT
+        data = self._pack((_REQUEST, msgid, method, _as_list(params)))
+        self._next_id = (msgid + 1) % _MSGID_LIMIT
+        self._forgotten.discard(msgid)  # reusing the id: a late answer to the old one is moot
+        self._outstanding.add(msgid)
+        return msgid, data
+
+    def send_response(self, msgid: int, *, result: Any = None, error: Any = None) -> bytes:
+        """Answer a request we received and have not answered yet.
+
+        ``error`` may be an RpcError (sent as its wire dict) or any packable value; a non-None
+        error means failure and the result is then sent as nil. Raises LocalProtocolError for
+        an id we never received or already answered, or an oversized frame; TypeError/ValueError
+        if the result cannot be packed. On any exception the id stays unanswered, so the caller
+        can send an error instead.
+        """
+        if msgid not in self._unanswered:
+            raise LocalProtocolError(f"no request {msgid} awaiting a response")
+        if error is not None:
+            if isinstance(error, RpcError):
+                error = error.to_wire()
+            data = self._pack((_RESPONSE, msgid, error, None))
+        else:
+            data = self._pack((_RESPONSE, msgid, None, result))
+        self._unanswered.remove(msgid)
+        return data
+
+    def send_notification(self, method: str, params: Sequence[Any]) -> bytes:
+        return self._pack((_NOTIFICATION, method, _as_list(params)))
+
+    def forget(self, msgid: int) -> None:
+        """Give up on an outstanding request: a later response to it is dropped silently.
+
+        A no-op for an id that is not outstanding (its response may just have arrived).
+        """
+        if msgid in self._outstanding:
+            self._outstanding.remove(msgid)
+            self._forgotten.add(msgid)
+
+    def _pack(self, message: tuple[Any, ...]) -> bytes:
+        data: bytes = self._packer.pack(message)
+        if len(data) > self._max_frame:
+            raise LocalProtocolError(
+                f"outgoing frame of {len(data)} bytes exceeds {_size(self._max_frame)} cap"
+            )
+        return data
+
+
+def _as_list(params: Sequence[Any]) -> list[Any] | tuple[Any, ...]:
+    if type(params) is list or type(params) is tuple:
+        return params
+    if isinstance(params, str | bytes | bytearray):
+        raise TypeError(f"params must be a sequence of values, not {type(params).__name__}")
+    return list(params)
+
+
+def _brief(obj: object, limit: int = 80) -> str:
+    text = repr(obj)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _size(n: int) -> str:
+    if n % (1024 * 1024) == 0:
+        return f"{n // (1024 * 1024)} MiB"
+    if n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} bytes"
