@@ -188,6 +188,7 @@ class Serve:
                     os.kill(pid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
 def serve_fixture(tmp_path: Path, modules: list[dict[str, Any]], **kw: Any) -> Iterator[Serve]:
     ext = make_extensions(tmp_path, modules)
     s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock", **kw)

@@ -56,8 +56,6 @@ __all__ = ["CANCEL_METHOD", "Channel", "ChannelClosed", "Handler"]
 Handler = Callable[..., Any]
 CANCEL_METHOD = "$cancel"
 _TRACEBACK_LINES = 20
-import os
-_BATCH_FRAMES = int(os.environ.get("BF", "16"))
 _log = logging.getLogger(__name__)
 
 
@@ -151,7 +149,8 @@ class Channel:
         """Call ``method`` on the peer and return its result.
 
         Raises RpcError (the peer's error), ChannelClosed (the channel is or becomes closed),
-        TimeoutError; on timeout or cancellation the peer is sent ``$cancel``.
+        TimeoutError; on timeout or cancellation the peer is sent ``$cancel``. Params that
+        cannot be packed raise TypeError/ValueError, an oversized frame LocalProtocolError.
         """
         if self._close_reason is not None:
             raise ChannelClosed(self._close_reason)
@@ -210,10 +209,7 @@ class Channel:
 
     def _write(self, data: bytes) -> None:
         if self._flush_handle is not None or self._in_read or self._loop is None:
-            out = self._out
-            out.append(data)  # a batch is open; it goes out with the others
-            if len(out) >= _BATCH_FRAMES and not self._in_read:
-                self._send_out()
+            self._out.append(data)  # a batch is open; it goes out with the others
             return
         # The first frame of a loop iteration goes out at once (the peer can start on it while
         # we produce more); the call_soon marks the iteration, and frames written during the

@@ -22,8 +22,8 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, NoReturn
 
 from worker.channel import Channel, ChannelClosed
@@ -36,10 +36,10 @@ from worker.exitcodes import (
     EXIT_PROTOCOL_ERROR,
 )
 from worker.kinds.daemon import Daemon, load_daemon
-from worker.loader import LoadError, load_extension
+from worker.loader import LoadError, apply_rlimits, load_extension
 from worker.rpc import RpcError
 
-__all__ = ["BootSpec", "Host", "apply_rlimits", "run"]
+__all__ = ["BootSpec", "Host", "import_extension", "run"]
 
 DRAIN_TIMEOUT = 2.0
 """How long a dying worker waits for its last messages to reach the supervisor."""
@@ -97,26 +97,22 @@ class BootSpec:
         )
 
 
-def apply_rlimits(rlimits: Mapping[str, Any]) -> None:
-    """setrlimit each ``NAME: [soft, hard]`` (None or -1 = unlimited).
-
-    Raises LoadError naming the first limit that is unknown, malformed or refused.
-    """
-    import resource
-
-    for key, value in rlimits.items():
-        which = getattr(resource, f"RLIMIT_{key}", None) if isinstance(key, str) else None
-        if not isinstance(which, int):
-            raise LoadError(f"unknown rlimit {key!r}")
-        if not isinstance(value, list | tuple) or len(value) != 2:
-            raise LoadError(f"rlimit {key} must be [soft, hard], got {value!r}")
-        pair = tuple(resource.RLIM_INFINITY if v is None or v == -1 else v for v in value)
-        if not all(type(v) is int for v in pair):
-            raise LoadError(f"rlimit {key} must be [soft, hard] integers, got {value!r}")
-        try:
-            resource.setrlimit(which, (pair[0], pair[1]))
-        except (ValueError, OSError) as e:
-            raise LoadError(f"cannot apply rlimit {key}={list(value)}: {e}") from None
+def import_extension(spec: BootSpec) -> ModuleType:
+    """Apply the rlimits and sys.path entries, then import the extension (on the loop thread:
+    module code may call signal.signal()). Raises LoadError or what the import raises."""
+    if spec.kind not in KINDS:
+        raise LoadError(f"unsupported extension kind {spec.kind!r} (supported: daemon)")
+    apply_rlimits(spec.rlimits)
+    # The extension's own directory is importable (as the cwd is, unless started with -P),
+    # then the extra entries, ahead of everything else.
+    where = os.path.abspath(spec.path)
+    home = where if os.path.isdir(where) else os.path.dirname(where)
+    for entry in (home, *reversed(spec.python_path)):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    # Relative paths in an extension mean its own directory, wherever the supervisor runs.
+    os.chdir(home)
+    return load_extension(spec.name, spec.path)
 
 
 def failure(exc: BaseException) -> dict[str, str]:
@@ -125,9 +121,9 @@ def failure(exc: BaseException) -> dict[str, str]:
         message, tail = str(exc), ""
     else:
         message = f"{type(exc).__name__}: {exc}"
-        lines = "".join(traceback.format_exception(exc)).rstrip("\n").splitlines()
-        tail = "\n".join(line[:500] for line in lines[-TRACEBACK_LINES:])
-        print(tail, file=sys.stderr, flush=True)
+        text = "".join(traceback.format_exception(exc))
+        tail = "\n".join(line[:500] for line in text.splitlines()[-TRACEBACK_LINES:])
+        print(text, file=sys.stderr, end="", flush=True)
     log(message)
     return {"message": message[:MESSAGE_CHARS], "traceback": tail}
 
@@ -184,7 +180,10 @@ class Host:
         if exc is None:
             self.finish(task.result())
         elif isinstance(exc, ChannelClosed):
-            self.finish(EXIT_PROTOCOL_ERROR if not _is_eof(str(exc)) else EXIT_CHANNEL_LOST)
+            self.finish(EXIT_CHANNEL_LOST if _is_eof(exc.message) else EXIT_PROTOCOL_ERROR)
+        elif isinstance(exc, RpcError):  # the supervisor refused our boot or ready
+            log(f"supervisor answered with an error: {exc}")
+            self.finish(EXIT_PROTOCOL_ERROR)
         else:
             failure(exc)
             self.finish(EXIT_ERROR)
@@ -219,12 +218,7 @@ class Host:
         return await self._monitor(daemon, spec.check_interval)
 
     async def _load(self, spec: BootSpec) -> Daemon:
-        if spec.kind not in KINDS:
-            raise LoadError(f"unsupported extension kind {spec.kind!r} (supported: daemon)")
-        apply_rlimits(spec.rlimits)
-        for entry in reversed(spec.python_path):
-            sys.path.insert(0, entry)
-        module = load_extension(spec.name, spec.path)
+        module = import_extension(spec)
         return await load_daemon(spec.name, module, spec.config, spec.path)
 
     async def _monitor(self, daemon: Daemon, interval: float) -> int:

@@ -1,4 +1,4 @@
-"""Import an extension by path, under a private module name, without touching ``sys.path``.
+"""Import an extension by path, under a private module name; apply rlimits before that.
 
 A package directory is imported from its ``__init__.py`` with ``submodule_search_locations``
 set, so its relative imports (``from .impl import X``) work; a single ``.py`` file is imported
@@ -12,10 +12,19 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-__all__ = ["LoadError", "Metadata", "check_metadata", "load_extension", "module_name"]
+__all__ = [
+    "LoadError",
+    "Metadata",
+    "apply_rlimits",
+    "check_metadata",
+    "load_extension",
+    "module_name",
+]
 
 
 class LoadError(Exception):
@@ -87,3 +96,25 @@ def check_metadata(value: object, where: str) -> Metadata:
                 f"or a list of those, not {type(item).__name__}"
             )
     return out
+
+
+def apply_rlimits(rlimits: Mapping[str, Any]) -> None:
+    """setrlimit each ``NAME: [soft, hard]`` (None or -1 = unlimited).
+
+    Raises LoadError naming the first limit that is unknown, malformed or refused.
+    """
+    import resource
+
+    for key, value in rlimits.items():
+        which = getattr(resource, f"RLIMIT_{key}", None) if isinstance(key, str) else None
+        if not isinstance(which, int):
+            raise LoadError(f"unknown rlimit {key!r}")
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise LoadError(f"rlimit {key} must be [soft, hard], got {value!r}")
+        pair = tuple(resource.RLIM_INFINITY if v is None or v == -1 else v for v in value)
+        if not all(type(v) is int for v in pair):
+            raise LoadError(f"rlimit {key} must be [soft, hard] integers, got {value!r}")
+        try:
+            resource.setrlimit(which, (pair[0], pair[1]))
+        except (ValueError, OSError) as e:
+            raise LoadError(f"cannot apply rlimit {key}={list(value)}: {e}") from None

@@ -12,17 +12,15 @@ frozen :class:`Request`, :class:`Response` or :class:`Notification`, validated s
 wrong with what the peer sent raises :class:`RemoteProtocolError` and kills the connection: the
 stream has no resynchronisation point, so nothing after a bad byte can be trusted.
 
-The frame cap is enforced before memory is committed:
-
-* string/bin/ext headers longer than the cap are refused at the header (``max_*_len``), so a peer
-  declaring a 100 MB blob is cut off after five bytes;
-* the bytes of the message being decoded are counted (``Unpacker.tell()`` marks where each
-  message started) and input is fed in slices no larger than the room left under the cap, so a
-  frame that streams past the cap in small pieces (nested arrays, say) fails once it has consumed
-  ``max_frame`` bytes, and ``max_buffer_size`` is never the thing that trips.
-
-Array and map headers are limited to ``max_frame // 8`` entries (a Python list spends 8 bytes per
-slot); msgpack itself preallocates at most ~10k slots per container, so a lying header is cheap.
+The frame cap is enforced by counting, before memory is committed: ``Unpacker.tell()`` marks
+where each message starts, input is fed in slices no larger than the room left under the cap,
+and a message that has used up the cap without ending is refused. So a peer declaring a 100 MB
+blob is cut off once it has sent ``max_frame`` bytes (msgpack checks ``max_bin_len`` only when
+the body is complete), and so is a frame that streams past the cap in small pieces, which no
+buffer limit would catch since msgpack decodes them as they arrive. The unpacker's own
+``max_buffer_size`` is the same cap and never trips first. Array and map headers are limited to
+``max_frame // 8`` entries (a list spends 8 bytes a slot); msgpack preallocates at most ~10k slots
+per container, so a lying header costs little.
 """
 
 from __future__ import annotations
@@ -68,6 +66,9 @@ CANCELLED: Final = -32002
 APPLICATION_ERROR: Final = -32003  # the handler raised
 
 _MSGID_LIMIT: Final = 2**32
+_LONGEST_HEADER: Final = 9  # bytes: a float64, or ext32's type, length and tag
+_PROBE_SPAN: Final = 512  # how far into a frame _watch_partial looks for a header
+_PROBES_PER_FRAME: Final = 2
 _REQUEST: Final = 0
 _RESPONSE: Final = 1
 _NOTIFICATION: Final = 2
@@ -151,21 +152,24 @@ class Connection:
         if max_frame < 16:
             raise ValueError(f"max_frame must be at least 16 bytes, got {max_frame}")
         self._max_frame = max_frame
-        self._unpacker = msgpack.Unpacker(
-            raw=False,
-            use_list=True,
-            strict_map_key=False,
-            max_buffer_size=max_frame,
-            max_str_len=max_frame,
-            max_bin_len=max_frame,
-            max_ext_len=max_frame,
-            max_array_len=max(max_frame // 8, 16),
-            max_map_len=max(max_frame // 8, 16),
-        )
+        self._limits: dict[str, Any] = {
+            "raw": False,
+            "use_list": True,
+            "strict_map_key": False,
+            "max_str_len": max_frame,
+            "max_bin_len": max_frame,
+            "max_ext_len": max_frame,
+            "max_array_len": max(max_frame // 8, 16),
+            "max_map_len": max(max_frame // 8, 16),
+        }
+        self._unpacker = msgpack.Unpacker(max_buffer_size=max_frame, **self._limits)
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
         self._fed = 0  # bytes handed to the unpacker so far
         self._frame_start = 0  # stream offset where the message being decoded began
         self._error: str | None = None
+        self._head = b""  # the first bytes of a frame still arriving, for _watch_partial
+        self._probes = 0
+        self._probed_at = -1
         self._next_id = 0
         self._outstanding: set[int] = set()
         self._forgotten: set[int] = set()
@@ -186,13 +190,14 @@ class Connection:
         """Decode every complete message in the stream so far.
 
         Raises RemoteProtocolError if the peer sent something invalid; the connection is then
-        dead and every later call raises it again.
+        dead and every later call raises it again. Events decoded earlier in the same call are
+        discarded with it: nothing from a peer that has broken the protocol is acted on.
         """
         if self._error is not None:
             raise RemoteProtocolError(self._error)
         events: list[Event] = []
         try:
-            self._receive(memoryview(data), events)
+            self._receive(data, events)
         except RemoteProtocolError as e:
             self._error = str(e)
             raise
@@ -204,14 +209,19 @@ class Connection:
             raise RemoteProtocolError(self._error) from None
         return events
 
-    def _receive(self, view: memoryview, events: list[Event]) -> None:
+    def _receive(self, data: bytes | memoryview, events: list[Event]) -> None:
         unpacker = self._unpacker
         decode = self._decode
-        while view:
+        while data:
             room = self._max_frame - (self._fed - self._frame_start)
             if room <= 0:
                 raise RemoteProtocolError(f"frame exceeds {_size(self._max_frame)} cap")
-            chunk, view = view[:room], view[room:]
+            if len(data) <= room:  # the usual case: all of it fits under the cap
+                chunk, data = data, b""
+            else:
+                data = memoryview(data)  # slice without copying
+                chunk, data = data[:room], data[room:]
+            chunk_start = self._fed
             unpacker.feed(chunk)
             self._fed += len(chunk)
             for obj in unpacker:
@@ -219,10 +229,52 @@ class Connection:
                 event = decode(obj)
                 if event is not None:
                     events.append(event)
+            if self._fed != self._frame_start:
+                self._watch_partial(chunk, chunk_start)
         # A partial frame that has already used the whole cap can only grow past it: say so now
         # rather than when (if ever) the peer sends its next byte.
         if self._fed - self._frame_start >= self._max_frame:
             raise RemoteProtocolError(f"frame exceeds {_size(self._max_frame)} cap")
+
+    def _watch_partial(self, chunk: bytes | memoryview, chunk_start: int) -> None:
+        """Refuse an oversized str/bin/ext as soon as its header is in, when that is cheap.
+
+        msgpack checks ``max_bin_len`` only once the whole body has arrived, so a peer that
+        declares 100 MB and stalls would hold the stream hostage without breaking the cap. When
+        decoding is stuck waiting for a body (more buffered bytes than any header needs) whose
+        header lies near the start of the frame, msgpack's pure-Python unpacker re-reads that
+        prefix: it checks the lengths at the header. Bounded (a short prefix, twice a frame), so
+        a hostile peer cannot turn it into work; further out, the byte count still applies.
+        """
+        if self._frame_start >= chunk_start:  # the partial frame begins in this chunk
+            offset = self._frame_start - chunk_start
+            self._head = bytes(chunk[offset : offset + _PROBE_SPAN])
+            self._probes = 0
+        elif len(self._head) < _PROBE_SPAN:
+            self._head += bytes(chunk[: _PROBE_SPAN - len(self._head)])
+        stuck = self._unpacker.tell()
+        prefix = stuck - self._frame_start
+        if (
+            self._fed - stuck > _LONGEST_HEADER
+            and prefix < len(self._head)  # the header, and ext's type byte after it
+            and self._probes < _PROBES_PER_FRAME
+            and stuck != self._probed_at
+        ):
+            self._probes += 1
+            self._probed_at = stuck
+            from msgpack import fallback  # pure Python, only ever needed here
+
+            probe = fallback.Unpacker(**self._limits)
+            probe.feed(self._head)
+            try:
+                probe.unpack()
+            except ValueError as e:
+                if "exceeds max_" in str(e):
+                    raise RemoteProtocolError(
+                        f"frame exceeds {_size(self._max_frame)} cap: {e}"
+                    ) from None
+            except Exception:  # OutOfData, as expected; the probe is advisory
+                pass
 
     def _decode(self, obj: Any) -> Event | None:
         if type(obj) is not list or not obj:

@@ -19,16 +19,28 @@ def serve(
     sock: Annotated[
         Path | None, typer.Option("--socket", help="Control socket path (default: see README).")
     ] = None,
+    health_interval: Annotated[
+        float, typer.Option("--health-interval", help="Seconds between health pings.")
+    ] = 5.0,
+    health_timeout: Annotated[
+        float, typer.Option("--health-timeout", help="Seconds a worker has to answer a ping.")
+    ] = 3.0,
     log_json: Annotated[
         bool | None,
         typer.Option("--log-json/--log-text", help="Log format (default: JSON unless a tty)."),
     ] = None,
 ) -> None:
     """Run the supervisor in the foreground (systemd runs exactly this)."""
+    from supervisor.core.health import HealthSettings
     from supervisor.core.serve import ServeOptions
     from supervisor.core.serve import serve as run_serve
     from supervisor.logs import configure
 
     configure(json=log_json)
-    code = run_serve(ServeOptions(extensions=extensions, socket=sock or socket_path()))
+    try:
+        health = HealthSettings(interval=health_interval, deadline=health_timeout)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    opts = ServeOptions(extensions=extensions, socket=sock or socket_path(), health=health)
+    code = run_serve(opts)
     raise typer.Exit(code)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from supervisor.config import LoadResult, load_registry
+if TYPE_CHECKING:
+    from supervisor.config import LoadResult
 
 __all__ = ["report", "summary", "validate"]
 
@@ -32,6 +33,8 @@ def validate(
     ] = False,
 ) -> None:
     """Check servers.yaml and modules.yaml and print every error."""
+    from supervisor.config import load_registry  # imported here: other verbs must start fast
+
     result = load_registry(extensions)
     if as_json:
         typer.echo(json.dumps(report(result), indent=2))

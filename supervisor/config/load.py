@@ -31,6 +31,7 @@ __all__ = [
     "MarkedList",
     "MarkedMap",
     "Parsed",
+    "parse_bytes",
     "parse_text",
     "read_file",
 ]

@@ -145,6 +145,22 @@ class Runner:
     async def restart(self) -> None:
         await self._command("restart")
 
+    async def ping(self, timeout: float = 5.0) -> float:
+        """Round trip to the worker over its channel; seconds. Raises CommandFailed at once when
+        the worker is not running or dies while the call is in flight."""
+        inc = self._inc
+        if inc is None or not inc.ready or inc.channel is None:
+            raise CommandFailed(f"{self.name} is not running ({self.sm.state.value})")
+        t0 = time.monotonic()
+        try:
+            await inc.channel.request("ping", timeout=timeout)
+        except ChannelClosed as exc:
+            why = f"{self.name}: worker went away during the call ({exc.message})"
+            raise CommandFailed(why) from None
+        except TimeoutError:
+            raise CommandFailed(f"{self.name}: no answer within {timeout:g}s") from None
+        return time.monotonic() - t0
+
     def post_start(self) -> None:
         """Ask for a start without waiting (serve uses it at boot)."""
         self._post(("cmd", "start", None))
@@ -334,6 +350,13 @@ class Runner:
         """A worker whose channel breaks (garbage, oversized frame, closed fd 3) is killed."""
         with inc.scope():
             reason = await channel.wait_closed()
+            if inc.requested or not proc.alive:
+                return
+            if reason.startswith("protocol error"):
+                # The peer is not to be trusted any more: cut it off now, and make this the
+                # recorded reason whatever exit status follows.
+                self._post(("kill", inc.n, f"channel lost: {reason}"))
+                return
             await anyio.sleep(0.2)  # a worker that is exiting anyway gets to report its own exit
             if proc.alive and not inc.requested:
                 self._post(("kill", inc.n, f"channel lost: {reason}"))

@@ -9,7 +9,10 @@ Variants (both ends run the same one):
 * ``channel+task`` — the same with an ``async def`` handler (one task per request).
 
 Measured: sequential round trips (p50/p99), pipelined throughput with 64 calls in flight, and
-CPU per call summed over both processes (``os.times``; the child reports its own).
+CPU per call summed over both processes (``process_time``; the child reports its own). The three
+variants run side by side in rounds and each figure is the median over rounds, because a shared
+2-core machine is noisy. ``BENCH_RPC_CPUS=0,1`` pins parent and child to those CPUs (``0,0``:
+both on one), which steadies the numbers; unpinned is what production sees.
 """
 
 from __future__ import annotations
@@ -38,9 +41,15 @@ IN_FLIGHT = 64
 VARIANTS = ["baseline", "channel", "channel+task"]
 
 
+def pin(which: int) -> None:
+    """Pin this process to a CPU from ``BENCH_RPC_CPUS`` (parent: first, child: second)."""
+    cpus = os.environ.get("BENCH_RPC_CPUS")
+    if cpus:
+        os.sched_setaffinity(0, {int(cpus.split(",")[which])})
+
+
 def cpu() -> float:
-    t = os.times()
-    return t.user + t.system
+    return time.process_time()  # user + system, ns resolution (os.times ticks at 10 ms)
 
 
 # -- the baseline: a bare msgpack-rpc protocol ------------------------------------------------
@@ -103,8 +112,8 @@ async def open_variant(variant: str, sock: socket.socket, handlers: dict[str, An
 
 
 async def child(variant: str, fd: int) -> None:
-    if os.environ.get("BENCH_CHILD_CPU"):
-        os.sched_setaffinity(0, {int(os.environ["BENCH_CHILD_CPU"])})
+    pin(1)
+
     async def echo_async(x: Any) -> Any:
         return x
 
@@ -172,6 +181,7 @@ async def one_round(peer: Any) -> dict[str, float]:
 
 async def measure() -> dict[str, dict[str, float]]:
     """All variants run side by side, round-robin, so load from elsewhere hits them alike."""
+    pin(0)
     ends = {variant: await start(variant) for variant in VARIANTS}
     rounds: dict[str, list[dict[str, float]]] = {variant: [] for variant in VARIANTS}
     try:

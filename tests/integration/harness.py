@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 
 from worker.channel import Channel
 
@@ -123,16 +123,8 @@ class Child:
         loop.add_reader(self._pidfd, self._on_exit)
         assert self.popen.stdout is not None
         assert self.popen.stderr is not None
-        for pipe, into in (
-            (self.popen.stdout, self.stdout_lines),
-            (self.popen.stderr, self.stderr_lines),
-        ):
-            reader = asyncio.StreamReader()
-            transport, _ = await loop.connect_read_pipe(
-                lambda r=reader: asyncio.StreamReaderProtocol(r), pipe
-            )
-            self._pipes.append(transport)
-            self._tasks.append(asyncio.create_task(self._read_lines(reader, into)))
+        await self._capture(self.popen.stdout, self.stdout_lines)
+        await self._capture(self.popen.stderr, self.stderr_lines)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the child itself (not its group)."""
@@ -225,6 +217,13 @@ class Child:
         self.popen.wait()  # the pidfd is readable: it has exited, this only reaps
         self._changed()
 
+    async def _capture(self, pipe: IO[bytes], into: list[str]) -> None:
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        transport, _ = await asyncio.get_running_loop().connect_read_pipe(lambda: protocol, pipe)
+        self._pipes.append(transport)
+        self._tasks.append(asyncio.create_task(self._read_lines(reader, into)))
+
     async def _read_lines(self, stream: asyncio.StreamReader, into: list[str]) -> None:
         while line := await stream.readline():
             into.append(line.decode(errors="replace").rstrip("\n"))
@@ -246,6 +245,7 @@ class WorkerHarness(Child):
         python_path: Sequence[str] = (),
         spec: Any = None,
         python: str = sys.executable,
+        python_flags: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         parent_pid: int | None = None,
         cwd: str | Path | None = None,
@@ -269,6 +269,7 @@ class WorkerHarness(Child):
                 "python_path": list(python_path),
             }
         self.python = python
+        self.python_flags = list(python_flags)
         self.extra_env = dict(env or {})
         self.parent_pid = os.getpid() if parent_pid is None else parent_pid
         self.fd3_direct = fd3_direct
@@ -287,7 +288,7 @@ class WorkerHarness(Child):
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock = parent
         self.env.update(SPCTL_PARENT_PID=str(self.parent_pid), SPCTL_EXTENSION=self.name)
-        self.argv = [self.python, "-m", "worker"]
+        self.argv = [self.python, *self.python_flags, "-m", "worker"]
         if self.fd3_direct:
             self.argv = [self.python, "-c", _AT_FD3, str(child.fileno()), *self.argv]
         else:

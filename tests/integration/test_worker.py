@@ -47,11 +47,16 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 async def pidfd_exits(pid_fd: int, timeout: float) -> bool:
     """True if the process behind ``pid_fd`` exits within ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-    loop.add_reader(pid_fd, lambda: exited.done() or exited.set_result(None))
+    exited: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(pid_fd, _resolve, exited)
     try:
         async with asyncio.timeout(timeout):
             await exited
@@ -109,10 +114,12 @@ class TestLifecycle:
         lib = tmp_path / "lib"
         lib.mkdir()
         (lib / "ext_helper.py").write_text("VERSION = '9.9'\n")
+        (tmp_path / "my_sibling.py").write_text("NAME = 'sibling'\n")
         (tmp_path / "my-ext.py").write_text(
             textwrap.dedent(
                 """
                 from ext_helper import VERSION
+                from my_sibling import NAME
 
                 class Thing:
                     version = VERSION
@@ -122,7 +129,13 @@ class TestLifecycle:
                 """
             )
         )
-        spec_args: dict[str, Any] = {"name": "my-ext", "python_path": [str(lib)]}
+        # -P: the cwd is not on sys.path (so an extension's own `worker` module can never
+        # shadow the shim); the shim puts the extension's directory there itself.
+        spec_args: dict[str, Any] = {
+            "name": "my-ext",
+            "python_path": [str(lib)],
+            "python_flags": ["-P"],
+        }
         async with WorkerHarness(tmp_path / "my-ext.py", **spec_args) as h:
             info = await h.ready()
             assert info["metadata"] == {"name": "my-ext", "version": "9.9"}
@@ -163,6 +176,7 @@ class TestLifecycle:
         assert seen["ppid"] == os.getpid()
         assert seen["spctl_env"] == []  # SPCTL_* are not inherited by extension code
         assert seen["thread"] != "MainThread"  # a sync start() runs in a thread
+        assert seen["fd3_inheritable"] is False  # extension subprocesses never get the channel
 
     async def test_only_stdlib_and_msgpack_before_the_extension(self, tmp_path: Path) -> None:
         report = tmp_path / "report.json"

@@ -267,7 +267,7 @@ class TestCancellation:
         handler, started, cancelled = self.cancellable()
         async with pair(b_handlers={"wait": handler, "ping": lambda: "pong"}) as (a, _):
             with pytest.raises(TimeoutError):
-                await a.request("wait", timeout=0.3)
+                await a.request("wait", timeout=1.0)  # long enough for the handler to start
             assert started.is_set()
             async with asyncio.timeout(5):
                 await cancelled.wait()
@@ -406,6 +406,18 @@ class TestClosing:
             (32 * 1024, 4096),  # below it, with the kernel buffer full: only drain's own wait
         ],
     )
+    async def test_stalled_oversized_header(self) -> None:
+        # The peer declares 100 MB, sends a little and stops: cut off now, not at the cap.
+        async with raw_peer() as (ch, peer):
+            call = asyncio.create_task(ch.request("m"))
+            header = b"\xc6" + (100 * MiB).to_bytes(4, "big")
+            await asyncio.get_running_loop().sock_sendall(peer, header + bytes(4096))
+            async with asyncio.timeout(2):
+                reason = await ch.wait_closed()
+                with pytest.raises(ChannelClosed, match="frame exceeds 16 MiB cap"):
+                    await call
+            assert reason.startswith("protocol error: frame exceeds 16 MiB cap: 104857600")
+
     async def test_drain_waits_for_the_socket(self, size: int, sndbuf: int | None) -> None:
         async with raw_peer(sndbuf) as (ch, peer):
             loop = asyncio.get_running_loop()
@@ -457,6 +469,7 @@ from worker.channel import Channel
 async def main():
     ch = Channel(name="child")
     async def hang():
+        ch.notify("hanging")
         await asyncio.Event().wait()
     async def ask_parent():
         return ["child", await ch.request("name")]
@@ -470,8 +483,11 @@ asyncio.run(main())
 
 
 @contextlib.asynccontextmanager
-async def child() -> AsyncIterator[tuple[Channel, asyncio.subprocess.Process]]:
-    """A real child process serving a Channel on an inherited socketpair end."""
+async def child() -> AsyncIterator[tuple[Channel, asyncio.subprocess.Process, asyncio.Queue[str]]]:
+    """A real child process serving a Channel on an inherited socketpair end.
+
+    Yields our channel to it, the process, and a queue of the notifications it sends.
+    """
     ours, theirs = socket.socketpair()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -483,17 +499,17 @@ async def child() -> AsyncIterator[tuple[Channel, asyncio.subprocess.Process]]:
         stdout=asyncio.subprocess.PIPE,
     )
     theirs.close()
-    ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    notes: asyncio.Queue[str] = asyncio.Queue()
     channel = Channel(
         {"name": lambda: "parent"},
         name="parent",
-        on_notification=lambda m, p: ready.set_result(p[0]) if m == "ready" else None,
+        on_notification=lambda method, params: notes.put_nowait(f"{method} {params}"),
     )
     await channel.connect(ours)
     try:
         async with asyncio.timeout(10):
-            assert await ready == proc.pid
-        yield channel, proc
+            assert await notes.get() == f"ready [{proc.pid}]"
+        yield channel, proc, notes
     finally:
         channel.close()
         if proc.returncode is None:
@@ -505,7 +521,7 @@ class TestChildProcess:
     """One channel across a real process boundary, as supervisor and worker use it."""
 
     async def test_calls_both_ways_then_clean_exit(self) -> None:
-        async with child() as (channel, proc):
+        async with child() as (channel, proc, _):
             async with asyncio.timeout(10):
                 assert await channel.request("echo", 1, b"2") == [1, b"2"]
                 assert await channel.request("ask_parent") == ["child", "parent"]
@@ -515,10 +531,11 @@ class TestChildProcess:
                 assert await proc.wait() == 0
 
     async def test_child_killed_fails_pending_at_once(self) -> None:
-        async with child() as (channel, proc):
+        async with child() as (channel, proc, notes):
             async with asyncio.timeout(5):
                 calls = [asyncio.create_task(channel.request("hang")) for _ in range(3)]
-                assert await channel.request("echo", "sync") == ["sync"]  # the hangs arrived
+                for _ in calls:  # every call is being served in the child
+                    assert await notes.get() == "hanging []"
                 os.kill(proc.pid, signal.SIGKILL)
                 for call in calls:
                     with pytest.raises(ChannelClosed, match="peer closed the connection"):

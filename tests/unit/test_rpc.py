@@ -130,6 +130,7 @@ class TestRoundTrip:
             max_size=8,
         )
     )
+    @settings(deadline=None)
     def test_property_round_trip(self, messages: list[tuple[str, str, list[Any]]]) -> None:
         a, b = Connection(), Connection()
         for kind, method, args in messages:
@@ -178,17 +179,19 @@ class TestSplits:
     """However the stream is cut, the same events come out in the same order."""
 
     @given(conversations())
+    @settings(deadline=None)
     def test_whole(self, conv: tuple[Connection, bytes, list[Event]]) -> None:
         receiver, stream, expected = conv
         assert receiver.receive_data(stream) == expected
 
     @given(conversations())
-    @settings(max_examples=30)
+    @settings(max_examples=30, deadline=None)
     def test_byte_by_byte(self, conv: tuple[Connection, bytes, list[Event]]) -> None:
         receiver, stream, expected = conv
         assert feed_in_pieces(receiver, stream, list(range(len(stream)))) == expected
 
     @given(conversations(), st.data())
+    @settings(deadline=None)
     def test_random_splits(
         self, conv: tuple[Connection, bytes, list[Event]], data: st.DataObject
     ) -> None:
@@ -201,7 +204,7 @@ class TestHostileInput:
     """Anything the peer sends either decodes or raises RemoteProtocolError, within the cap."""
 
     @given(st.binary(max_size=300), st.data())
-    @settings(max_examples=300)
+    @settings(max_examples=300, deadline=None)
     def test_random_bytes(self, junk: bytes, data: st.DataObject) -> None:
         conn = Connection(max_frame=256)
         cuts = data.draw(st.lists(st.integers(0, len(junk)), max_size=5))
@@ -239,6 +242,42 @@ class TestHostileInput:
             tracemalloc.stop()
         assert fed <= cap, what
         assert peak < 4 * cap, what
+
+    @pytest.mark.parametrize(
+        "stalled",
+        [
+            b"\xc6" + (100 * MiB).to_bytes(4, "big") + bytes(4096),
+            b"\xdb" + (100 * MiB).to_bytes(4, "big") + bytes(20),
+            b"\xc9" + (100 * MiB).to_bytes(4, "big") + b"\x01" + bytes(20),
+            b"\x94\x00\x01\xa6method\x92\xa1a\xc6" + (MiB + 1).to_bytes(4, "big") + bytes(20),
+        ],
+    )
+    def test_oversized_header_of_a_stalled_frame_is_refused_at_once(self, stalled: bytes) -> None:
+        # A peer that declares too much and then sends nothing more must not wedge the stream.
+        with pytest.raises(RemoteProtocolError, match=r"frame exceeds 1 MiB cap: \d+ exceeds max_"):
+            Connection(max_frame=MiB).receive_data(stalled)
+
+    def test_header_far_into_a_frame_falls_to_the_byte_count(self) -> None:
+        cap = 64 * 1024
+        conn = Connection(max_frame=cap)
+        prefix = b"\x94\x00\x01\xa1m\x92" + pack(b"x" * 2000)  # the header lies beyond 512 bytes
+        assert (
+            conn.receive_data(prefix + b"\xc6" + (100 * MiB).to_bytes(4, "big") + bytes(99)) == []
+        )
+        for _ in range(cap // 4096 - 1):
+            conn.receive_data(bytes(4096))
+        with pytest.raises(RemoteProtocolError, match=r"^frame exceeds 64 KiB cap$"):
+            conn.receive_data(bytes(4096))
+
+    @pytest.mark.parametrize("cut", [9, 20, 60, 200])
+    def test_split_inside_a_blob_near_look_alike_bytes(self, cut: int) -> None:
+        # 0xc6 (the bin 32 tag) sits inside a uint16 just before a bin 16: a header look-alike.
+        frame = pack([0, 1, "m", [0xC600, b"\xc6\xff\xff\xff\xff" * 60]])
+        conn = Connection(max_frame=1024)
+        assert conn.receive_data(frame[:cut]) == []
+        assert conn.receive_data(frame[cut:]) == [
+            Request(1, "m", [0xC600, b"\xc6\xff\xff\xff\xff" * 60])
+        ]
 
     def test_frame_streamed_past_the_cap_in_small_pieces(self) -> None:
         # Nested small arrays are decoded as they arrive, so no single buffer grows; the byte

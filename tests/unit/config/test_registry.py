@@ -338,3 +338,23 @@ class TestConfigError:
         monkeypatch.chdir(tmp_path / "elsewhere")
         error = ConfigError(tmp_path / "servers.yaml", 0, 0, "", "too big")
         assert str(error) == f"{tmp_path}{os.sep}servers.yaml: too big"
+
+
+def test_config_is_plain_data(tree: Tree) -> None:
+    tree.servers(
+        """
+        servers:
+          - name: weather
+            type: local
+            path: servers/weather
+            config: {when: 2001-12-14, at: 2001-12-14t21:59:43.10-05:00, n: 1.5, b: !!binary aGk=}
+        """
+    )
+    result = tree.load()
+    assert result.ok, lines(result)
+    assert thaw(result.registry.extensions[0].config) == {
+        "when": "2001-12-14",
+        "at": "2001-12-14t21:59:43.10-05:00",
+        "n": 1.5,
+        "b": b"hi",
+    }
