@@ -14,11 +14,12 @@ stream has no resynchronisation point, so nothing after a bad byte can be truste
 
 The frame cap is enforced by counting, before memory is committed: ``Unpacker.tell()`` marks
 where each message starts, input is fed in slices no larger than the room left under the cap,
-and a message that has used up the cap without ending is refused. So a peer declaring a 100 MB
-blob is cut off once it has sent ``max_frame`` bytes (msgpack checks ``max_bin_len`` only when
-the body is complete), and so is a frame that streams past the cap in small pieces, which no
-buffer limit would catch since msgpack decodes them as they arrive. The unpacker's own
-``max_buffer_size`` is the same cap and never trips first. Array and map headers are limited to
+and a message that has used up the cap without ending is refused. That stops a frame streaming
+past the cap in small pieces (msgpack decodes them as they arrive, so no buffer limit would) and
+a declared 100 MB blob after at most ``max_frame`` bytes. msgpack checks ``max_bin_len`` only once
+a body is complete, so a peer that declares too much and then stalls would wedge the stream
+below the cap: ``_watch_partial`` reads the header of the element decoding is stuck on (near a
+frame's start, cheaply) and refuses it at once. Array and map headers are limited to
 ``max_frame // 8`` entries (a list spends 8 bytes a slot); msgpack preallocates at most ~10k slots
 per container, so a lying header costs little.
 """

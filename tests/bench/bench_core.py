@@ -60,7 +60,9 @@ def _recovery(s: Serve, rounds: int = 10) -> list[float]:
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         wait_for(
-            lambda n=name, p=pid: (e := s.ext(n))["state"] == "running" and e["pid"] not in (None, p),
+            lambda n=name, p=pid: (
+                (e := s.ext(n))["state"] == "running" and e["pid"] not in (None, p)
+            ),
             10,
             "recovery",
         )

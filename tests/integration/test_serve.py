@@ -152,6 +152,12 @@ def test_import_crash_loop_goes_to_failed_with_traceback(tmp_path: Path) -> None
         assert "RuntimeError" in e["error"]["traceback"]
         spawns = [x for x in s.logs() if x.get("event") == "state" and x.get("to") == "starting"]
         assert len(spawns) == 2
+        # the retry waited one backoff step (50 ms, ±20 % jitter), not zero and not forever
+        from datetime import datetime
+
+        t = [datetime.fromisoformat(x["timestamp"]) for x in spawns]
+        gap = (t[1] - t[0]).total_seconds()
+        assert 0.04 <= gap < 2.0, gap
         out = s.spctl("status", "broken")
         assert "RuntimeError" in out.stdout
         # an operator restart clears failed and tries again

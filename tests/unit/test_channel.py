@@ -399,13 +399,6 @@ class TestClosing:
         assert sent < cap + 4 * MiB  # the socket buffers hold a little more
         assert peak < 4 * cap
 
-    @pytest.mark.parametrize(
-        ("size", "sndbuf"),
-        [
-            (8 * MiB, None),  # far above the transport's high-water mark: it pauses us anyway
-            (32 * 1024, 4096),  # below it, with the kernel buffer full: only drain's own wait
-        ],
-    )
     async def test_stalled_oversized_header(self) -> None:
         # The peer declares 100 MB, sends a little and stops: cut off now, not at the cap.
         async with raw_peer() as (ch, peer):
@@ -418,6 +411,13 @@ class TestClosing:
                     await call
             assert reason.startswith("protocol error: frame exceeds 16 MiB cap: 104857600")
 
+    @pytest.mark.parametrize(
+        ("size", "sndbuf"),
+        [
+            (8 * MiB, None),  # far above the transport's high-water mark: it pauses us anyway
+            (32 * 1024, 4096),  # below it, with the kernel buffer full: only drain's own wait
+        ],
+    )
     async def test_drain_waits_for_the_socket(self, size: int, sndbuf: int | None) -> None:
         async with raw_peer(sndbuf) as (ch, peer):
             loop = asyncio.get_running_loop()

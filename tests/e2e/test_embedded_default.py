@@ -1,0 +1,149 @@
+"""The embedded default (the repo's own extensions/) validates, serves and does its job."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tests.helpers import REPO, SPCTL, Serve, wait_for
+
+BACKUP = REPO / "extensions" / "modules" / "backup-daemon" / "__init__.py"
+
+
+def _backup_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("backup_daemon_under_test", BACKUP)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_validate_accepts_the_embedded_default() -> None:
+    out = subprocess.run(
+        [SPCTL, "validate", "--extensions", str(REPO / "extensions")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 module" in out.stdout
+
+
+def test_snapshot_copies_with_excludes_and_prunes(tmp_path: Path) -> None:
+    mod = _backup_module()
+    src = tmp_path / "src"
+    (src / "keep" / "__pycache__").mkdir(parents=True)
+    (src / "a.txt").write_text("a")
+    (src / "b.tmp").write_text("b")
+    (src / "keep" / "c.txt").write_text("c")
+    (src / "keep" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    dest = tmp_path / "dest"
+    snaps = [mod.snapshot(src, dest, ["*.tmp", "__pycache__"], keep=2) for _ in range(3)]
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == sorted(p.name for p in snaps[1:])  # the oldest was pruned
+    files = sorted(str(p.relative_to(snaps[-1])) for p in snaps[-1].rglob("*") if p.is_file())
+    assert files == ["a.txt", "keep/c.txt"]
+
+
+def test_interval_parsing() -> None:
+    mod = _backup_module()
+    assert mod.parse_interval("30s") == 30
+    assert mod.parse_interval("5m") == 300
+    assert mod.parse_interval("250ms") == 0.25
+    assert mod.parse_interval(2) == 2
+    for bad in ("soon", "-1s", 0, True):
+        with pytest.raises(ValueError, match="interval"):
+            mod.parse_interval(bad)
+
+
+def test_serve_runs_the_embedded_default(tmp_path: Path) -> None:
+    ext = tmp_path / "extensions"
+    shutil.copytree(
+        REPO / "extensions", ext, ignore=shutil.ignore_patterns("__pycache__", ".state")
+    )
+    s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock")
+    try:
+        s.start()
+        e = s.wait_state("backup-daemon", "running")
+        assert e["metadata"]["name"] == "backup-daemon"
+        backups = tmp_path / "state" / "extensions" / "backup-daemon" / "backups"
+        snap = wait_for(
+            lambda: backups.is_dir() and next(backups.iterdir(), None), 10, "a snapshot"
+        )
+        assert (snap / "README.txt").is_file()
+        out = s.spctl("status")
+        assert "backup-daemon" in out.stdout and "running" in out.stdout
+        # the control socket is private
+        assert oct(s.socket.stat().st_mode & 0o777) == "0o600"
+        assert oct(s.socket.parent.stat().st_mode & 0o777) == "0o700"
+    finally:
+        assert s.stop() == 0
+
+
+def test_sd_notify_ready_watchdog_stopping(tmp_path: Path) -> None:
+    ext = tmp_path / "extensions"
+    shutil.copytree(
+        REPO / "extensions", ext, ignore=shutil.ignore_patterns("__pycache__", ".state")
+    )
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    addr = tmp_path / "notify.sock"
+    notify.bind(str(addr))
+    notify.settimeout(20)
+    s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock")
+    env = s.env
+    env.update(NOTIFY_SOCKET=str(addr), WATCHDOG_USEC="400000")
+    log = open(s.log_path, "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [SPCTL, "serve", "--extensions", str(ext)], env=env, stdout=log, stderr=log
+    )
+    log.close()
+    try:
+        seen: list[str] = []
+
+        def until(pred: str) -> str:
+            while True:
+                msg = notify.recv(4096).decode()
+                seen.append(msg)
+                if pred in msg:
+                    return msg
+
+        ready = until("READY=1")
+        assert "STATUS=1 running" in ready
+        assert s.ext("backup-daemon")["state"] == "running"
+        until("WATCHDOG=1")
+        until("WATCHDOG=1")  # fed repeatedly (every WATCHDOG_USEC/2)
+        proc.send_signal(15)
+        stopping = until("STOPPING=1")
+        assert "STOPPING=1" in stopping
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        notify.close()
+
+
+def test_python_key_selects_the_interpreter(tmp_path: Path) -> None:
+    """`python:` runs the worker with that interpreter (here a wrapper that leaves a mark)."""
+    from tests.helpers import make_extensions, module_entry
+
+    mark = tmp_path / "used"
+    wrapper = tmp_path / "mypython"
+    wrapper.write_text(f'#!/bin/sh\necho used > {mark}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    ext = make_extensions(tmp_path, [module_entry("ok", "ok_daemon", python=str(wrapper))])
+    s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock")
+    try:
+        s.start()
+        s.wait_state("ok", "running")
+        assert mark.read_text().strip() == "used"
+    finally:
+        s.kill()
+    assert os.path.exists(mark)
