@@ -163,7 +163,12 @@ class Connection:
             "max_array_len": max(max_frame // 8, 16),
             "max_map_len": max(max_frame // 8, 16),
         }
-        self._unpacker = msgpack.Unpacker(max_buffer_size=max_frame, **self._limits)
+        # read_size is the unpacker's *initial* buffer (msgpack's default is 1 MiB per
+        # connection); it grows on demand up to max_frame. A small start keeps the supervisor's
+        # RSS flat with many workers and avoids heap fragmentation across restarts.
+        self._unpacker = msgpack.Unpacker(
+            max_buffer_size=max_frame, read_size=min(max_frame, 64 * 1024), **self._limits
+        )
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
         self._fed = 0  # bytes handed to the unpacker so far
         self._frame_start = 0  # stream offset where the message being decoded began
