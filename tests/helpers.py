@@ -153,11 +153,14 @@ class Serve:
         raise KeyError(name)
 
     def wait_state(self, name: str, state: str, timeout: float = 20) -> dict[str, Any]:
-        return wait_for(
-            lambda: (e := self.ext(name))["state"] == state and e,
-            timeout,
-            f"{name} to be {state} (log: {self.log_path})",
-        )
+        def reached() -> dict[str, Any] | None:
+            try:
+                e = self.ext(name)
+            except KeyError:
+                return None  # not (yet) in the registry
+            return e if e["state"] == state else None
+
+        return wait_for(reached, timeout, f"{name} to be {state} (log: {self.log_path})")
 
     def logs(self) -> list[dict[str, Any]]:
         out = []

@@ -190,6 +190,14 @@ class Channel:
         assert self._close_reason is not None
         return self._close_reason
 
+    def write_buffer_size(self) -> int:
+        """Bytes queued for the peer and not yet written (0 when closed)."""
+        transport = self._transport
+        queued = sum(len(b) for b in self._out)
+        if transport is None or transport.is_closing():
+            return queued
+        return transport.get_write_buffer_size() + queued
+
     async def drain(self) -> None:
         """Wait until every queued frame has been written to the socket, or the channel closes."""
         self._send_out()

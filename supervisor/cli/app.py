@@ -30,6 +30,10 @@ app.command("status")(ctl.status)
 app.command("start")(ctl.start)
 app.command("stop")(ctl.stop)
 app.command("restart")(ctl.restart)
+app.command("enable")(ctl.enable)
+app.command("disable")(ctl.disable)
+app.command("reload")(ctl.reload)
+app.command("logs")(ctl.logs)
 app.command("validate")(_validate.validate)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +18,7 @@ from supervisor.cli.render import duration, table
 from supervisor.control.client import ControlClient, NotRunning, RpcError
 from supervisor.control.paths import socket_path
 
-__all__ = ["restart", "start", "status", "stop"]
+__all__ = ["disable", "enable", "logs", "reload", "restart", "start", "status", "stop"]
 
 EXIT_REFUSED = 1
 EXIT_NOT_RUNNING = 3
@@ -107,3 +108,95 @@ def _verb(method: str, done: str) -> Any:
 start = _verb("start", "running")
 stop = _verb("stop", "stopped")
 restart = _verb("restart", "running")
+
+
+def enable(
+    extension: Annotated[str, typer.Argument(help="The extension's name.")],
+    json_: JsonOpt = False,
+    sock: SocketOpt = None,
+) -> None:
+    """Enable an extension and start it; persists across restarts and reloads."""
+    result = _call(sock, "enable", extension, timeout=600.0)
+    _show(result, json_, f"{extension}: enabled, {result.get('state')}")
+
+
+def disable(
+    extension: Annotated[str, typer.Argument(help="The extension's name.")],
+    json_: JsonOpt = False,
+    sock: SocketOpt = None,
+) -> None:
+    """Stop an extension and keep it disabled across restarts and reloads."""
+    result = _call(sock, "disable", extension, timeout=600.0)
+    _show(result, json_, f"{extension}: disabled")
+
+
+def reload(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
+    ] = False,
+    json_: JsonOpt = False,
+    sock: SocketOpt = None,
+) -> None:
+    """Re-read servers.yaml and modules.yaml and apply only the difference (also: SIGHUP)."""
+    path = sock or socket_path()
+    try:
+        with ControlClient(path, timeout=600.0) as client:
+            result = client.call("reload", dry_run)
+    except NotRunning as exc:
+        print(f"spctl: {exc}; start it with `spctl serve`", file=sys.stderr)
+        raise typer.Exit(EXIT_NOT_RUNNING) from None
+    except RpcError as exc:
+        for line in (exc.data or {}).get("errors", []) if isinstance(exc.data, dict) else []:
+            print(line, file=sys.stderr)
+        print(f"spctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(EXIT_REFUSED) from None
+    if json_:
+        print(json.dumps(result, indent=2))
+    else:
+        plan = result["plan"]
+        rows = [[name, action] for action in plan for name in plan[action]]
+        print(table(["EXTENSION", "ACTION"], sorted(rows)))
+        print("(dry run: nothing changed)" if dry_run else "applied")
+        for err in result["errors"]:
+            print(f"error: {err}", file=sys.stderr)
+    if result["errors"]:
+        raise typer.Exit(EXIT_REFUSED)
+
+
+def logs(
+    extension: Annotated[str, typer.Argument(help="The extension's name.")],
+    lines: Annotated[int, typer.Option("-n", "--lines", help="How many recent lines.")] = 50,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="Keep printing new lines until Ctrl-C.")
+    ] = False,
+    sock: SocketOpt = None,
+) -> None:
+    """Print an extension's recent stdout/stderr lines (kept in memory by the supervisor)."""
+    path = sock or socket_path()
+    try:
+        with ControlClient(path, timeout=30.0) as client:
+            result = client.call("logs", extension, lines, follow)
+            for entry in result["lines"]:
+                _print_line(*entry)
+            if follow:
+                try:
+                    for note in client.notifications():
+                        if note.method == "log":
+                            _print_line(*note.params)
+                except KeyboardInterrupt:
+                    return
+    except NotRunning as exc:
+        print(f"spctl: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_NOT_RUNNING) from None
+    except RpcError as exc:
+        print(f"spctl: {exc.message}", file=sys.stderr)
+        raise typer.Exit(EXIT_REFUSED) from None
+
+
+def _print_line(ts: float, stream: str, line: str) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+    print(f"{stamp}Z {stream}: {line}", flush=True)
+
+
+def _show(result: dict[str, Any], json_: bool, text: str) -> None:
+    print(json.dumps(result, indent=2, default=str) if json_ else text)

@@ -7,6 +7,7 @@ Imports only the config package: validation never imports or runs extension code
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -34,13 +35,30 @@ def validate(
 ) -> None:
     """Check servers.yaml and modules.yaml and print every error."""
     from supervisor.config import load_registry  # imported here: other verbs must start fast
+    from supervisor.control.paths import state_dir
+    from supervisor.overrides import Overrides
 
     result = load_registry(extensions)
+    overrides = Overrides(state_dir())
+    if overrides.enabled:
+        # What serve would really run: `spctl enable/disable` overrides win over the YAML.
+        effective = tuple(overrides.apply(result.registry.extensions))
+        result = dataclasses.replace(
+            result, registry=dataclasses.replace(result.registry, extensions=effective)
+        )
     if as_json:
-        typer.echo(json.dumps(report(result), indent=2))
+        doc = report(result)
+        for entry in doc["extensions"]:
+            section = "servers" if entry["kind"] == "server" else "modules"
+            entry["enabled_source"] = overrides.source(entry["name"], section)
+        typer.echo(json.dumps(doc, indent=2))
     else:
         for error in result.errors:
             typer.echo(str(error))
+        for name, enabled in sorted(overrides.enabled.items()):
+            if result.registry.get(name) is not None:
+                state = "enabled" if enabled else "disabled"
+                typer.echo(f"note: {name} is {state} by an override in {overrides.path}")
         typer.echo(summary(result))
     raise typer.Exit(0 if result.ok else 1)
 

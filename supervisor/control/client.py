@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from worker.rpc import Connection, Response, RpcError
+from worker.rpc import Connection, Notification, Response, RpcError
 
 __all__ = ["ControlClient", "NotRunning", "RpcError"]
 
@@ -31,6 +32,7 @@ class ControlClient:
         self.path = path
         self.timeout = timeout
         self._conn = Connection()
+        self._pending: list[Notification] = []
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._sock.connect(str(path))
@@ -51,6 +53,20 @@ class ControlClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def notifications(self) -> Iterator[Notification]:
+        """Notifications the supervisor pushes on this connection (``logs -f``), until it
+        closes the connection. Blocks; the caller stops it with KeyboardInterrupt."""
+        self._sock.settimeout(None)
+        yield from self._pending
+        self._pending.clear()
+        while True:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                return
+            for event in self._conn.receive_data(chunk):
+                if isinstance(event, Notification):
+                    yield event
+
     def call(self, method: str, *params: Any, timeout: float | None = None) -> Any:
         msgid, data = self._conn.send_request(method, list(params))
         self._sock.sendall(data)
@@ -69,7 +85,9 @@ class ControlClient:
             if not chunk:
                 raise NotRunning("the supervisor closed the connection")
             for event in self._conn.receive_data(chunk):
-                if isinstance(event, Response) and event.msgid == msgid:
+                if isinstance(event, Notification):
+                    self._pending.append(event)  # arrived with the answer; notifications() has it
+                elif isinstance(event, Response) and event.msgid == msgid:
                     if event.error is not None:
                         raise RpcError.from_wire(event.error)
                     return event.result

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import socket
 import struct
@@ -45,9 +46,16 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
 class ControlServer:
     """Binds the control socket and serves ``handlers`` on every authorised connection."""
 
-    def __init__(self, path: Path, handlers: Mapping[str, Callable[..., Any]]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        handlers: Mapping[str, Callable[..., Any]],
+        stream_handlers: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
+        """``stream_handlers`` get the connection's Channel first (to push notifications)."""
         self.path = path
         self.handlers = dict(handlers)
+        self.stream_handlers = dict(stream_handlers or {})
         self._listener: socket.socket | None = None
         self._lock_fd: int | None = None
         self._channels: set[Channel] = set()
@@ -104,6 +112,8 @@ class ControlServer:
                 conn.close()
                 continue
             channel = Channel(self.handlers, name=f"control:{pid}")
+            for method, handler in self.stream_handlers.items():
+                channel.handlers[method] = functools.partial(handler, channel)
             await channel.connect(conn)
             self._channels.add(channel)
             task = loop.create_task(self._forget(channel))

@@ -57,20 +57,78 @@ class LineSplitter:
 
 
 class PipeReader(asyncio.Protocol):
-    """Reads one pipe and calls ``on_line(line)`` per line; ``done`` resolves at EOF."""
+    """Reads one pipe and calls ``on_line(line)`` per line; ``done`` resolves at EOF.
 
-    def __init__(self, on_line: Callable[[str], None]) -> None:
+    A worker may print far faster than anyone can log (50 MB/s is easy). Reading stays
+    cheap whatever the rate: within each one-second window at most ``max_bytes`` and
+    ``max_lines`` are split into lines and passed on; the rest is read and dropped (never
+    left in the pipe, so the worker is not blocked and its health pings are not delayed),
+    resynchronising at the next newline. ``on_drop(lines, bytes)`` reports what was dropped
+    once per window.
+    """
+
+    def __init__(
+        self,
+        on_line: Callable[[str], None],
+        *,
+        max_bytes: int = 256 * 1024,
+        max_lines: int = 2000,
+        on_drop: Callable[[int, int], None] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
         self._on_line = on_line
+        self._on_drop = on_drop
+        self._clock = clock or loop.time
         self._split = LineSplitter()
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._max_bytes = max_bytes
+        self._max_lines = max_lines
+        self._window = self._clock()
+        self._bytes = 0
+        self._lines = 0
+        self._dropped_lines = 0
+        self._dropped_bytes = 0
+        self._resync = False
+        self.done: asyncio.Future[None] = loop.create_future()
+
+    def _roll(self) -> None:
+        now = self._clock()
+        if now - self._window >= 1.0:
+            self._report()
+            self._window = now
+            self._bytes = self._lines = 0
+
+    def _report(self) -> None:
+        if self._dropped_bytes and self._on_drop is not None:
+            self._on_drop(self._dropped_lines, self._dropped_bytes)
+        self._dropped_lines = self._dropped_bytes = 0
 
     def data_received(self, data: bytes) -> None:
+        self._roll()
+        if self._bytes >= self._max_bytes or self._lines >= self._max_lines:
+            self._dropped_bytes += sum(len(x) for x in self._split.flush())  # half a line
+            self._dropped_bytes += len(data)
+            self._dropped_lines += data.count(b"\n")
+            self._resync = not data.endswith(b"\n")  # mid-line: skip to the next newline
+            return
+        if self._resync:
+            nl = data.find(b"\n")
+            if nl < 0:
+                self._dropped_bytes += len(data)
+                return
+            self._dropped_bytes += nl + 1
+            self._dropped_lines += 1
+            data = data[nl + 1 :]
+            self._resync = False
+        self._bytes += len(data)
         for line in self._split.feed(data):
+            self._lines += 1
             self._on_line(line)
 
     def eof_received(self) -> bool:
         for line in self._split.flush():
             self._on_line(line)
+        self._report()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:

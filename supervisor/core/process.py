@@ -197,7 +197,12 @@ async def spawn_worker(
     for stream, fd in (("stdout", out_r), ("stderr", err_r)):
 
         def _make(stream: str = stream) -> PipeReader:
-            return PipeReader(lambda line: on_line(stream, line))
+            return PipeReader(
+                lambda line: on_line(stream, line),
+                on_drop=lambda lines, size: on_line(
+                    "spctl", f"[{lines} {stream} lines ({size} bytes) dropped: over the rate limit]"
+                ),
+            )
 
         _, reader = await loop.connect_read_pipe(_make, os.fdopen(fd, "rb", buffering=0))
         proc.readers.append(reader)

@@ -39,7 +39,7 @@ __all__ = ["CommandFailed", "Runner", "RunnerContext"]
 
 log = structlog.get_logger("spctl.runner")
 
-OUTPUT_RING = 500
+OUTPUT_RING = 1000  # lines of worker output kept per extension for `spctl logs`
 
 
 class CommandFailed(Exception):
@@ -93,21 +93,17 @@ class Runner:
         now = time.monotonic()
         initial = State.DISABLED if not ext.enabled else State.STOPPED
         self.sm = StateMachine(initial, now=now)
-        self.settings = RestartSettings(
-            policy=ext.restart.policy,
-            max_restarts=ext.restart.max_restarts,
-            window=ext.restart.window,
-            backoff=ext.restart.backoff,
-            max_backoff=ext.restart.max_backoff,
-        )
+        self.settings = _restart_settings(ext)
         self.history = RestartHistory()
         self.restarts = 0
         self.metadata: dict[str, Any] = {}
         self.last_exit: str | None = None
         self.last_error: dict[str, Any] | None = None
         self.output: deque[tuple[float, str, str]] = deque(maxlen=OUTPUT_RING)
+        self.subscribers: set[Callable[[tuple[float, str, str]], None]] = set()
         self._send, self._inbox = anyio.create_memory_object_stream[tuple[Any, ...]](1000)
         self._want_up = False
+        self._disable_pending = False
         self._inc: _Incarnation | None = None
         self._n = 0
         self._backoff_token = 0
@@ -144,6 +140,24 @@ class Runner:
 
     async def restart(self) -> None:
         await self._command("restart")
+
+    async def disable(self) -> None:
+        """Stop if needed, then ``disabled`` (start/restart are refused until enabled)."""
+        await self._command("disable")
+
+    async def enable(self) -> None:
+        """``disabled`` → ``stopped``; the caller starts it if it should run."""
+        await self._command("enable")
+
+    def update(self, ext: Extension) -> None:
+        """Take a new configuration; the next worker started uses it."""
+        self.ext = ext
+        self.settings = _restart_settings(ext)
+
+    async def retire(self) -> None:
+        """Stop the worker and end the actor loop (the extension left the registry)."""
+        await self.stop()
+        self._send.close()
 
     async def ping(self, timeout: float = 5.0) -> float:
         """Round trip to the worker over its channel; seconds. Raises CommandFailed at once when
@@ -191,7 +205,7 @@ class Runner:
         self._send.send_nowait(msg)
 
     async def _command(self, kind: str) -> None:
-        waiter = _Waiter("down" if kind == "stop" else "up")
+        waiter = _Waiter("down" if kind in ("stop", "disable", "enable") else "up")
         self._post(("cmd", kind, waiter))
         await waiter.done.wait()
         if waiter.error is not None:
@@ -266,21 +280,32 @@ class Runner:
         state = self.sm.state
         if waiter is not None:
             self._waiters.append(waiter)
-        if kind == "stop":
+        if kind == "enable":
+            if state is State.DISABLED:
+                self._to(State.STOPPED, "enabled")
+            if waiter is not None:
+                self._finish(waiter)
+            return
+        if kind in ("stop", "disable"):
             self._want_up = False
+            self._disable_pending = kind == "disable"
+            what = "disabled" if kind == "disable" else "stop requested"
             if state in (State.STARTING, State.RUNNING) and self._inc is not None:
-                self._begin_stop(self._inc, "stop requested")
+                self._begin_stop(self._inc, what)
             elif state is State.BACKOFF:
                 self._backoff_token += 1
-                self._to(State.STOPPED, "stop requested during backoff")
+                self._to(State.STOPPED, f"{what} during backoff")
             elif state in (State.STOPPED, State.FAILED, State.DISABLED) and waiter is not None:
                 self._finish(waiter)
+            if self._disable_pending and self.sm.state in (State.STOPPED, State.FAILED):
+                self._to(State.DISABLED, what)
             return
         if state is State.DISABLED:
             if waiter is not None:
                 self._finish(waiter, f"{self.name} is disabled")
             return
         self._want_up = True
+        self._disable_pending = False
         if kind == "restart" and state in (State.STARTING, State.RUNNING) and self._inc:
             self._begin_stop(self._inc, "restart requested")
         elif state in (State.STOPPED, State.FAILED, State.BACKOFF):
@@ -373,8 +398,14 @@ class Runner:
             inc.cause = str(payload.get("reason", "worker is exiting"))
 
     def _on_line(self, stream: str, line: str) -> None:
-        self.output.append((time.time(), stream, line))
-        self._log.info("output", stream=stream, line=line)
+        entry = (time.time(), stream, line)
+        self.output.append(entry)
+        if stream == "spctl":
+            self._log.warning("lines dropped", detail=line)
+        else:
+            self._log.info("output", stream=stream, line=line)
+        for push in list(self.subscribers):
+            push(entry)
 
     async def _health(self, inc: _Incarnation) -> None:
         settings = self.ctx.health
@@ -441,7 +472,9 @@ class Runner:
             if state is not State.STOPPING:
                 self._to(State.STOPPING, "stop requested")
             self._to(State.STOPPED, text)
-            if self._want_up:
+            if self._disable_pending:
+                self._to(State.DISABLED, "disabled")
+            elif self._want_up:
                 self._spawn("restart requested")
             return
         now = time.monotonic()
@@ -467,6 +500,17 @@ class Runner:
         if delay > 0 and math.isfinite(delay):
             await anyio.sleep(delay)
         self._post(("backoff_done", token))
+
+
+def _restart_settings(ext: Extension) -> RestartSettings:
+    r = ext.restart
+    return RestartSettings(
+        policy=r.policy,
+        max_restarts=r.max_restarts,
+        window=r.window,
+        backoff=r.backoff,
+        max_backoff=r.max_backoff,
+    )
 
 
 async def _set_when(wait: Callable[[], Any], scope: anyio.CancelScope) -> None:

@@ -21,25 +21,23 @@ from typing import Any
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 
-from supervisor import __version__
 from supervisor.config import Extension, LoadResult, load_registry
 from supervisor.control.paths import state_dir
 from supervisor.control.server import AlreadyRunning, ControlServer
+from supervisor.core.control_api import ControlApi
 from supervisor.core.health import HealthSettings
 from supervisor.core.keeper import Keeper
 from supervisor.core.process import WorkerProcess, reap_orphans, set_child_subreaper, spawn_worker
 from supervisor.core.runner import CommandFailed, Runner, RunnerContext
 from supervisor.core.sdnotify import Notifier
 from supervisor.core.states import State, Transition
-from worker.rpc import RpcError
+from supervisor.overrides import Overrides
 
 __all__ = ["ServeOptions", "Supervisor", "serve"]
 
 log = structlog.get_logger("spctl.serve")
-
-UNKNOWN_EXTENSION = -32010
-REFUSED = -32011
 
 _SETTLED = (State.RUNNING, State.FAILED, State.STOPPED, State.DISABLED)
 
@@ -59,11 +57,10 @@ class Supervisor:
         self.started = time.monotonic()
         self.keeper = Keeper()
         self.notifier = Notifier()
-        self.invalid = {
-            name: "invalid configuration: " + "; ".join(str(e) for e in errs)
-            for name, errs in loaded.invalid.items()
-        }
-        ctx = RunnerContext(
+        self.overrides = Overrides(state_dir())
+        if self.overrides.error:
+            log.warning("overrides", error=self.overrides.error)
+        self.ctx = RunnerContext(
             spawn=self._spawn,
             keeper_watch=self.keeper.watch,
             keeper_unwatch=self.keeper.unwatch,
@@ -71,29 +68,38 @@ class Supervisor:
             on_transition=self._on_transition,
         )
         self.runners: dict[str, Runner] = {}
-        for ext in loaded.registry.extensions:
+        self.invalid: dict[str, str] = {}
+        self.yaml_enabled: dict[str, bool] = {}
+        self.sections: dict[str, str] = {}
+        hostable, self.invalid = self.split(loaded)
+        for ext in hostable.values():
+            self.runners[ext.name] = Runner(ext, self.ctx)
+        self.api = ControlApi(self)
+        self.server = ControlServer(opts.socket, self.api.handlers(), self.api.stream_handlers())
+        self._stop = anyio.Event()
+        self._settled = anyio.Event()
+        self.tg: TaskGroup | None = None
+
+    def split(self, loaded: LoadResult) -> tuple[dict[str, Extension], dict[str, str]]:
+        """The extensions we can run (overrides applied), and why the others cannot run."""
+        invalid = {
+            name: "invalid configuration: " + "; ".join(str(e) for e in errs)
+            for name, errs in loaded.invalid.items()
+        }
+        hostable: dict[str, Extension] = {}
+        self.yaml_enabled = {e.name: e.enabled for e in loaded.registry.extensions}
+        self.sections = {e.name: e.section for e in loaded.registry.extensions}
+        for ext in self.overrides.apply(loaded.registry.extensions):
             if ext.kind == "server" or ext.type == "remote":
                 # Hosting MCP servers and remote modules is not built yet: say so plainly
                 # instead of spawning a worker that can only fail.
                 what = "MCP servers" if ext.kind == "server" else "remote modules"
-                self.invalid[ext.name] = f"{what} cannot be hosted by this version of spctl yet"
-            else:
-                self.runners[ext.name] = Runner(ext, ctx)
-                if ext.limits.cpu is not None:
-                    log.warning("limits.cpu is not enforced yet", extension=ext.name)
-        self.server = ControlServer(
-            opts.socket,
-            {
-                "ping": lambda: "pong",
-                "status": self.status,
-                "start": self._cmd("start"),
-                "stop": self._cmd("stop"),
-                "restart": self._cmd("restart"),
-                "worker_ping": self._worker_ping,
-            },
-        )
-        self._stop = anyio.Event()
-        self._settled = anyio.Event()
+                invalid[ext.name] = f"{what} cannot be hosted by this version of spctl yet"
+                continue
+            hostable[ext.name] = ext
+            if ext.limits.cpu is not None:
+                log.warning("limits.cpu is not enforced yet", extension=ext.name)
+        return hostable, invalid
 
     # ----- workers -----
 
@@ -119,53 +125,6 @@ class Supervisor:
             if r.ext.enabled and not r.ext.lazy
         ):
             self._settled.set()
-
-    # ----- control API -----
-
-    def _runner(self, name: str) -> Runner:
-        runner = self.runners.get(name)
-        if runner is None:
-            if name in self.invalid:
-                raise RpcError(REFUSED, f"{name}: {self.invalid[name]}")
-            raise RpcError(UNKNOWN_EXTENSION, f"no extension named {name!r}")
-        return runner
-
-    def _cmd(self, verb: str) -> Any:
-        async def handler(name: str) -> dict[str, Any]:
-            runner = self._runner(name)
-            try:
-                await getattr(runner, verb)()
-            except CommandFailed as exc:
-                raise RpcError(REFUSED, str(exc)) from None
-            return runner.snapshot()
-
-        return handler
-
-    async def _worker_ping(self, name: str) -> float:
-        """Round trip supervisor ⇄ worker (tests, benchmarks, scripts checking liveness)."""
-        try:
-            return await self._runner(name).ping()
-        except CommandFailed as exc:
-            raise RpcError(REFUSED, str(exc)) from None
-
-    def status(self, name: str | None = None) -> dict[str, Any]:
-        if name is not None:
-            exts = [self._runner(name).snapshot()]
-        else:
-            exts = [r.snapshot() for r in self.runners.values()]
-            exts += [
-                {"name": n, "state": "failed", "reason": why} for n, why in self.invalid.items()
-            ]
-        return {
-            "supervisor": {
-                "pid": os.getpid(),
-                "version": __version__,
-                "uptime": time.monotonic() - self.started,
-                "extensions_dir": str(self.opts.extensions),
-                "socket": str(self.opts.socket),
-            },
-            "extensions": exts,
-        }
 
     def summary(self) -> str:
         counts: dict[str, int] = {}
@@ -193,6 +152,7 @@ class Supervisor:
         )
         try:
             async with anyio.create_task_group() as tg:
+                self.tg = tg
                 for runner in self.runners.values():
                     tg.start_soon(runner.run)
                 tg.start_soon(self.server.serve)
@@ -240,7 +200,9 @@ class Supervisor:
                     log.info("signal", signal=signal.Signals(signum).name, action="stop")
                     self._stop.set()
                 elif signum == signal.SIGHUP:
-                    log.warning("signal", signal="SIGHUP", action="reload is not yet supported")
+                    log.info("signal", signal="SIGHUP", action="reload")
+                    assert self.tg is not None
+                    self.tg.start_soon(self.api.reload_quietly)
                 elif signum == signal.SIGCHLD:
                     known = {self.keeper.pid} if self.keeper.pid else set()
                     reap_orphans(known)

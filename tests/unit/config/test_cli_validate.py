@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,15 @@ GOOD_MODULES = (
 )
 
 
+SRV = {"enabled_source": "servers.yaml"}
+
+
 def spctl(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(SPCTL), "validate", *args],
         cwd=cwd,
+        # no `spctl enable/disable` overrides from this machine's state directory
+        env={**os.environ, "STATE_DIRECTORY": str(cwd / "state")},
         capture_output=True,
         text=True,
         timeout=60,
@@ -79,9 +85,9 @@ def test_json_report(tree: Tree) -> None:
     ]
     assert document["summary"] == {"servers": 3, "modules": 0, "disabled": 1}
     assert document["extensions"] == [
-        {"name": "weather", "kind": "server", "type": "local", "enabled": True},
-        {"name": "api", "kind": "server", "type": "remote", "enabled": False},
-        {"name": "time", "kind": "server", "type": "local", "enabled": True},
+        {"name": "weather", "kind": "server", "type": "local", "enabled": True, **SRV},
+        {"name": "api", "kind": "server", "type": "remote", "enabled": False, **SRV},
+        {"name": "time", "kind": "server", "type": "local", "enabled": True, **SRV},
     ]
 
 

@@ -57,3 +57,45 @@ def test_any_chunking_gives_the_same_lines(data: bytes, cuts: list[int]) -> None
         prev = cut
     got += s.feed(data[prev:]) + s.flush()
     assert got == expected
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_pipe_reader_rate_limit_drops_and_counts() -> None:
+    """Over the per-second budget lines are dropped whole, counted, and reading resumes cleanly."""
+    import asyncio
+
+    from supervisor.core.output import PipeReader
+
+    async def scenario() -> tuple[list[str], list[tuple[int, int]]]:
+        clock = _Clock()
+        lines: list[str] = []
+        drops: list[tuple[int, int]] = []
+        r = PipeReader(
+            lines.append, max_lines=3, on_drop=lambda n, b: drops.append((n, b)), clock=clock
+        )
+        r.data_received(b"a\nb\nc\n")  # budget used up
+        r.data_received(b"d\ne\npart")  # dropped, ends mid-line
+        r.data_received(b"ial\nf\n")  # still this second: dropped, ends on a newline
+        clock.t = 1.5
+        r.data_received(b"tail\ng\n")  # new window
+        r.data_received(b"h\nmid")  # "h" is the 3rd line; "mid" waits for its end
+        r.data_received(b"dle\ni")  # over: the half line and this are dropped, mid-line
+        clock.t = 3.0
+        r.data_received(b"-end\nj\n")  # new window: skips the rest of the dropped line
+        r.eof_received()
+        return lines, drops
+
+    lines, drops = asyncio.run(scenario())
+    assert lines == ["a", "b", "c", "tail", "g", "h", "j"]
+    assert drops == [
+        (4, len(b"d\ne\npart") + len(b"ial\nf\n")),
+        (1, len(b"mid") + len(b"dle\ni")),
+        (1, len(b"-end\n")),  # the resync, counted in the window where it happened
+    ]

@@ -1,0 +1,247 @@
+"""What the control socket offers: status, start/stop/restart, enable/disable, reload, logs.
+
+Each handler validates the name, delegates to the extension's runner and turns a refusal into
+an ``RpcError`` the CLI prints (exit 1). Reload re-reads both files, refuses the whole change
+if anything is invalid (nothing that runs is touched), and otherwise applies the plan from
+``reload.plan``: only added, removed, changed or (dis)enabled extensions move.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from supervisor import __version__
+from supervisor.config import load_registry
+from supervisor.core.reload import plan
+from supervisor.core.runner import CommandFailed, Runner
+from supervisor.core.states import State
+from worker.channel import Channel, ChannelClosed
+from worker.rpc import RpcError
+
+if TYPE_CHECKING:
+    from supervisor.core.serve import Supervisor
+
+__all__ = ["INVALID_CONFIG", "REFUSED", "UNKNOWN_EXTENSION", "ControlApi"]
+
+log = structlog.get_logger("spctl.control")
+
+UNKNOWN_EXTENSION = -32010
+REFUSED = -32011
+INVALID_CONFIG = -32012
+
+_UP = (State.STARTING, State.RUNNING, State.BACKOFF)
+FOLLOW_BUFFER_LIMIT = 1 << 20  # a `logs -f` client that reads slower than this loses lines
+
+
+class ControlApi:
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self._reload_lock = anyio.Lock()
+
+    def handlers(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "ping": lambda: "pong",
+            "status": self.status,
+            "start": self._verb("start"),
+            "stop": self._verb("stop"),
+            "restart": self._verb("restart"),
+            "enable": self.enable,
+            "disable": self.disable,
+            "reload": self.reload,
+            "worker_ping": self.worker_ping,
+        }
+
+    def stream_handlers(self) -> dict[str, Callable[..., Any]]:
+        return {"logs": self.logs}
+
+    # ----- lookups -----
+
+    def runner(self, name: str) -> Runner:
+        runner = self.sup.runners.get(name)
+        if runner is None:
+            if name in self.sup.invalid:
+                raise RpcError(REFUSED, f"{name}: {self.sup.invalid[name]}")
+            raise RpcError(UNKNOWN_EXTENSION, f"no extension named {name!r}")
+        return runner
+
+    def snapshot(self, runner: Runner) -> dict[str, Any]:
+        snap = runner.snapshot()
+        snap["enabled_source"] = self.sup.overrides.source(
+            runner.name, self.sup.sections.get(runner.name, runner.ext.section)
+        )
+        return snap
+
+    # ----- verbs -----
+
+    def _verb(self, verb: str) -> Callable[[str], Any]:
+        async def handler(name: str) -> dict[str, Any]:
+            runner = self.runner(name)
+            try:
+                await getattr(runner, verb)()
+            except CommandFailed as exc:
+                raise RpcError(REFUSED, str(exc)) from None
+            return self.snapshot(runner)
+
+        return handler
+
+    async def enable(self, name: str) -> dict[str, Any]:
+        runner = self.runner(name)
+        self.sup.overrides.set(runner.ext, True, self.sup.yaml_enabled.get(name, True))
+        runner.update(dataclasses.replace(runner.ext, enabled=True))
+        await runner.enable()
+        if not runner.ext.lazy:
+            try:
+                await runner.start()
+            except CommandFailed as exc:
+                raise RpcError(REFUSED, f"enabled, but {exc}") from None
+        return self.snapshot(runner)
+
+    async def disable(self, name: str) -> dict[str, Any]:
+        runner = self.runner(name)
+        self.sup.overrides.set(runner.ext, False, self.sup.yaml_enabled.get(name, True))
+        runner.update(dataclasses.replace(runner.ext, enabled=False))
+        await runner.disable()
+        return self.snapshot(runner)
+
+    async def worker_ping(self, name: str) -> float:
+        """Round trip supervisor ⇄ worker (tests, benchmarks, scripts checking liveness)."""
+        try:
+            return await self.runner(name).ping()
+        except CommandFailed as exc:
+            raise RpcError(REFUSED, str(exc)) from None
+
+    def status(self, name: str | None = None) -> dict[str, Any]:
+        sup = self.sup
+        if name is not None:
+            exts = [self.snapshot(self.runner(name))]
+        else:
+            exts = [self.snapshot(r) for r in sup.runners.values()]
+            exts += [
+                {"name": n, "state": "failed", "reason": why} for n, why in sup.invalid.items()
+            ]
+        return {
+            "supervisor": {
+                "pid": os.getpid(),
+                "version": __version__,
+                "uptime": time.monotonic() - sup.started,
+                "extensions_dir": str(sup.opts.extensions),
+                "socket": str(sup.opts.socket),
+                "overrides": str(sup.overrides.path),
+            },
+            "extensions": exts,
+        }
+
+    # ----- reload -----
+
+    async def reload(self, dry_run: bool = False) -> dict[str, Any]:
+        """Apply the difference between what runs and the files; all or nothing on errors."""
+        async with self._reload_lock:
+            sup = self.sup
+            loaded = load_registry(sup.opts.extensions)
+            if loaded.errors:
+                raise RpcError(
+                    INVALID_CONFIG,
+                    f"configuration is invalid ({len(loaded.errors)} errors); nothing changed",
+                    {"errors": [str(e) for e in loaded.errors]},
+                )
+            old = {n: r.ext for n, r in sup.runners.items()}
+            saved = (dict(sup.yaml_enabled), dict(sup.sections))
+            new, invalid = sup.split(loaded)
+            running = frozenset(n for n, r in sup.runners.items() if r.state in _UP)
+            p = plan(old, new, running)
+            if dry_run:
+                sup.yaml_enabled, sup.sections = saved
+                return {"plan": p.as_dict(), "applied": False, "errors": []}
+            sup.invalid = invalid
+            log.info("reload", **{k: v for k, v in p.as_dict().items() if v and k != "keep"})
+            errors: list[str] = []
+            async with anyio.create_task_group() as tg:
+                for name in p.stop:
+                    tg.start_soon(self._retire, name)
+                for name in p.disable:
+                    sup.runners[name].update(new[name])
+                    tg.start_soon(sup.runners[name].disable)
+                for name in p.update:
+                    self._ensure_runner(new[name])
+                for name in p.restart:
+                    sup.runners[name].update(new[name])
+                    tg.start_soon(self._act, sup.runners[name].restart, errors)
+                for name in p.start:
+                    runner = self._ensure_runner(new[name])
+                    tg.start_soon(self._enable_and_start, runner, errors)
+            return {"plan": p.as_dict(), "applied": True, "errors": errors}
+
+    async def reload_quietly(self) -> None:
+        """SIGHUP: like ``spctl reload``; the outcome goes to the log."""
+        try:
+            result = await self.reload()
+        except RpcError as exc:
+            log.error("reload refused", reason=exc.message, errors=(exc.data or {}).get("errors"))
+            return
+        if result["errors"]:
+            log.warning("reload applied with errors", errors=result["errors"])
+
+    def _ensure_runner(self, ext: Any) -> Runner:
+        sup = self.sup
+        runner = sup.runners.get(ext.name)
+        if runner is None:
+            runner = Runner(ext, sup.ctx)
+            sup.runners[ext.name] = runner
+            assert sup.tg is not None
+            sup.tg.start_soon(runner.run)
+        else:
+            runner.update(ext)
+        return runner
+
+    async def _retire(self, name: str) -> None:
+        runner = self.sup.runners[name]
+        await runner.retire()
+        self.sup.runners.pop(name, None)
+
+    async def _enable_and_start(self, runner: Runner, errors: list[str]) -> None:
+        await runner.enable()
+        if not runner.ext.lazy:
+            await self._act(runner.start, errors)
+
+    @staticmethod
+    async def _act(action: Callable[[], Any], errors: list[str]) -> None:
+        try:
+            await action()
+        except CommandFailed as exc:
+            errors.append(str(exc))
+
+    # ----- logs -----
+
+    def logs(self, channel: Channel, name: str, lines: int = 50, follow: bool = False) -> Any:
+        """The last ``lines`` of output; with ``follow`` new lines are pushed as ``log``
+        notifications on this connection until the client goes away (across restarts)."""
+        runner = self.runner(name)
+        tail = list(runner.output)[-lines:] if lines > 0 else []
+        if follow:
+            dropped = 0
+
+            def push(entry: tuple[float, str, str]) -> None:
+                nonlocal dropped
+                if channel.closed:
+                    runner.subscribers.discard(push)
+                    return
+                if channel.write_buffer_size() > FOLLOW_BUFFER_LIMIT:
+                    dropped += 1
+                    return
+                try:
+                    if dropped:
+                        channel.notify("log", time.time(), "spctl", f"[{dropped} lines dropped]")
+                        dropped = 0
+                    channel.notify("log", *entry)
+                except ChannelClosed:
+                    runner.subscribers.discard(push)
+
+            runner.subscribers.add(push)
+        return {"lines": [list(e) for e in tail]}

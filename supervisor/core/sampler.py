@@ -1,0 +1,184 @@
+"""Measuring whole process trees for the watchdog: one sweep, every worker. Linux only.
+
+Theory of operation: a sweep reads the process table once (``/proc/<pid>/stat`` of every
+process: parent, process group, start time) and derives each worker's tree from it: the root,
+its descendants by parent, and every member of the root's process group with *their*
+descendants. The group catches what the parent links miss: a grandchild whose parent died is
+re-parented to the supervisor (a child subreaper) but keeps the worker's group. Each member is
+then measured with psutil (RSS, CPU times, open descriptors); a process that vanishes between
+the table and its measurement is skipped.
+
+CPU is the change in CPU time between two sweeps divided by the wall time between them, so
+the first sample of a tree reports 0.0. Per pid the last CPU time is kept (pids are told apart
+by their start time, so a reused pid is a new process). CPU of short-lived children is not
+lost: when a member reaps a child, the child's total moves into the member's ``children_*``
+times; those deltas count, less what was already counted for members that vanished.
+
+This is the only module that imports psutil.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import psutil
+
+from supervisor.core.limits import Sample
+
+__all__ = ["Sampler", "tree_pids"]
+
+
+@dataclass(frozen=True)
+class _Row:
+    ppid: int
+    pgrp: int
+    start: int  # clock ticks since boot: with the pid, the identity of a process
+
+
+def _read_table(proc: str = "/proc") -> dict[int, _Row]:
+    """pid → (parent, group, start) for every process; unreadable ones are skipped."""
+    table: dict[int, _Row] = {}
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{entry.name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:  # it exited after the directory listing
+            continue
+        # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+        fields = data[data.rfind(b")") + 2 :].split()
+        try:
+            table[int(entry.name)] = _Row(int(fields[1]), int(fields[2]), int(fields[19]))
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def _members(root: int, table: Mapping[int, _Row], index: _Index) -> list[int]:
+    """The tree of ``root``: root, descendants, and the root's process group with theirs."""
+    seen: set[int] = set()
+    order: list[int] = []
+    stack = [root] if root in table else []
+    stack.extend(index.groups.get(root, ()))
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        order.append(pid)
+        stack.extend(index.children.get(pid, ()))
+    return order
+
+
+@dataclass
+class _Index:
+    children: dict[int, list[int]] = field(default_factory=dict)
+    groups: dict[int, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, table: Mapping[int, _Row]) -> _Index:
+        index = cls()
+        for pid, row in table.items():
+            index.children.setdefault(row.ppid, []).append(pid)
+            index.groups.setdefault(row.pgrp, []).append(pid)
+        return index
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` (if it still exists) and every process of its tree, root first; for killing."""
+    table = _read_table()
+    return _members(root, table, _Index.of(table))
+
+
+@dataclass(frozen=True)
+class _Cpu:
+    own: float  # user + system seconds of the process itself
+    reaped: float  # children_user + children_system: its reaped children's totals
+
+
+@dataclass
+class _Tree:
+    at: float | None = None
+    cpu: dict[tuple[int, int], _Cpu] = field(default_factory=dict)
+
+
+class Sampler:
+    """Samples many process trees in one sweep; keeps what CPU deltas need between sweeps."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._trees: dict[str, _Tree] = {}
+        self._procs: dict[tuple[int, int], psutil.Process] = {}
+
+    def sample(self, roots: Mapping[str, int]) -> dict[str, Sample]:
+        """name → sample of the tree rooted at that pid. Names whose root is gone are left out."""
+        table = _read_table()
+        index = _Index.of(table)
+        at = self._clock()
+        result: dict[str, Sample] = {}
+        alive: set[tuple[int, int]] = set()
+        for name, root in roots.items():
+            if root not in table:
+                continue
+            keys = [(pid, table[pid].start) for pid in _members(root, table, index)]
+            alive.update(keys)
+            result[name] = self._measure(name, keys, at)
+        for key in self._procs.keys() - alive:
+            del self._procs[key]
+        return result
+
+    def forget(self, name: str) -> None:
+        """Drop what is kept about ``name`` (its worker is gone; a new one starts afresh)."""
+        self._trees.pop(name, None)
+
+    def _measure(self, name: str, keys: Iterable[tuple[int, int]], at: float) -> Sample:
+        tree = self._trees.setdefault(name, _Tree())
+        rss = processes = fds = 0
+        own = reaped = 0.0
+        now: dict[tuple[int, int], _Cpu] = {}
+        for key in keys:
+            proc = self._procs.get(key)
+            try:
+                if proc is None:
+                    proc = self._procs[key] = psutil.Process(key[0])
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    mem = proc.memory_info().rss
+                    open_fds = _num_fds(proc)
+            except psutil.ZombieProcess:
+                processes += 1  # it still holds a pid (and counts against pids.max)
+                continue
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue  # vanished between the table and now
+            processes += 1
+            rss += mem
+            fds += open_fds
+            cpu = now[key] = _Cpu(
+                times.user + times.system, times.children_user + times.children_system
+            )
+            before = tree.cpu.get(key)
+            if before is None:
+                # New since the last sweep: all its CPU time falls in this interval.
+                own += cpu.own
+                reaped += cpu.reaped
+            else:
+                own += max(0.0, cpu.own - before.own)
+                reaped += max(0.0, cpu.reaped - before.reaped)
+        vanished = sum(c.own + c.reaped for k, c in tree.cpu.items() if k not in now)
+        used = own + max(0.0, reaped - vanished)
+        cores = 0.0
+        if tree.at is not None and at > tree.at:
+            cores = used / (at - tree.at)
+        tree.at, tree.cpu = at, now
+        return Sample(rss=rss, cpu=cores, processes=processes, open_files=fds, at=at)
+
+
+def _num_fds(proc: psutil.Process) -> int:
+    try:
+        return proc.num_fds()
+    except psutil.AccessDenied:
+        return 0
