@@ -113,6 +113,9 @@ class Channel:
         self._pending: dict[int, asyncio.Future[Any]] = {}  # our requests awaiting answers
         self._serving: dict[int, asyncio.Task[None]] = {}  # the peer's requests, async handlers
         self._background: set[asyncio.Task[None]] = set()  # async notification handlers
+        # messages in, messages out, bytes in, bytes out: the cheap traffic summary that
+        # DEBUG=extensions:<name> logs
+        self.stats = [0, 0, 0, 0]
         self._out: list[bytes] = []
         self._flush_handle: asyncio.Handle | None = None
         self._in_read = False
@@ -219,6 +222,9 @@ class Channel:
     # -- writer ---------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
+        stats = self.stats
+        stats[1] += 1
+        stats[3] += len(data)
         if self._flush_handle is not None or self._in_read or self._loop is None:
             out = self._out
             out.append(data)  # a batch is open; it goes out with the others
@@ -270,6 +276,8 @@ class Channel:
         self._wake_drainers()
 
     def _on_data(self, data: bytes) -> None:
+        stats = self.stats
+        stats[2] += len(data)
         try:
             events = self._conn.receive_data(data)
         except RemoteProtocolError as e:
@@ -277,6 +285,7 @@ class Channel:
             return
         # Frames written while handling one read (answers from plain handlers) are one batch,
         # sent at the end of this callback rather than an iteration later.
+        stats[0] += len(events)
         self._in_read = True
         try:
             for event in events:

@@ -31,12 +31,16 @@ def serve(
     ] = None,
 ) -> None:
     """Run the supervisor in the foreground (systemd runs exactly this)."""
+    import logging
+    import os
+
     from supervisor.core.health import HealthSettings
     from supervisor.core.serve import ServeOptions
     from supervisor.core.serve import serve as run_serve
     from supervisor.logs import configure
 
-    configure(json=log_json)
+    debug = "extensions:" in os.environ.get("DEBUG", "")
+    configure(json=log_json, level=logging.DEBUG if debug else logging.INFO)
     try:
         health = HealthSettings(interval=health_interval, deadline=health_timeout)
     except ValueError as exc:

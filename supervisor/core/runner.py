@@ -32,6 +32,7 @@ from supervisor.core.policy import GiveUp, Restart, RestartHistory, RestartSetti
 from supervisor.core.process import WorkerProcess
 from supervisor.core.states import State, StateMachine, Transition
 from supervisor.core.worker_spec import build_spec
+from supervisor.logs import debug_enabled_for
 from worker.channel import Channel, ChannelClosed
 from worker.rpc import RpcError
 
@@ -111,6 +112,9 @@ class Runner:
         self._tg: TaskGroup | None = None
         self.attempted = False  # has tried to start at least once (serve's READY=1 waits on it)
         self._log = log.bind(extension=self.name)
+        # DEBUG=extensions:<name> or extensions:* (as in the seed) turns on this runner's
+        # debug events: spawn details, ping round trips and the msgpack-rpc traffic summary.
+        self.debug = debug_enabled_for(self.name)
 
     # ----- public API (called from the control server and serve) -----
 
@@ -338,6 +342,8 @@ class Runner:
             return
         inc.proc = proc
         self.ctx.keeper_watch(proc.pgid)
+        if self.debug:
+            self._log.debug("worker spawned", pid=proc.pid, incarnation=inc.n)
         channel = Channel(
             {
                 "boot": lambda pid: build_spec(self.ext),
@@ -363,6 +369,8 @@ class Runner:
             await proc.reap_group()
             await proc.wait_output()
         self.ctx.keeper_unwatch(proc.pgid)
+        if self.debug:
+            self._log.debug("rpc traffic", **_traffic(channel))
         channel.close(f"worker exited ({describe(from_waitid(result.si_code, result.si_status))})")
         exit = from_waitid(
             result.si_code, result.si_status, cause=inc.cause, requested=inc.requested
@@ -428,6 +436,9 @@ class Runner:
                     return
                 else:
                     tracker.pong(time.monotonic(), sent)
+                    if self.debug:
+                        rtt = round((time.monotonic() - sent) * 1000, 2)
+                        self._log.debug("ping", rtt_ms=rtt, **_traffic(channel))
 
     def _begin_stop(self, inc: _Incarnation, reason: str) -> None:
         """Mark the worker as asked to stop; the stop sequence runs once it exists."""
@@ -500,6 +511,11 @@ class Runner:
         if delay > 0 and math.isfinite(delay):
             await anyio.sleep(delay)
         self._post(("backoff_done", token))
+
+
+def _traffic(channel: Channel) -> dict[str, int]:
+    m_in, m_out, b_in, b_out = channel.stats
+    return {"messages_in": m_in, "messages_out": m_out, "bytes_in": b_in, "bytes_out": b_out}
 
 
 def _restart_settings(ext: Extension) -> RestartSettings:

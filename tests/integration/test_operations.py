@@ -243,3 +243,22 @@ def test_secrets_never_reach_logs_or_status(tmp_path: Path) -> None:
     finally:
         os.environ.pop("GH_TOKEN", None)
         s.kill()
+
+
+def test_debug_extensions_turns_on_debug_for_that_extension_only(tmp_path: Path) -> None:
+    mods = [module_entry("loud", "ok_daemon"), module_entry("quiet", "ok_daemon")]
+    with serve_fixture(tmp_path, mods, extra_args=["--health-interval", "0.1"]) as s:
+        os.environ["DEBUG"] = "extensions:loud"
+        try:
+            s.start()
+        finally:
+            del os.environ["DEBUG"]
+        s.wait_state("loud", "running")
+        s.wait_state("quiet", "running")
+
+        def pings() -> list[dict[str, object]]:
+            return [e for e in s.logs() if e.get("event") == "ping"]
+
+        wait_for(lambda: len(pings()) >= 2, 10, "debug ping events")
+        assert {e["extension"] for e in pings()} == {"loud"}
+        assert all(e["level"] == "debug" and int(e["messages_in"]) > 0 for e in pings())  # type: ignore[call-overload]
