@@ -16,7 +16,7 @@ import typer
 
 from supervisor.cli.render import duration, table
 from supervisor.control.client import ControlClient, NotRunning, RpcError
-from supervisor.control.paths import socket_path
+from supervisor.control.paths import client_socket_path
 
 __all__ = ["disable", "enable", "logs", "reload", "restart", "start", "status", "stop"]
 
@@ -31,7 +31,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output."
 
 
 def _call(sock: Path | None, method: str, *params: Any, timeout: float = 30.0) -> Any:
-    path = sock or socket_path()
+    path = sock or client_socket_path()
     try:
         with ControlClient(path, timeout=timeout) as client:
             return client.call(method, *params)
@@ -138,7 +138,7 @@ def reload(
     sock: SocketOpt = None,
 ) -> None:
     """Re-read servers.yaml and modules.yaml and apply only the difference (also: SIGHUP)."""
-    path = sock or socket_path()
+    path = sock or client_socket_path()
     try:
         with ControlClient(path, timeout=600.0) as client:
             result = client.call("reload", dry_run)
@@ -172,7 +172,7 @@ def logs(
     sock: SocketOpt = None,
 ) -> None:
     """Print an extension's recent stdout/stderr lines (kept in memory by the supervisor)."""
-    path = sock or socket_path()
+    path = sock or client_socket_path()
     try:
         with ControlClient(path, timeout=30.0) as client:
             result = client.call("logs", extension, lines, follow)

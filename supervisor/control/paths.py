@@ -11,7 +11,16 @@ import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["UnsafeDirectory", "ensure_private_dir", "socket_path", "state_dir"]
+__all__ = [
+    "SYSTEMD_SOCKET",
+    "UnsafeDirectory",
+    "client_socket_path",
+    "ensure_private_dir",
+    "socket_path",
+    "state_dir",
+]
+
+SYSTEMD_SOCKET = Path("/run/spctl/control.sock")  # RuntimeDirectory=spctl in systemd/spctl.service
 
 
 class UnsafeDirectory(Exception):
@@ -28,6 +37,17 @@ def socket_path(environ: Mapping[str, str] | None = None) -> Path:
     if env.get("XDG_RUNTIME_DIR"):
         return Path(env["XDG_RUNTIME_DIR"]) / "spctl" / "control.sock"
     return Path(f"/tmp/spctl-{os.getuid()}") / "control.sock"
+
+
+def client_socket_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where a CLI verb looks: like ``socket_path``, but an operator's shell has no
+    ``$RUNTIME_DIRECTORY``, so when nothing is at the usual place and the systemd unit's socket
+    exists, that one is meant."""
+    path = socket_path(environ)
+    env = os.environ if environ is None else environ
+    if not env.get("SPCTL_SOCKET") and not path.exists() and SYSTEMD_SOCKET.exists():
+        return SYSTEMD_SOCKET
+    return path
 
 
 def state_dir(environ: Mapping[str, str] | None = None) -> Path:

@@ -62,8 +62,9 @@ def _members(root: int, table: Mapping[int, _Row], index: _Index) -> list[int]:
     """The tree of ``root``: root, descendants, and the root's process group with theirs."""
     seen: set[int] = set()
     order: list[int] = []
-    stack = [root] if root in table else []
-    stack.extend(index.groups.get(root, ()))
+    stack = list(index.groups.get(root, ()))
+    if root in table:
+        stack.append(root)  # popped first
     while stack:
         pid = stack.pop()
         if pid in seen:

@@ -39,6 +39,23 @@ __all__ = ["ServeOptions", "Supervisor", "serve"]
 
 log = structlog.get_logger("spctl.serve")
 
+_PRIVATE_ENV = frozenset(
+    {
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "SPCTL_SOCKET",
+        "RUNTIME_DIRECTORY",
+        "STATE_DIRECTORY",
+    }
+)
+# READY=1 waits for every extension to settle, but never longer than this: systemd's start
+# timeout must not fail the whole service because one extension keeps timing out at start.
+READY_DEADLINE = 60.0
+
 _SETTLED = (State.RUNNING, State.FAILED, State.STOPPED, State.DISABLED)
 
 
@@ -104,7 +121,9 @@ class Supervisor:
     # ----- workers -----
 
     async def _spawn(self, ext: Extension, on_line: Any) -> WorkerProcess:
-        env = dict(os.environ)
+        # The supervisor's environment minus what belongs to it alone: systemd's notify and
+        # socket-activation protocol, and where the control socket and state live.
+        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         env.update(ext.env)
         env["SPCTL_EXTENSION"] = ext.name
         ext_state = state_dir() / "extensions" / ext.name
@@ -182,7 +201,8 @@ class Supervisor:
                 tg.start_soon(_quiet_stop, runner)
 
     async def _notify_ready(self) -> None:
-        await self._settled.wait()
+        with anyio.move_on_after(READY_DEADLINE):
+            await self._settled.wait()
         self.notifier.send("READY=1", f"STATUS={self.summary()}")
         log.info("ready", status=self.summary())
 

@@ -82,8 +82,8 @@ def test_verify_is_clean(tmp_path: Path) -> None:
     ("what", "old", "new"),
     [
         ("unknown key", "NoNewPrivileges=yes", "NoNewPrivilege=yes"),
-        # ProtectControlGroups=private only exists from systemd 257 on.
-        ("value newer than 252", "ProtectControlGroups=no", "ProtectControlGroups=private"),
+        ("bad boolean", "ProtectControlGroups=no", "ProtectControlGroups=maybe"),
+        ("bad duration", "TimeoutStopSec=30s", "TimeoutStopSec=30 parsecs"),
         ("bad enum value", "KillMode=mixed", "KillMode=gentle"),
         ("unknown section", "[Install]", "[Instal]"),
     ],

@@ -280,3 +280,25 @@ def test_kill_worker_restarts_immediately_after_healthy_run(tmp_path: Path) -> N
         )
         assert e["restarts"] == 1
         assert "SIGKILL" in e["last_exit"]
+
+
+def test_worker_environment(tmp_path: Path) -> None:
+    """Workers get the supervisor's environment plus `env:`, minus systemd's protocol variables
+    and where the control socket lives; their cwd is the extension's directory."""
+    out = tmp_path / "env.json"
+    mods = [module_entry("env", "env_report", config={"out": str(out)}, env={"MY_VAR": "42"})]
+    with serve_fixture(tmp_path, mods) as s:
+        os.environ["NOTIFY_SOCKET"] = "/nonexistent/notify"  # serve must not pass it on
+        try:
+            s.start()
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
+        s.wait_state("env", "running")
+        report = json.loads(wait_for(lambda: out.exists() and out.read_text(), 10, "report"))
+        env = report["env"]
+        assert env["MY_VAR"] == "42"
+        assert env["EXTENSION_STATE_DIR"].endswith("/extensions/env")
+        for private in ("NOTIFY_SOCKET", "SPCTL_SOCKET", "STATE_DIRECTORY", "SPCTL_PARENT_PID"):
+            assert private not in env, private
+        assert "PATH" in env
+        assert report["cwd"] == str(s.extensions / "modules" / "env_report")

@@ -1,0 +1,164 @@
+"""The sampler on real process trees: membership, RSS, CPU from deltas, vanishing processes,
+and what a sweep costs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from supervisor.core.sampler import Sampler, tree_pids
+from tests.fixtures.hogs.launch import hog, started
+from tests.helpers import pid_gone, wait_for
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """CPU time of ``pid`` from /proc (user + system, plus its reaped children's if asked)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / TICK
+
+
+def children_of(pid: int, line: str) -> list[int]:
+    assert line.startswith("pids "), line
+    kids = [int(p) for p in line.split()[1:]]
+    assert all(int(Path(f"/proc/{k}/stat").read_text().split()[3]) == pid for k in kids)
+    return kids
+
+
+def elapse(seconds: float, since: float) -> None:
+    """Let a measuring interval pass (waiting on the clock is the point here)."""
+    wait_for(lambda: time.monotonic() - since >= seconds, timeout=seconds + 5, what="interval")
+
+
+def test_a_tree_of_four() -> None:
+    with hog("tree", "--children", 3) as parent:
+        kids = children_of(parent.pid, parent.line())
+        assert sorted(tree_pids(parent.pid)) == sorted([parent.pid, *kids])
+        assert tree_pids(parent.pid)[0] == parent.pid
+        got = Sampler().sample({"t": parent.pid})["t"]
+        assert got.processes == 4
+        assert got.rss > 4 * 5 * (1 << 20)  # four Python interpreters
+        assert got.open_files >= 4 * 3
+        assert got.cpu == 0.0  # the first sample of a tree has nothing to compare with
+
+
+def test_a_spinning_child_counts_as_about_one_core() -> None:
+    with hog("tree", "--children", 3, "--spin", 1) as parent:
+        kids = children_of(parent.pid, parent.line())
+        sampler = Sampler()
+        first = sampler.sample({"t": parent.pid})["t"]
+        used = sum(cpu_seconds(p) for p in [parent.pid, *kids])
+        elapse(1.0, first.at)
+        second = sampler.sample({"t": parent.pid})["t"]
+        used = sum(cpu_seconds(p) for p in [parent.pid, *kids]) - used
+        independent = used / (second.at - first.at)
+        print(f"\nspinner: sampler {second.cpu:.3f} cores, /proc {independent:.3f} cores")
+        assert second.processes == 4
+        assert second.cpu == pytest.approx(independent, abs=0.1)
+        assert second.cpu > 0.5  # a whole core unless the machine is very busy
+        assert second.cpu < 1.3
+
+
+def test_short_lived_children_are_counted_once_reaped() -> None:
+    """A shell running one short Python after another: the CPU lives in reaped children."""
+    loop = "while :; do python3 -c 'sum(range(300000))'; done"
+    with started(["sh", "-c", loop]) as shell:
+        sampler = Sampler()
+        first = sampler.sample({"sh": shell.pid})["sh"]
+        used = cpu_seconds(shell.pid, reaped=True)
+        elapse(1.5, first.at)
+        second = sampler.sample({"sh": shell.pid})["sh"]
+        # The child alive now has not been reaped into the shell's times yet.
+        alive = [p for p in tree_pids(shell.pid) if p != shell.pid]
+        used = cpu_seconds(shell.pid, reaped=True) - used
+        independent = used / (second.at - first.at)
+        print(f"\nchurn: sampler {second.cpu:.3f} cores, /proc (reaped) {independent:.3f} cores")
+        assert independent > 0.3, "the loop should keep a core busy"
+        assert second.cpu == pytest.approx(independent, abs=0.25 + 0.1 * len(alive))
+
+
+def test_an_orphan_in_the_group_is_still_in_the_tree() -> None:
+    """A grandchild whose parent exited is re-parented away but keeps the process group."""
+    script = "( sleep 60 & echo $! ); exec sleep 60"
+    with started(["sh", "-c", script]) as root:
+        orphan = int(root.line())
+        wait_for(
+            lambda: int(Path(f"/proc/{orphan}/stat").read_text().split()[3]) != root.pid,
+            what="the orphan to be re-parented",
+        )
+        assert orphan in tree_pids(root.pid)
+        assert Sampler().sample({"r": root.pid})["r"].processes == 2
+
+
+def test_vanishing_processes_do_not_break_a_sweep() -> None:
+    sampler = Sampler()
+    with hog("tree", "--children", 3) as parent, started(["sh", "-c", "sleep 60"]) as gone:
+        kids = children_of(parent.pid, parent.line())
+        before = sampler.sample({"t": parent.pid, "g": gone.pid})
+        assert before["t"].processes == 4
+        gone.kill()  # the root of one tree is gone: it is left out
+        for kid in kids[:2]:
+            os.kill(kid, 9)  # and two members of the other
+        wait_for(lambda: all(pid_gone(k) for k in kids[:2]), what="the children to die")
+        after = sampler.sample({"t": parent.pid, "g": gone.pid})
+        assert set(after) == {"t"}
+        assert after["t"].processes in {2, 4}  # zombies until the parent reaps them
+        assert after["t"].cpu >= 0.0
+
+
+def test_sweeping_through_churn() -> None:
+    """Processes start and exit all the time; every sweep completes."""
+    with started(["sh", "-c", "while :; do /bin/true; done"]) as shell:
+        sampler = Sampler()
+        counts = set()
+        for _ in range(200):
+            sample = sampler.sample({"sh": shell.pid})["sh"]
+            counts.add(sample.processes)
+            assert sample.cpu >= 0.0
+        assert counts <= {1, 2, 3}
+
+
+def test_a_dead_root_is_left_out_and_forget_starts_afresh() -> None:
+    sampler = Sampler()
+    with started(["sh", "-c", "sleep 60"]) as a:
+        sampler.sample({"a": a.pid})
+        sampler.forget("a")
+        assert sampler.sample({"a": a.pid})["a"].cpu == 0.0  # a first sample again
+    assert sampler.sample({"a": a.pid}) == {}
+    sampler.forget("never-seen")
+
+
+def sweep_cost(sampler: Sampler, roots: dict[str, int], rounds: int = 30) -> float:
+    costs = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        sampler.sample(roots)
+        costs.append(time.perf_counter() - t)
+    return statistics.median(costs)
+
+
+def test_sweep_cost() -> None:
+    """One sweep for 1 and 20 trees of 4 processes each; printed, and bounded generously."""
+    script = "sleep 60 & sleep 60 & sleep 60 & wait"
+    with contextlib.ExitStack() as stack:
+        trees = {f"t{i}": stack.enter_context(started(["sh", "-c", script])).pid for i in range(20)}
+        wait_for(lambda: all(len(tree_pids(p)) == 4 for p in trees.values()), what="20 trees of 4")
+        sampler = Sampler()
+        one = sweep_cost(sampler, {"t0": trees["t0"]})
+        twenty = sweep_cost(sampler, trees)
+        total = len(os.listdir("/proc"))
+        print(
+            f"\nsweep cost ({total} /proc entries): 1 tree {one * 1e3:.2f} ms, "
+            f"20 trees (80 processes) {twenty * 1e3:.2f} ms"
+        )
+        assert all(s.processes == 4 for s in sampler.sample(trees).values())
+        assert twenty < 0.1, "a sweep must stay far below the 250 ms period"
