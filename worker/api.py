@@ -5,6 +5,13 @@ async), and optionally ``initialize`` and ``shutdown``, returned by ``create_mod
 or defined as one class in the extension. Sync methods run in a thread, async ones on the
 worker's event loop. The Protocols below are for type checkers only; nothing has to inherit.
 
+An MCP server extension (kind ``handler``) is a module with ``create_handler(config)``
+returning a callable ``(method, params) -> result``; see ``.notes/handler.md``. From inside a
+call, a handler may raise :class:`McpError` (a protocol error with its code), report progress
+with :func:`report_progress`, and read the request's ``_meta`` with :func:`request_meta`; at
+any time (any thread) it may say its lists changed with :func:`tools_changed` (or
+:func:`resources_changed`, :func:`prompts_changed`: each refetches the whole catalog).
+
 Processes an extension starts should go through :func:`spawn_argv`, so they die when the
 worker dies (see :mod:`worker.trampoline`)::
 
@@ -13,12 +20,30 @@ worker dies (see :mod:`worker.trampoline`)::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from typing import Any, Protocol, runtime_checkable
 
 from worker.trampoline import trampoline_argv as spawn_argv
 
-__all__ = ["DaemonModule", "FullDaemonModule", "spawn_argv"]
+__all__ = [
+    "INTERNAL_ERROR",
+    "INVALID_PARAMS",
+    "INVALID_REQUEST",
+    "METHOD_NOT_FOUND",
+    "RESOURCE_NOT_FOUND",
+    "DaemonModule",
+    "FullDaemonModule",
+    "McpError",
+    "McpHandler",
+    "catalog_changed",
+    "prompts_changed",
+    "report_progress",
+    "request_meta",
+    "resources_changed",
+    "spawn_argv",
+    "tools_changed",
+]
 
 
 @runtime_checkable
@@ -39,3 +64,104 @@ class FullDaemonModule(DaemonModule, Protocol):
     def initialize(self) -> Awaitable[None] | None: ...
 
     def shutdown(self) -> Awaitable[None] | None: ...
+
+
+# -- MCP server extensions (kind "handler") ------------------------------------------------
+
+McpHandler = Callable[[str, dict[str, Any]], Any]
+"""What ``create_handler(config)`` returns: ``(method, params) -> result``, sync or async."""
+
+# JSON-RPC / MCP error codes a handler commonly raises.
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602  # also MCP's "Unknown tool"
+INTERNAL_ERROR = -32603
+RESOURCE_NOT_FOUND = -32002
+
+
+class McpError(Exception):
+    """Raise from a handler to answer with an MCP protocol error ``{code, message, data}``.
+
+    The worker passes the code through unchanged (``INVALID_PARAMS`` for an unknown tool,
+    ``METHOD_NOT_FOUND`` for an unsupported method, ``RESOURCE_NOT_FOUND``…). Any other
+    exception from ``tools/call`` becomes a tool result with ``isError: true``; from another
+    method, an ``INTERNAL_ERROR``.
+    """
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(code, message, data)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+
+class CallContext(Protocol):
+    """What the worker puts in :data:`CURRENT_CALL` for the duration of one ``mcp`` call."""
+
+    @property
+    def meta(self) -> Mapping[str, Any]: ...
+
+    def report_progress(
+        self, progress: float, total: float | None, message: str | None
+    ) -> bool: ...
+
+
+CURRENT_CALL: ContextVar[CallContext | None] = ContextVar("spctl_current_call", default=None)
+"""Set by the worker around each call; copied into the thread of a sync handler."""
+
+_catalog_listener: Callable[[], None] | None = None
+
+
+def set_catalog_listener(listener: Callable[[], None] | None) -> None:
+    """For the worker: the thread-safe callable :func:`catalog_changed` invokes."""
+    global _catalog_listener
+    _catalog_listener = listener
+
+
+def report_progress(
+    progress: float, total: float | None = None, message: str | None = None
+) -> bool:
+    """Report progress of the current call; False when nobody asked for it (no progressToken).
+
+    Works from an async handler (its task) and from a sync handler (its thread, or any code
+    that runs in a copy of its context). ``progress`` should increase with each report. After
+    the call has ended (answered or cancelled) reports are dropped. Raises TypeError when
+    ``progress``/``total`` are not numbers.
+    """
+    call = CURRENT_CALL.get()
+    if call is None:
+        return False
+    return call.report_progress(progress, total, message)
+
+
+def request_meta() -> Mapping[str, Any]:
+    """The ``_meta`` of the current call (``progressToken``…); empty outside a call."""
+    call = CURRENT_CALL.get()
+    return {} if call is None else call.meta
+
+
+def catalog_changed() -> None:
+    """Say the tool/resource/prompt lists changed: the worker refetches them and, if they
+    differ, tells the supervisor (MCP's ``list_changed``). Callable from any thread; a no-op
+    outside a worker."""
+    listener = _catalog_listener
+    if listener is not None:
+        listener()
+
+
+def tools_changed() -> None:
+    """MCP ``notifications/tools/list_changed``: same as :func:`catalog_changed`."""
+    catalog_changed()
+
+
+def resources_changed() -> None:
+    """MCP ``notifications/resources/list_changed``: same as :func:`catalog_changed`."""
+    catalog_changed()
+
+
+def prompts_changed() -> None:
+    """MCP ``notifications/prompts/list_changed``: same as :func:`catalog_changed`."""
+    catalog_changed()

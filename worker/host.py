@@ -4,7 +4,9 @@ Theory of operation. One :class:`Host` owns the channel (fd 3) and the extension
 lifecycle task asks the supervisor for the boot spec (``boot``), applies the rlimits and extra
 ``sys.path`` entries, imports the extension, starts it, says ``ready`` and then polls
 ``is_running()``. Meanwhile the channel serves ``ping`` and ``shutdown`` from the loop, so a
-sync ``start()`` running in a thread never delays a ping.
+sync ``start()`` running in a thread never delays a ping. A ``handler`` extension (an MCP
+server, :mod:`worker.kinds.handler`) is initialized instead of started, says ``ready`` with its
+catalog, and from then on serves ``mcp`` requests until ``shutdown``.
 
 Every way out is a *verdict* (an exit code, see :mod:`worker.exitcodes`) set once on a future:
 the lifecycle ending, the ``shutdown`` handler, or the channel closing. The first verdict wins;
@@ -36,6 +38,7 @@ from worker.exitcodes import (
     EXIT_PROTOCOL_ERROR,
 )
 from worker.kinds.daemon import Daemon, load_daemon
+from worker.kinds.handler import Handler, McpServer, load_handler, use_call_threads
 from worker.loader import LoadError, apply_rlimits, load_extension
 from worker.rpc import RpcError
 
@@ -47,7 +50,7 @@ STOP_TIMEOUT = 3.0
 """Best-effort stop()/shutdown() budget when the worker ends on its own (not on request)."""
 TRACEBACK_LINES = 20
 MESSAGE_CHARS = 2000
-KINDS = ("daemon",)
+KINDS = ("daemon", "handler")
 
 
 def log(message: str) -> None:
@@ -101,7 +104,7 @@ def import_extension(spec: BootSpec) -> ModuleType:
     """Apply the rlimits and sys.path entries, then import the extension (on the loop thread:
     module code may call signal.signal()). Raises LoadError or what the import raises."""
     if spec.kind not in KINDS:
-        raise LoadError(f"unsupported extension kind {spec.kind!r} (supported: daemon)")
+        raise LoadError(f"unsupported extension kind {spec.kind!r} (supported: {', '.join(KINDS)})")
     apply_rlimits(spec.rlimits)
     # The extension's own directory is importable (as the cwd is, unless started with -P),
     # then the extra entries, ahead of everything else.
@@ -135,6 +138,8 @@ class Host:
         self.channel = Channel({"ping": self._ping, "shutdown": self._shutdown}, name="worker")
         self._verdict: asyncio.Future[int] | None = None
         self._daemon: Daemon | None = None
+        self._handler: Handler | None = None
+        self._server: McpServer | None = None
         self._lifecycle: asyncio.Task[int] | None = None
         self._stopping: asyncio.Task[None] | None = None
 
@@ -194,6 +199,8 @@ class Host:
         except ValueError as e:
             log(f"protocol error: {e}")
             return EXIT_PROTOCOL_ERROR
+        if spec.kind == "handler":
+            return await self._run_handler(spec)
         try:
             daemon = await self._load(spec)
         except Exception as e:
@@ -216,6 +223,34 @@ class Host:
             },
         )
         return await self._monitor(daemon, spec.check_interval)
+
+    async def _run_handler(self, spec: BootSpec) -> int:
+        use_call_threads(asyncio.get_running_loop())
+        try:
+            module = import_extension(spec)
+            self._handler = handler = await load_handler(spec.name, module, spec.config, spec.path)
+        except Exception as e:
+            await self._report("load_error", e)
+            return EXIT_LOAD_ERROR
+        try:
+            await handler.hook("initialize")
+        except Exception as e:
+            await self._report("error", e)
+            return EXIT_ERROR
+        self._server = server = McpServer(handler, self.channel.notify)
+        catalog = await server.start()
+        self.channel.handlers["mcp"] = server.mcp
+        info = {
+            "pid": os.getpid(),
+            "kind": spec.kind,
+            "metadata": handler.metadata,
+            "python": sys.version.split()[0],
+            "catalog": catalog,
+        }
+        await self.channel.request("ready", info)
+        server.arm()
+        await asyncio.get_running_loop().create_future()  # serve `mcp` until `shutdown`
+        return EXIT_OK  # not reached: shutdown cancels the lifecycle
 
     async def _load(self, spec: BootSpec) -> Daemon:
         module = import_extension(spec)
@@ -245,6 +280,8 @@ class Host:
         await self._drain()
 
     async def _stop_extension(self) -> None:
+        if self._handler is not None:
+            await self._stop_handler(self._handler)
         if self._daemon is None:
             return
         for method in ("stop", "shutdown"):
@@ -253,6 +290,15 @@ class Host:
             except Exception as e:
                 log(f"{method}() raised (ignored): {type(e).__name__}: {e}")
                 traceback.print_exception(e, file=sys.stderr)
+
+    async def _stop_handler(self, handler: Handler) -> None:
+        if self._server is not None:
+            await self._server.close()  # calls in flight unwind before the module shuts down
+        try:
+            await handler.hook("shutdown")
+        except Exception as e:
+            log(f"shutdown() raised (ignored): {type(e).__name__}: {e}")
+            traceback.print_exception(e, file=sys.stderr)
 
     # -- handlers served to the supervisor --------------------------------------------------
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from supervisor.cli import ctl, serve_cmd
+from supervisor.cli import ctl, serve_cmd, top
 from supervisor.cli import validate as _validate
 
 app = typer.Typer(
@@ -34,6 +34,7 @@ app.command("enable")(ctl.enable)
 app.command("disable")(ctl.disable)
 app.command("reload")(ctl.reload)
 app.command("logs")(ctl.logs)
+app.command("top")(top.top)
 app.command("validate")(_validate.validate)
 
 

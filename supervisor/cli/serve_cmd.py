@@ -25,6 +25,13 @@ def serve(
     health_timeout: Annotated[
         float, typer.Option("--health-timeout", help="Seconds a worker has to answer a ping.")
     ] = 3.0,
+    cgroups: Annotated[
+        bool,
+        typer.Option(
+            "--cgroups/--no-cgroups",
+            help="Kernel-enforced limits through cgroups where available (also SPCTL_CGROUPS=off).",
+        ),
+    ] = True,
     log_json: Annotated[
         bool | None,
         typer.Option("--log-json/--log-text", help="Log format (default: JSON unless a tty)."),
@@ -45,6 +52,8 @@ def serve(
         health = HealthSettings(interval=health_interval, deadline=health_timeout)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    opts = ServeOptions(extensions=extensions, socket=sock or socket_path(), health=health)
+    opts = ServeOptions(
+        extensions=extensions, socket=sock or socket_path(), health=health, cgroups=cgroups
+    )
     code = run_serve(opts)
     raise typer.Exit(code)

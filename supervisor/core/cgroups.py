@@ -39,7 +39,16 @@ from pathlib import Path
 
 from supervisor.core.limits import LimitsLike
 
-__all__ = ["Cgroups", "Hierarchy", "Support", "WorkerCgroup", "detect"]
+__all__ = [
+    "Cgroups",
+    "Hierarchy",
+    "Mount",
+    "Support",
+    "WorkerCgroup",
+    "detect",
+    "parse_mountinfo",
+    "parse_proc_cgroup",
+]
 
 V1_CONTROLLERS = frozenset({"memory", "pids", "cpu", "cpuacct", "freezer"})
 LIMITING = frozenset({"memory", "pids", "cpu"})  # what makes a setup worth using
@@ -152,11 +161,45 @@ def _detect_v2(
     available = frozenset(_read(path / "cgroup.controllers").split()) & LIMITING
     if require_memory and "memory" not in available:
         return f"no memory controller in {path}"
+    if blocker := _v2_blocker(path, available):
+        return blocker
     return Support(
         "cgroup v2",
         f"{path} is writable; controllers: {', '.join(sorted(available)) or 'none'}",
         (Hierarchy(available, path),),
     )
+
+
+def _v2_blocker(own: Path, controllers: frozenset[str]) -> str | None:
+    """Why controllers cannot be enabled for our children, or None when they can.
+
+    A non-root cgroup with processes in it cannot enable controllers for children. Ours may be
+    emptied into a leaf (see :meth:`Cgroups._enable_v2`), but only when every process in it is
+    ours: that is a delegated cgroup (systemd ``Delegate=yes``); a login session's is not.
+    """
+    if controllers <= set(_read(own / "cgroup.subtree_control").split()):
+        return None
+    if not (own / "cgroup.type").exists():
+        return None  # the root cgroup: exempt from the no-internal-processes rule
+    strangers = [p for p in _read(own / "cgroup.procs").split() if not _ours(int(p))]
+    if strangers:
+        return f"{own} holds {len(strangers)} processes that are not ours: not delegated to us"
+    return None
+
+
+def _ours(pid: int) -> bool:
+    """``pid`` is this process or one of its descendants."""
+    me = os.getpid()
+    for _ in range(64):  # a chain of parents; bounded against a loop through reused pids
+        if pid == me:
+            return True
+        if pid <= 1:
+            return False
+        try:
+            pid = int(_read(Path(f"/proc/{pid}/stat")).rsplit(")", 1)[1].split()[1])
+        except (IndexError, ValueError):
+            return False
+    return False
 
 
 def _detect_v1(
@@ -352,15 +395,29 @@ class Cgroups:
         self._parents: dict[Hierarchy, Path] = {}
         self._children: list[WorkerCgroup] = []
         self._count = 0
-        for h in support.hierarchies:
-            self._sweep_stale(h.path)
-            parent = h.path / f"{prefix}-{os.getpid()}"
-            if support.mode == "cgroup v2" and h.controllers:
-                self._enable_v2(h)
-            parent.mkdir(exist_ok=True)
-            self._parents[h] = parent
-            if support.mode == "cgroup v2" and h.controllers:
-                _write(parent / "cgroup.subtree_control", _plus(h.controllers))
+        try:
+            for h in support.hierarchies:
+                own = h.path
+                if support.mode == "cgroup v2":
+                    if own.name == f"{prefix}-supervisor":  # we moved ourselves there before
+                        own = own.parent
+                    if h.controllers:
+                        self._enable_v2(own, h.controllers)
+                self._sweep_stale(own)
+                parent = own / f"{prefix}-{os.getpid()}"
+                parent.mkdir(exist_ok=True)
+                self._parents[h] = parent
+                if support.mode == "cgroup v2" and h.controllers:
+                    _write(parent / "cgroup.subtree_control", _plus(h.controllers))
+        except OSError:
+            self.close()
+            raise
+
+    def __enter__(self) -> Cgroups:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _sweep_stale(self, own: Path) -> None:
         pattern = re.compile(rf"{re.escape(self._prefix)}-(\d+)")
@@ -380,23 +437,23 @@ class Cgroups:
                     _rmdir(child, 0)
             _rmdir(entry, 0)
 
-    def _enable_v2(self, h: Hierarchy) -> None:
+    def _enable_v2(self, own: Path, controllers: frozenset[str]) -> None:
         """Enable our controllers for our children. Processes in our own cgroup forbid that
         (no internal processes), so they are first moved into a leaf of it."""
-        enabled = set(_read(h.path / "cgroup.subtree_control").split())
-        if h.controllers <= enabled:
+        missing = controllers - set(_read(own / "cgroup.subtree_control").split())
+        if not missing:
             return
         try:
-            _write(h.path / "cgroup.subtree_control", _plus(h.controllers - enabled))
+            _write(own / "cgroup.subtree_control", _plus(missing))
         except OSError as e:
             if e.errno != errno.EBUSY:
                 raise
-            leaf = h.path / f"{self._prefix}-supervisor"
+            leaf = own / f"{self._prefix}-supervisor"
             leaf.mkdir(exist_ok=True)
-            for pid in _read(h.path / "cgroup.procs").split():
+            for pid in _read(own / "cgroup.procs").split():
                 with contextlib.suppress(ProcessLookupError):
                     _write(leaf / "cgroup.procs", pid)
-            _write(h.path / "cgroup.subtree_control", _plus(h.controllers - enabled))
+            _write(own / "cgroup.subtree_control", _plus(missing))
 
     def create(self, name: str, limits: LimitsLike) -> WorkerCgroup | None:
         """A new cgroup for one worker of ``name`` with ``limits`` set; None in mode "none".

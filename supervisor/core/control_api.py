@@ -119,6 +119,7 @@ class ControlApi:
 
     def status(self, name: str | None = None) -> dict[str, Any]:
         sup = self.sup
+        sup.limits.refresh_usage(sup.runners)
         if name is not None:
             exts = [self.snapshot(self.runner(name))]
         else:
@@ -134,6 +135,8 @@ class ControlApi:
                 "extensions_dir": str(sup.opts.extensions),
                 "socket": str(sup.opts.socket),
                 "overrides": str(sup.overrides.path),
+                "limits_enforcement": sup.limits.mode,
+                "limits_reason": sup.limits.reason,
             },
             "extensions": exts,
         }

@@ -137,8 +137,10 @@ async def spawn_worker(
     argv: Sequence[str],
     env: Mapping[str, str],
     on_line: Callable[[str, str], None],
+    on_spawned: Callable[[int], None] | None = None,
 ) -> WorkerProcess:
-    """Start one worker: ``argv`` with fd 3 = the channel. ``on_line(stream, line)`` gets output.
+    """Start one worker: ``argv`` with fd 3 = the channel. ``on_line(stream, line)`` gets output;
+    ``on_spawned(pid)`` runs right after the process exists.
 
     posix_spawn (not fork + preexec_fn, which is unsafe in a threaded process) places the
     channel at fd 3 and the pipes at 1/2, puts the child in its own process group and resets
@@ -178,6 +180,10 @@ async def spawn_worker(
         os.close(err_w)
         os.close(null)
     _managed.add(pid)
+    if on_spawned is not None:
+        # Synchronously, before the worker can import anything: e.g. move it into its cgroup,
+        # so all it ever allocates is charged there.
+        on_spawned(pid)
     pidfd = os.pidfd_open(pid)
     exited: asyncio.Future[os.waitid_result] = loop.create_future()
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,8 +28,10 @@ import structlog
 from anyio.abc import TaskGroup
 
 from supervisor.config import Extension
+from supervisor.core.cgroups import WorkerCgroup
 from supervisor.core.exits import Exit, describe, from_waitid
 from supervisor.core.health import HealthSettings, HealthTracker, Unhealthy
+from supervisor.core.limits import Sample, WatchLimits, format_size, headroom
 from supervisor.core.policy import GiveUp, Restart, RestartHistory, RestartSettings, Stay, decide
 from supervisor.core.process import WorkerProcess
 from supervisor.core.states import State, StateMachine, Transition
@@ -56,6 +60,8 @@ class RunnerContext:
     keeper_unwatch: Callable[[int], None]
     health: HealthSettings = field(default_factory=HealthSettings)
     on_transition: Callable[[str, Transition], None] | None = None
+    cgroup_for: Callable[[Extension], WorkerCgroup | None] | None = None
+    kill_tree: Callable[[int], None] | None = None  # SIGKILL a pid's whole process tree
 
 
 @dataclass(eq=False)
@@ -68,6 +74,7 @@ class _Incarnation:
     requested: bool = False  # an operator or shutdown asked it to stop
     error: dict[str, Any] | None = None  # load_error / error notification from the worker
     ready_event: anyio.Event = field(default_factory=anyio.Event)
+    cgroup: WorkerCgroup | None = None
     stop_launched: bool = False
     scopes: list[anyio.CancelScope] = field(default_factory=list)
 
@@ -110,6 +117,7 @@ class Runner:
         self._backoff_token = 0
         self._waiters: list[_Waiter] = []
         self._tg: TaskGroup | None = None
+        self.usage: Sample | None = None  # the last watchdog / status sample of its tree
         self.attempted = False  # has tried to start at least once (serve's READY=1 waits on it)
         self._log = log.bind(extension=self.name)
         # DEBUG=extensions:<name> or extensions:* (as in the seed) turns on this runner's
@@ -201,6 +209,10 @@ class Runner:
             "last_exit": self.last_exit,
             "error": self.last_error,
             "metadata": self.metadata,
+            "usage": _usage(self.usage) if self.pid else None,
+            "headroom": headroom(self.usage, WatchLimits.from_config(self.ext.limits))
+            if self.usage and self.pid
+            else {},
         }
 
     # ----- plumbing -----
@@ -275,8 +287,7 @@ class Runner:
             if inc.cause is None:
                 inc.cause = msg[2]
             self._log.warning("killing worker", reason=msg[2])
-            if inc.proc is not None:
-                inc.proc.signal_group(9)
+            self._kill(inc)
         elif kind == "exited":
             self._on_exit(inc, msg[2])
 
@@ -335,9 +346,15 @@ class Runner:
 
     async def _run_incarnation(self, inc: _Incarnation) -> None:
         """Spawn, connect, watch for exit; post what happens. Owns nothing else."""
+        group = self._make_cgroup()
+        inc.cgroup = group
         try:
-            proc: WorkerProcess = await self.ctx.spawn(self.ext, self._on_line)
+            proc: WorkerProcess = await self.ctx.spawn(
+                self.ext, self._on_line, self._cgroup_adder(group)
+            )
         except OSError as exc:
+            if group is not None:
+                group.remove()
             self._post(("spawn_failed", inc.n, f"{exc.strerror or exc}"))
             return
         inc.proc = proc
@@ -366,8 +383,16 @@ class Runner:
             self._post(("kill", inc.n, f"start timeout ({timeout:g}s)"))
         with anyio.CancelScope(shield=True):
             result = await proc.wait()
+            if group is not None:
+                if inc.cause is None and _was_sigkilled(result) and group.oom_killed():
+                    inc.cause = (
+                        f"{_memory_limit(self.ext)} exceeded (killed by the kernel OOM killer)"
+                    )
+                group.kill()  # v1 OOM kills one process; the rest of the group goes too
             await proc.reap_group()
             await proc.wait_output()
+            if group is not None:
+                group.remove()
         self.ctx.keeper_unwatch(proc.pgid)
         if self.debug:
             self._log.debug("rpc traffic", **_traffic(channel))
@@ -393,6 +418,42 @@ class Runner:
             await anyio.sleep(0.2)  # a worker that is exiting anyway gets to report its own exit
             if proc.alive and not inc.requested:
                 self._post(("kill", inc.n, f"channel lost: {reason}"))
+
+    def _kill(self, inc: _Incarnation) -> None:
+        """SIGKILL the whole tree: the cgroup (atomically), the process group, the descendants."""
+        if inc.cgroup is not None:
+            inc.cgroup.kill()
+        if inc.proc is not None:
+            if self.ctx.kill_tree is not None and inc.proc.alive:
+                self.ctx.kill_tree(inc.proc.pid)
+            inc.proc.signal_group(9)
+
+    def breach(self, reason: str) -> None:
+        """A limit was breached (the watchdog says so): kill the current worker's tree."""
+        inc = self._inc
+        if inc is not None and inc.proc is not None and inc.proc.alive:
+            self._post(("kill", inc.n, reason))
+
+    def _make_cgroup(self) -> WorkerCgroup | None:
+        if self.ctx.cgroup_for is None:
+            return None
+        try:
+            return self.ctx.cgroup_for(self.ext)
+        except OSError as exc:
+            self._log.warning("no cgroup for this worker", error=str(exc))
+            return None
+
+    def _cgroup_adder(self, group: WorkerCgroup | None) -> Callable[[int], None] | None:
+        if group is None:
+            return None
+
+        def add(pid: int) -> None:
+            try:
+                group.add(pid)
+            except OSError as exc:
+                self._log.warning("cannot move worker into its cgroup", error=str(exc))
+
+        return add
 
     def _ready(self, inc: _Incarnation, info: Any) -> None:
         metadata = info if isinstance(info, dict) else {}
@@ -467,7 +528,7 @@ class Runner:
                 await proc.wait()
         if proc.alive:
             inc.cause = f"did not stop within stopTimeout ({budget:g}s)"
-            proc.signal_group(9)
+            self._kill(inc)
 
     def _on_exit(self, inc: _Incarnation, exit: Exit) -> None:
         for scope in inc.scopes:
@@ -511,6 +572,26 @@ class Runner:
         if delay > 0 and math.isfinite(delay):
             await anyio.sleep(delay)
         self._post(("backoff_done", token))
+
+
+def _usage(sample: Sample | None) -> dict[str, Any] | None:
+    if sample is None:
+        return None
+    return {
+        "rss": sample.rss,
+        "cpu": round(sample.cpu, 4),
+        "processes": sample.processes,
+        "open_files": sample.open_files,
+    }
+
+
+def _was_sigkilled(result: os.waitid_result) -> bool:
+    return result.si_code == os.CLD_KILLED and result.si_status == signal.SIGKILL
+
+
+def _memory_limit(ext: Extension) -> str:
+    mem = ext.limits.memory
+    return f"memory limit {format_size(mem)}" if mem is not None else "memory limit"
 
 
 def _traffic(channel: Channel) -> dict[str, int]:

@@ -33,6 +33,7 @@ from supervisor.core.process import WorkerProcess, reap_orphans, set_child_subre
 from supervisor.core.runner import CommandFailed, Runner, RunnerContext
 from supervisor.core.sdnotify import Notifier
 from supervisor.core.states import State, Transition
+from supervisor.core.watchdog import LimitsEnforcer
 from supervisor.overrides import Overrides
 
 __all__ = ["ServeOptions", "Supervisor", "serve"]
@@ -64,6 +65,7 @@ class ServeOptions:
     extensions: Path
     socket: Path
     health: HealthSettings = field(default_factory=HealthSettings)
+    cgroups: bool = True  # False: rlimits + watchdog only (--no-cgroups, SPCTL_CGROUPS=off)
 
 
 class Supervisor:
@@ -77,12 +79,15 @@ class Supervisor:
         self.overrides = Overrides(state_dir())
         if self.overrides.error:
             log.warning("overrides", error=self.overrides.error)
+        self.limits = LimitsEnforcer()
         self.ctx = RunnerContext(
             spawn=self._spawn,
             keeper_watch=self.keeper.watch,
             keeper_unwatch=self.keeper.unwatch,
             health=opts.health,
             on_transition=self._on_transition,
+            cgroup_for=self.limits.cgroup_for,
+            kill_tree=self.limits.kill_tree,
         )
         self.runners: dict[str, Runner] = {}
         self.invalid: dict[str, str] = {}
@@ -120,7 +125,7 @@ class Supervisor:
 
     # ----- workers -----
 
-    async def _spawn(self, ext: Extension, on_line: Any) -> WorkerProcess:
+    async def _spawn(self, ext: Extension, on_line: Any, on_spawned: Any) -> WorkerProcess:
         # The supervisor's environment minus what belongs to it alone: systemd's notify and
         # socket-activation protocol, and where the control socket and state live.
         env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
@@ -132,7 +137,8 @@ class Supervisor:
         python = str(ext.python) if ext.python is not None else sys.executable
         # -P: never put the extension's directory (or ours) in front of sys.path, so an
         # extension cannot shadow the worker package.
-        return await spawn_worker(argv=[python, "-P", "-m", "worker"], env=env, on_line=on_line)
+        argv = [python, "-P", "-m", "worker"]
+        return await spawn_worker(argv=argv, env=env, on_line=on_line, on_spawned=on_spawned)
 
     def _on_transition(self, name: str, tr: Transition) -> None:
         self._check_settled()
@@ -165,6 +171,8 @@ class Supervisor:
             print(f"spctl serve: cannot bind {self.opts.socket}: {exc}", file=sys.stderr)
             return 1
         set_child_subreaper()
+        self.limits.start(enabled=self.opts.cgroups)
+        log.info("limits enforcement", mode=self.limits.mode, reason=self.limits.reason)
         self.keeper.start()
         log.info(
             "serving", pid=os.getpid(), socket=str(self.opts.socket), extensions=len(self.runners)
@@ -177,6 +185,7 @@ class Supervisor:
                 tg.start_soon(self.server.serve)
                 tg.start_soon(self._signals)
                 tg.start_soon(self._notify_ready)
+                tg.start_soon(self.limits.watch, self.runners)
                 if self.notifier.watchdog_interval:
                     tg.start_soon(self._watchdog, self.notifier.watchdog_interval)
                 for runner in self.runners.values():
@@ -189,6 +198,7 @@ class Supervisor:
         finally:
             self.server.close()
             self.keeper.close()
+            self.limits.close()
             self.notifier.close()
         log.info("stopped")
         return 0

@@ -11,7 +11,9 @@ from typing import Any
 
 from supervisor.config import Extension, Secret
 
-__all__ = ["build_spec", "plain", "rlimits_for"]
+__all__ = ["DATA_HEADROOM", "build_spec", "plain", "rlimits_for"]
+
+DATA_HEADROOM = 256 * 1024 * 1024
 
 
 def plain(value: Any) -> Any:
@@ -29,8 +31,9 @@ def rlimits_for(ext: Extension) -> dict[str, list[int]]:
     """rlimits the worker applies to itself before importing the extension.
 
     ``openFiles`` → RLIMIT_NOFILE; ``cpuTime`` → RLIMIT_CPU (SIGXCPU at the soft limit, SIGKILL
-    5 s later); ``memory`` → RLIMIT_DATA, a hard stop for runaway allocation (heap and private
-    anonymous mappings; Linux ignores RLIMIT_RSS); ``processes`` → RLIMIT_NPROC (per real uid,
+    5 s later); ``memory`` → RLIMIT_DATA at twice the limit (at least +256 MiB), a hard stop for
+    runaway allocation (heap and private anonymous mappings; Linux ignores RLIMIT_RSS, and
+    RLIMIT_AS would count idle thread stacks); ``processes`` → RLIMIT_NPROC (per real uid,
     and not enforced for root). Core dumps are always off.
     """
     limits = ext.limits
@@ -41,7 +44,10 @@ def rlimits_for(ext: Extension) -> dict[str, list[int]]:
         soft = max(1, int(limits.cpu_time))
         out["CPU"] = [soft, soft + 5]
     if limits.memory is not None:
-        out["DATA"] = [limits.memory, limits.memory]
+        # Generous on purpose: the watchdog and the cgroup enforce the limit itself and record
+        # why; the rlimit only stops a runaway allocation (a 4 GiB malloc) before it lands.
+        data = max(2 * limits.memory, limits.memory + DATA_HEADROOM)
+        out["DATA"] = [data, data]
     if limits.processes is not None:
         out["NPROC"] = [limits.processes, limits.processes]
     # Never ask for more than the supervisor's own hard limit: setrlimit would refuse.

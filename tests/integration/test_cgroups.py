@@ -109,11 +109,13 @@ def test_detect_here() -> None:
     print(f"\n{SUPPORT.mode}: {SUPPORT.reason}")
 
 
-def fake_proc(tmp_path: Path, cgroup: str, mounts: list[str]) -> Path:
+def fake_proc(tmp_path: Path, cgroup: str, mounts: list[tuple[str, Path, str, str]]) -> Path:
+    """A /proc/self with ``cgroup`` and a mountinfo of (root, mount point, fstype, options)."""
     (tmp_path / "proc/self").mkdir(parents=True)
     (tmp_path / "proc/self/cgroup").write_text(cgroup)
     lines = [
-        f"{30 + i} 23 0:{40 + i} {m} rw,relatime - {m.split()[2]}" for i, m in enumerate(mounts)
+        f"{30 + i} 23 0:{40 + i} {root} {point} rw,relatime - {fstype} {fstype} {options}"
+        for i, (root, point, fstype, options) in enumerate(mounts)
     ]
     (tmp_path / "proc/self/mountinfo").write_text("\n".join(lines) + "\n")
     return tmp_path / "proc"
@@ -129,12 +131,36 @@ def cgroup_dir(path: Path, controllers: str = "") -> Path:
 def test_detect_pure_v2_delegated(tmp_path: Path) -> None:
     svc = cgroup_dir(tmp_path / "cg/system.slice/spctl.service", "cpuset cpu io memory pids")
     proc = fake_proc(
-        tmp_path, "0::/system.slice/spctl.service\n", [f"/ {tmp_path}/cg cgroup2 cgroup2 rw"]
+        tmp_path, "0::/system.slice/spctl.service\n", [("/", tmp_path / "cg", "cgroup2", "rw")]
     )
     support = detect(environ={}, proc=proc)
     assert support.mode == "cgroup v2"
     assert support.hierarchies[0].path == svc
     assert support.controllers == {"memory", "pids", "cpu"}
+
+
+@pytest.mark.parametrize(
+    ("procs", "enabled", "usable"),
+    [
+        ("self", "", True),  # only us: we may move ourselves into a leaf
+        ("parent", "", False),  # a login session's scope: not ours to rearrange
+        ("parent", "cpu memory pids", True),  # already enabled for children: nothing to move
+    ],
+)
+def test_detect_v2_only_when_delegated(
+    tmp_path: Path, procs: str, enabled: str, usable: bool
+) -> None:
+    svc = cgroup_dir(tmp_path / "cg/user.slice/session-1.scope", "cpu memory pids")
+    (svc / "cgroup.type").write_text("domain\n")  # not the root cgroup
+    (svc / "cgroup.subtree_control").write_text(enabled)
+    (svc / "cgroup.procs").write_text(f"{os.getpid() if procs == 'self' else os.getppid()}\n")
+    proc = fake_proc(
+        tmp_path, "0::/user.slice/session-1.scope\n", [("/", tmp_path / "cg", "cgroup2", "rw")]
+    )
+    support = detect(environ={}, proc=proc)
+    assert (support.mode == "cgroup v2") is usable, support.reason
+    if not usable:
+        assert "not delegated to us" in support.reason
 
 
 def test_detect_v2_without_memory_falls_back_to_v1(tmp_path: Path) -> None:
@@ -145,9 +171,9 @@ def test_detect_v2_without_memory_falls_back_to_v1(tmp_path: Path) -> None:
         tmp_path,
         "4:memory:/box/a b\n2:cpu,cpuacct:/\n9:name=systemd:/\n0::/\n",
         [
-            f"/ {tmp_path}/memory cgroup cgroup rw,memory",
-            f"/ {tmp_path}/cpu,cpuacct cgroup cgroup rw,cpu,cpuacct",
-            f"/ {tmp_path}/unified cgroup2 cgroup2 rw",
+            ("/", tmp_path / "memory", "cgroup", "rw,memory"),
+            ("/", tmp_path / "cpu,cpuacct", "cgroup", "rw,cpu,cpuacct"),
+            ("/", tmp_path / "unified", "cgroup2", "rw"),
         ],
     )
     support = detect(environ={}, proc=proc)
@@ -165,7 +191,7 @@ def test_detect_v2_without_memory_falls_back_to_v1(tmp_path: Path) -> None:
 def test_detect_ignores_mounts_that_do_not_show_our_cgroup(tmp_path: Path) -> None:
     cgroup_dir(tmp_path / "memory")
     proc = fake_proc(
-        tmp_path, "4:memory:/elsewhere/me\n", [f"/box {tmp_path}/memory cgroup cgroup rw,memory"]
+        tmp_path, "4:memory:/elsewhere/me\n", [("/box", tmp_path / "memory", "cgroup", "rw,memory")]
     )
     support = detect(environ={}, proc=proc)
     assert support.mode == "none"

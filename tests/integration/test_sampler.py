@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from supervisor.core.limits import (
+    SAMPLE_PERIOD,
+    SAMPLES_OVER,
+    Breach,
+    History,
+    Sample,
+    WatchLimits,
+    evaluate,
+)
 from supervisor.core.sampler import Sampler, tree_pids
 from tests.fixtures.hogs.launch import hog, started
 from tests.helpers import pid_gone, wait_for
 
+MiB = 1 << 20
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -92,7 +104,10 @@ def test_an_orphan_in_the_group_is_still_in_the_tree() -> None:
     with started(["sh", "-c", script]) as root:
         orphan = int(root.line())
         wait_for(
-            lambda: int(Path(f"/proc/{orphan}/stat").read_text().split()[3]) != root.pid,
+            lambda: (
+                int(Path(f"/proc/{orphan}/stat").read_text().split()[3]) != root.pid
+                and len(tree_pids(root.pid)) == 2
+            ),  # the subshell is gone (reaped)
             what="the orphan to be re-parented",
         )
         assert orphan in tree_pids(root.pid)
@@ -162,3 +177,56 @@ def test_sweep_cost() -> None:
         )
         assert all(s.processes == 4 for s in sampler.sample(trees).values())
         assert twenty < 0.1, "a sweep must stay far below the 250 ms period"
+
+
+def watch(root: int, limits: WatchLimits, timeout: float = 15.0) -> tuple[Breach, list[Sample]]:
+    """The watchdog loop in miniature: sample every period, kill the tree on a breach."""
+    sampler, history, samples = Sampler(), History(), []
+    deadline = time.monotonic() + timeout
+    due = time.monotonic()
+    while time.monotonic() < deadline:
+        sample = sampler.sample({"w": root})["w"]
+        samples.append(sample)
+        verdict, history = evaluate(sample, limits, history)
+        if isinstance(verdict, Breach):
+            for pid in tree_pids(root):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            return verdict, samples
+        due += SAMPLE_PERIOD
+        elapse(0.0, since=due)  # the watchdog's tick
+    raise AssertionError(f"no breach within {timeout}s: {samples[-3:]}")
+
+
+def crossing_to_breach(samples: list[Sample], over: Callable[[Sample], bool]) -> float:
+    """At most how long after crossing the limit the breach came: from the last sample under."""
+    first = next(i for i, s in enumerate(samples) if over(s))
+    assert first > 0, "the limit was crossed before the first sample"
+    return samples[-1].at - samples[first - 1].at
+
+
+def test_watchdog_kills_a_memory_bomb_within_half_a_second() -> None:
+    limit = 128 * MiB
+    with hog("membomb", "--rate", 50) as bomb:
+        breach, samples = watch(bomb.pid, WatchLimits(memory=limit))
+        assert bomb.proc.wait(5) == -9
+    took = crossing_to_breach(samples, lambda s: s.rss > limit)
+    rss = samples[-1].rss
+    print(
+        f"\nmemory bomb (50 MiB/s): {breach.reason}; breach <= {took * 1e3:.0f} ms after crossing"
+    )
+    assert breach.kind == "memory"
+    assert breach.reason.startswith("memory limit 128MiB exceeded (rss ")
+    assert took <= SAMPLES_OVER * SAMPLE_PERIOD + 0.15
+    assert rss < limit + 50 * MiB  # 50 MiB/s for at most ~0.5 s, plus a chunk
+
+
+def test_watchdog_kills_a_fork_bomb() -> None:
+    with hog("forkbomb", "--max", 40) as bomb:
+        assert bomb.line() == "forked 40 failed 0"
+        breach, samples = watch(bomb.pid, WatchLimits(processes=16))
+        members = {p for p in tree_pids(bomb.pid)}
+        assert bomb.proc.wait(5) == -9
+    assert breach == Breach("processes", "processes limit 16 exceeded (41)")
+    assert len(samples) == SAMPLES_OVER
+    wait_for(lambda: all(pid_gone(p) for p in members), what="the children to die")

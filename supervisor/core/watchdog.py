@@ -1,0 +1,130 @@
+"""Limits at run time: the cgroup manager and the psutil watchdog, wired for the runners.
+
+Theory of operation: at start the cgroup support is detected (v2, v1 or none) and, where
+there is one, every worker gets a cgroup of its own (limits set, frozen and killed as a whole
+on stop, removed when the worker is gone). Every ``SAMPLE_PERIOD`` the watchdog samples the
+process trees of the workers that have a limit it must watch (memory, processes, and cpu where
+no cgroup quota throttles it) in one sweep and asks the pure ``evaluate`` for a verdict; a
+breach kills that worker's tree through its runner, with the breach as the recorded reason.
+Workers without such limits cost the watchdog nothing; ``status``/``top`` sample everyone on
+demand (at most once per ``USAGE_TTL``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import anyio
+import structlog
+
+from supervisor.config import Extension
+from supervisor.core.cgroups import Cgroups, Support, WorkerCgroup, detect
+from supervisor.core.limits import SAMPLE_PERIOD, Breach, History, WatchLimits, evaluate
+from supervisor.core.sampler import Sampler, tree_pids
+
+if TYPE_CHECKING:
+    from supervisor.core.runner import Runner
+
+__all__ = ["USAGE_TTL", "LimitsEnforcer"]
+
+log = structlog.get_logger("spctl.limits")
+
+USAGE_TTL = 0.5
+
+
+class LimitsEnforcer:
+    def __init__(self) -> None:
+        self.support = Support(mode="none", reason="not started")
+        self.cgroups: Cgroups | None = None
+        self.sampler = Sampler()
+        self.history: dict[str, History] = {}
+        self._usage_at = 0.0
+
+    @property
+    def mode(self) -> str:
+        """As reported by ``status --json``: cgroup v2 | cgroup v1 | rlimit+watchdog."""
+        return self.support.mode if self.cgroups is not None else "rlimit+watchdog"
+
+    @property
+    def reason(self) -> str:
+        return self.support.reason
+
+    def start(self, *, enabled: bool = True) -> None:
+        self.support = detect(disabled=not enabled)
+        if self.support.mode == "none":
+            return
+        try:
+            self.cgroups = Cgroups(self.support)
+        except OSError as exc:
+            self.support = Support(mode="none", reason=f"cannot create cgroups: {exc}")
+            self.cgroups = None
+
+    def close(self) -> None:
+        if self.cgroups is not None:
+            self.cgroups.close()
+            self.cgroups = None
+
+    # ----- for the runners -----
+
+    def cgroup_for(self, ext: Extension) -> WorkerCgroup | None:
+        """A new cgroup for one worker of ``ext``; None without cgroup support."""
+        if self.cgroups is None:
+            return None
+        return self.cgroups.create(ext.name, ext.limits)
+
+    def kill_tree(self, pid: int) -> None:
+        for member in tree_pids(pid):
+            try:
+                os.kill(member, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                continue
+
+    def watch_limits(self, ext: Extension) -> WatchLimits:
+        controllers = self.support.controllers if self.cgroups is not None else frozenset()
+        # Under a cgroup CPU quota the kernel throttles: the watchdog must not kill for CPU.
+        enforced = {"cpu"} if "cpu" in controllers else set()
+        return WatchLimits.from_config(ext.limits, enforced=enforced)
+
+    # ----- the watchdog -----
+
+    async def watch(self, runners: Mapping[str, Runner]) -> None:
+        """Sweep the watched workers every SAMPLE_PERIOD until cancelled."""
+        while True:
+            await anyio.sleep(SAMPLE_PERIOD)
+            watched = {
+                name: (r, limits)
+                for name, r in runners.items()
+                if r.pid is not None and not (limits := self.watch_limits(r.ext)).empty
+            }
+            for name in list(self.history):
+                if name not in watched:
+                    del self.history[name]
+                    self.sampler.forget(name)
+            if not watched:
+                continue
+            pids = {name: r.pid for name, (r, _) in watched.items() if r.pid is not None}
+            samples = self.sampler.sample(pids)
+            for name, sample in samples.items():
+                runner, limits = watched[name]
+                runner.usage = sample
+                verdict, self.history[name] = evaluate(
+                    sample, limits, self.history.get(name, History())
+                )
+                if isinstance(verdict, Breach):
+                    log.warning("limit breached", extension=name, reason=verdict.reason)
+                    self.history[name] = History()
+                    runner.breach(verdict.reason)
+
+    def refresh_usage(self, runners: Mapping[str, Runner]) -> None:
+        """Sample everyone for ``status``/``top`` (cached for USAGE_TTL)."""
+        now = time.monotonic()
+        if now - self._usage_at < USAGE_TTL:
+            return
+        self._usage_at = now
+        pids = {name: r.pid for name, r in runners.items() if r.pid is not None}
+        for name, sample in self.sampler.sample(pids).items():
+            runners[name].usage = sample

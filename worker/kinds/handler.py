@@ -1,0 +1,406 @@
+"""The handler kind: an MCP server written as ``create_handler(config)`` → ``(method, params)``.
+
+Theory of operation. :func:`load_handler` finds ``create_handler`` (sync or async) and the
+module's ``metadata``; a missing factory, a factory that returns no callable or bad metadata is
+a :class:`LoadError`. :class:`McpServer` then fetches the catalog by calling the handler with
+the four list methods (following ``nextCursor``; an unsupported one — raising or returning
+None — is an empty list) and serves the supervisor's ``mcp(method, params, meta)`` requests.
+
+Each ``mcp`` request runs in the task the channel gives it: an async handler is awaited there,
+so the channel's ``$cancel`` raises CancelledError inside it; a sync handler runs in a thread
+(``asyncio.to_thread``) that cannot be interrupted, so a cancelled sync call runs on and its
+result is discarded. A :class:`CallContext` in :data:`worker.api.CURRENT_CALL` (copied into
+the thread) carries the progress token; ``report_progress`` from any thread reaches the loop
+through ``call_soon_threadsafe``, so reports keep their order and precede the answer.
+``catalog_changed()`` marks the catalog dirty; one refetch task at a time runs until it is
+clean and sends ``catalog`` only when the lists differ from what the supervisor last saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from worker import api
+from worker.kinds.daemon import call_hook
+from worker.loader import LoadError, Metadata, check_metadata
+from worker.rpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
+
+__all__ = [
+    "CALL_THREADS",
+    "CallContext",
+    "Handler",
+    "McpServer",
+    "fetch_catalog",
+    "load_handler",
+    "normalise",
+    "use_call_threads",
+]
+
+CALL_THREADS = 32
+"""Threads for sync calls: a cancelled sync call keeps its thread until it returns."""
+MAX_PAGES = 1000
+CLOSE_TIMEOUT = 2.0
+"""How long ``shutdown`` waits for cancelled calls to unwind before the module's shutdown()."""
+# capability → (list method, catalog key, the key naming an item)
+LISTS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "tools": (("tools/list", "tools", "name"),),
+    "resources": (
+        ("resources/list", "resources", "uri"),
+        ("resources/templates/list", "resourceTemplates", "uriTemplate"),
+    ),
+    "prompts": (("prompts/list", "prompts", "name"),),
+}
+Catalog = dict[str, list[dict[str, Any]]]
+
+
+def _log(message: str) -> None:
+    print(f"spctl-worker: {message}", file=sys.stderr, flush=True)
+
+
+def use_call_threads(loop: asyncio.AbstractEventLoop) -> None:
+    """Give ``to_thread`` more threads than asyncio's default (cpus + 4) for slow sync tools."""
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=CALL_THREADS, thread_name_prefix="spctl-call")
+    )
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A loaded handler callable, its module (for the hooks) and validated metadata."""
+
+    fn: Callable[[str, dict[str, Any]], Any]
+    module: ModuleType
+    metadata: Metadata
+    is_async: bool
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        """One call: awaited on the loop (async) or run in a thread (sync); a sync handler
+        that returns an awaitable has it awaited on the loop."""
+        if self.is_async:
+            result = self.fn(method, params)
+        else:
+            result = await asyncio.to_thread(self.fn, method, params)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def hook(self, name: str) -> None:
+        """Run the module's optional ``initialize``/``shutdown`` (sync or async)."""
+        fn = getattr(self.module, name, None)
+        if callable(fn):
+            await call_hook(fn)
+
+    @property
+    def capabilities(self) -> list[str]:
+        caps = self.metadata.get("capabilities")
+        return [c for c in caps if isinstance(c, str)] if isinstance(caps, list) else []
+
+
+def _is_async(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004  # an object with an async __call__
+    )
+
+
+def _metadata(name: str, module: ModuleType, where: str) -> Metadata:
+    declared = getattr(module, "metadata", None)
+    if declared is None:
+        return {"name": name}
+    meta = check_metadata(declared, where)
+    for key in ("name", "version", "description"):
+        if key in meta and not isinstance(meta[key], str):
+            raise LoadError(f"bad metadata in {where}: {key!r} must be a string")
+    caps = meta.get("capabilities")
+    if caps is not None and not (isinstance(caps, list) and all(isinstance(c, str) for c in caps)):
+        raise LoadError(f"bad metadata in {where}: 'capabilities' must be a list of strings")
+    return meta
+
+
+async def load_handler(
+    name: str, module: ModuleType, config: Mapping[str, Any], where: str
+) -> Handler:
+    """Call the module's ``create_handler(config)`` and check what it returns.
+
+    Raises LoadError (no factory, a non-callable result, bad metadata); lets the factory's own
+    exceptions propagate (the caller reports both as a load error).
+    """
+    factory = getattr(module, "create_handler", None)
+    if not callable(factory):
+        raise LoadError(f"no create_handler(config) found in {where}")
+    meta = _metadata(name, module, where)
+    fn = factory(config)
+    if inspect.isawaitable(fn):
+        fn = await fn
+    if not callable(fn):
+        raise LoadError(
+            f"create_handler() in {where} returned {type(fn).__name__!r}, which is not callable"
+        )
+    return Handler(fn=fn, module=module, metadata=meta, is_async=_is_async(fn))
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+def _text(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _json(value: Any) -> str | None:
+    """JSON text (odd values as their str()); None if JSON cannot hold it (tuple keys, cycles)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return None
+
+
+def normalise(method: str, params: Mapping[str, Any], result: Any) -> Any:
+    """Shorthands a handler may return, turned into the MCP result (anything else as is).
+
+    ``tools/call``: str → one text block; dict without ``content`` → its JSON as text plus
+    ``structuredContent``; a list of content blocks → ``content``; None → no content; any other
+    value → its JSON as text. ``resources/read``: str → one text resource for ``params.uri``.
+    ``prompts/get``: str → one user message. None for any other method → ``{}``.
+    """
+    if method == "tools/call":
+        if isinstance(result, str):
+            return {"content": [_text(result)]}
+        if isinstance(result, dict):
+            if "content" in result:
+                return result
+            text = _json(result)
+            if text is None:
+                return {"content": [_text(str(result))]}
+            return {"content": [_text(text)], "structuredContent": json.loads(text)}
+        if result is None:
+            return {"content": []}
+        if isinstance(result, list) and all(
+            isinstance(b, dict) and isinstance(b.get("type"), str) for b in result
+        ):
+            return {"content": result}
+        return {"content": [_text(_json(result) or str(result))]}
+    if method == "resources/read" and isinstance(result, str):
+        return {"contents": [{"uri": params.get("uri", ""), "text": result}]}
+    if method == "prompts/get" and isinstance(result, str):
+        return {"messages": [{"role": "user", "content": _text(result)}]}
+    return {} if result is None else result
+
+
+# -- the catalog ----------------------------------------------------------------------------
+
+
+def _items(batch: Any, id_key: str, method: str) -> list[dict[str, Any]]:
+    if not isinstance(batch, list):
+        _log(f"{method}: expected a list, got {type(batch).__name__}; ignored")
+        return []
+    out = []
+    for item in batch:
+        if not isinstance(item, dict) or not isinstance(item.get(id_key), str):
+            _log(f"{method}: dropped an item without a string {id_key!r}: {item!r:.100}")
+            continue
+        if method == "tools/list" and "inputSchema" not in item:
+            item = {**item, "inputSchema": {"type": "object"}}
+        out.append(item)
+    return out
+
+
+async def _fetch_list(handler: Handler, method: str, key: str, id_key: str) -> list[Any]:
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {}
+    seen: set[str] = set()
+    for _ in range(MAX_PAGES):
+        try:
+            page = await handler.call(method, params)
+        except api.McpError as e:
+            if params or e.code != api.METHOD_NOT_FOUND:
+                _log(f"{method} raised {e}; keeping {len(items)} items")
+            break
+        except Exception as e:
+            _log(f"{method} raised {type(e).__name__}: {e}; keeping {len(items)} items")
+            break
+        cursor = None
+        if isinstance(page, dict):
+            items += _items(page.get(key, []), id_key, method)
+            cursor = page.get("nextCursor")
+        elif page is not None:
+            items += _items(page, id_key, method)  # a bare list: one page
+        if not isinstance(cursor, str) or not cursor:
+            break
+        if cursor in seen:
+            _log(f"{method}: nextCursor {cursor!r} repeats; stopping there")
+            break
+        seen.add(cursor)
+        params = {"cursor": cursor}
+    names: set[str] = set()
+    unique = []
+    for item in items:
+        if item[id_key] in names:
+            _log(f"{method}: duplicate {id_key} {item[id_key]!r}; the first one is kept")
+        else:
+            names.add(item[id_key])
+            unique.append(item)
+    # Plain JSON data from here on: msgpack-able, and comparable to the last catalog sent.
+    text = _json(unique)
+    if text is None:
+        _log(f"{method}: the list is not JSON data; ignored")
+        return []
+    clean: list[Any] = json.loads(text)
+    return clean
+
+
+async def fetch_catalog(handler: Handler) -> Catalog:
+    """The four MCP lists, for the capabilities the metadata names (all four if it names none
+    of tools/resources/prompts). Never raises for the handler's errors: a failing list is empty."""
+    wanted = [c for c in LISTS if c in handler.capabilities] or list(LISTS)
+    catalog: Catalog = {"tools": [], "resources": [], "resourceTemplates": [], "prompts": []}
+    for capability in wanted:
+        for method, key, id_key in LISTS[capability]:
+            catalog[key] = await _fetch_list(handler, method, key, id_key)
+    return catalog
+
+
+# -- serving --------------------------------------------------------------------------------
+
+
+class CallContext:
+    """One ``mcp`` call's context (see :class:`worker.api.CallContext`)."""
+
+    __slots__ = ("_server", "done", "meta", "token")
+
+    def __init__(self, server: McpServer, meta: Mapping[str, Any]) -> None:
+        token = meta.get("progressToken")
+        self.meta = meta
+        self.token = token if isinstance(token, str | int) and not isinstance(token, bool) else None
+        self.done = False
+        self._server = server
+
+    def report_progress(self, progress: float, total: float | None, message: str | None) -> bool:
+        for value in (progress, total if total is not None else 0):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"progress and total must be numbers, not {value!r}")
+        if self.token is None or self.done:
+            return False
+        text = None if message is None else str(message)
+        server = self._server
+        if threading.get_ident() == server.loop_thread:
+            self._deliver(progress, total, text)
+            return True
+        try:
+            server.loop.call_soon_threadsafe(self._deliver, progress, total, text)
+        except RuntimeError:  # the loop is closed: the worker is ending
+            return False
+        return True
+
+    def _deliver(self, progress: float, total: float | None, message: str | None) -> None:
+        if not self.done:  # a report from a thread that arrives after the answer is dropped
+            self._server.notify("progress", self.token, progress, total, message)
+
+
+class McpServer:
+    """Serves ``mcp`` requests for one handler and keeps the supervisor's catalog current."""
+
+    def __init__(self, handler: Handler, notify: Callable[..., None]) -> None:
+        self.handler = handler
+        self._notify = notify
+        self.loop = asyncio.get_running_loop()
+        self.loop_thread = threading.get_ident()
+        self._catalog: Catalog | None = None
+        self._dirty = False
+        self._armed = False
+        self._refetch: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    def notify(self, method: str, *params: Any) -> None:
+        with contextlib.suppress(RpcError):  # the channel is closed: the worker is ending
+            self._notify(method, *params)
+
+    async def start(self) -> Catalog:
+        """Listen for catalog changes and fetch the catalog that ``ready`` carries."""
+        api.set_catalog_listener(self._changed_threadsafe)
+        self._dirty = False
+        self._catalog = await fetch_catalog(self.handler)
+        return self._catalog
+
+    def arm(self) -> None:
+        """From now on (the supervisor has the first catalog) changes are sent."""
+        self._armed = True
+        if self._dirty:
+            self._changed()
+
+    async def close(self) -> None:
+        """Refuse new calls, stop refetching, cancel calls in flight and let them unwind."""
+        self._closing = True
+        api.set_catalog_listener(None)
+        tasks = [t for t in (self._refetch, *self._calls) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+
+    def _changed_threadsafe(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is ending
+            self.loop.call_soon_threadsafe(self._changed)
+
+    def _changed(self) -> None:
+        self._dirty = True
+        if self._armed and not self._closing and self._refetch is None:
+            self._refetch = self.loop.create_task(self._refetch_until_clean())
+
+    async def _refetch_until_clean(self) -> None:
+        try:
+            while self._dirty:
+                self._dirty = False
+                catalog = await fetch_catalog(self.handler)
+                if catalog != self._catalog:
+                    self._catalog = catalog
+                    self.notify("catalog", catalog)
+        finally:
+            self._refetch = None
+
+    async def mcp(
+        self, method: str, params: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
+    ) -> Any:
+        """The ``mcp`` request: one MCP call. Raises RpcError with the MCP error code."""
+        if not isinstance(method, str):
+            raise RpcError(INVALID_PARAMS, "mcp: method must be a string")
+        if not isinstance(params, dict | None) or not isinstance(meta, dict | None):
+            raise RpcError(INVALID_PARAMS, "mcp: params and meta must be maps")
+        if self._closing:
+            raise RpcError(INTERNAL_ERROR, "the server is shutting down")
+        params = {} if params is None else params
+        call = CallContext(self, meta or {})
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        reset = api.CURRENT_CALL.set(call)
+        try:
+            result = await self.handler.call(method, params)
+        except api.McpError as e:
+            raise RpcError(e.code, e.message, e.data) from None
+        except asyncio.CancelledError:
+            if self._closing:  # answer with an MCP code, not the channel's CANCELLED
+                raise RpcError(INTERNAL_ERROR, "the server is shutting down") from None
+            raise
+        except Exception as e:
+            text = f"{type(e).__name__}: {e}"
+            _log(f"{method} raised {text}")
+            traceback.print_exception(e, file=sys.stderr)
+            if method == "tools/call":  # MCP: a tool's failure is a result the model can see
+                return {"content": [_text(text)], "isError": True}
+            raise RpcError(INTERNAL_ERROR, text) from None
+        finally:
+            call.done = True
+            api.CURRENT_CALL.reset(reset)
+            self._calls.discard(task)
+        return normalise(method, params, result)
