@@ -68,6 +68,12 @@ def module_entry(name: str, fixture: str, **extra: Any) -> dict[str, Any]:
     return entry
 
 
+def server_entry(name: str, fixture: str, **extra: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "type": "local", "path": f"./servers/{fixture}"}
+    entry.update(extra)
+    return entry
+
+
 def make_extensions(
     root: Path, modules: list[dict[str, Any]], servers: list[dict[str, Any]] | None = None
 ) -> Path:
@@ -75,10 +81,13 @@ def make_extensions(
     ext = root / "extensions"
     (ext / "modules").mkdir(parents=True, exist_ok=True)
     (ext / "servers").mkdir(parents=True, exist_ok=True)
-    for entry in modules:
-        fixture = Path(entry["path"]).name
-        if not (ext / "modules" / fixture).exists():
-            shutil.copytree(FIXTURES / fixture, ext / "modules" / fixture)
+    for section, entries in (("modules", modules), ("servers", servers or [])):
+        for entry in entries:
+            if "path" not in entry:
+                continue
+            fixture = Path(entry["path"]).name
+            if (FIXTURES / fixture).is_dir() and not (ext / section / fixture).exists():
+                shutil.copytree(FIXTURES / fixture, ext / section / fixture)
     (ext / "modules.yaml").write_text(yaml.safe_dump({"modules": modules}, sort_keys=False))
     (ext / "servers.yaml").write_text(yaml.safe_dump({"servers": servers or []}, sort_keys=False))
     return ext
@@ -192,8 +201,13 @@ class Serve:
 
 
 @contextlib.contextmanager
-def serve_fixture(tmp_path: Path, modules: list[dict[str, Any]], **kw: Any) -> Iterator[Serve]:
-    ext = make_extensions(tmp_path, modules)
+def serve_fixture(
+    tmp_path: Path,
+    modules: list[dict[str, Any]],
+    servers: list[dict[str, Any]] | None = None,
+    **kw: Any,
+) -> Iterator[Serve]:
+    ext = make_extensions(tmp_path, modules, servers)
     s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock", **kw)
     try:
         yield s

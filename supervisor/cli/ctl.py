@@ -30,7 +30,7 @@ SocketOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _call(sock: Path | None, method: str, *params: Any, timeout: float = 30.0) -> Any:
+def call_supervisor(sock: Path | None, method: str, *params: Any, timeout: float = 30.0) -> Any:
     path = sock or client_socket_path()
     try:
         with ControlClient(path, timeout=timeout) as client:
@@ -67,7 +67,7 @@ def status(
     sock: SocketOpt = None,
 ) -> None:
     """Show every extension's state, pid, uptime, restarts and last reason."""
-    result = _call(sock, "status", extension)
+    result = call_supervisor(sock, "status", extension)
     if json_:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -90,7 +90,7 @@ def _verb(method: str, done: str) -> Any:
         json_: JsonOpt = False,
         sock: SocketOpt = None,
     ) -> None:
-        result = _call(sock, method, extension, timeout=600.0)
+        result = call_supervisor(sock, method, extension, timeout=600.0)
         if json_:
             print(json.dumps(result, indent=2, default=str))
         else:
@@ -116,7 +116,7 @@ def enable(
     sock: SocketOpt = None,
 ) -> None:
     """Enable an extension and start it; persists across restarts and reloads."""
-    result = _call(sock, "enable", extension, timeout=600.0)
+    result = call_supervisor(sock, "enable", extension, timeout=600.0)
     _show(result, json_, f"{extension}: enabled, {result.get('state')}")
 
 
@@ -126,7 +126,7 @@ def disable(
     sock: SocketOpt = None,
 ) -> None:
     """Stop an extension and keep it disabled across restarts and reloads."""
-    result = _call(sock, "disable", extension, timeout=600.0)
+    result = call_supervisor(sock, "disable", extension, timeout=600.0)
     _show(result, json_, f"{extension}: disabled")
 
 

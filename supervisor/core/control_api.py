@@ -8,6 +8,7 @@ if anything is invalid (nothing that runs is touched), and otherwise applies the
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -20,8 +21,9 @@ import structlog
 from supervisor import __version__
 from supervisor.config import load_registry
 from supervisor.core.reload import plan
-from supervisor.core.runner import CommandFailed, Runner
+from supervisor.core.runner import CallTimeout, CommandFailed, Runner
 from supervisor.core.states import State
+from supervisor.mcp.router import Catalog, Router
 from worker.channel import Channel, ChannelClosed
 from worker.rpc import RpcError
 
@@ -32,6 +34,7 @@ __all__ = ["INVALID_CONFIG", "REFUSED", "UNKNOWN_EXTENSION", "ControlApi"]
 
 log = structlog.get_logger("spctl.control")
 
+CALL_TIMEOUT = -32001
 UNKNOWN_EXTENSION = -32010
 REFUSED = -32011
 INVALID_CONFIG = -32012
@@ -56,10 +59,13 @@ class ControlApi:
             "disable": self.disable,
             "reload": self.reload,
             "worker_ping": self.worker_ping,
+            "mcp_catalogs": self.mcp_catalogs,
+            "tools": self.tools,
+            "call": self.call,
         }
 
     def stream_handlers(self) -> dict[str, Callable[..., Any]]:
-        return {"logs": self.logs}
+        return {"logs": self.logs, "mcp": self.mcp, "mcp_watch": self.mcp_watch}
 
     # ----- lookups -----
 
@@ -248,3 +254,121 @@ class ControlApi:
 
             runner.subscribers.add(push)
         return {"lines": [list(e) for e in tail]}
+
+    # ----- MCP -----
+
+    def _catalogs(self) -> dict[str, dict[str, Any]]:
+        """Catalogs of the MCP servers whose tools can be called now (running, or lazy)."""
+        return {
+            n: r.catalog
+            for n, r in self.sup.runners.items()
+            if r.ext.kind == "server"
+            and r.catalog is not None
+            and (r.state is State.RUNNING or (r.ext.lazy and r.state is not State.DISABLED))
+        }
+
+    def mcp_catalogs(self) -> dict[str, Any]:
+        return {"version": self.sup.catalog_version, "servers": self._catalogs()}
+
+    def mcp_watch(self, channel: Channel) -> dict[str, Any]:
+        """Push ``catalogs`` [version] on this connection whenever a catalog changes."""
+        self.sup.catalog_watchers.add(channel)
+        return {"version": self.sup.catalog_version}
+
+    def router(self) -> Router:
+        return Router(
+            Catalog(
+                server=name,
+                tools=tuple(c.get("tools") or ()),
+                resources=tuple(c.get("resources") or ()),
+                resource_templates=tuple(c.get("resourceTemplates") or ()),
+                prompts=tuple(c.get("prompts") or ()),
+            )
+            for name, c in sorted(self._catalogs().items())
+        )
+
+    async def mcp(
+        self,
+        channel: Channel,
+        server: str,
+        method: str,
+        params: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Any:
+        """Forward one MCP request to ``server``'s worker; progress comes back on ``channel``."""
+
+        def progress(params: list[Any]) -> None:
+            with contextlib.suppress(ChannelClosed):
+                channel.notify("progress", *params)
+
+        return await self._forward(server, method, params or {}, meta or {}, progress)
+
+    async def _forward(
+        self,
+        server: str,
+        method: str,
+        params: dict[str, Any],
+        meta: dict[str, Any],
+        progress: Callable[[list[Any]], None] | None,
+    ) -> Any:
+        runner = self.runner(server)
+        if runner.ext.kind != "server":
+            raise RpcError(REFUSED, f"{server} is a module, not an MCP server")
+        try:
+            if runner.ext.lazy and runner.state is not State.RUNNING:
+                await runner.start()  # lazy: started by the first call that needs it
+            return await runner.mcp(method, params, meta, progress)
+        except CallTimeout as exc:
+            raise RpcError(CALL_TIMEOUT, str(exc)) from None
+        except CommandFailed as exc:
+            raise RpcError(REFUSED, str(exc)) from None
+
+    def tools(self, name: str | None = None) -> dict[str, Any]:
+        """Every routed tool (aggregate name, extension, original name, description) and
+        every tool that could not be routed, with the reason."""
+        router = self.router()
+        if name is not None:
+            runner = self.runner(name)
+            if runner.ext.kind != "server":
+                raise RpcError(REFUSED, f"{name} is a module, not an MCP server")
+        listed: list[dict[str, Any]] = []
+        for scope in [name] if name is not None else router.servers:
+            if scope not in router.servers:
+                continue
+            cursor: str | None = None
+            while True:
+                page, cursor = router.list_tools(scope, cursor, page_size=500)
+                for tool in page:
+                    listed.append(
+                        {
+                            "extension": scope,
+                            "tool": tool["name"],
+                            "name": _aggregate_name(router, scope, tool["name"]),
+                            "description": tool.get("description", ""),
+                        }
+                    )
+                if cursor is None:
+                    break
+        problems = [
+            {"extension": p.server, "kind": p.kind, "name": p.name, "reason": p.reason}
+            for p in router.problems
+            if name is None or p.server == name
+        ]
+        return {"tools": listed, "problems": problems}
+
+    async def call(self, server: str, tool: str, arguments: dict[str, Any] | None = None) -> Any:
+        """``spctl call``: one tools/call through the supervisor."""
+        params = {"name": tool, "arguments": arguments or {}}
+        return await self._forward(server, "tools/call", params, {}, None)
+
+
+def _aggregate_name(router: Router, server: str, tool: str) -> str | None:
+    """The tool's name on ``/mcp`` (``server__tool``), or None when it cannot be formed."""
+    from supervisor.mcp.router import RouterError, prefixed
+
+    name = prefixed(server, tool)
+    try:
+        route = router.resolve_tool(None, name)
+    except RouterError:
+        return None
+    return name if (route.server, route.name) == (server, tool) else None

@@ -40,7 +40,7 @@ from supervisor.logs import debug_enabled_for
 from worker.channel import Channel, ChannelClosed
 from worker.rpc import RpcError
 
-__all__ = ["CommandFailed", "Runner", "RunnerContext"]
+__all__ = ["CallTimeout", "CommandFailed", "Runner", "RunnerContext"]
 
 log = structlog.get_logger("spctl.runner")
 
@@ -49,6 +49,10 @@ OUTPUT_RING = 1000  # lines of worker output kept per extension for `spctl logs`
 
 class CommandFailed(Exception):
     """An operator command could not reach its goal; the message says why."""
+
+
+class CallTimeout(CommandFailed):
+    """An MCP call got no answer within the extension's ``timeout``."""
 
 
 @dataclass
@@ -60,6 +64,7 @@ class RunnerContext:
     keeper_unwatch: Callable[[int], None]
     health: HealthSettings = field(default_factory=HealthSettings)
     on_transition: Callable[[str, Transition], None] | None = None
+    on_catalog: Callable[[str], None] | None = None  # an MCP server's catalog changed
     cgroup_for: Callable[[Extension], WorkerCgroup | None] | None = None
     kill_tree: Callable[[int], None] | None = None  # SIGKILL a pid's whole process tree
 
@@ -117,6 +122,10 @@ class Runner:
         self._backoff_token = 0
         self._waiters: list[_Waiter] = []
         self._tg: TaskGroup | None = None
+        self.catalog: dict[str, Any] | None = (
+            None  # what an MCP server advertised (kept when it stops)
+        )
+        self._progress: dict[Any, Callable[[list[Any]], None]] = {}
         self.usage: Sample | None = None  # the last watchdog / status sample of its tree
         self.attempted = False  # has tried to start at least once (serve's READY=1 waits on it)
         self._log = log.bind(extension=self.name)
@@ -186,6 +195,41 @@ class Runner:
         except TimeoutError:
             raise CommandFailed(f"{self.name}: no answer within {timeout:g}s") from None
         return time.monotonic() - t0
+
+    async def mcp(
+        self,
+        method: str,
+        params: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        on_progress: Callable[[list[Any]], None] | None = None,
+    ) -> Any:
+        """One MCP request to this server's worker, within the extension's ``timeout``.
+
+        Raises CommandFailed at once when the worker is not running or dies during the call
+        (naming the extension and, where it is known within 0.5 s, how the worker ended),
+        CallTimeout, or the worker's RpcError (MCP error codes pass through)."""
+        inc = self._inc
+        if inc is None or not inc.ready or inc.channel is None:
+            raise CommandFailed(f"{self.name} is not running ({self.sm.state.value})")
+        meta = meta or {}
+        token = meta.get("progressToken")
+        if token is not None and on_progress is not None:
+            self._progress[token] = on_progress
+        timeout = self.ext.timeout
+        try:
+            return await inc.channel.request("mcp", method, params, meta, timeout=timeout)
+        except ChannelClosed as exc:
+            why = exc.message
+            if inc.proc is not None:
+                with anyio.move_on_after(0.5):
+                    result = await inc.proc.wait()
+                    why = describe(from_waitid(result.si_code, result.si_status, cause=inc.cause))
+            raise CommandFailed(f"{self.name}: worker went away during the call ({why})") from None
+        except TimeoutError:
+            raise CallTimeout(f"{self.name}: no answer within timeout {timeout:g}s") from None
+        finally:
+            if token is not None:
+                self._progress.pop(token, None)
 
     def post_start(self) -> None:
         """Ask for a start without waiting (serve uses it at boot)."""
@@ -279,6 +323,9 @@ class Runner:
                 info = msg[2]
                 meta = info.get("metadata")
                 self.metadata = dict(meta) if isinstance(meta, dict) else {}
+                catalog = info.get("catalog")
+                if isinstance(catalog, dict):
+                    self.catalog = catalog
                 self.history.record_running(time.monotonic())
                 self._to(State.RUNNING, f"ready (pid {inc.proc.pid if inc.proc else '?'})")
                 assert self._tg is not None
@@ -465,6 +512,14 @@ class Runner:
             inc.error = {"kind": method, **payload}
         elif method == "exiting" and inc.cause is None:
             inc.cause = str(payload.get("reason", "worker is exiting"))
+        elif method == "catalog" and payload:
+            self.catalog = payload
+            if self.ctx.on_catalog is not None:
+                self.ctx.on_catalog(self.name)
+        elif method == "progress" and params:
+            push = self._progress.get(params[0])
+            if push is not None:
+                push(params)
 
     def _on_line(self, stream: str, line: str) -> None:
         entry = (time.time(), stream, line)

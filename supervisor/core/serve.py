@@ -11,6 +11,7 @@ start, and the invalid one is listed by ``status`` as ``failed`` with its config
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -35,6 +36,7 @@ from supervisor.core.sdnotify import Notifier
 from supervisor.core.states import State, Transition
 from supervisor.core.watchdog import LimitsEnforcer
 from supervisor.overrides import Overrides
+from worker.channel import Channel, ChannelClosed
 
 __all__ = ["ServeOptions", "Supervisor", "serve"]
 
@@ -87,9 +89,12 @@ class Supervisor:
             health=opts.health,
             on_transition=self._on_transition,
             cgroup_for=self.limits.cgroup_for,
+            on_catalog=self._catalog_changed,
             kill_tree=self.limits.kill_tree,
         )
         self.runners: dict[str, Runner] = {}
+        self.catalog_version = 0
+        self.catalog_watchers: set[Channel] = set()
         self.invalid: dict[str, str] = {}
         self.yaml_enabled: dict[str, bool] = {}
         self.sections: dict[str, str] = {}
@@ -112,10 +117,11 @@ class Supervisor:
         self.yaml_enabled = {e.name: e.enabled for e in loaded.registry.extensions}
         self.sections = {e.name: e.section for e in loaded.registry.extensions}
         for ext in self.overrides.apply(loaded.registry.extensions):
-            if ext.kind == "server" or ext.type == "remote":
-                # Hosting MCP servers and remote modules is not built yet: say so plainly
-                # instead of spawning a worker that can only fail.
-                what = "MCP servers" if ext.kind == "server" else "remote modules"
+            if ext.type == "remote" or ext.command is not None:
+                # Not built yet: say so plainly instead of spawning a worker that can only fail.
+                what = (
+                    "remote extensions" if ext.type == "remote" else "stdio MCP servers (command:)"
+                )
                 invalid[ext.name] = f"{what} cannot be hosted by this version of spctl yet"
                 continue
             hostable[ext.name] = ext
@@ -142,6 +148,23 @@ class Supervisor:
 
     def _on_transition(self, name: str, tr: Transition) -> None:
         self._check_settled()
+        runner = self.runners.get(name)
+        if (
+            runner is not None
+            and runner.ext.kind == "server"
+            and State.RUNNING in (tr.from_, tr.to)
+        ):
+            self._catalog_changed(name)
+
+    def _catalog_changed(self, name: str) -> None:
+        """Tell MCP faces (``mcp_watch``) that the set of catalogs changed."""
+        self.catalog_version += 1
+        for channel in list(self.catalog_watchers):
+            if channel.closed:
+                self.catalog_watchers.discard(channel)
+                continue
+            with contextlib.suppress(ChannelClosed):
+                channel.notify("catalogs", self.catalog_version)
 
     def _check_settled(self) -> None:
         if not self._settled.is_set() and all(

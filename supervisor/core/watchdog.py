@@ -43,6 +43,7 @@ class LimitsEnforcer:
         self.sampler = Sampler()
         self.history: dict[str, History] = {}
         self._usage_at = 0.0
+        self._usage_pids: dict[str, int] = {}
 
     @property
     def mode(self) -> str:
@@ -122,9 +123,10 @@ class LimitsEnforcer:
     def refresh_usage(self, runners: Mapping[str, Runner]) -> None:
         """Sample everyone for ``status``/``top`` (cached for USAGE_TTL)."""
         now = time.monotonic()
-        if now - self._usage_at < USAGE_TTL:
-            return
-        self._usage_at = now
         pids = {name: r.pid for name, r in runners.items() if r.pid is not None}
+        if now - self._usage_at < USAGE_TTL and pids == self._usage_pids:
+            return  # nothing started or stopped since the last sweep, and it is recent
+        self._usage_at = now
+        self._usage_pids = pids
         for name, sample in self.sampler.sample(pids).items():
             runners[name].usage = sample

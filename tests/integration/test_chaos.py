@@ -174,10 +174,11 @@ def test_control_socket_refuses_other_uids(tmp_path: Path) -> None:
             text=True,
             timeout=30,
         )
-        assert out.stdout.strip() == "closed" or "Connection reset" in out.stderr, (
-            out.stdout,
-            out.stderr,
+        # closed before a byte is read: the client sees EOF, a reset, or a broken pipe
+        turned_away = out.stdout.strip() == "closed" or any(
+            err in out.stderr for err in ("Connection reset", "BrokenPipeError")
         )
+        assert turned_away, (out.stdout, out.stderr)
         wait_for(
             lambda: any(e.get("event") == "control connection refused" for e in s.logs()),
             5,

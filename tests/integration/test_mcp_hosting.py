@@ -1,0 +1,130 @@
+"""MCP-server extensions (create_handler packages) hosted by a real supervisor and called
+through it: `spctl tools`, `spctl call`, timeouts, a worker dying mid-call, lazy start,
+catalog change notifications."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from supervisor.control.client import ControlClient, RpcError
+from tests.helpers import serve_fixture, server_entry, wait_for
+
+
+def _echo(tmp_path: Path, **extra: Any) -> dict[str, Any]:
+    markers = tmp_path / "markers"
+    markers.mkdir(exist_ok=True)
+    return server_entry("echo", "mcp_echo", config={"markers": str(markers)}, **extra)
+
+
+def test_tools_and_call_through_the_supervisor(tmp_path: Path) -> None:
+    with serve_fixture(tmp_path, [], [_echo(tmp_path)]) as s:
+        s.start()
+        s.wait_state("echo", "running")
+        out = s.spctl("tools", "--json")
+        assert out.returncode == 0, out.stderr
+        tools = {t["tool"]: t for t in json.loads(out.stdout)["tools"]}
+        assert tools["echo"]["name"] == "echo__echo"
+        assert tools["add"]["extension"] == "echo"
+        out = s.spctl("call", "echo", "add", "--arg", "a=2", "--arg", "b=40")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "42"
+        out = s.spctl("call", "echo", "echo", "--json", '{"text": "hello"}')
+        assert out.stdout.strip() == "hello"
+        out = s.spctl("call", "echo", "boom")
+        assert out.returncode == 1
+        assert "ValueError: boom" in out.stdout
+        out = s.spctl("call", "echo", "nope")
+        assert out.returncode == 1
+        assert "nope" in out.stderr
+        table = s.spctl("tools").stdout
+        assert "echo__add" in table
+
+
+def test_timeout_names_the_value(tmp_path: Path) -> None:
+    with serve_fixture(tmp_path, [], [_echo(tmp_path, timeout="500ms")]) as s:
+        s.start()
+        s.wait_state("echo", "running")
+        t0 = time.monotonic()
+        out = s.spctl("call", "echo", "slow", "--arg", "seconds=30")
+        assert out.returncode == 1
+        assert "echo: no answer within timeout 0.5s" in out.stderr
+        assert time.monotonic() - t0 < 10
+        # the handler saw the cancellation
+        wait_for(lambda: (tmp_path / "markers" / "slow.cancelled").exists(), 5, "cancel marker")
+
+
+def test_worker_killed_during_a_call_fails_at_once(tmp_path: Path) -> None:
+    with serve_fixture(tmp_path, [], [_echo(tmp_path)]) as s:
+        s.start()
+        pid = s.wait_state("echo", "running")["pid"]
+        outcome: dict[str, Any] = {}
+
+        def slow_call() -> None:
+            t0 = time.monotonic()
+            try:
+                with ControlClient(s.socket, timeout=60) as c:
+                    c.call("call", "echo", "slow", {"seconds": 60})
+            except RpcError as exc:
+                outcome["error"] = exc.message
+            outcome["took"] = time.monotonic() - t0
+
+        t = threading.Thread(target=slow_call)
+        t.start()
+        wait_for(lambda: (tmp_path / "markers" / "slow.started").exists(), 10, "call in flight")
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        t.join(10)
+        assert not t.is_alive(), "the call hung"
+        assert "echo: worker went away during the call" in outcome["error"]
+        assert "SIGKILL" in outcome["error"]
+        print(f"\ncall failed {(time.monotonic() - killed_at) * 1000:.0f} ms after kill -9")
+        # the next call succeeds after the restart
+        wait_for(
+            lambda: (e := s.ext("echo"))["state"] == "running" and e["pid"] != pid, 10, "restart"
+        )
+        assert s.spctl("call", "echo", "echo", "--arg", "text=back").stdout.strip() == "back"
+
+
+def test_lazy_server_starts_on_first_call(tmp_path: Path) -> None:
+    with serve_fixture(tmp_path, [], [_echo(tmp_path, lazy=True)]) as s:
+        s.start()
+        assert s.ext("echo")["state"] == "stopped"
+        out = s.spctl("call", "echo", "echo", "--arg", "text=lazy")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "lazy"
+        assert s.ext("echo")["state"] == "running"
+
+
+def test_catalog_watchers_hear_about_changes(tmp_path: Path) -> None:
+    with serve_fixture(tmp_path, [], [_echo(tmp_path)]) as s:
+        s.start()
+        s.wait_state("echo", "running")
+        with ControlClient(s.socket, timeout=10) as c:
+            first = c.call("mcp_watch")["version"]
+            cats = c.call("mcp_catalogs")
+            assert "echo" in cats["servers"]
+            assert {t["name"] for t in cats["servers"]["echo"]["tools"]} >= {"echo", "add"}
+            assert s.spctl("stop", "echo").returncode == 0
+            notes = c.notifications()
+            note = next(notes)
+            assert note.method == "catalogs"
+            assert note.params[0] > first
+        with ControlClient(s.socket, timeout=10) as c:
+            assert "echo" not in c.call("mcp_catalogs")["servers"]
+
+
+def test_module_is_not_an_mcp_server(tmp_path: Path) -> None:
+    from tests.helpers import module_entry
+
+    with serve_fixture(tmp_path, [module_entry("d", "ok_daemon")]) as s:
+        s.start()
+        s.wait_state("d", "running")
+        out = s.spctl("call", "d", "x")
+        assert out.returncode == 1
+        assert "is a module, not an MCP server" in out.stderr
