@@ -20,8 +20,8 @@ validate: $(STAMP)
 	$(BIN)/spctl validate --extensions extensions
 
 lint: $(STAMP)
-	$(BIN)/ruff check supervisor worker tests
-	$(BIN)/ruff format --check supervisor worker tests
+	$(BIN)/ruff check supervisor worker tests extensions
+	$(BIN)/ruff format --check supervisor worker tests extensions
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

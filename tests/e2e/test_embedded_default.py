@@ -33,7 +33,7 @@ def test_validate_accepts_the_embedded_default() -> None:
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "1 module" in out.stdout
+    assert "1 server, 1 module" in out.stdout
 
 
 def test_snapshot_copies_with_excludes_and_prunes(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_sd_notify_ready_watchdog_stopping(tmp_path: Path) -> None:
                     return msg
 
         ready = until("READY=1")
-        assert "STATUS=1 running" in ready
+        assert "STATUS=2 running" in ready
         assert s.ext("backup-daemon")["state"] == "running"
         until("WATCHDOG=1")
         until("WATCHDOG=1")  # fed repeatedly (every WATCHDOG_USEC/2)
@@ -147,3 +147,46 @@ def test_python_key_selects_the_interpreter(tmp_path: Path) -> None:
     finally:
         s.kill()
     assert os.path.exists(mark)
+
+
+def test_notes_server_does_real_work_offline(tmp_path: Path) -> None:
+    ext = tmp_path / "extensions"
+    shutil.copytree(
+        REPO / "extensions", ext, ignore=shutil.ignore_patterns("__pycache__", ".state")
+    )
+    s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock")
+    try:
+        s.start()
+        s.wait_state("notes", "running")
+        out = s.spctl(
+            "call",
+            "notes",
+            "add_note",
+            "--arg",
+            "title=groceries",
+            "--arg",
+            "body=milk, eggs",
+            "--json",
+            '{"tags": ["home"]}',
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "saved note #1"
+        s.spctl("call", "notes", "add_note", "--arg", "title=work", "--arg", "body=ship spctl")
+        found = s.spctl("call", "notes", "search_notes", "--arg", "query=milk").stdout
+        assert "#1 groceries [home]" in found
+        assert "ship spctl" not in found
+        tagged = s.spctl("call", "notes", "search_notes", "--arg", "tag=home").stdout
+        assert "groceries" in tagged
+        assert s.spctl("call", "notes", "delete_note", "--arg", "id=1").returncode == 0
+        missing = s.spctl("call", "notes", "get_note", "--arg", "id=1")
+        assert missing.returncode == 1
+        assert "no note #1" in missing.stdout
+        bad = s.spctl("call", "notes", "get_note", "--arg", "id=one")
+        assert bad.returncode == 1
+        assert "id must be an integer" in bad.stderr
+        assert (tmp_path / "state" / "extensions" / "notes" / "notes.db").is_file()
+        # the notes survive a restart of the server
+        assert s.spctl("restart", "notes").returncode == 0
+        assert "ship spctl" in s.spctl("call", "notes", "search_notes").stdout
+    finally:
+        assert s.stop() == 0

@@ -11,6 +11,7 @@ default ``destination`` is ``backups/`` in the extension's state directory
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import os
 import shutil
@@ -129,10 +130,8 @@ class BackupDaemon:
         self._running = False
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     def is_running(self) -> bool:
