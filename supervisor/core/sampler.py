@@ -1,12 +1,16 @@
 """Measuring whole process trees for the watchdog: one sweep, every worker. Linux only.
 
-Theory of operation: a sweep reads the process table once (``/proc/<pid>/stat`` of every
-process: parent, process group, start time) and derives each worker's tree from it: the root,
-its descendants by parent, and every member of the root's process group with *their*
-descendants. The group catches what the parent links miss: a grandchild whose parent died is
-re-parented to the supervisor (a child subreaper) but keeps the worker's group. Each member is
-then measured with psutil (RSS, CPU times, open descriptors); a process that vanishes between
-the table and its measurement is skipped.
+Theory of operation: a sweep reads the part of the process table that can hold a worker's
+tree: ``/proc/<pid>/stat`` (parent, process group, start time) of the roots, of the
+supervisor's own children and of all their descendants, found through
+``/proc/<pid>/task/*/children``. That costs per process of our own tree, not per process on the
+machine; where the kernel lacks those files, or where we are not a child subreaper (so orphans
+are re-parented elsewhere), the whole table is read instead. Each worker's tree is derived from
+it: the root, its descendants by parent, and every member of the root's process group with
+*their* descendants. The group catches what the parent links miss: a grandchild whose parent
+died is re-parented to the supervisor (a child subreaper) but keeps the worker's group. Each
+member is then measured with psutil (RSS, CPU times, open descriptors); a process that vanishes
+between the table and its measurement is skipped.
 
 CPU is the change in CPU time between two sweeps divided by the wall time between them, so
 the first sample of a tree reports 0.0. Per pid the last CPU time is kept (pids are told apart
@@ -58,6 +62,74 @@ def _read_table(proc: str = "/proc") -> dict[int, _Row]:
     return table
 
 
+def _read_row(pid: int, proc: str = "/proc") -> _Row | None:
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    try:
+        return _Row(int(fields[1]), int(fields[2]), int(fields[19]))
+    except (IndexError, ValueError):
+        return None
+
+
+def _children(pid: int | str) -> list[int] | None:
+    """Children of ``pid`` from ``/proc/<pid>/task/*/children``; None without that file."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    out: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(c) for c in f.read().split())
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread ended
+            return None  # the kernel has no CONFIG_PROC_CHILDREN
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def _is_subreaper() -> bool:
+    """Are orphans of our descendants re-parented to us (PR_GET_CHILD_SUBREAPER)?"""
+    import ctypes
+
+    flag = ctypes.c_int(0)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(37, ctypes.byref(flag), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    return bool(flag.value)
+
+
+def _tree_table(roots: Iterable[int]) -> dict[int, _Row]:
+    """Like ``_read_table`` but only for what can belong to a worker's tree: the roots, our own
+    children (workers, and orphans re-parented to us, which keep their worker's group) and
+    their descendants. Costs per process of *our* tree, not per process on the machine."""
+    own = _children("self")
+    if own is None or not _is_subreaper():
+        return _read_table()  # orphans would be re-parented elsewhere: look everywhere
+    table: dict[int, _Row] = {}
+    stack = [*roots, *own]
+    while stack:
+        pid = stack.pop()
+        if pid in table:
+            continue
+        row = _read_row(pid)
+        if row is None:
+            continue
+        table[pid] = row
+        stack.extend(_children(pid) or ())
+    return table
+
+
 def _members(root: int, table: Mapping[int, _Row], index: _Index) -> list[int]:
     """The tree of ``root``: root, descendants, and the root's process group with theirs."""
     seen: set[int] = set()
@@ -91,7 +163,7 @@ class _Index:
 
 def tree_pids(root: int) -> list[int]:
     """``root`` (if it still exists) and every process of its tree, root first; for killing."""
-    table = _read_table()
+    table = _tree_table([root])
     return _members(root, table, _Index.of(table))
 
 
@@ -117,7 +189,7 @@ class Sampler:
 
     def sample(self, roots: Mapping[str, int]) -> dict[str, Sample]:
         """name → sample of the tree rooted at that pid. Names whose root is gone are left out."""
-        table = _read_table()
+        table = _tree_table(roots.values())
         index = _Index.of(table)
         at = self._clock()
         result: dict[str, Sample] = {}

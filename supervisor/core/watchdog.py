@@ -94,8 +94,14 @@ class LimitsEnforcer:
 
     async def watch(self, runners: Mapping[str, Runner]) -> None:
         """Sweep the watched workers every SAMPLE_PERIOD until cancelled."""
+        tick = time.monotonic()
         while True:
-            await anyio.sleep(SAMPLE_PERIOD)
+            # A fixed rate: the sweep's own duration does not stretch the period.
+            tick += SAMPLE_PERIOD
+            now = time.monotonic()
+            if tick < now:
+                tick = now
+            await anyio.sleep(tick - now)
             watched = {
                 name: (r, limits)
                 for name, r in runners.items()
