@@ -103,6 +103,7 @@ class Serve:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
     extra_args: list[str] = field(default_factory=list)
+    front: bool = False  # most tests don't need the MCP front (it imports the SDK: ~1.5 s CPU)
 
     def __post_init__(self) -> None:
         self.log_path = self.root / "serve.log"
@@ -118,7 +119,15 @@ class Serve:
     def start(self, wait: bool = True) -> Serve:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [SPCTL, "serve", "--extensions", str(self.extensions), "--log-json", *self.extra_args],
+            [
+                SPCTL,
+                "serve",
+                "--extensions",
+                str(self.extensions),
+                "--log-json",
+                *([] if self.front else ["--no-front"]),
+                *self.extra_args,
+            ],
             env=self.env,
             stdout=log,
             stderr=log,

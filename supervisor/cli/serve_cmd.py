@@ -32,6 +32,17 @@ def serve(
             help="Kernel-enforced limits through cgroups where available (also SPCTL_CGROUPS=off).",
         ),
     ] = True,
+    listen: Annotated[
+        str,
+        typer.Option("--listen", help="Where the MCP front listens (HOST:PORT; port 0: any free)."),
+    ] = "127.0.0.1:8765",
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="Require this bearer token from MCP clients."),
+    ] = None,
+    front: Annotated[
+        bool, typer.Option("--front/--no-front", help="Run the MCP front (/mcp over HTTP).")
+    ] = True,
     log_json: Annotated[
         bool | None,
         typer.Option("--log-json/--log-text", help="Log format (default: JSON unless a tty)."),
@@ -52,8 +63,14 @@ def serve(
         health = HealthSettings(interval=health_interval, deadline=health_timeout)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    from supervisor.core.front_proc import FrontOptions
+
     opts = ServeOptions(
-        extensions=extensions, socket=sock or socket_path(), health=health, cgroups=cgroups
+        extensions=extensions,
+        socket=sock or socket_path(),
+        health=health,
+        cgroups=cgroups,
+        front=FrontOptions(listen=listen, token_file=token_file) if front else None,
     )
     code = run_serve(opts)
     raise typer.Exit(code)

@@ -142,6 +142,7 @@ class ControlApi:
                 "socket": str(sup.opts.socket),
                 "overrides": str(sup.overrides.path),
                 "limits_enforcement": sup.limits.mode,
+                "mcp_front": sup.front.snapshot() if sup.front is not None else None,
                 "limits_reason": sup.limits.reason,
             },
             "extensions": exts,

@@ -28,6 +28,7 @@ from supervisor.config import Extension, LoadResult, load_registry
 from supervisor.control.paths import state_dir
 from supervisor.control.server import AlreadyRunning, ControlServer
 from supervisor.core.control_api import ControlApi
+from supervisor.core.front_proc import FrontOptions, FrontProcess
 from supervisor.core.health import HealthSettings
 from supervisor.core.keeper import Keeper
 from supervisor.core.process import WorkerProcess, reap_orphans, set_child_subreaper, spawn_worker
@@ -68,6 +69,7 @@ class ServeOptions:
     socket: Path
     health: HealthSettings = field(default_factory=HealthSettings)
     cgroups: bool = True  # False: rlimits + watchdog only (--no-cgroups, SPCTL_CGROUPS=off)
+    front: FrontOptions | None = field(default_factory=FrontOptions)  # None: no MCP front
 
 
 class Supervisor:
@@ -106,6 +108,12 @@ class Supervisor:
         self._stop = anyio.Event()
         self._settled = anyio.Event()
         self.tg: TaskGroup | None = None
+        self.front: FrontProcess | None = None
+        if opts.front is not None:
+            env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+            self.front = FrontProcess(
+                opts.front, opts.socket, env, self.keeper.watch, self.keeper.unwatch
+            )
 
     def split(self, loaded: LoadResult) -> tuple[dict[str, Extension], dict[str, str]]:
         """The extensions we can run (overrides applied), and why the others cannot run."""
@@ -214,8 +222,14 @@ class Supervisor:
                 for runner in self.runners.values():
                     if runner.ext.enabled and not runner.ext.lazy:
                         runner.post_start()
+                front_scope = anyio.CancelScope()
+                if self.front is not None:
+                    tg.start_soon(self._run_front, front_scope)
                 self._check_settled()  # nothing to start at all
                 await self._stop.wait()
+                front_scope.cancel()  # the front goes first: no new calls while workers stop
+                if self.front is not None:
+                    await self.front.stop()
                 await self._stop_all()
                 tg.cancel_scope.cancel()
         finally:
@@ -225,6 +239,11 @@ class Supervisor:
             self.notifier.close()
         log.info("stopped")
         return 0
+
+    async def _run_front(self, scope: anyio.CancelScope) -> None:
+        assert self.front is not None
+        with scope:
+            await self.front.run()
 
     async def _stop_all(self) -> None:
         self.notifier.send("STOPPING=1", "STATUS=stopping extensions")

@@ -101,7 +101,7 @@ def test_sd_notify_ready_watchdog_stopping(tmp_path: Path) -> None:
     env.update(NOTIFY_SOCKET=str(addr), WATCHDOG_USEC="400000")
     log = open(s.log_path, "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [SPCTL, "serve", "--extensions", str(ext)], env=env, stdout=log, stderr=log
+        [SPCTL, "serve", "--extensions", str(ext), "--no-front"], env=env, stdout=log, stderr=log
     )
     log.close()
     try:
@@ -188,5 +188,50 @@ def test_notes_server_does_real_work_offline(tmp_path: Path) -> None:
         # the notes survive a restart of the server
         assert s.spctl("restart", "notes").returncode == 0
         assert "ship spctl" in s.spctl("call", "notes", "search_notes").stdout
+    finally:
+        assert s.stop() == 0
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_serve_runs_the_mcp_front_and_restarts_it(tmp_path: Path, mode: str) -> None:
+    """`spctl serve` starts the MCP front itself; an MCP client (the official SDK) reaches the
+    notes server on /mcp; a killed front is restarted by the core."""
+    import anyio
+    from mcp import Client
+
+    ext = tmp_path / "extensions"
+    shutil.copytree(
+        REPO / "extensions", ext, ignore=shutil.ignore_patterns("__pycache__", ".state")
+    )
+    s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock", front=True)
+    s.extra_args = ["--listen", "127.0.0.1:0"]
+    try:
+        s.start()
+        s.wait_state("notes", "running")
+
+        def front() -> dict[str, object] | None:
+            st = s.try_status()
+            f = st["supervisor"]["mcp_front"] if st else None
+            return f if f and f["state"] == "running" else None
+
+        info = wait_for(front, 30, "the MCP front")
+        url = str(info["url"])
+
+        async def body() -> None:
+            async with Client(url, mode=mode) as c:
+                tools = [t.name for t in (await c.list_tools()).tools]
+                assert "notes__add_note" in tools
+                result = await c.call_tool("notes__add_note", {"title": "via mcp", "body": "hi"})
+                assert not result.is_error
+            async with Client(url.replace("/mcp", "/mcp/notes"), mode=mode) as c:
+                found = await c.call_tool("search_notes", {"query": "via"})
+                assert "via mcp" in found.content[0].text  # type: ignore[union-attr]
+
+        anyio.run(body)
+        os.kill(int(info["pid"]), 9)  # type: ignore[call-overload]
+        again = wait_for(
+            lambda: (f := front()) and f["pid"] not in (None, info["pid"]) and f, 30, "restart"
+        )
+        assert again["restarts"] >= 1
     finally:
         assert s.stop() == 0

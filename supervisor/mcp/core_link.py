@@ -1,0 +1,267 @@
+"""The MCP front's link to the supervisor core: one msgpack-rpc Channel on the control socket.
+
+Theory of operation: the front owns no catalogs. It asks the core to push ``catalogs``
+[version] notifications (``mcp_watch``) *before* it fetches them (``mcp_catalogs``), so no
+change can fall between the two. A notification only marks the table dirty; one refresher task
+re-fetches, so a burst of changes costs one or two fetches, never one each. Every fetch becomes
+a new immutable :class:`Router`, swapped in whole (unchanged servers keep their validated
+tables); ``on_change(old, new)`` then lets the faces tell their clients what changed.
+
+A call is ``mcp(server, method, params, meta)`` on the same Channel; the core forwards it to the
+server's worker. Progress tokens are replaced by ones unique to this link, because two MCP
+clients may well both pick token ``1`` for calls in flight at once; the core pushes ``progress``
+[token, progress, total, message] back on this connection and the link routes each to the one
+call that asked. Cancelling the awaiting task makes the Channel send ``$cancel``, which the
+core turns into a cancel of the worker's handler.
+
+When the control connection ends the link is done (:meth:`run` returns the reason): the front
+is the core's child and is restarted with it, so it never outlives the socket it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from supervisor.mcp.router import Catalog, Router
+from worker.channel import Channel, ChannelClosed
+from worker.rpc import RpcError
+
+__all__ = ["CoreLink", "ProgressFn", "catalog_of"]
+
+log = structlog.get_logger("spctl.front")
+
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+"""Forwards one progress report (progress, total, message) to the MCP client that asked."""
+
+_FETCH_TIMEOUT = 30.0
+_RETRY_DELAY = 1.0  # after a failed catalog fetch; the core answers these from memory
+_END = object()
+
+
+def catalog_of(server: str, advertised: Mapping[str, Any]) -> Catalog:
+    """A router Catalog from the core's plain dict (``tools``, ``resources``, …).
+
+    Raises ValueError for a server name the router refuses.
+    """
+
+    def items(key: str) -> tuple[Mapping[str, Any], ...]:
+        value = advertised.get(key)
+        return tuple(value) if isinstance(value, list | tuple) else ()
+
+    return Catalog(
+        server=server,
+        tools=items("tools"),
+        resources=items("resources"),
+        resource_templates=items("resourceTemplates"),
+        prompts=items("prompts"),
+    )
+
+
+class CoreLink:
+    """The front's client of the core. Use: ``await tg.start(link.run)``, then :meth:`call`.
+
+    ``router`` is always the latest table (empty until the first fetch); ``on_change(old,
+    new)`` is called synchronously after each swap that changed anything.
+    """
+
+    def __init__(
+        self,
+        socket_path: Path,
+        *,
+        on_change: Callable[[Router, Router], None] | None = None,
+    ) -> None:
+        self.socket_path = socket_path
+        self.on_change = on_change
+        self.router = Router()
+        self.version = -1
+        self._advertised: dict[str, Mapping[str, Any]] = {}
+        self._channel = Channel(
+            {"ping": lambda: "pong"}, name="front", on_notification=self._on_notification
+        )
+        self._dirty = asyncio.Event()
+        self._progress: dict[int, asyncio.Queue[Any]] = {}
+        self._tokens = itertools.count(1)
+
+    @property
+    def closed(self) -> bool:
+        return self._channel.closed
+
+    def close(self, reason: str = "front shutting down") -> None:
+        self._channel.close(reason)
+
+    async def wait_closed(self) -> str:
+        """Wait until the control connection has ended; return why."""
+        return await self._channel.wait_closed()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> str:
+        """Connect, subscribe, fetch the first table, report started; keep the table current
+        until the connection ends. Returns why it ended.
+
+        Raises OSError when the socket cannot be reached, RpcError/TimeoutError when the core
+        refuses the subscription or the first fetch (nothing is started then).
+        """
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, str(self.socket_path))
+            await self._channel.connect(sock)
+        except BaseException:
+            sock.close()
+            raise
+        await self._channel.request("mcp_watch", timeout=_FETCH_TIMEOUT)
+        await self._refresh()
+        task_status.started()
+        refresher = asyncio.ensure_future(self._refresher())
+        try:
+            return await self._channel.wait_closed()
+        finally:
+            refresher.cancel()
+
+    async def call(
+        self,
+        server: str,
+        method: str,
+        params: Mapping[str, Any],
+        meta: Mapping[str, Any] | None = None,
+        on_progress: ProgressFn | None = None,
+    ) -> Any:
+        """One MCP request to ``server``'s worker through the core; its result dict.
+
+        When ``meta`` carries a ``progressToken`` and ``on_progress`` is given, the core's
+        reports are passed to it in order, all before this returns.
+
+        Raises RpcError (the core's or the worker's error), ChannelClosed (no core).
+        """
+        token = None if meta is None else meta.get("progressToken")
+        if meta is None or token is None or on_progress is None:
+            return await self._channel.request("mcp", server, method, params, meta or {})
+        ours = next(self._tokens)
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._progress[ours] = queue
+        outcome: list[Any] = []
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_forward_progress, queue, on_progress)
+                try:
+                    meta = {**meta, "progressToken": ours}
+                    outcome.append(await self._channel.request("mcp", server, method, params, meta))
+                except (RpcError, ChannelClosed) as exc:
+                    outcome.append(exc)
+                finally:
+                    # Reports that came before the answer are queued already (the channel
+                    # handles frames in order): the forwarder sends them, then stops.
+                    queue.put_nowait(_END)
+        finally:
+            del self._progress[ours]
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def is_server(self, name: str) -> bool:
+        """Whether the core runs an MCP server extension of that name, in any state (one
+        without a catalog now, because it is stopped or failed, still has its endpoint).
+
+        Raises ChannelClosed when there is no core.
+        """
+        if name in self.router.servers:
+            return True
+        try:
+            status = await self._channel.request("status", name, timeout=_FETCH_TIMEOUT)
+        except (RpcError, TimeoutError) as exc:
+            if isinstance(exc, ChannelClosed):
+                raise
+            return False
+        extensions = status.get("extensions") if isinstance(status, dict) else None
+        return any(
+            isinstance(e, dict) and e.get("name") == name and e.get("kind") == "server"
+            for e in extensions or ()
+        )
+
+    # -- catalogs -------------------------------------------------------------------------
+
+    def _on_notification(self, method: str, params: list[Any]) -> None:
+        if method == "progress" and params:
+            queue = self._progress.get(params[0]) if isinstance(params[0], int) else None
+            if queue is not None:
+                queue.put_nowait(params[1:4])
+        elif method == "catalogs":
+            version = params[0] if params and isinstance(params[0], int) else None
+            if version is None or version != self.version:
+                self._dirty.set()
+
+    async def _refresher(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._refresh()
+            except ChannelClosed:
+                return
+            except (RpcError, TimeoutError) as exc:
+                log.warning("catalog refresh failed; retrying", error=str(exc))
+                self._dirty.set()
+                await asyncio.sleep(_RETRY_DELAY)
+            except Exception:  # a bug must not freeze the table for the front's lifetime
+                log.exception("catalog refresh crashed")
+
+    async def _refresh(self) -> None:
+        data = await self._channel.request("mcp_catalogs", timeout=_FETCH_TIMEOUT)
+        servers = data.get("servers") if isinstance(data, dict) else None
+        if not isinstance(servers, dict):
+            raise RpcError(-32603, f"malformed mcp_catalogs answer: {type(data).__name__}")
+        version = data.get("version")
+        self.version = version if isinstance(version, int) else self.version
+        old = router = self.router
+        gone = self._advertised.keys() - servers.keys()
+        changed: dict[str, Catalog] = {}
+        for name, advertised in servers.items():
+            if not isinstance(advertised, Mapping) or self._advertised.get(name) == advertised:
+                continue
+            try:
+                changed[name] = catalog_of(name, advertised)
+            except (ValueError, TypeError) as exc:
+                log.warning("catalog refused", extension=name, error=str(exc))
+                continue
+            self._advertised[name] = advertised
+        for name in gone:
+            del self._advertised[name]
+        if len(changed) + len(gone) > 1:
+            # Each with_catalog re-merges the whole aggregate: past one change, one build is
+            # cheaper than a chain of them.
+            kept = {c.server: c for c in (router.catalog(s) for s in router.servers)}
+            kept.update(changed)
+            router = Router(c for name, c in kept.items() if name not in gone)
+        else:
+            for name in gone:
+                router = router.without(name)
+            for catalog in changed.values():
+                router = router.with_catalog(catalog)
+        if router is not old:
+            self.router = router
+            if self.on_change is not None:
+                self.on_change(old, router)
+
+
+async def _forward_progress(queue: asyncio.Queue[Any], on_progress: ProgressFn) -> None:
+    while (item := await queue.get()) is not _END:
+        progress, total, message = [*item, None, None, None][:3]
+        if not isinstance(progress, int | float):
+            continue  # a malformed report is dropped, never fatal to the call
+        try:
+            await on_progress(
+                progress,
+                total if isinstance(total, int | float) else None,
+                message if isinstance(message, str) else None,
+            )
+        except Exception:  # the client's stream went away: the call itself goes on
+            log.debug("progress report dropped", exc_info=True)

@@ -1,0 +1,300 @@
+"""One MCP endpoint of the front: the SDK's low-level Server for a scope, forwarding to the core.
+
+Theory of operation: a scope is ``None`` (``/mcp``, every server's entries, tools and prompts
+named ``server__name``) or a server name (``/mcp/<server>``, its own names). Each scope gets
+its own SDK ``Server`` and ``StreamableHTTPSessionManager``, so a session opened on one URL
+can never be used on another and list-change announcements reach exactly the clients whose
+listing changed. The SDK does the protocol (both eras, sessions, SSE, version headers, result
+validation); this module only answers from the current :class:`Router` and forwards calls.
+
+The per-call path is kept short: the raw wire params are forwarded (no model dumps), results
+go back as the worker's plain dicts, and the SDK's per-request tracing middleware (a no-op
+without an exporter, but not free) is left out.
+
+Change announcements: a 2026-07-28 client gets them on its ``subscriptions/listen`` stream
+(the SDK's bus); a 2025-era session gets ``notifications/*/list_changed`` on its standalone
+stream. The SDK keeps no public handle on a session's connection, so the one place that
+needs it (:meth:`Face._on_initialized`) reads the session's ``_connection``; without it,
+legacy sessions simply don't hear of changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import anyio
+import mcp_types as types
+import structlog
+from anyio.abc import TaskStatus
+from mcp.server.caching import CacheableMethod, CacheHint
+from mcp.server.connection import Connection
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ServerEvent,
+    ToolsListChanged,
+)
+from mcp.shared.exceptions import MCPError
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+
+from supervisor import __version__
+from supervisor.mcp.core_link import CoreLink
+from supervisor.mcp.router import (
+    ListKind,
+    Route,
+    Router,
+    RouterError,
+    UnknownPrompt,
+    UnknownResource,
+    UnknownServer,
+    UnknownTool,
+)
+from worker.channel import ChannelClosed
+from worker.rpc import APPLICATION_ERROR, RpcError
+
+__all__ = ["KINDS", "Face", "changed_kinds", "mcp_error"]
+
+log = structlog.get_logger("spctl.front")
+
+Ctx = ServerRequestContext[Any, Any]
+KINDS: tuple[ListKind, ...] = ("tools", "prompts", "resources", "resourceTemplates")
+_EMPTY = {kind: Router().fingerprint(None, kind) for kind in KINDS}
+_ANNOUNCE_TIMEOUT = 5.0  # per legacy session; a stuck stream must not hold up the others
+_STALE: dict[CacheableMethod, CacheHint] = {
+    "tools/list": CacheHint(),
+    "prompts/list": CacheHint(),
+    "resources/list": CacheHint(),
+    "resources/templates/list": CacheHint(),
+    "resources/read": CacheHint(),
+}
+_NOTIFY_ALL = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+
+
+def changed_kinds(scope: str | None, old: Router, new: Router) -> frozenset[ListKind]:
+    """The listings of ``scope`` that differ between two routers (an absent server: empty)."""
+
+    def fingerprint(router: Router, kind: ListKind) -> str:
+        try:
+            return router.fingerprint(scope, kind)
+        except UnknownServer:
+            return _EMPTY[kind]
+
+    return frozenset(k for k in KINDS if fingerprint(old, k) != fingerprint(new, k))
+
+
+def mcp_error(exc: RpcError) -> MCPError:
+    """The MCP error a client sees for an error from the core (or the lost link to it).
+
+    MCP codes and the core's own (-32010 unknown server, -32011 refused, -32001 timeout: all in
+    JSON-RPC's implementation-defined band) pass through with their message; a crash inside
+    the core becomes an internal error.
+    """
+    if isinstance(exc, ChannelClosed):
+        return MCPError(INTERNAL_ERROR, f"the spctl supervisor is unreachable ({exc.message})")
+    code = INTERNAL_ERROR if exc.code == APPLICATION_ERROR else exc.code
+    data = exc.data
+    if data is not None:
+        try:
+            json.dumps(data)
+        except (TypeError, ValueError):
+            data = None  # msgpack can carry what JSON cannot (bytes): keep code and message
+    return MCPError(code, exc.message, data)
+
+
+class _FaceServer(Server[Any]):
+    """The SDK server, announcing list changes to 2025-era clients too (they are sent)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or _NOTIFY_ALL, experimental_capabilities, extensions
+        )
+
+
+class Face:
+    """The MCP endpoint for ``scope``. ``await tg.start(face.run)``, then serve ``face.asgi``."""
+
+    def __init__(self, scope: str | None, link: CoreLink, *, max_body: int) -> None:
+        self.scope = scope
+        self.link = link
+        self.bus = InMemorySubscriptionBus()
+        self._listen = ListenHandler(self.bus)
+        self._legacy: set[Connection] = set()
+        self._schemas: tuple[Router, dict[str, Any]] | None = None
+        self.server = _FaceServer(
+            "spctl" if scope is None else f"spctl/{scope}",
+            version=__version__,
+            # ttlMs/cacheScope are required on cacheable 2026-07-28 results: "stale at once",
+            # since a catalog can change any time (clients hear of it by list_changed).
+            cache_hints=_STALE,
+            get_tool_input_schema=self._input_schema,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_list_resource_templates=self._list_templates,
+            on_read_resource=self._read_resource,
+            on_list_prompts=self._list_prompts,
+            on_get_prompt=self._get_prompt,
+            on_subscriptions_listen=self._listen,
+        )
+        self.server.middleware = []
+        self.server.add_notification_handler(
+            "notifications/initialized", types.NotificationParams, self._on_initialized
+        )
+        self.manager = StreamableHTTPSessionManager(self.server, max_request_body_size=max_body)
+        self.asgi = self.manager.handle_request
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the session manager until cancelled."""
+        async with self.manager.run():
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._listen.close()
+
+    # -- listings -------------------------------------------------------------------------
+
+    def _page(
+        self,
+        lister: Callable[[str | None, str | None], tuple[list[dict[str, Any]], str | None]],
+        key: str,
+        params: types.PaginatedRequestParams | None,
+    ) -> dict[str, Any]:
+        cursor = params.cursor if params is not None else None
+        try:
+            items, next_cursor = lister(self.scope, cursor)
+        except UnknownServer:
+            if cursor is not None:
+                raise MCPError(INVALID_PARAMS, "invalid cursor: the listing has changed") from None
+            return {key: []}  # the server is not running now; a list_changed follows its return
+        except RouterError as exc:
+            raise MCPError(exc.code, str(exc)) from None
+        page: dict[str, Any] = {key: items, "resultType": "complete"}
+        if next_cursor:
+            page["nextCursor"] = next_cursor
+        return page
+
+    async def _list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> Any:
+        return self._page(self.link.router.list_tools, "tools", params)
+
+    async def _list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> Any:
+        return self._page(self.link.router.list_prompts, "prompts", params)
+
+    async def _list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> Any:
+        return self._page(self.link.router.list_resources, "resources", params)
+
+    async def _list_templates(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> Any:
+        return self._page(self.link.router.list_resource_templates, "resourceTemplates", params)
+
+    def _input_schema(self, name: str) -> Any:
+        """For the SDK's ``Mcp-Param-*`` header check; indexed once per routing table."""
+        router = self.link.router
+        if self._schemas is None or self._schemas[0] is not router:
+            schemas: dict[str, Any] = {}
+            cursor: str | None = None
+            try:
+                while True:
+                    page, cursor = router.list_tools(self.scope, cursor, page_size=1000)
+                    schemas.update((t["name"], t.get("inputSchema")) for t in page)
+                    if cursor is None:
+                        break
+            except RouterError:
+                pass
+            self._schemas = (router, schemas)
+        return self._schemas[1].get(name)
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def _route(self, resolve: Callable[[str | None, str], Route], name: str) -> Route:
+        try:
+            return resolve(self.scope, name)
+        except UnknownServer:
+            assert self.scope is not None
+            return Route(self.scope, name)  # not running now: the core says why (or starts it)
+        except UnknownTool:
+            raise MCPError(INVALID_PARAMS, f"Unknown tool: {name}") from None
+        except UnknownPrompt:
+            raise MCPError(INVALID_PARAMS, f"Unknown prompt: {name}") from None
+        except UnknownResource:
+            raise MCPError(
+                UnknownResource.code, f"Resource not found: {name}", {"uri": name}
+            ) from None
+
+    async def _forward(self, ctx: Ctx, route: Route, method: str, key: str) -> Any:
+        raw: Mapping[str, Any] = ctx.params or {}
+        params = {k: v for k, v in raw.items() if k != "_meta"}
+        params[key] = route.name
+        meta = raw.get("_meta")
+        if not isinstance(meta, Mapping):
+            meta = None
+        progress = ctx.session.report_progress if meta and "progressToken" in meta else None
+        try:
+            result = await self.link.call(route.server, method, params, meta, progress)
+        except RpcError as exc:
+            raise mcp_error(exc) from None
+        if not isinstance(result, dict):
+            raise MCPError(INTERNAL_ERROR, f"{route.server}: malformed answer to {method}")
+        result.setdefault("resultType", "complete")  # required from 2026-07-28; dropped before
+        return result
+
+    async def _call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> Any:
+        route = self._route(self.link.router.resolve_tool, params.name)
+        return await self._forward(ctx, route, "tools/call", "name")
+
+    async def _get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> Any:
+        route = self._route(self.link.router.resolve_prompt, params.name)
+        return await self._forward(ctx, route, "prompts/get", "name")
+
+    async def _read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> Any:
+        route = self._route(self.link.router.resolve_resource, params.uri)
+        return await self._forward(ctx, route, "resources/read", "uri")
+
+    # -- list changes ---------------------------------------------------------------------
+
+    async def _on_initialized(self, ctx: Ctx, params: types.NotificationParams) -> None:
+        connection = getattr(ctx.session, "_connection", None)  # see the module docstring
+        if isinstance(connection, Connection) and connection not in self._legacy:
+            self._legacy.add(connection)
+            connection.exit_stack.callback(self._legacy.discard, connection)
+
+    async def announce(self, kinds: Iterable[ListKind]) -> None:
+        """Tell this scope's clients that these listings changed."""
+        kinds = frozenset(kinds)
+        events: list[ServerEvent] = []
+        if "tools" in kinds:
+            events.append(ToolsListChanged())
+        if "prompts" in kinds:
+            events.append(PromptsListChanged())
+        if kinds & {"resources", "resourceTemplates"}:
+            events.append(ResourcesListChanged())
+        for event in events:
+            await self.bus.publish(event)
+        if self._legacy and events:
+            async with anyio.create_task_group() as tg:
+                for connection in list(self._legacy):
+                    tg.start_soon(_tell, connection, events)
+        log.debug("list changed", scope=self.scope, kinds=sorted(kinds))
+
+
+async def _tell(connection: Connection, events: list[ServerEvent]) -> None:
+    with anyio.move_on_after(_ANNOUNCE_TIMEOUT):
+        for event in events:
+            if isinstance(event, ToolsListChanged):
+                await connection.send_tool_list_changed()
+            elif isinstance(event, PromptsListChanged):
+                await connection.send_prompt_list_changed()
+            else:
+                await connection.send_resource_list_changed()

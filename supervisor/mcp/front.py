@@ -1,0 +1,316 @@
+"""The MCP front: Streamable HTTP on ``/mcp`` and ``/mcp/<server>``, forwarding to the core.
+
+``python -m supervisor.mcp.front --socket PATH --listen 127.0.0.1:8765 [--token-file F]
+[--max-body BYTES] [--allow-host HOST:PORT …]``
+
+Theory of operation: the front is its own process (the SDK's import and per-call CPU stay out
+of the core). It connects to the core's control socket (:class:`CoreLink`), then serves HTTP
+with uvicorn on a socket it bound itself, so "listening" is printed only once connections are
+accepted (into the backlog) and the real port is known (``--listen 127.0.0.1:0``). When the
+control connection ends the front exits (1): it is the core's child and comes back with it.
+
+Every request passes :class:`Guard` first — in this order, each answered before any MCP
+parsing: Host must name this server (DNS rebinding: a page of ``evil.example.com`` resolving
+to 127.0.0.1 sends ``Host: evil.example.com``) → 421; an Origin, if present, must be a
+loopback one → 403; with ``--token-file`` an ``Authorization: Bearer`` token equal to the
+file's (constant-time compare) → 401. Bodies over ``--max-body`` get 413 from the SDK's limit.
+
+Exit codes: 0 stopped by a signal, 1 the core went away, 2 usage, 3 no core at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import ipaddress
+import re
+import signal
+import socket
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from supervisor.mcp.core_link import CoreLink
+from supervisor.mcp.face import Face, changed_kinds
+from supervisor.mcp.router import Router
+from worker.channel import ChannelClosed
+from worker.rpc import RpcError
+
+__all__ = ["Front", "Guard", "allowed_hosts", "main", "parse_listen"]
+
+log = structlog.get_logger("spctl.front")
+
+DEFAULT_MAX_BODY = 4 * 1024 * 1024
+_SERVER_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_LOOPBACK_ORIGIN = re.compile(rb"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?")
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8765`` for IPv6) → (host, port). Raises ValueError."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--listen must be HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def allowed_hosts(host: str, port: int, extra: Iterable[str] = ()) -> frozenset[bytes]:
+    """Host header values this server answers to: loopback names with the port, the bound
+    address itself (unless a wildcard), and any given explicitly."""
+    names = {f"{name}:{port}" for name in _LOOPBACK_NAMES}
+    if host not in ("0.0.0.0", "::", ""):
+        names.add(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    names.update(extra)
+    return frozenset(n.lower().encode("latin-1") for n in names)
+
+
+def _reject(status: int, message: str, headers: dict[str, str] | None = None) -> ASGIApp:
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class Guard:
+    """Pure ASGI middleware: Host allowlist, loopback Origin, optional bearer token."""
+
+    def __init__(self, app: ASGIApp, *, hosts: frozenset[bytes], token: bytes | None) -> None:
+        self.app = app
+        self.hosts = hosts
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        host = origin = auth = None
+        for key, value in scope["headers"]:
+            if key == b"host":
+                host = value
+            elif key == b"origin":
+                origin = value
+            elif key == b"authorization":
+                auth = value
+        problem: ASGIApp | None = None
+        if host is None or host.lower() not in self.hosts:
+            shown = "" if host is None else host.decode("latin-1")[:100]
+            problem = _reject(421, f"Invalid Host header: {shown!r}")
+        elif origin is not None and _LOOPBACK_ORIGIN.fullmatch(origin.lower()) is None:
+            problem = _reject(403, f"Invalid Origin header: {origin.decode('latin-1')[:100]!r}")
+        elif self.token is not None and not _token_ok(auth, self.token):
+            why = "Missing bearer token" if auth is None else "Invalid bearer token"
+            problem = _reject(401, why, {"WWW-Authenticate": 'Bearer realm="spctl"'})
+        await (problem or self.app)(scope, receive, send)
+
+
+def _token_ok(auth: bytes | None, token: bytes) -> bool:
+    if auth is None:
+        return False
+    scheme, _, given = auth.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
+
+
+class _Endpoint:
+    """The ASGI endpoint of one route (a class: starlette treats functions as request handlers)."""
+
+    def __init__(self, front: Front, aggregate: bool) -> None:
+        self.front = front
+        self.aggregate = aggregate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name = None if self.aggregate else scope["path_params"]["server"]
+        try:
+            face = await self.front.face(name)
+        except ChannelClosed as exc:
+            await _reject(503, f"the spctl supervisor is unreachable ({exc.message})")(
+                scope, receive, send
+            )
+            return
+        if face is None:
+            await _reject(404, f"no MCP server named {name!r}")(scope, receive, send)
+            return
+        await face.asgi(scope, receive, send)
+
+
+class Front:
+    """The faces by scope, created on first use, and the app that routes to them."""
+
+    def __init__(self, link: CoreLink, tg: TaskGroup, *, max_body: int) -> None:
+        self.link = link
+        self.tg = tg
+        self.max_body = max_body
+        self.faces: dict[str | None, Face] = {}
+        self._starting: dict[str | None, anyio.Event] = {}
+        link.on_change = self.on_change
+
+    def app(self, hosts: frozenset[bytes], token: bytes | None) -> ASGIApp:
+        routes = [
+            Route("/mcp", _Endpoint(self, aggregate=True)),
+            Route("/mcp/{server}", _Endpoint(self, aggregate=False)),
+        ]
+        return Guard(Starlette(routes=routes), hosts=hosts, token=token)
+
+    async def face(self, scope: str | None) -> Face | None:
+        """The face of ``scope``, started on first use; None when the core has no MCP server of
+        that name. Raises ChannelClosed when the core is gone."""
+        face = self.faces.get(scope)
+        if face is not None:
+            return face
+        starting = self._starting.get(scope)
+        if starting is not None:
+            await starting.wait()
+            return self.faces.get(scope)
+        self._starting[scope] = event = anyio.Event()
+        try:
+            if scope is not None and not (
+                _SERVER_NAME.fullmatch(scope) and await self.link.is_server(scope)
+            ):
+                return None
+            face = Face(scope, self.link, max_body=self.max_body)
+            await self.tg.start(face.run)
+            self.faces[scope] = face
+        finally:
+            del self._starting[scope]
+            event.set()
+        return face
+
+    def on_change(self, old: Router, new: Router) -> None:
+        for scope, face in list(self.faces.items()):
+            kinds = changed_kinds(scope, old, new)
+            if kinds:
+                self.tg.start_soon(face.announce, kinds)
+
+
+def _read_token(path: Path) -> bytes:
+    token = path.read_bytes().strip()
+    if not token:
+        raise ValueError(f"{path} is empty")
+    if path.stat().st_mode & 0o077:
+        log.warning("token file is readable by others", path=str(path))
+    return token
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+    # accepted ones inherit ours; with proto 0, Nagle + delayed ACK cost ~40 ms per response.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    host, port = parse_listen(args.listen)
+    token = _read_token(args.token_file) if args.token_file else None
+    link = CoreLink(args.socket)
+    code = 0
+    async with anyio.create_task_group() as tg:
+        try:
+            await tg.start(link.run)
+        except (OSError, TimeoutError) as exc:
+            print(f"spctl front: no supervisor on {args.socket}: {exc}", file=sys.stderr)
+            return 3
+        except RpcError as exc:  # a core without the MCP control API, or one refusing it
+            print(f"spctl front: the supervisor refused: {exc}", file=sys.stderr)
+            return 3
+        try:
+            sock = _bind(host, port)
+        except OSError as exc:
+            print(f"spctl front: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+            link.close()
+            return 1
+        port = sock.getsockname()[1]
+        if not _is_loopback(host):
+            log.warning("listening beyond loopback", host=host, token=token is not None)
+        front = Front(link, tg, max_body=args.max_body)
+        await front.face(None)
+        hosts = allowed_hosts(host, port, args.allow_host)
+        config = uvicorn.Config(
+            front.app(hosts, token),
+            lifespan="off",
+            access_log=False,
+            server_header=False,
+            log_level="warning",
+            timeout_graceful_shutdown=3,
+        )
+        server = uvicorn.Server(config)
+
+        async def watch_link() -> None:
+            nonlocal code
+            reason = await link.wait_closed()
+            if not server.should_exit:
+                log.error("control connection lost; exiting", reason=reason)
+                code = 1
+                server.should_exit = True
+
+        tg.start_soon(watch_link)
+        shown = f"[{host}]" if ":" in host else host
+        log.info("listening", url=f"http://{shown}:{port}/mcp", servers=len(link.router.servers))
+        print(f"listening on http://{shown}:{port}/mcp", flush=True)
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
+        # handler it found; let that be a no-op so we finish cleanly (exit 0), not die by it.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)
+        await server.serve(sockets=[sock])
+        link.close()
+        tg.cancel_scope.cancel()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m supervisor.mcp.front",
+        description="Serve spctl's MCP servers over Streamable HTTP on /mcp and /mcp/<server>.",
+    )
+    parser.add_argument("--socket", type=Path, required=True, help="the core's control socket")
+    parser.add_argument(
+        "--listen", default="127.0.0.1:8765", help="HOST:PORT (default %(default)s)"
+    )
+    parser.add_argument("--token-file", type=Path, help="require this bearer token")
+    parser.add_argument(
+        "--max-body", type=int, default=DEFAULT_MAX_BODY, help="request body cap in bytes"
+    )
+    parser.add_argument(
+        "--allow-host", action="append", default=[], help="another accepted Host header value"
+    )
+    args = parser.parse_args(argv)
+    try:
+        parse_listen(args.listen)
+        if args.max_body <= 0:
+            raise ValueError("--max-body must be positive")
+        if args.token_file:
+            _read_token(args.token_file)
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    from supervisor.logs import configure
+
+    configure(json=None)
+    return anyio.run(serve, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
