@@ -6,7 +6,10 @@ lifecycle task asks the supervisor for the boot spec (``boot``), applies the rli
 ``is_running()``. Meanwhile the channel serves ``ping`` and ``shutdown`` from the loop, so a
 sync ``start()`` running in a thread never delays a ping. A ``handler`` extension (an MCP
 server, :mod:`worker.kinds.handler`) is initialized instead of started, says ``ready`` with its
-catalog, and from then on serves ``mcp`` requests until ``shutdown``.
+catalog, and from then on serves ``mcp`` requests until ``shutdown``. A ``stdio`` extension
+(any stdio MCP server command, :mod:`worker.kinds.stdio`) imports nothing: the worker spawns
+the command, says ``ready`` with its catalog, serves ``mcp`` the same way, and ends (non-zero)
+when the server process does.
 
 Every way out is a *verdict* (an exit code, see :mod:`worker.exitcodes`) set once on a future:
 the lifecycle ending, the ``shutdown`` handler, or the channel closing. The first verdict wins;
@@ -26,7 +29,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from worker.channel import Channel, ChannelClosed
 from worker.exitcodes import (
@@ -42,6 +45,9 @@ from worker.kinds.handler import Handler, McpServer, load_handler, use_call_thre
 from worker.loader import LoadError, apply_rlimits, load_extension
 from worker.rpc import RpcError
 
+if TYPE_CHECKING:
+    from worker.kinds.stdio import StdioServer
+
 __all__ = ["BootSpec", "Host", "import_extension", "run"]
 
 DRAIN_TIMEOUT = 2.0
@@ -51,6 +57,7 @@ STOP_TIMEOUT = 3.0
 TRACEBACK_LINES = 20
 MESSAGE_CHARS = 2000
 KINDS = ("daemon", "handler")
+"""Kinds that import an extension; "stdio" (a server command) imports nothing."""
 
 
 def log(message: str) -> None:
@@ -68,6 +75,9 @@ class BootSpec:
     rlimits: dict[str, Any] = field(default_factory=dict)
     check_interval: float = 1.0
     python_path: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()  # kind "stdio": the server's argv, its cwd and extra env
+    cwd: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, raw: object) -> BootSpec:
@@ -89,6 +99,17 @@ class BootSpec:
             raise ValueError("boot spec field 'check_interval' must be a positive number")
         if not isinstance(python_path, list) or not all(isinstance(p, str) for p in python_path):
             raise ValueError("boot spec field 'python_path' must be a list of strings")
+        command, cwd, env = raw.get("command") or [], raw.get("cwd"), raw.get("env") or {}
+        if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
+            raise ValueError("boot spec field 'command' must be a list of strings")
+        if raw["kind"] == "stdio" and not command:
+            raise ValueError("boot spec field 'command' is required for kind 'stdio'")
+        if not isinstance(cwd, str | None):
+            raise ValueError("boot spec field 'cwd' must be a string")
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise ValueError("boot spec field 'env' must be a map of strings")
         return cls(
             name=raw["name"],
             kind=raw["kind"],
@@ -97,6 +118,9 @@ class BootSpec:
             rlimits=rlimits,
             check_interval=float(interval),
             python_path=tuple(python_path),
+            command=tuple(command),
+            cwd=cwd,
+            env=env,
         )
 
 
@@ -140,6 +164,7 @@ class Host:
         self._daemon: Daemon | None = None
         self._handler: Handler | None = None
         self._server: McpServer | None = None
+        self._stdio: StdioServer | None = None
         self._lifecycle: asyncio.Task[int] | None = None
         self._stopping: asyncio.Task[None] | None = None
 
@@ -201,6 +226,8 @@ class Host:
             return EXIT_PROTOCOL_ERROR
         if spec.kind == "handler":
             return await self._run_handler(spec)
+        if spec.kind == "stdio":
+            return await self._run_stdio(spec)
         try:
             daemon = await self._load(spec)
         except Exception as e:
@@ -252,6 +279,35 @@ class Host:
         await asyncio.get_running_loop().create_future()  # serve `mcp` until `shutdown`
         return EXIT_OK  # not reached: shutdown cancels the lifecycle
 
+    async def _run_stdio(self, spec: BootSpec) -> int:
+        # Imported here: only this kind pays for the MCP SDK.
+        from worker.kinds.stdio import StdioServer, StdioSpec
+
+        self._stdio = server = StdioServer(
+            StdioSpec(spec.command, spec.cwd, spec.env), self.channel.notify
+        )
+        try:
+            apply_rlimits(spec.rlimits)  # inherited by the server process
+            catalog = await server.start()
+        except Exception as e:
+            await self._report("load_error", e)
+            return EXIT_LOAD_ERROR
+        self.channel.handlers["mcp"] = server.mcp
+        info = {
+            "pid": os.getpid(),
+            "kind": spec.kind,
+            "metadata": server.metadata,
+            "python": sys.version.split()[0],
+            "catalog": catalog,
+        }
+        await self.channel.request("ready", info)
+        server.arm()
+        how = await server.exited
+        message = f"the stdio server {how}"
+        self.channel.notify("error", {"message": message, "traceback": ""})
+        await self._drain()
+        return EXIT_ERROR
+
     async def _load(self, spec: BootSpec) -> Daemon:
         module = import_extension(spec)
         return await load_daemon(spec.name, module, spec.config, spec.path)
@@ -282,6 +338,8 @@ class Host:
     async def _stop_extension(self) -> None:
         if self._handler is not None:
             await self._stop_handler(self._handler)
+        if self._stdio is not None:
+            await self._stdio.close()
         if self._daemon is None:
             return
         for method in ("stop", "shutdown"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from supervisor.cli import ctl, mcp_cmds, serve_cmd, top
+from supervisor.cli import ctl, mcp_cmds, mcp_stdio, serve_cmd, top
 from supervisor.cli import validate as _validate
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ app.command("logs")(ctl.logs)
 app.command("top")(top.top)
 app.command("tools")(mcp_cmds.tools)
 app.command("call")(mcp_cmds.call)
+app.command("mcp")(mcp_stdio.mcp)
 app.command("validate")(_validate.validate)
 
 

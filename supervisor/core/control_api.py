@@ -21,7 +21,7 @@ import structlog
 from supervisor import __version__
 from supervisor.config import load_registry
 from supervisor.core.reload import plan
-from supervisor.core.runner import CallTimeout, CommandFailed, Runner
+from supervisor.core.runner import CallTimeout, CommandFailed, Runner, run_guarded
 from supervisor.core.states import State
 from supervisor.mcp.router import Catalog, Router
 from worker.channel import Channel, ChannelClosed
@@ -205,7 +205,7 @@ class ControlApi:
             runner = Runner(ext, sup.ctx)
             sup.runners[ext.name] = runner
             assert sup.tg is not None
-            sup.tg.start_soon(runner.run)
+            sup.tg.start_soon(run_guarded, runner)
         else:
             runner.update(ext)
         return runner

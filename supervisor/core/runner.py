@@ -40,7 +40,7 @@ from supervisor.logs import debug_enabled_for
 from worker.channel import Channel, ChannelClosed
 from worker.rpc import RpcError
 
-__all__ = ["CallTimeout", "CommandFailed", "Runner", "RunnerContext"]
+__all__ = ["CallTimeout", "CommandFailed", "Runner", "RunnerContext", "run_guarded"]
 
 log = structlog.get_logger("spctl.runner")
 
@@ -114,7 +114,7 @@ class Runner:
         self.last_error: dict[str, Any] | None = None
         self.output: deque[tuple[float, str, str]] = deque(maxlen=OUTPUT_RING)
         self.subscribers: set[Callable[[tuple[float, str, str]], None]] = set()
-        self._send, self._inbox = anyio.create_memory_object_stream[tuple[Any, ...]](1000)
+        self._send, self._inbox = anyio.create_memory_object_stream[tuple[Any, ...]](math.inf)
         self._want_up = False
         self._disable_pending = False
         self._inc: _Incarnation | None = None
@@ -262,7 +262,8 @@ class Runner:
     # ----- plumbing -----
 
     def _post(self, msg: tuple[Any, ...]) -> None:
-        self._send.send_nowait(msg)
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._send.send_nowait(msg)  # closed: the runner was retired; the message is moot
 
     async def _command(self, kind: str) -> None:
         waiter = _Waiter("down" if kind in ("stop", "disable", "enable") else "up")
@@ -652,6 +653,14 @@ def _memory_limit(ext: Extension) -> str:
 def _traffic(channel: Channel) -> dict[str, int]:
     m_in, m_out, b_in, b_out = channel.stats
     return {"messages_in": m_in, "messages_out": m_out, "bytes_in": b_in, "bytes_out": b_out}
+
+
+async def run_guarded(runner: Runner) -> None:
+    """Run one runner; a bug in it is logged and ends that extension, never the supervisor."""
+    try:
+        await runner.run()
+    except Exception:
+        log.exception("runner crashed (a bug in spctl)", extension=runner.name)
 
 
 def _restart_settings(ext: Extension) -> RestartSettings:

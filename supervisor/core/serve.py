@@ -32,7 +32,7 @@ from supervisor.core.front_proc import FrontOptions, FrontProcess
 from supervisor.core.health import HealthSettings
 from supervisor.core.keeper import Keeper
 from supervisor.core.process import WorkerProcess, reap_orphans, set_child_subreaper, spawn_worker
-from supervisor.core.runner import CommandFailed, Runner, RunnerContext
+from supervisor.core.runner import CommandFailed, Runner, RunnerContext, run_guarded
 from supervisor.core.sdnotify import Notifier
 from supervisor.core.states import State, Transition
 from supervisor.core.watchdog import LimitsEnforcer
@@ -125,12 +125,11 @@ class Supervisor:
         self.yaml_enabled = {e.name: e.enabled for e in loaded.registry.extensions}
         self.sections = {e.name: e.section for e in loaded.registry.extensions}
         for ext in self.overrides.apply(loaded.registry.extensions):
-            if ext.type == "remote" or ext.command is not None:
+            if ext.type == "remote":
                 # Not built yet: say so plainly instead of spawning a worker that can only fail.
-                what = (
-                    "remote extensions" if ext.type == "remote" else "stdio MCP servers (command:)"
+                invalid[ext.name] = (
+                    "remote extensions cannot be hosted by this version of spctl yet"
                 )
-                invalid[ext.name] = f"{what} cannot be hosted by this version of spctl yet"
                 continue
             hostable[ext.name] = ext
             if ext.limits.cpu is not None:
@@ -212,7 +211,7 @@ class Supervisor:
             async with anyio.create_task_group() as tg:
                 self.tg = tg
                 for runner in self.runners.values():
-                    tg.start_soon(runner.run)
+                    tg.start_soon(run_guarded, runner)
                 tg.start_soon(self.server.serve)
                 tg.start_soon(self._signals)
                 tg.start_soon(self._notify_ready)

@@ -59,6 +59,21 @@ def rlimits_for(ext: Extension) -> dict[str, list[int]]:
 
 
 def build_spec(ext: Extension) -> dict[str, Any]:
+    if ext.command is not None:
+        # A stdio MCP server: the worker runs the command in `path` (default: the directory
+        # of servers.yaml). Its env is already the worker's environment; nothing more to pass.
+        cwd = ext.path if ext.path is not None else ext.source.file.parent
+        if not cwd.is_dir():
+            cwd = cwd.parent
+        return {
+            "name": ext.name,
+            "kind": "stdio",
+            "path": str(cwd),
+            "command": list(ext.command),
+            "cwd": str(cwd),
+            "rlimits": rlimits_for(ext),
+            "check_interval": 1.0,
+        }
     kind = "daemon" if ext.kind == "module" else "handler"
     return {
         "name": ext.name,
