@@ -9,7 +9,10 @@ server, :mod:`worker.kinds.handler`) is initialized instead of started, says ``r
 catalog, and from then on serves ``mcp`` requests until ``shutdown``. A ``stdio`` extension
 (any stdio MCP server command, :mod:`worker.kinds.stdio`) imports nothing: the worker spawns
 the command, says ``ready`` with its catalog, serves ``mcp`` the same way, and ends (non-zero)
-when the server process does.
+when the server process does. A ``handler`` package with no ``create_handler`` but an MCP SDK
+server object (module-level ``mcp``, ``server`` or ``app``) is hosted as kind ``sdk``
+(:mod:`worker.kinds.sdk`): served in-process through the SDK's in-memory transport, otherwise
+like ``stdio``. Only these two kinds import the SDK.
 
 Every way out is a *verdict* (an exit code, see :mod:`worker.exitcodes`) set once on a future:
 the lifecycle ending, the ``shutdown`` handler, or the channel closing. The first verdict wins;
@@ -41,12 +44,18 @@ from worker.exitcodes import (
     EXIT_PROTOCOL_ERROR,
 )
 from worker.kinds.daemon import Daemon, load_daemon
-from worker.kinds.handler import Handler, McpServer, load_handler, use_call_threads
+from worker.kinds.handler import (
+    Handler,
+    McpServer,
+    load_handler,
+    sdk_attribute,
+    use_call_threads,
+)
 from worker.loader import LoadError, apply_rlimits, load_extension
 from worker.rpc import RpcError
 
 if TYPE_CHECKING:
-    from worker.kinds.stdio import StdioServer
+    from worker.kinds.client import McpClient
 
 __all__ = ["BootSpec", "Host", "import_extension", "run"]
 
@@ -57,7 +66,8 @@ STOP_TIMEOUT = 3.0
 TRACEBACK_LINES = 20
 MESSAGE_CHARS = 2000
 KINDS = ("daemon", "handler")
-"""Kinds that import an extension; "stdio" (a server command) imports nothing."""
+"""Kinds that import an extension ("handler" may turn out to be "sdk"); "stdio" (a server
+command) imports nothing."""
 
 
 def log(message: str) -> None:
@@ -164,7 +174,7 @@ class Host:
         self._daemon: Daemon | None = None
         self._handler: Handler | None = None
         self._server: McpServer | None = None
-        self._stdio: StdioServer | None = None
+        self._stdio: McpClient | None = None  # kind stdio or sdk
         self._lifecycle: asyncio.Task[int] | None = None
         self._stopping: asyncio.Task[None] | None = None
 
@@ -255,10 +265,15 @@ class Host:
         use_call_threads(asyncio.get_running_loop())
         try:
             module = import_extension(spec)
-            self._handler = handler = await load_handler(spec.name, module, spec.config, spec.path)
+            sdk = sdk_attribute(module)
+            if sdk is None:
+                handler = await load_handler(spec.name, module, spec.config, spec.path)
         except Exception as e:
             await self._report("load_error", e)
             return EXIT_LOAD_ERROR
+        if sdk is not None:
+            return await self._run_sdk(spec, module)
+        self._handler = handler
         try:
             await handler.hook("initialize")
         except Exception as e:
@@ -292,10 +307,28 @@ class Host:
         except Exception as e:
             await self._report("load_error", e)
             return EXIT_LOAD_ERROR
+        return await self._serve_client(server, "stdio", catalog)
+
+    async def _run_sdk(self, spec: BootSpec, module: ModuleType) -> int:
+        # Imported here: only this kind (and stdio) pays for the MCP SDK.
+        from worker.kinds.sdk import SdkServer, find_server
+
+        try:
+            attribute, obj = find_server(module, spec.path)
+            source = f"{module.__name__}.{attribute}"
+            self._stdio = server = SdkServer(obj, source, self.channel.notify)
+            catalog = await server.start()
+        except Exception as e:
+            await self._report("load_error", e)
+            return EXIT_LOAD_ERROR
+        return await self._serve_client(server, "sdk", catalog)
+
+    async def _serve_client(self, server: McpClient, kind: str, catalog: Any) -> int:
+        """Say ready, serve ``mcp`` until shutdown; end (non-zero) if the server ends first."""
         self.channel.handlers["mcp"] = server.mcp
         info = {
             "pid": os.getpid(),
-            "kind": spec.kind,
+            "kind": kind,
             "metadata": server.metadata,
             "python": sys.version.split()[0],
             "catalog": catalog,
@@ -303,7 +336,7 @@ class Host:
         await self.channel.request("ready", info)
         server.arm()
         how = await server.exited
-        message = f"the stdio server {how}"
+        message = f"the {server.label} {how}"
         self.channel.notify("error", {"message": message, "traceback": ""})
         await self._drain()
         return EXIT_ERROR

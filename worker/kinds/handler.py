@@ -38,12 +38,15 @@ from worker.rpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
 
 __all__ = [
     "CALL_THREADS",
+    "SDK_ATTRIBUTES",
+    "SDK_EXPECTED",
     "CallContext",
     "Handler",
     "McpServer",
     "fetch_catalog",
     "load_handler",
     "normalise",
+    "sdk_attribute",
     "use_call_threads",
 ]
 
@@ -62,6 +65,9 @@ LISTS: dict[str, tuple[tuple[str, str, str], ...]] = {
     "prompts": (("prompts/list", "prompts", "name"),),
 }
 Catalog = dict[str, list[dict[str, Any]]]
+SDK_ATTRIBUTES = ("mcp", "server", "app")
+"""Where a package without ``create_handler`` may export an MCP SDK server (kind ``sdk``)."""
+SDK_EXPECTED = "a module-level mcp, server or app holding an MCPServer or a Server"
 
 
 def _log(message: str) -> None:
@@ -127,6 +133,22 @@ def _metadata(name: str, module: ModuleType, where: str) -> Metadata:
     return meta
 
 
+def sdk_attribute(module: ModuleType) -> str | None:
+    """The attribute holding an MCP SDK server object when the module has no create_handler
+    (then the worker serves it as kind ``sdk``); None otherwise. Imports nothing: an object
+    whose class (or a base) is defined under ``mcp.server`` qualifies, and
+    :func:`worker.kinds.sdk.find_server` checks it."""
+    if callable(getattr(module, "create_handler", None)):
+        return None
+    for name in SDK_ATTRIBUTES:
+        obj = getattr(module, name, None)
+        if obj is not None and any(
+            c.__module__.startswith("mcp.server.") for c in type(obj).__mro__
+        ):
+            return name
+    return None
+
+
 async def load_handler(
     name: str, module: ModuleType, config: Mapping[str, Any], where: str
 ) -> Handler:
@@ -137,7 +159,10 @@ async def load_handler(
     """
     factory = getattr(module, "create_handler", None)
     if not callable(factory):
-        raise LoadError(f"no create_handler(config) found in {where}")
+        raise LoadError(
+            f"no create_handler(config) found in {where}, nor an MCP SDK server object"
+            f" ({SDK_EXPECTED})"
+        )
     meta = _metadata(name, module, where)
     fn = factory(config)
     if inspect.isawaitable(fn):

@@ -1,0 +1,326 @@
+"""The SDK client side shared by the ``stdio`` and ``sdk`` kinds: one MCP server, one session.
+
+Theory of operation. :class:`McpClient` is everything about an MCP server that does not
+depend on how its messages travel; a subclass supplies :meth:`McpClient._transport` (an async
+context manager yielding the SDK's read and write streams) and says when the server has ended
+(:attr:`McpClient.exited`). One runner task owns everything anyio: the transport and the SDK
+:class:`ClientSession`, entered and left in that one task; it does the legacy ``initialize``
+handshake (2025-11-25 era: what published servers speak) and the catalog is fetched (every
+page). ``mcp`` requests arrive in the channel's tasks and go through the session: a cancelled
+request makes the SDK send ``notifications/cancelled``; progress for a call comes back through
+the SDK's per-request callback and goes out as the worker's ``progress`` with the caller's
+token; a ``*/list_changed`` notification refetches the catalog and sends ``catalog`` when it
+differs. Results are plain dicts: the SDK's result models dumped by alias, without None and
+without fields the server did not send (so a 2025 consumer never sees defaults of later
+revisions). MCP errors keep their code, message and data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import mcp_types as types
+from mcp import ClientSession
+from mcp.client._transport import TransportStreams
+from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from worker.rpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
+
+__all__ = ["Catalog", "McpClient", "Streams", "dump", "log"]
+
+Catalog = dict[str, list[dict[str, Any]]]
+Streams = TransportStreams
+MAX_PAGES = 1000
+STOP_GRACE = 2.0
+"""How long the session may take to end on close before its task is cancelled."""
+# list method, catalog key, capability attribute of ServerCapabilities
+LISTS = (
+    ("tools/list", "tools", "tools"),
+    ("resources/list", "resources", "resources"),
+    ("resources/templates/list", "resourceTemplates", "resources"),
+    ("prompts/list", "prompts", "prompts"),
+)
+RESULTS: dict[str, type[BaseModel]] = {
+    "tools/call": types.CallToolResult,
+    "tools/list": types.ListToolsResult,
+    "resources/list": types.ListResourcesResult,
+    "resources/templates/list": types.ListResourceTemplatesResult,
+    "resources/read": types.ReadResourceResult,
+    "prompts/list": types.ListPromptsResult,
+    "prompts/get": types.GetPromptResult,
+    "completion/complete": types.CompleteResult,
+}
+
+
+class AnyResult(types.Result):
+    """The result of a method the SDK has no model for: whatever the server sent."""
+
+    model_config = ConfigDict(**{**types.Result.model_config, "extra": "allow"})
+
+
+_CHANGED = (
+    types.ToolListChangedNotification,
+    types.ResourceListChangedNotification,
+    types.PromptListChangedNotification,
+)
+
+
+def log(message: str) -> None:
+    print(f"spctl-worker: {message}", file=sys.stderr, flush=True)
+
+
+def dump(model: BaseModel) -> Any:
+    """An SDK model as plain JSON data: by alias, no None, only fields that were set."""
+    return model.model_dump(by_alias=True, exclude_none=True, exclude_unset=True, mode="json")
+
+
+class McpClient:
+    """An MCP server reached through the SDK's client session; see the module docstring."""
+
+    label = "MCP server"
+    """How messages name the server ("the stdio server exited …")."""
+
+    def __init__(self, notify: Callable[..., None]) -> None:
+        self._notify = notify
+        self.loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[str] = self.loop.create_future()
+        self.session: ClientSession | None = None
+        self.info: types.InitializeResult | None = None
+        self._ready: asyncio.Future[None] = self.loop.create_future()
+        self._stop = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._catalog: Catalog | None = None
+        self._dirty = False
+        self._armed = False
+        self._closing = False
+        self._refetch: asyncio.Task[None] | None = None
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {}
+        if self.info is not None:
+            meta["server"] = self.info.server_info.name
+            meta["version"] = self.info.server_info.version
+            meta["protocol"] = self.info.protocol_version
+        return meta
+
+    def notify(self, method: str, *params: Any) -> None:
+        with contextlib.suppress(RpcError):  # the channel is closed: the worker is ending
+            self._notify(method, *params)
+
+    # -- what a subclass provides ---------------------------------------------------------
+
+    def _transport(self) -> AbstractAsyncContextManager[Streams]:
+        """The streams to the server, open for as long as the context is."""
+        raise NotImplementedError
+
+    def _session_ended(self, error: BaseException | None) -> None:
+        """The runner is leaving (``error``: why, if it failed); nothing by default."""
+
+    async def _reap(self) -> None:
+        """After the session is closed on request: make sure the server is gone."""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> Catalog:
+        """Connect, handshake and fetch the catalog. Raises if the server cannot get that far."""
+        self._runner = self.loop.create_task(self._run())
+        waiting: set[asyncio.Future[Any]] = {self._ready, self.exited}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not self._ready.done():
+            raise RuntimeError(f"the {self.label} {self.exited.result()} during the handshake")
+        self._ready.result()  # the handshake's exception, if any
+        self._catalog = await self.fetch_catalog()
+        return self._catalog
+
+    def arm(self) -> None:
+        """From now on (the supervisor has the first catalog) changes are sent."""
+        self._armed = True
+        if self._dirty:
+            self._changed()
+
+    async def close(self) -> None:
+        """Stop refetching and close the session; then :meth:`_reap` the server."""
+        self._closing = True
+        if self._refetch is not None:
+            self._refetch.cancel()
+        self._stop.set()
+        if self._runner is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._runner), STOP_GRACE)
+        await self._reap()
+        if self._runner is not None:
+            self._runner.cancel()
+
+    async def _run(self) -> None:
+        error: BaseException | None = None
+        try:
+            async with (
+                self._transport() as (read, write),
+                ClientSession(
+                    read, write, message_handler=self._on_message, logging_callback=self._on_log
+                ) as session,
+            ):
+                self.info = await session.initialize()  # legacy: the 2025-11-25 era
+                self.session = session
+                self._ready.set_result(None)
+                await self._stop.wait()
+                self.session = None
+        except BaseException as e:
+            error = cause = _root(e)
+            self.session = None
+            if not self._ready.done():
+                failed = cause if isinstance(cause, Exception) else RuntimeError(str(cause))
+                self._ready.set_exception(failed)
+            if not isinstance(e, Exception):
+                raise
+            if not self._closing:
+                log(f"the session to the {self.label} ended: {type(cause).__name__}: {cause}")
+        finally:
+            self._session_ended(error)
+
+    # -- catalog --------------------------------------------------------------------------
+
+    async def _list(self, session: ClientSession, method: str, key: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+            try:
+                page: BaseModel
+                if method == "tools/list":
+                    page = await session.list_tools(params=params)
+                elif method == "resources/list":
+                    page = await session.list_resources(params=params)
+                elif method == "resources/templates/list":
+                    page = await session.list_resource_templates(params=params)
+                else:
+                    page = await session.list_prompts(params=params)
+            except (MCPError, ValidationError) as e:
+                log(f"{method} failed: {e}; keeping {len(items)} items")
+                break
+            items += dump(page).get(key, [])
+            cursor = getattr(page, "next_cursor", None)
+            if not cursor or cursor in seen:
+                break
+            seen.add(cursor)
+        return items
+
+    async def fetch_catalog(self) -> Catalog:
+        """The four lists, for the capabilities the server announced; a failing list is empty."""
+        catalog: Catalog = {"tools": [], "resources": [], "resourceTemplates": [], "prompts": []}
+        session, info = self.session, self.info
+        if session is None or info is None:
+            return catalog
+        for method, key, capability in LISTS:
+            if getattr(info.capabilities, capability, None) is not None:
+                catalog[key] = await self._list(session, method, key)
+        return catalog
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, _CHANGED):
+            self._changed()
+        elif isinstance(message, Exception):
+            log(f"{self.label} transport: {type(message).__name__}: {message}")
+
+    async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
+        name = f" {params.logger}" if params.logger else ""
+        log(f"server log [{params.level}]{name}: {params.data}")
+
+    def _changed(self) -> None:
+        self._dirty = True
+        if self._armed and not self._closing and self._refetch is None:
+            self._refetch = self.loop.create_task(self._refetch_until_clean())
+
+    async def _refetch_until_clean(self) -> None:
+        try:
+            while self._dirty:
+                self._dirty = False
+                catalog = await self.fetch_catalog()
+                if catalog != self._catalog:
+                    self._catalog = catalog
+                    self.notify("catalog", catalog)
+        finally:
+            self._refetch = None
+
+    # -- serving --------------------------------------------------------------------------
+
+    async def mcp(
+        self, method: str, params: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
+    ) -> Any:
+        """The ``mcp`` request: forwarded to the server. Raises RpcError with the MCP code."""
+        if not isinstance(method, str):
+            raise RpcError(INVALID_PARAMS, "mcp: method must be a string")
+        if not isinstance(params, dict | None) or not isinstance(meta, dict | None):
+            raise RpcError(INVALID_PARAMS, "mcp: params and meta must be maps")
+        session = self.session
+        if self._closing or session is None:
+            raise RpcError(INTERNAL_ERROR, "the server is shutting down")
+        if method in ("initialize", "notifications/initialized"):
+            raise RpcError(INVALID_PARAMS, f"mcp: {method} is the worker's business")
+        request = _request(method, params or {})
+        token = (meta or {}).get("progressToken")
+        if isinstance(token, bool) or not isinstance(token, str | int):
+            token = None
+        done = False
+
+        async def report(progress: float, total: float | None, message: str | None) -> None:
+            if not done:
+                self.notify("progress", token, progress, total, message)
+
+        on_progress: ProgressFnT | None = None if token is None else report
+        model = RESULTS.get(method, AnyResult)
+        try:
+            result = await session.send_request(request, model, progress_callback=on_progress)
+        except MCPError as e:
+            raise RpcError(e.code, e.message, e.data) from None
+        except ValidationError as e:
+            raise RpcError(INTERNAL_ERROR, f"bad {method} result from the server: {e}") from None
+        finally:
+            done = True
+        return dump(result)
+
+
+def _root(exc: BaseException) -> BaseException:
+    """The one exception a task group wrapped (anyio groups even a single failure)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _request_classes() -> dict[str, type[types.Request[Any, Any]]]:
+    """method name → the SDK's request model, from the ClientRequest union."""
+    out: dict[str, type[types.Request[Any, Any]]] = {}
+    for arm in getattr(types.ClientRequest, "__args__", ()):
+        annotation = arm.model_fields["method"].annotation
+        for name in getattr(annotation, "__args__", ()):
+            out[name] = arm
+    return out
+
+
+REQUESTS = _request_classes()
+
+
+def _request(method: str, params: dict[str, Any]) -> types.Request[Any, Any]:
+    """The SDK's typed request for a known method, a generic one for any other."""
+    cls = REQUESTS.get(method)
+    if cls is None:
+        return types.Request[dict[str, Any] | None, str](method=method, params=params or None)
+    try:
+        request: types.Request[Any, Any] = cls.model_validate(
+            {"method": method, "params": params} if params else {"method": method}
+        )
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()[:3]
+        )
+        raise RpcError(INVALID_PARAMS, f"invalid params for {method}: {problems}") from None
+    return request

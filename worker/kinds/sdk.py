@@ -1,0 +1,78 @@
+"""The sdk kind: an MCP SDK server object exported by the extension package, served in-process.
+
+Theory of operation. A ``path:`` server entry is booted as kind ``handler``; when its module
+has no ``create_handler`` but a module-level ``mcp``, ``server`` or ``app`` whose class comes
+from the SDK (:func:`worker.kinds.handler.sdk_attribute`, which imports nothing), the host
+hands it here instead. :func:`find_server` checks it really is an :class:`MCPServer` (the SDK's
+high-level, FastMCP-style server) or a low-level :class:`Server`. :class:`SdkServer` then runs
+it in the worker's own loop through the SDK's in-memory transport, with an SDK client session
+on the other end — the same :class:`worker.kinds.client.McpClient` the ``stdio`` kind uses, so
+the catalog, ``mcp`` forwarding, cancellation, progress, ``list_changed`` and MCP error codes
+behave alike. The server's lifespan runs when the session starts and ends when it closes.
+If the server's side fails (its lifespan raises, say), :attr:`SdkServer.exited` resolves and
+the host ends the worker (non-zero), as when a stdio server process dies.
+
+The module's ``config`` is not passed to an SDK server (it has no factory to receive it): such
+a server reads its settings from the environment (the entry's ``env``) or its own files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from types import ModuleType
+from typing import Any
+
+from mcp.client._memory import InMemoryTransport
+from mcp.server import Server
+from mcp.server.mcpserver import MCPServer
+
+from worker.kinds.client import McpClient, Streams
+from worker.kinds.handler import SDK_ATTRIBUTES, SDK_EXPECTED
+from worker.loader import LoadError
+
+__all__ = ["SdkServer", "find_server"]
+
+SdkObject = MCPServer[Any] | Server[Any]
+
+
+def find_server(module: ModuleType, where: str) -> tuple[str, SdkObject]:
+    """The module's SDK server object and the attribute holding it. Raises LoadError."""
+    for name in SDK_ATTRIBUTES:
+        obj = getattr(module, name, None)
+        if isinstance(obj, MCPServer | Server):
+            return name, obj
+    found = ", ".join(
+        f"{name} ({type(getattr(module, name)).__name__})"
+        for name in SDK_ATTRIBUTES
+        if getattr(module, name, None) is not None
+    )
+    raise LoadError(f"no MCP SDK server object in {where}: expected {SDK_EXPECTED}, found {found}")
+
+
+class SdkServer(McpClient):
+    """An SDK server object served in-process; see the module docstring."""
+
+    label = "SDK server"
+
+    def __init__(self, server: SdkObject, source: str, notify: Callable[..., None]) -> None:
+        super().__init__(notify)
+        self.server = server
+        self.source = source
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {"object": self.source, **super().metadata}
+
+    def _transport(self) -> AbstractAsyncContextManager[Streams]:
+        # raise_exceptions=False: a handler's exception is an MCP error for the caller,
+        # not the end of the server.
+        return InMemoryTransport(self.server, raise_exceptions=False)
+
+    def _session_ended(self, error: BaseException | None) -> None:
+        if self.exited.done():
+            return
+        if error is None:
+            self.exited.set_result("stopped")
+        else:
+            self.exited.set_result(f"failed: {type(error).__name__}: {error}")
