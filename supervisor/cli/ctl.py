@@ -6,9 +6,11 @@ Exit codes (the same for every verb): 0 ok; 1 refused (unknown extension, cannot
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,20 +32,31 @@ SocketOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def call_supervisor(sock: Path | None, method: str, *params: Any, timeout: float = 30.0) -> Any:
+@contextlib.contextmanager
+def connected(sock: Path | None, timeout: float = 30.0) -> Iterator[ControlClient]:
+    """A connection to the supervisor for one verb; its failures become the CLI's exit codes
+    (3: nothing is running; 1: refused, with the supervisor's reasons printed)."""
     path = sock or client_socket_path()
     try:
         with ControlClient(path, timeout=timeout) as client:
-            return client.call(method, *params)
+            yield client
     except NotRunning as exc:
         print(f"spctl: {exc}; start it with `spctl serve`", file=sys.stderr)
         raise typer.Exit(EXIT_NOT_RUNNING) from None
     except RpcError as exc:
+        errors = exc.data.get("errors", []) if isinstance(exc.data, dict) else []
+        for line in errors:  # e.g. every config error of a refused reload
+            print(line, file=sys.stderr)
         print(f"spctl: {exc.message}", file=sys.stderr)
         raise typer.Exit(EXIT_REFUSED) from None
     except TimeoutError as exc:
         print(f"spctl: {exc}", file=sys.stderr)
         raise typer.Exit(EXIT_REFUSED) from None
+
+
+def call_supervisor(sock: Path | None, method: str, *params: Any, timeout: float = 30.0) -> Any:
+    with connected(sock, timeout) as client:
+        return client.call(method, *params)
 
 
 def _row(ext: dict[str, Any]) -> list[str]:
@@ -138,18 +151,7 @@ def reload(
     sock: SocketOpt = None,
 ) -> None:
     """Re-read servers.yaml and modules.yaml and apply only the difference (also: SIGHUP)."""
-    path = sock or client_socket_path()
-    try:
-        with ControlClient(path, timeout=600.0) as client:
-            result = client.call("reload", dry_run)
-    except NotRunning as exc:
-        print(f"spctl: {exc}; start it with `spctl serve`", file=sys.stderr)
-        raise typer.Exit(EXIT_NOT_RUNNING) from None
-    except RpcError as exc:
-        for line in (exc.data or {}).get("errors", []) if isinstance(exc.data, dict) else []:
-            print(line, file=sys.stderr)
-        print(f"spctl: {exc.message}", file=sys.stderr)
-        raise typer.Exit(EXIT_REFUSED) from None
+    result = call_supervisor(sock, "reload", dry_run, timeout=600.0)
     if json_:
         print(json.dumps(result, indent=2))
     else:
@@ -172,25 +174,17 @@ def logs(
     sock: SocketOpt = None,
 ) -> None:
     """Print an extension's recent stdout/stderr lines (kept in memory by the supervisor)."""
-    path = sock or client_socket_path()
-    try:
-        with ControlClient(path, timeout=30.0) as client:
-            result = client.call("logs", extension, lines, follow)
-            for entry in result["lines"]:
-                _print_line(*entry)
-            if follow:
-                try:
-                    for note in client.notifications():
-                        if note.method == "log":
-                            _print_line(*note.params)
-                except KeyboardInterrupt:
-                    return
-    except NotRunning as exc:
-        print(f"spctl: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_NOT_RUNNING) from None
-    except RpcError as exc:
-        print(f"spctl: {exc.message}", file=sys.stderr)
-        raise typer.Exit(EXIT_REFUSED) from None
+    with connected(sock) as client:
+        result = client.call("logs", extension, lines, follow)
+        for entry in result["lines"]:
+            _print_line(*entry)
+        if follow:
+            try:
+                for note in client.notifications():
+                    if note.method == "log":
+                        _print_line(*note.params)
+            except KeyboardInterrupt:
+                return
 
 
 def _print_line(ts: float, stream: str, line: str) -> None:

@@ -9,10 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from supervisor.cli.ctl import EXIT_NOT_RUNNING, EXIT_REFUSED, JsonOpt, SocketOpt
+from supervisor.cli.ctl import JsonOpt, SocketOpt, connected
 from supervisor.cli.render import duration, table
-from supervisor.control.client import ControlClient, NotRunning, RpcError
-from supervisor.control.paths import client_socket_path
 
 __all__ = ["top"]
 
@@ -67,9 +65,8 @@ def top(
     sock: SocketOpt = None,
 ) -> None:
     """Live resource use per extension: state, pid, RSS, CPU, processes, open files, headroom."""
-    path = sock or client_socket_path()
-    try:
-        with ControlClient(path, timeout=10.0) as client:
+    with connected(sock, timeout=10.0) as client:
+        try:
             while True:
                 status = client.call("status", None)
                 if json_:
@@ -81,11 +78,5 @@ def top(
                 if once:
                     return
                 time.sleep(interval)  # the refresh period of a live view
-    except KeyboardInterrupt:
-        return
-    except NotRunning as exc:
-        print(f"spctl: {exc}", file=sys.stderr)
-        raise typer.Exit(EXIT_NOT_RUNNING) from None
-    except RpcError as exc:
-        print(f"spctl: {exc.message}", file=sys.stderr)
-        raise typer.Exit(EXIT_REFUSED) from None
+        except KeyboardInterrupt:
+            return

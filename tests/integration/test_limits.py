@@ -3,6 +3,7 @@ rlimits + watchdog alone (--no-cgroups). Real hogs; waits are conditions with de
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -40,6 +41,12 @@ def test_status_reports_the_enforcement_mode(tmp_path: Path) -> None:
             assert status is not None
             assert status["supervisor"]["limits_enforcement"] == expected
             s.wait_state("ok", "running")
+            top = s.spctl("top", "--once", "--json")
+            assert top.returncode == 0, top.stderr
+            assert json.loads(top.stdout)["supervisor"]["limits_enforcement"] == expected
+            table = s.spctl("top", "--once").stdout
+            assert "LIMIT USED" in table
+            assert "ok" in table
             usage = s.ext("ok")["usage"]
             assert usage["rss"] > 0 and usage["processes"] >= 1
 
