@@ -31,11 +31,11 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.rpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
 
 __all__ = ["Catalog", "McpClient", "Streams", "dump", "log"]
 
-Catalog = dict[str, list[dict[str, Any]]]
 Streams = TransportStreams
 MAX_PAGES = 1000
 STOP_GRACE = 2.0
@@ -81,26 +81,20 @@ def dump(model: BaseModel) -> Any:
     return model.model_dump(by_alias=True, exclude_none=True, exclude_unset=True, mode="json")
 
 
-class McpClient:
+class McpClient(CatalogPublisher):
     """An MCP server reached through the SDK's client session; see the module docstring."""
 
     label = "MCP server"
     """How messages name the server ("the stdio server exited …")."""
 
     def __init__(self, notify: Callable[..., None]) -> None:
-        self._notify = notify
-        self.loop = asyncio.get_running_loop()
+        super().__init__(notify)
         self.exited: asyncio.Future[str] = self.loop.create_future()
         self.session: ClientSession | None = None
         self.info: types.InitializeResult | None = None
         self._ready: asyncio.Future[None] = self.loop.create_future()
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
-        self._catalog: Catalog | None = None
-        self._dirty = False
-        self._armed = False
-        self._closing = False
-        self._refetch: asyncio.Task[None] | None = None
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -110,10 +104,6 @@ class McpClient:
             meta["version"] = self.info.server_info.version
             meta["protocol"] = self.info.protocol_version
         return meta
-
-    def notify(self, method: str, *params: Any) -> None:
-        with contextlib.suppress(RpcError):  # the channel is closed: the worker is ending
-            self._notify(method, *params)
 
     # -- what a subclass provides ---------------------------------------------------------
 
@@ -139,12 +129,6 @@ class McpClient:
         self._ready.result()  # the handshake's exception, if any
         self._catalog = await self.fetch_catalog()
         return self._catalog
-
-    def arm(self) -> None:
-        """From now on (the supervisor has the first catalog) changes are sent."""
-        self._armed = True
-        if self._dirty:
-            self._changed()
 
     async def close(self) -> None:
         """Stop refetching and close the session; then :meth:`_reap` the server."""
@@ -235,32 +219,13 @@ class McpClient:
         name = f" {params.logger}" if params.logger else ""
         log(f"server log [{params.level}]{name}: {params.data}")
 
-    def _changed(self) -> None:
-        self._dirty = True
-        if self._armed and not self._closing and self._refetch is None:
-            self._refetch = self.loop.create_task(self._refetch_until_clean())
-
-    async def _refetch_until_clean(self) -> None:
-        try:
-            while self._dirty:
-                self._dirty = False
-                catalog = await self.fetch_catalog()
-                if catalog != self._catalog:
-                    self._catalog = catalog
-                    self.notify("catalog", catalog)
-        finally:
-            self._refetch = None
-
     # -- serving --------------------------------------------------------------------------
 
     async def mcp(
         self, method: str, params: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
     ) -> Any:
         """The ``mcp`` request: forwarded to the server. Raises RpcError with the MCP code."""
-        if not isinstance(method, str):
-            raise RpcError(INVALID_PARAMS, "mcp: method must be a string")
-        if not isinstance(params, dict | None) or not isinstance(meta, dict | None):
-            raise RpcError(INVALID_PARAMS, "mcp: params and meta must be maps")
+        check_mcp_args(method, params, meta)
         session = self.session
         if self._closing or session is None:
             raise RpcError(INTERNAL_ERROR, "the server is shutting down")

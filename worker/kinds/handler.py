@@ -33,8 +33,9 @@ from typing import Any
 
 from worker import api
 from worker.kinds.daemon import call_hook
+from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.loader import LoadError, Metadata, check_metadata
-from worker.rpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
+from worker.rpc import INTERNAL_ERROR, RpcError
 
 __all__ = [
     "CALL_THREADS",
@@ -64,7 +65,6 @@ LISTS: dict[str, tuple[tuple[str, str, str], ...]] = {
     ),
     "prompts": (("prompts/list", "prompts", "name"),),
 }
-Catalog = dict[str, list[dict[str, Any]]]
 SDK_ATTRIBUTES = ("mcp", "server", "app")
 """Where a package without ``create_handler`` may export an MCP SDK server (kind ``sdk``)."""
 SDK_EXPECTED = "a module-level mcp, server or app holding an MCPServer or a Server"
@@ -331,37 +331,24 @@ class CallContext:
             self._server.notify("progress", self.token, progress, total, message)
 
 
-class McpServer:
+class McpServer(CatalogPublisher):
     """Serves ``mcp`` requests for one handler and keeps the supervisor's catalog current."""
 
     def __init__(self, handler: Handler, notify: Callable[..., None]) -> None:
+        super().__init__(notify)
         self.handler = handler
-        self._notify = notify
-        self.loop = asyncio.get_running_loop()
         self.loop_thread = threading.get_ident()
-        self._catalog: Catalog | None = None
-        self._dirty = False
-        self._armed = False
-        self._refetch: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[Any]] = set()
-        self._closing = False
 
-    def notify(self, method: str, *params: Any) -> None:
-        with contextlib.suppress(RpcError):  # the channel is closed: the worker is ending
-            self._notify(method, *params)
+    async def fetch_catalog(self) -> Catalog:
+        return await fetch_catalog(self.handler)
 
     async def start(self) -> Catalog:
         """Listen for catalog changes and fetch the catalog that ``ready`` carries."""
         api.set_catalog_listener(self._changed_threadsafe)
         self._dirty = False
-        self._catalog = await fetch_catalog(self.handler)
+        self._catalog = await self.fetch_catalog()
         return self._catalog
-
-    def arm(self) -> None:
-        """From now on (the supervisor has the first catalog) changes are sent."""
-        self._armed = True
-        if self._dirty:
-            self._changed()
 
     async def close(self) -> None:
         """Refuse new calls, stop refetching, cancel calls in flight and let them unwind."""
@@ -377,30 +364,11 @@ class McpServer:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is ending
             self.loop.call_soon_threadsafe(self._changed)
 
-    def _changed(self) -> None:
-        self._dirty = True
-        if self._armed and not self._closing and self._refetch is None:
-            self._refetch = self.loop.create_task(self._refetch_until_clean())
-
-    async def _refetch_until_clean(self) -> None:
-        try:
-            while self._dirty:
-                self._dirty = False
-                catalog = await fetch_catalog(self.handler)
-                if catalog != self._catalog:
-                    self._catalog = catalog
-                    self.notify("catalog", catalog)
-        finally:
-            self._refetch = None
-
     async def mcp(
         self, method: str, params: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
     ) -> Any:
         """The ``mcp`` request: one MCP call. Raises RpcError with the MCP error code."""
-        if not isinstance(method, str):
-            raise RpcError(INVALID_PARAMS, "mcp: method must be a string")
-        if not isinstance(params, dict | None) or not isinstance(meta, dict | None):
-            raise RpcError(INVALID_PARAMS, "mcp: params and meta must be maps")
+        check_mcp_args(method, params, meta)
         if self._closing:
             raise RpcError(INTERNAL_ERROR, "the server is shutting down")
         params = {} if params is None else params
