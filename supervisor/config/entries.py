@@ -36,7 +36,7 @@ NAME_MAX = 48
 ENTRY_KEYS = (
     *("name", "type", "enabled", "path", "command", "python", "url", "auth", "headers"),
     *("config", "env", "limits", "restart", "timeout", "startTimeout", "stopTimeout"),
-    *("lazy", "dependsOn", "moduleType", "provides"),
+    *("lazy", "idleTimeout", "dependsOn", "moduleType", "provides"),
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -115,6 +115,11 @@ def read_entry(
     for service, service_mark, service_field in entry.provides:
         if not _SERVICE_NAME.fullmatch(service):
             r.fail(service_mark, service_field, f"{show(service)} is not a valid service name")
+    lazy = r.typed(item, "lazy", p, boolean, False)
+    idle_timeout = r.typed(item, "idleTimeout", p, positive(parse_duration), None)
+    if idle_timeout is not None and not lazy:
+        # only a lazy server comes back by itself on the next call
+        r.fail(item.mark_of("idleTimeout"), join(p, "idleTimeout"), "needs lazy: true")
     extension = schema.Extension(
         name=name or "",
         section=section,
@@ -133,7 +138,8 @@ def read_entry(
         timeout=r.typed(item, "timeout", p, positive(parse_duration), 30.0),
         stop_timeout=r.typed(item, "stopTimeout", p, positive(parse_duration), 10.0),
         start_timeout=r.typed(item, "startTimeout", p, positive(parse_duration), 30.0),
-        lazy=r.typed(item, "lazy", p, boolean, False),
+        lazy=lazy,
+        idle_timeout=idle_timeout,
         command=command,
         env=FrozenDict((k, v.reveal() if isinstance(v, Secret) else v) for k, v in env.items()),
         python=python,

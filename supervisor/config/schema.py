@@ -106,6 +106,7 @@ class Extension:
     stop_timeout: float = 10.0
     start_timeout: float = 30.0
     lazy: bool = False
+    idle_timeout: float | None = None  # lazy servers: stopped after this long without calls
     command: tuple[str, ...] | None = None
     env: Mapping[str, str] = field(default=_EMPTY, repr=False)
     python: Path | None = None  # absolute, symlinks kept (a venv's python is a symlink)

@@ -126,6 +126,8 @@ class Runner:
             None  # what an MCP server advertised (kept when it stops)
         )
         self._progress: dict[Any, Callable[[list[Any]], None]] = {}
+        self._calls_in_flight = 0
+        self._last_activity = time.monotonic()
         self.usage: Sample | None = None  # the last watchdog / status sample of its tree
         self.attempted = False  # has tried to start at least once (serve's READY=1 waits on it)
         self._log = log.bind(extension=self.name)
@@ -216,6 +218,7 @@ class Runner:
         if token is not None and on_progress is not None:
             self._progress[token] = on_progress
         timeout = self.ext.timeout
+        self._calls_in_flight += 1
         try:
             return await inc.channel.request("mcp", method, params, meta, timeout=timeout)
         except ChannelClosed as exc:
@@ -228,6 +231,8 @@ class Runner:
         except TimeoutError:
             raise CallTimeout(f"{self.name}: no answer within timeout {timeout:g}s") from None
         finally:
+            self._calls_in_flight -= 1
+            self._last_activity = time.monotonic()
             if token is not None:
                 self._progress.pop(token, None)
 
@@ -331,6 +336,9 @@ class Runner:
                 self._to(State.RUNNING, f"ready (pid {inc.proc.pid if inc.proc else '?'})")
                 assert self._tg is not None
                 self._tg.start_soon(self._health, inc)
+                self._last_activity = time.monotonic()
+                if self.ext.lazy and self.ext.idle_timeout:
+                    self._tg.start_soon(self._idle_watch, inc, self.ext.idle_timeout)
         elif kind == "kill":
             if inc.cause is None:
                 inc.cause = msg[2]
@@ -349,10 +357,13 @@ class Runner:
             if waiter is not None:
                 self._finish(waiter)
             return
-        if kind in ("stop", "disable"):
+        if kind in ("stop", "disable", "idle"):
             self._want_up = False
             self._disable_pending = kind == "disable"
-            what = "disabled" if kind == "disable" else "stop requested"
+            what = {
+                "disable": "disabled",
+                "idle": f"idle for {self.ext.idle_timeout or 0:g}s (idleTimeout)",
+            }.get(kind, "stop requested")
             if state in (State.STARTING, State.RUNNING) and self._inc is not None:
                 self._begin_stop(self._inc, what)
             elif state is State.BACKOFF:
@@ -466,6 +477,17 @@ class Runner:
             await anyio.sleep(0.2)  # a worker that is exiting anyway gets to report its own exit
             if proc.alive and not inc.requested:
                 self._post(("kill", inc.n, f"channel lost: {reason}"))
+
+    async def _idle_watch(self, inc: _Incarnation, idle: float) -> None:
+        """A lazy server with ``idleTimeout`` stops after that long without calls; the next
+        call starts it again."""
+        with inc.scope():
+            while True:
+                quiet = time.monotonic() - self._last_activity
+                if self._calls_in_flight == 0 and quiet >= idle:
+                    self._post(("cmd", "idle", None))
+                    return
+                await anyio.sleep(max(0.05, idle - quiet if self._calls_in_flight == 0 else idle))
 
     def _kill(self, inc: _Incarnation) -> None:
         """SIGKILL the whole tree: the cgroup (atomically), the process group, the descendants."""

@@ -128,3 +128,23 @@ def test_module_is_not_an_mcp_server(tmp_path: Path) -> None:
         out = s.spctl("call", "d", "x")
         assert out.returncode == 1
         assert "is a module, not an MCP server" in out.stderr
+
+
+def test_lazy_server_stops_after_idle_timeout_and_comes_back(tmp_path: Path) -> None:
+    with serve_fixture(tmp_path, [], [_echo(tmp_path, lazy=True, idleTimeout="1s")]) as s:
+        s.start()
+        assert s.ext("echo")["state"] == "stopped"
+        assert s.spctl("call", "echo", "echo", "--arg", "text=one").stdout.strip() == "one"
+        first = s.ext("echo")["pid"]
+        s.wait_state("echo", "stopped", timeout=15)
+        stopping = [x for x in s.logs() if x.get("event") == "state" and x.get("to") == "stopping"]
+        assert "idle for 1s (idleTimeout)" in stopping[-1]["reason"]
+        assert s.spctl("call", "echo", "echo", "--arg", "text=two").stdout.strip() == "two"
+        assert s.ext("echo")["pid"] not in (None, first)
+
+
+def test_idle_timeout_waits_for_calls_in_flight(tmp_path: Path) -> None:
+    with serve_fixture(tmp_path, [], [_echo(tmp_path, lazy=True, idleTimeout="500ms")]) as s:
+        s.start()
+        out = s.spctl("call", "echo", "slow", "--arg", "seconds=1.5")
+        assert out.returncode == 0, out.stderr  # not stopped under the running call
