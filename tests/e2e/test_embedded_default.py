@@ -33,7 +33,7 @@ def test_validate_accepts_the_embedded_default() -> None:
         text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "1 server, 1 module" in out.stdout
+    assert "2 servers, 1 module" in out.stdout
 
 
 def test_snapshot_copies_with_excludes_and_prunes(tmp_path: Path) -> None:
@@ -235,3 +235,87 @@ def test_serve_runs_the_mcp_front_and_restarts_it(tmp_path: Path, mode: str) -> 
         assert again["restarts"] >= 1
     finally:
         assert s.stop() == 0
+
+
+class _WeatherApi:
+    """A local stand-in for wttr.in's JSON API (127.0.0.1 only)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import json
+        import threading
+
+        seen: list[str] = []
+        self.seen = seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.path)
+                body = json.dumps(
+                    {
+                        "current_condition": [
+                            {
+                                "temp_C": "12",
+                                "temp_F": "54",
+                                "humidity": "81",
+                                "windspeedKmph": "15",
+                                "windspeedMiles": "9",
+                                "weatherDesc": [{"value": "Light rain"}],
+                            }
+                        ]
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{{location}}?format=j1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_weather_server_against_a_local_api_and_without_network(tmp_path: Path) -> None:
+    import yaml
+
+    api = _WeatherApi()
+    ext = tmp_path / "extensions"
+    shutil.copytree(
+        REPO / "extensions", ext, ignore=shutil.ignore_patterns("__pycache__", ".state")
+    )
+    doc = yaml.safe_load((ext / "servers.yaml").read_text())
+    for entry in doc["servers"]:
+        if entry["name"] == "weather":
+            entry["config"]["apiUrl"] = api.url
+    doc["servers"].append(
+        {
+            "name": "weather-offline",
+            "type": "local",
+            "path": "./servers/weather",
+            "config": {"apiUrl": "http://127.0.0.1:1/{location}", "httpTimeout": 2},
+        }
+    )
+    (ext / "servers.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock")
+    try:
+        s.start()
+        assert s.ext("weather")["state"] == "stopped"  # lazy
+        out = s.spctl("call", "weather", "get_weather", "--arg", "location=San Francisco")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "San Francisco: Light rain, 12 °C, humidity 81%, wind 15 km/h"
+        assert api.seen == ["/San%20Francisco?format=j1"]
+        s.wait_state("weather-offline", "running")
+        down = s.spctl("call", "weather-offline", "get_weather", "--arg", "location=Paris")
+        assert down.returncode == 1
+        assert "no weather: the weather service is unreachable" in down.stdout
+    finally:
+        s.kill()
+        api.close()
