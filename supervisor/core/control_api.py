@@ -130,6 +130,14 @@ class ControlApi:
             exts = [self.snapshot(self.runner(name))]
         else:
             exts = [self.snapshot(r) for r in sup.runners.values()]
+        problems: dict[str, list[dict[str, str]]] = {}
+        for p in self.router().problems:  # tools, prompts, resources that cannot be routed
+            problems.setdefault(p.server, []).append(
+                {"kind": p.kind, "name": p.name, "reason": p.reason}
+            )
+        for ext in exts:
+            if ext.get("kind") == "server":
+                ext["routing_problems"] = problems.get(ext["name"], [])
             exts += [
                 {"name": n, "state": "failed", "reason": why} for n, why in sup.invalid.items()
             ]

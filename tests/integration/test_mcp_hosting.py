@@ -148,3 +148,23 @@ def test_idle_timeout_waits_for_calls_in_flight(tmp_path: Path) -> None:
         s.start()
         out = s.spctl("call", "echo", "slow", "--arg", "seconds=1.5")
         assert out.returncode == 0, out.stderr  # not stopped under the running call
+
+
+def test_a_tool_name_that_cannot_be_prefixed_is_reported_not_dropped(tmp_path: Path) -> None:
+    name = "a-server-with-a-rather-long-name"
+    with serve_fixture(tmp_path, [], [server_entry(name, "long_names")]) as s:
+        s.start()
+        s.wait_state(name, "running")
+        ext = s.ext(name)
+        assert [p["kind"] for p in ext["routing_problems"]] == ["tool"]
+        assert ext["routing_problems"][0]["name"].startswith("a_tool_whose_name")
+        assert "64" in ext["routing_problems"][0]["reason"]
+        assert "not routed:" in s.spctl("status").stdout
+        tools = json.loads(s.spctl("tools", "--json").stdout)
+        assert [t["name"] for t in tools["tools"]] == [f"{name}__short", None]
+        assert len(tools["problems"]) == 1
+        # still callable under its own name on its own scope
+        out = s.spctl(
+            "call", name, "a_tool_whose_name_is_fine_alone_but_too_long_once_prefixed_xyz"
+        )
+        assert out.stdout.strip().startswith("called a_tool_whose_name")
