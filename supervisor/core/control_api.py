@@ -130,6 +130,9 @@ class ControlApi:
             exts = [self.snapshot(self.runner(name))]
         else:
             exts = [self.snapshot(r) for r in sup.runners.values()]
+            exts += [
+                {"name": n, "state": "failed", "reason": why} for n, why in sup.invalid.items()
+            ]
         problems: dict[str, list[dict[str, str]]] = {}
         for p in self.router().problems:  # tools, prompts, resources that cannot be routed
             problems.setdefault(p.server, []).append(
@@ -138,9 +141,6 @@ class ControlApi:
         for ext in exts:
             if ext.get("kind") == "server":
                 ext["routing_problems"] = problems.get(ext["name"], [])
-            exts += [
-                {"name": n, "state": "failed", "reason": why} for n, why in sup.invalid.items()
-            ]
         return {
             "supervisor": {
                 "pid": os.getpid(),

@@ -25,7 +25,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from supervisor.config import Extension, LoadResult, load_registry
-from supervisor.control.paths import state_dir
+from supervisor.control.paths import UnsafeDirectory, state_dir
 from supervisor.control.server import AlreadyRunning, ControlServer
 from supervisor.core.control_api import ControlApi
 from supervisor.core.front_proc import FrontOptions, FrontProcess
@@ -132,8 +132,6 @@ class Supervisor:
                 )
                 continue
             hostable[ext.name] = ext
-            if ext.limits.cpu is not None:
-                log.warning("limits.cpu is not enforced yet", extension=ext.name)
         return hostable, invalid
 
     # ----- workers -----
@@ -197,7 +195,7 @@ class Supervisor:
         except AlreadyRunning as exc:
             print(f"spctl serve: {exc}", file=sys.stderr)
             return 1
-        except OSError as exc:
+        except (OSError, UnsafeDirectory) as exc:
             print(f"spctl serve: cannot bind {self.opts.socket}: {exc}", file=sys.stderr)
             return 1
         set_child_subreaper()

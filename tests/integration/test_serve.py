@@ -302,3 +302,17 @@ def test_worker_environment(tmp_path: Path) -> None:
             assert private not in env, private
         assert "PATH" in env
         assert report["cwd"] == str(s.extensions / "modules" / "env_report")
+
+
+def test_socket_in_a_world_writable_directory_is_refused(tmp_path: Path) -> None:
+    ext = make_extensions(tmp_path, [module_entry("ok", "ok_daemon")])
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    s = Serve(tmp_path, ext, shared / "control.sock")
+    s.start(wait=False)
+    assert s.proc is not None
+    assert s.proc.wait(20) == 1
+    text = s.log_path.read_text()
+    assert "is writable by group or others" in text
+    assert "Traceback" not in text
