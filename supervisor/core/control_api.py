@@ -102,7 +102,9 @@ class ControlApi:
         self.sup.overrides.set(runner.ext, True, self.sup.yaml_enabled.get(name, True))
         runner.update(dataclasses.replace(runner.ext, enabled=True))
         await runner.enable()
-        if not runner.ext.lazy:
+        if runner.ext.lazy:
+            self.sup.learn_catalog(runner)
+        else:
             try:
                 await runner.start()
             except CommandFailed as exc:
@@ -187,7 +189,7 @@ class ControlApi:
                     sup.runners[name].update(new[name])
                     tg.start_soon(sup.runners[name].disable)
                 for name in p.update:
-                    self._ensure_runner(new[name])
+                    sup.learn_catalog(self._ensure_runner(new[name]))
                 for name in p.restart:
                     sup.runners[name].update(new[name])
                     tg.start_soon(self._act, sup.runners[name].restart, errors)
@@ -225,7 +227,9 @@ class ControlApi:
 
     async def _enable_and_start(self, runner: Runner, errors: list[str]) -> None:
         await runner.enable()
-        if not runner.ext.lazy:
+        if runner.ext.lazy:
+            self.sup.learn_catalog(runner)
+        else:
             await self._act(runner.start, errors)
 
     @staticmethod

@@ -117,6 +117,7 @@ class Runner:
         self._send, self._inbox = anyio.create_memory_object_stream[tuple[Any, ...]](math.inf)
         self._want_up = False
         self._disable_pending = False
+        self._discovering = False  # started only to learn its catalog (a lazy server)
         self._inc: _Incarnation | None = None
         self._n = 0
         self._backoff_token = 0
@@ -240,6 +241,13 @@ class Runner:
         """Ask for a start without waiting (serve uses it at boot)."""
         self._post(("cmd", "start", None))
 
+    def discover(self) -> None:
+        """Start a stopped lazy server only to learn its catalog, then stop it again.
+
+        A call (or any command) that arrives meanwhile turns it into an ordinary start. A
+        worker that fails to come up is left stopped (no restarts: nobody asked for it)."""
+        self._post(("cmd", "discover", None))
+
     def snapshot(self) -> dict[str, Any]:
         now = time.monotonic()
         state = self.sm.state
@@ -334,6 +342,11 @@ class Runner:
                     self.catalog = catalog
                 self.history.record_running(time.monotonic())
                 self._to(State.RUNNING, f"ready (pid {inc.proc.pid if inc.proc else '?'})")
+                if self._discovering:
+                    self._discovering = False
+                    self._want_up = False
+                    self._begin_stop(inc, "tools learned; lazy: started again by the first call")
+                    return
                 assert self._tg is not None
                 self._tg.start_soon(self._health, inc)
                 self._last_activity = time.monotonic()
@@ -351,6 +364,13 @@ class Runner:
         state = self.sm.state
         if waiter is not None:
             self._waiters.append(waiter)
+        if kind == "discover":
+            if state in (State.STOPPED, State.FAILED) and not self._want_up:
+                self._discovering = True
+                self._want_up = True
+                self._spawn("started to learn its tools (lazy)")
+            return
+        self._discovering = False  # someone wants it for real: an ordinary start or stop
         if kind == "enable":
             if state is State.DISABLED:
                 self._to(State.STOPPED, "enabled")
@@ -630,6 +650,11 @@ class Runner:
         now = time.monotonic()
         self.history.record_exit(exit, now)
         self._to(State.CRASHED, text)
+        if self._discovering:  # nobody asked for this worker: no restarts
+            self._discovering = False
+            self._want_up = False
+            self._to(State.STOPPED, "could not learn its tools; started again by the first call")
+            return
         decision = decide(self.settings, self.history, exit, now)
         if isinstance(decision, Stay):
             self._want_up = False

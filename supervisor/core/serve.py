@@ -27,6 +27,7 @@ from anyio.abc import TaskGroup
 from supervisor.config import Extension, LoadResult, load_registry
 from supervisor.control.paths import UnsafeDirectory, state_dir
 from supervisor.control.server import AlreadyRunning, ControlServer
+from supervisor.core.catalog_cache import CatalogCache
 from supervisor.core.control_api import ControlApi
 from supervisor.core.front_proc import FrontOptions, FrontProcess
 from supervisor.core.health import HealthSettings
@@ -61,6 +62,7 @@ _PRIVATE_ENV = frozenset(
 READY_DEADLINE = 60.0
 
 _SETTLED = (State.RUNNING, State.FAILED, State.STOPPED, State.DISABLED)
+_UP = (State.STARTING, State.RUNNING, State.STOPPING, State.BACKOFF)
 
 
 @dataclass
@@ -101,8 +103,10 @@ class Supervisor:
         self.yaml_enabled: dict[str, bool] = {}
         self.sections: dict[str, str] = {}
         hostable, self.invalid = self.split(loaded)
+        self.catalogs = CatalogCache(state_dir() / "catalogs")
         for ext in hostable.values():
-            self.runners[ext.name] = Runner(ext, self.ctx)
+            self.runners[ext.name] = runner = Runner(ext, self.ctx)
+            self.load_catalog(runner)
         self.api = ControlApi(self)
         self.server = ControlServer(opts.socket, self.api.handlers(), self.api.stream_handlers())
         self._stop = anyio.Event()
@@ -163,6 +167,16 @@ class Supervisor:
 
     def _catalog_changed(self, name: str) -> None:
         """Tell MCP faces (``mcp_watch``) that the set of catalogs changed."""
+        runner = self.runners.get(name)
+        if (
+            runner is not None
+            and runner.ext.lazy
+            and runner.catalog is not None
+            and runner.state is State.RUNNING  # the catalog comes from a live worker
+        ):
+            error = self.catalogs.save(runner.ext, runner.catalog)
+            if error:
+                log.warning("catalog cache", extension=name, error=error)
         self.catalog_version += 1
         for channel in list(self.catalog_watchers):
             if channel.closed:
@@ -170,6 +184,28 @@ class Supervisor:
                 continue
             with contextlib.suppress(ChannelClosed):
                 channel.notify("catalogs", self.catalog_version)
+
+    def load_catalog(self, runner: Runner) -> None:
+        """A stopped lazy server is listed with its cached catalog (see catalog_cache)."""
+        if runner.ext.kind == "server" and runner.ext.lazy and runner.state not in _UP:
+            runner.catalog = self.catalogs.load(runner.ext)
+
+    def learn_catalog(self, runner: Runner) -> None:
+        """An enabled lazy server with no known catalog is started once to learn it."""
+        self.load_catalog(runner)
+        if (
+            runner.ext.kind == "server"
+            and runner.ext.lazy
+            and runner.ext.enabled
+            and runner.catalog is None
+        ):
+            runner.discover()
+
+    async def _discover_lazy(self) -> None:
+        await self._settled.wait()  # after the eager extensions: they are what boot waits on
+        for runner in list(self.runners.values()):
+            if runner.state not in _UP:
+                self.learn_catalog(runner)
 
     def _check_settled(self) -> None:
         if not self._settled.is_set() and all(
@@ -219,6 +255,7 @@ class Supervisor:
                 for runner in self.runners.values():
                     if runner.ext.enabled and not runner.ext.lazy:
                         runner.post_start()
+                tg.start_soon(self._discover_lazy)
                 front_scope = anyio.CancelScope()
                 if self.front is not None:
                     tg.start_soon(self._run_front, front_scope)

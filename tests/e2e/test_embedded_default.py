@@ -307,7 +307,9 @@ def test_weather_server_against_a_local_api_and_without_network(tmp_path: Path) 
     s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock")
     try:
         s.start()
-        assert s.ext("weather")["state"] == "stopped"  # lazy
+        # lazy: started once to learn its tools (listed from then on), then stopped
+        wait_for(lambda: "weather__get_weather" in s.spctl("tools").stdout, 30, "weather listed")
+        s.wait_state("weather", "stopped")
         out = s.spctl("call", "weather", "get_weather", "--arg", "location=San Francisco")
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "San Francisco: Light rain, 12 °C, humidity 81%, wind 15 km/h"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.control.client import ControlClient, RpcError
-from tests.helpers import serve_fixture, server_entry, wait_for
+from tests.helpers import Serve, make_extensions, serve_fixture, server_entry, wait_for
 
 
 def _echo(tmp_path: Path, **extra: Any) -> dict[str, Any]:
@@ -91,10 +91,29 @@ def test_worker_killed_during_a_call_fails_at_once(tmp_path: Path) -> None:
         assert s.spctl("call", "echo", "echo", "--arg", "text=back").stdout.strip() == "back"
 
 
+LEARNED = "tools learned; lazy: started again by the first call"
+
+
+def _starts(s: Serve, name: str) -> list[dict[str, Any]]:
+    return [
+        x
+        for x in s.logs()
+        if x.get("event") == "state" and x.get("extension") == name and x.get("to") == "starting"
+    ]
+
+
+def _learned(s: Serve, name: str = "echo") -> None:
+    """Wait until a lazy server was started once to learn its tools and stopped again."""
+    wait_for(
+        lambda: any(x.get("reason") == LEARNED for x in s.logs()), 20, f"{name}'s tools learned"
+    )
+    s.wait_state(name, "stopped")
+
+
 def test_lazy_server_starts_on_first_call(tmp_path: Path) -> None:
     with serve_fixture(tmp_path, [], [_echo(tmp_path, lazy=True)]) as s:
         s.start()
-        assert s.ext("echo")["state"] == "stopped"
+        _learned(s)
         out = s.spctl("call", "echo", "echo", "--arg", "text=lazy")
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "lazy"
@@ -133,7 +152,7 @@ def test_module_is_not_an_mcp_server(tmp_path: Path) -> None:
 def test_lazy_server_stops_after_idle_timeout_and_comes_back(tmp_path: Path) -> None:
     with serve_fixture(tmp_path, [], [_echo(tmp_path, lazy=True, idleTimeout="1s")]) as s:
         s.start()
-        assert s.ext("echo")["state"] == "stopped"
+        _learned(s)
         assert s.spctl("call", "echo", "echo", "--arg", "text=one").stdout.strip() == "one"
         first = s.ext("echo")["pid"]
         s.wait_state("echo", "stopped", timeout=15)
@@ -168,3 +187,67 @@ def test_a_tool_name_that_cannot_be_prefixed_is_reported_not_dropped(tmp_path: P
             "call", name, "a_tool_whose_name_is_fine_alone_but_too_long_once_prefixed_xyz"
         )
         assert out.stdout.strip().startswith("called a_tool_whose_name")
+
+
+def _listed(s: Serve) -> set[str]:
+    return {t["name"] for t in json.loads(s.spctl("tools", "--json").stdout)["tools"]}
+
+
+def test_a_lazy_server_is_listed_before_its_first_call_and_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    """Started once to learn its tools (then stopped); the catalog is cached in the state
+    directory, so the next supervisor lists it without starting it."""
+    ext = make_extensions(tmp_path, [], [_echo(tmp_path, lazy=True)])
+    s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock").start()
+    try:
+        _learned(s)
+        assert len(_starts(s, "echo")) == 1
+        assert {"echo__echo", "echo__add"} <= _listed(s)
+        assert (tmp_path / "state" / "catalogs" / "echo.json").exists()
+    finally:
+        assert s.stop() == 0
+    s.log_path = tmp_path / "serve2.log"
+    s.start()
+    try:
+        wait_for(lambda: any(x.get("event") == "serving" for x in s.logs()), 10, "serving")
+        assert {"echo__echo", "echo__add"} <= _listed(s)
+        assert _starts(s, "echo") == []  # listed from the cache, not started
+        assert s.ext("echo")["state"] == "stopped"
+        out = s.spctl("call", "echo", "add", "--arg", "a=1", "--arg", "b=2")
+        assert out.stdout.strip() == "3", out.stderr
+    finally:
+        s.stop()
+
+
+def test_a_changed_lazy_server_is_learned_again(tmp_path: Path) -> None:
+    ext = make_extensions(tmp_path, [], [_echo(tmp_path, lazy=True)])
+    s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock").start()
+    try:
+        _learned(s)
+        changed = _echo(tmp_path, lazy=True)
+        changed["config"]["extra"] = 1  # what the worker runs changed: the cache is stale
+        make_extensions(tmp_path, [], [changed])
+        result = s.call("reload")
+        assert result["plan"]["update"] == ["echo"], result
+        wait_for(lambda: len(_starts(s, "echo")) == 2, 20, "a second start to learn it again")
+        s.wait_state("echo", "stopped")
+        assert "echo__echo" in _listed(s)
+    finally:
+        s.stop()
+
+
+def test_a_lazy_server_that_cannot_start_is_left_stopped_without_restarts(
+    tmp_path: Path,
+) -> None:
+    entry = server_entry("broken", "crash_import", lazy=True)
+    with serve_fixture(tmp_path, [], [entry]) as s:
+        s.start()
+        wait_for(lambda: _starts(s, "broken"), 20, "the attempt to learn its tools")
+        e = s.wait_state("broken", "stopped")
+        assert "could not learn its tools" in e["reason"]
+        assert e["restarts"] == 0
+        assert len(_starts(s, "broken")) == 1
+        out = s.spctl("call", "broken", "anything")  # a call still tries (and says why not)
+        assert out.returncode == 1
+        assert "broken" in out.stderr
