@@ -2,16 +2,22 @@
 
 Theory of operation: every ``SAMPLE_PERIOD`` seconds the sampler measures each worker's whole
 process tree (:class:`Sample`); :func:`evaluate` compares it with the worker's
-:class:`WatchLimits` and the :class:`History` of earlier verdicts, and returns the verdict and
+:class:`WatchLimits` and the :class:`History` of earlier samples, and returns the verdict and
 the new history. It is a pure function: no clock (time comes in as ``Sample.at``, monotonic),
 no I/O, no psutil.
 
 - memory (tree RSS) and processes (tree size) breach after ``SAMPLES_OVER`` consecutive samples
   *over* the limit (equal is not over). One spike is forgiven; a sustained excess is killed
   within ``SAMPLES_OVER × SAMPLE_PERIOD`` seconds of crossing (0.5 s at 2 × 250 ms).
-- cpu (cores used over the last interval) breaches once every sample for ``CPU_WINDOW``
-  seconds has been over the share: busy bursts are what CPU is for, only a sustained excess is
-  a breach. A sample at or under the limit resets the streak.
+- cpu (cores used over the interval since the previous sample) breaches when its
+  time-weighted average over the last ``CPU_WINDOW`` seconds is *over* the share. Busy bursts
+  are what CPU is for: any window may hold share × ``CPU_WINDOW`` CPU-seconds, spent as the
+  worker likes; a sustained excess is a breach within one window, and one starved sample on a
+  saturated machine only lowers the average a little (an every-sample rule restarted on it).
+  Each sample's cores are weighted by its interval (since the sample before it), so irregular
+  sweeps average right. A verdict needs a whole window of observation: until the oldest kept
+  sample is ``CPU_WINDOW`` old, cpu never breaches. The history keeps only the samples of the
+  last window and the one that opens it (about ``CPU_WINDOW / SAMPLE_PERIOD`` + 1 of them).
 
 When several kinds breach in the same sample the verdict names the most urgent one: memory,
 then processes, then cpu. The reason text is what the runner records as the worker's end.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
+from itertools import pairwise
 from typing import Protocol
 
 __all__ = [
@@ -45,7 +52,11 @@ SAMPLE_PERIOD = 0.25
 SAMPLES_OVER = 2
 """Consecutive samples over the memory or processes limit that make a breach."""
 CPU_WINDOW = 10.0
-"""Seconds the CPU share must be exceeded without a break to make a breach."""
+"""Seconds over which CPU is averaged; the average must be over the share to make a breach."""
+_CPU_EPSILON = 1e-9
+"""Cores of float noise in a weighted sum: a worker at exactly its share is not over it."""
+
+_Series = tuple[tuple[float, float], ...]  # (at, cores) samples, oldest first
 
 KINDS = ("memory", "processes", "cpu")  # the order of urgency when several breach at once
 
@@ -105,7 +116,7 @@ class History:
 
     memory_over: int = 0  # consecutive samples over the memory limit
     processes_over: int = 0  # consecutive samples over the processes limit
-    cpu_since: float | None = None  # when the current streak over the CPU share began
+    cpu: _Series = ()  # (at, cores) of the last CPU_WINDOW and the one sample before it
 
     @property
     def over(self) -> Mapping[str, int]:
@@ -150,19 +161,49 @@ def evaluate(sample: Sample, limits: WatchLimits, history: History) -> tuple[Ver
                 f"processes limit {limits.processes} exceeded ({sample.processes})"
             )
 
-    cpu_since: float | None = None
-    if limits.cpu is not None and sample.cpu > limits.cpu:
-        cpu_since = history.cpu_since if history.cpu_since is not None else sample.at
-        if sample.at - cpu_since >= CPU_WINDOW:
-            reasons["cpu"] = f"cpu {format_cpu(limits.cpu)} exceeded for {CPU_WINDOW:g}s"
+    cpu: _Series = ()
+    if limits.cpu is not None:
+        cpu = _trim((*history.cpu, (sample.at, sample.cpu)))
+        average = _average(cpu)
+        if average is not None and average > limits.cpu + _CPU_EPSILON:
+            reasons["cpu"] = (
+                f"cpu {format_cpu(limits.cpu)} exceeded: "
+                f"{format_cpu(average)} average over {CPU_WINDOW:g}s"
+            )
 
-    new = replace(
-        history, memory_over=memory_over, processes_over=processes_over, cpu_since=cpu_since
-    )
+    new = replace(history, memory_over=memory_over, processes_over=processes_over, cpu=cpu)
     for kind in KINDS:
         if kind in reasons:
             return Breach(kind, reasons[kind]), new
     return Ok(), new
+
+
+def _trim(samples: _Series) -> _Series:
+    """``samples`` without those older than the window, except the newest of them, which opens
+    the window's first interval. Bounds the history to one window of samples."""
+    start = samples[-1][0] - CPU_WINDOW
+    first = 0
+    while first + 1 < len(samples) and samples[first + 1][0] <= start:
+        first += 1
+    return samples[first:]
+
+
+def _average(samples: _Series) -> float | None:
+    """Cores used on average over the last ``CPU_WINDOW`` seconds (the newest sample's ``at``
+    ends it); None until the oldest sample is that old, i.e. before a whole window is seen.
+
+    Each sample's cores are weighted by its interval (since the sample before it), clipped to
+    the window; the oldest sample's own cores describe time before the window and are unused
+    (for a new tree they are 0.0, the sampler's "nothing to compare with").
+    """
+    end = samples[-1][0]
+    start = end - CPU_WINDOW
+    if samples[0][0] > start:
+        return None
+    used = sum(
+        cores * max(0.0, at - max(before, start)) for (before, _), (at, cores) in pairwise(samples)
+    )
+    return used / CPU_WINDOW
 
 
 def headroom(sample: Sample, limits: WatchLimits) -> dict[str, float | None]:

@@ -1,4 +1,5 @@
-"""The watchdog's pure verdicts: consecutive samples, the CPU window, reasons, headroom, sizes."""
+"""The watchdog's pure verdicts: consecutive samples, the CPU window average, reasons,
+headroom, sizes."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def kinds(verdicts: list[Verdict]) -> list[str]:
 
 
 def test_the_documented_figures() -> None:
-    """Memory and processes: killed within 0.5 s of crossing; CPU: 10 s over the share."""
+    """Memory and processes: killed within 0.5 s of crossing; CPU: averaged over 10 s."""
     assert SAMPLES_OVER == 2
     assert SAMPLE_PERIOD == 0.25
     assert SAMPLES_OVER * SAMPLE_PERIOD <= 0.5
@@ -123,46 +124,143 @@ class TestProcesses:
         assert run(PROCS, samples)[-1] == Breach("processes", "processes limit 16 exceeded (23)")
 
 
+def cpu_at(*points: tuple[float, float]) -> list[Sample]:
+    """Samples at irregular times: (at, cores used since the sample before)."""
+    return [s(cpu=c, at=at) for at, c in points]
+
+
+def first_breach(verdicts: list[Verdict]) -> int | None:
+    """The index of the first breach, if any."""
+    return next((i for i, kind in enumerate(kinds(verdicts)) if kind != "ok"), None)
+
+
+WINDOW_SAMPLES = round(CPU_WINDOW / SAMPLE_PERIOD)  # 40 intervals: the 41st sample ends the window
+
+
 class TestCpu:
-    """Over the share in every sample for CPU_WINDOW seconds is a breach; busy bursts are not."""
-
-    def over_for(self, seconds: float, cores: float = 1.0) -> list[Sample]:
-        n = round(seconds / SAMPLE_PERIOD) + 1  # samples at 0, 0.25, ... seconds
-        return cpu_series(*[cores] * n)
-
-    def test_over_for_less_than_the_window(self) -> None:
-        assert set(kinds(run(CPU, self.over_for(CPU_WINDOW - SAMPLE_PERIOD)))) == {"ok"}
-
-    def test_over_for_the_window(self) -> None:
-        got = kinds(run(CPU, self.over_for(CPU_WINDOW)))
-        assert got == ["ok"] * (len(got) - 1) + ["cpu"]
-
-    def test_reason_text(self) -> None:
-        verdict = run(CPU, self.over_for(CPU_WINDOW))[-1]
-        assert verdict == Breach("cpu", "cpu 50% exceeded for 10s")
+    """The time-weighted average over the last CPU_WINDOW seconds, once a whole window has been
+    seen, must be over the share; bursts, dips and an average at the share are not a breach."""
 
     @pytest.mark.parametrize(
-        ("cores", "expected"),
-        [(0.5, "ok"), (0.49, "ok"), (0.51, "cpu"), (4.0, "cpu")],
+        ("samples", "expected"),
+        [
+            # sustained excess: the breach comes with the sample that completes the window
+            pytest.param(cpu_series(*[1.0] * 60), WINDOW_SAMPLES, id="sustained"),
+            pytest.param(cpu_series(*[4.0] * 60), WINDOW_SAMPLES, id="sustained-4-cores"),
+            pytest.param(cpu_series(*[100.0] * WINDOW_SAMPLES), None, id="short-of-a-window"),
+            # one starved sample (and a dip, and one whole second) only lowers the average
+            pytest.param(
+                cpu_series(*[1.0] * 20, 0.0, *[1.0] * 40), WINDOW_SAMPLES, id="one-starved-sample"
+            ),
+            pytest.param(
+                cpu_series(*[1.0] * 39, 0.1, *[1.0] * 39), WINDOW_SAMPLES, id="dip-before-the-end"
+            ),
+            pytest.param(
+                cpu_series(*[0.6] * 10, *[0.0] * 4, *[0.6] * 46),
+                WINDOW_SAMPLES,
+                id="starved-for-a-second",
+            ),
+            # near the share, the starved second delays the breach until it leaves the window
+            pytest.param(
+                cpu_series(*[0.55] * 10, *[0.0] * 4, *[0.55] * 46), 50, id="starved-near-the-share"
+            ),
+            # bursts shorter than the window, however hot, are what CPU is for
+            pytest.param(cpu_series(0.0, *[4.0] * 4, *[0.0] * 80), None, id="1s-burst-of-4-cores"),
+            pytest.param(
+                cpu_series(*([0.0] * 30 + [2.0] * 8) * 4), None, id="2s-bursts-every-9.5s"
+            ),
+            # ... while they fit the window's budget, share × 10 s: 5 CPU-seconds at 50%
+            pytest.param(cpu_series(0.0, *[4.0] * 5, *[0.0] * 80), None, id="burst-at-budget"),
+            pytest.param(cpu_series(0.0, *[4.0] * 6, *[0.0] * 80), 40, id="burst-over-budget"),
+            # spikes over the share with an average under it
+            pytest.param(cpu_series(*[0.9, 0.05] * 60), None, id="spiky-average-47.5%"),
+            pytest.param(cpu_series(*[0.9, 0.2] * 30), WINDOW_SAMPLES, id="spiky-average-55%"),
+            # at the share is not over it
+            pytest.param(cpu_series(*[0.5] * 80), None, id="at-the-share"),
+            pytest.param(cpu_series(*[0.75, 0.25] * 40), None, id="averaging-the-share"),
+            pytest.param(cpu_series(*[0.49] * 80), None, id="just-under"),
+            pytest.param(cpu_series(*[0.51] * 80), WINDOW_SAMPLES, id="just-over"),
+            # the first sample opens the window; its own cores (the sampler's 0.0) are unused
+            pytest.param(cpu_series(99.0, *[0.0] * 60), None, id="first-sample-is-unused"),
+        ],
     )
-    def test_the_share_itself_is_not_over(self, cores: float, expected: str) -> None:
-        assert kinds(run(CPU, self.over_for(CPU_WINDOW + 1, cores)))[-1] == expected
+    def test_regular_sweeps(self, samples: list[Sample], expected: int | None) -> None:
+        assert first_breach(run(CPU, samples)) == expected
 
-    def test_a_dip_restarts_the_window(self) -> None:
-        samples = cpu_series(*[1.0] * 39, 0.1, *[1.0] * 39)  # 9.75 s, a dip, 9.75 s
-        assert set(kinds(run(CPU, samples))) == {"ok"}
+    @pytest.mark.parametrize(
+        ("points", "expected"),
+        [
+            # a slow sweep (2 s apart) still breaches after 10 s: on the sixth sample
+            pytest.param([(100.0 + 2 * i, 1.0) for i in range(8)], 5, id="slow-sweep"),
+            # weighted by time: 9 s at one core and 1 s idle is 90%, not a mean of 50%
+            pytest.param([(0.0, 0.0), (9.0, 1.0), (10.0, 0.0)], 2, id="long-interval-over"),
+            # ... and 9 s at 10% with two short spikes is 19%, not a mean of 70%
+            pytest.param(
+                [(0.0, 0.0), (9.0, 0.1), (9.5, 1.0), (10.0, 1.0)], None, id="short-spikes-under"
+            ),
+            # an interval that straddles the window's start counts only its part inside:
+            # (2, 4] at 150% and (4, 12] at 20% is 46% (over the whole 12 s it would be 63%)
+            pytest.param([(0.0, 0.0), (4.0, 1.5), (12.0, 0.2)], None, id="clipped-under"),
+            pytest.param([(0.0, 0.0), (4.0, 3.0), (12.0, 0.2)], 2, id="clipped-over"),
+            # exactly the share at uneven intervals (float sums are not exact) is not over
+            pytest.param(
+                [(0.0, 0.0), *((0.1 + 0.3 * i, 0.5) for i in range(40))], None, id="share-uneven"
+            ),
+            # a stalled watchdog (one 6 s interval) still averages right
+            pytest.param(
+                [(0.0, 0.0), (0.25, 1.0), (6.25, 0.3), (10.0, 1.0), (10.25, 1.0)],
+                3,
+                id="stalled-sweep",
+            ),
+        ],
+    )
+    def test_irregular_sweeps(
+        self, points: list[tuple[float, float]], expected: int | None
+    ) -> None:
+        assert first_breach(run(CPU, cpu_at(*points))) == expected
 
-    def test_window_counts_time_not_samples(self) -> None:
-        """A slow sweep (2 s apart) still breaches after 10 s, i.e. on the sixth sample."""
-        got = kinds(run(CPU, cpu_series(*[1.0] * 7, period=2.0)))
-        assert got == ["ok"] * 5 + ["cpu", "cpu"]
+    @pytest.mark.parametrize("share", [0.1, 0.3, 1 / 3, 1.1])
+    @pytest.mark.parametrize("period", [SAMPLE_PERIOD, 0.1, 1 / 3])
+    def test_at_the_share_despite_float_sums(self, share: float, period: float) -> None:
+        """A weighted sum of 0.1 × 0.25 forty times is a hair over 1.0: still not over."""
+        samples = cpu_series(*[share] * 200, period=period)
+        assert first_breach(run(WatchLimits(cpu=share), samples)) is None
+        assert first_breach(run(WatchLimits(cpu=share * 0.999), samples)) is not None
 
-    def test_history_remembers_when_the_streak_began(self) -> None:
-        _, h = evaluate(s(cpu=1.0, at=42.0), CPU, History())
-        _, h = evaluate(s(cpu=1.0, at=42.25), CPU, h)
-        assert h.cpu_since == 42.0
-        _, h = evaluate(s(cpu=0.0, at=42.5), CPU, h)
-        assert h.cpu_since is None
+    def test_reason_text(self) -> None:
+        verdict = run(CPU, cpu_series(*[1.0] * (WINDOW_SAMPLES + 1)))[-1]
+        assert verdict == Breach("cpu", "cpu 50% exceeded: 100% average over 10s")
+        verdict = run(CPU, cpu_at((0.0, 0.0), (4.0, 3.0), (12.0, 0.2)))[-1]
+        assert verdict == Breach("cpu", "cpu 50% exceeded: 76% average over 10s")
+
+    @pytest.mark.parametrize("dip", [1.0, 0.0], ids=["sustained", "one-starved-sample"])
+    def test_a_sustained_excess_stays_a_breach(self, dip: float) -> None:
+        got = kinds(run(CPU, cpu_series(*[1.0] * 20, dip, *[1.0] * 59)))
+        assert got == ["ok"] * WINDOW_SAMPLES + ["cpu"] * 40
+
+    def test_a_breach_ends_when_the_average_falls(self) -> None:
+        got = kinds(run(CPU, cpu_series(*[1.0] * 41, *[0.0] * 41)))
+        assert got[40:62] == ["cpu"] * 20 + ["ok"] * 2  # 1.0 × 5 s / 10 s is not over 50%
+
+    def test_history_keeps_one_window(self) -> None:
+        history = History()
+        for sample in cpu_series(*[1.0] * 1000):
+            _, history = evaluate(sample, CPU, history)
+        assert len(history.cpu) == WINDOW_SAMPLES + 1
+        assert history.cpu[0] == (history.cpu[-1][0] - CPU_WINDOW, 1.0)
+        assert history.cpu[-1] == (100.0 + 999 * SAMPLE_PERIOD, 1.0)
+
+    def test_history_keeps_the_sample_that_opens_the_window(self) -> None:
+        _, h = evaluate(s(cpu=0.0, at=0.0), CPU, History())
+        _, h = evaluate(s(cpu=1.0, at=4.0), CPU, h)
+        _, h = evaluate(s(cpu=1.0, at=12.0), CPU, h)
+        assert h.cpu == ((0.0, 0.0), (4.0, 1.0), (12.0, 1.0))  # 0.0 opens (2, 12]
+        _, h = evaluate(s(cpu=1.0, at=14.5), CPU, h)
+        assert h.cpu == ((4.0, 1.0), (12.0, 1.0), (14.5, 1.0))
+
+    def test_no_cpu_limit_keeps_no_samples(self) -> None:
+        _, h = evaluate(s(cpu=9.0, rss=300 * MiB, at=1.0), MEM, History())
+        assert h.cpu == ()
 
     @pytest.mark.parametrize(
         ("cores", "text"), [(0.5, "50%"), (1.5, "150%"), (0.25, "25%"), (1 / 3, "33.3%")]
@@ -176,15 +274,20 @@ class TestSeveralKinds:
 
     def test_memory_wins_over_processes_and_cpu(self) -> None:
         hot = s(rss=300 * MiB, cpu=2.0, processes=40)
-        history = History(memory_over=1, processes_over=1, cpu_since=0.0)
+        history = History(memory_over=1, processes_over=1, cpu=((10.0, 0.0),))
         verdict, new = evaluate(
             Sample(hot.rss, hot.cpu, hot.processes, hot.open_files, at=20.0), ALL, history
         )
         assert verdict == Breach("memory", "memory limit 256MiB exceeded (rss 300MiB)")
-        assert new == History(memory_over=2, processes_over=2, cpu_since=0.0)
+        assert new == History(memory_over=2, processes_over=2, cpu=((10.0, 0.0), (20.0, 2.0)))
+
+    def test_cpu_breaches_alone(self) -> None:
+        history = History(memory_over=1, processes_over=1, cpu=((10.0, 0.0),))
+        verdict, _ = evaluate(s(rss=100 * MiB, cpu=2.0, processes=4, at=20.0), ALL, history)
+        assert verdict == Breach("cpu", "cpu 50% exceeded: 200% average over 10s")
 
     def test_processes_win_over_cpu(self) -> None:
-        history = History(processes_over=1, cpu_since=0.0)
+        history = History(processes_over=1, cpu=((10.0, 0.0),))
         verdict, _ = evaluate(s(cpu=2.0, processes=40, at=20.0), ALL, history)
         assert verdict == Breach("processes", "processes limit 16 exceeded (40)")
 
