@@ -147,6 +147,7 @@ class Face:
             on_read_resource=self._read_resource,
             on_list_prompts=self._list_prompts,
             on_get_prompt=self._get_prompt,
+            on_completion=self._complete,
             on_subscriptions_listen=self._listen,
         )
         self.server.middleware = []
@@ -233,10 +234,17 @@ class Face:
                 UnknownResource.code, f"Resource not found: {name}", {"uri": name}
             ) from None
 
-    async def _forward(self, ctx: Ctx, route: Route, method: str, key: str) -> Any:
+    async def _forward(
+        self, ctx: Ctx, route: Route, method: str, key: str, within: str | None = None
+    ) -> Any:
+        """Send the request's own params to ``route.server`` with ``key`` (of the ``within``
+        member, when given) renamed to the server's name for it."""
         raw: Mapping[str, Any] = ctx.params or {}
         params = {k: v for k, v in raw.items() if k != "_meta"}
-        params[key] = route.name
+        if within is None:
+            params[key] = route.name
+        else:
+            params[within] = {**params[within], key: route.name}
         meta = raw.get("_meta")
         if not isinstance(meta, Mapping):
             meta = None
@@ -261,6 +269,16 @@ class Face:
     async def _read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> Any:
         route = self._route(self.link.router.resolve_resource, params.uri)
         return await self._forward(ctx, route, "resources/read", "uri")
+
+    async def _complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> Any:
+        """``completion/complete``: to the server of the prompt or resource template named
+        by ``ref`` (a server without completions answers with its own error)."""
+        ref = params.ref
+        if isinstance(ref, types.PromptReference):
+            route = self._route(self.link.router.resolve_prompt, ref.name)
+            return await self._forward(ctx, route, "completion/complete", "name", "ref")
+        route = self._route(self.link.router.resolve_template, ref.uri)
+        return await self._forward(ctx, route, "completion/complete", "uri", "ref")
 
     # -- list changes ---------------------------------------------------------------------
 

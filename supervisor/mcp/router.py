@@ -355,6 +355,16 @@ class Router:
             raise UnknownResource(uri, scope)
         return Route(server, uri)
 
+    def resolve_template(self, scope: str | None, uri_template: str) -> Route:
+        """The server of a ``ref/resource`` (``completion/complete``): the owner of the listed
+        template with exactly that text, else as :meth:`resolve_resource` (a listed resource,
+        or a template matching it as a URI). Raises UnknownServer, UnknownResource."""
+        if scope is None:
+            hit = self._aggregate["resourceTemplates"].index.get(uri_template)
+            if hit is not None:
+                return hit[1]
+        return self.resolve_resource(scope, uri_template)
+
     def fingerprint(self, scope: str | None, kind: ListKind | None = None) -> str:
         """A digest that changes iff the listing of ``kind`` (all four if None) in ``scope`` does.
 

@@ -190,6 +190,38 @@ def test_calls_resources_prompts_and_progress(env: Env, mode: str, path: str, pr
     run(body)
 
 
+@pytest.mark.parametrize(
+    ("mode", "path", "prefix"),
+    [(m, p, x) for m in MODES for p, x in [("/mcp", "echo__"), ("/mcp/echo", "")]],
+)
+def test_completion_reaches_the_server_of_the_prompt(
+    env: Env, mode: str, path: str, prefix: str
+) -> None:
+    async def body() -> None:
+        async with Client(env.front.url(path), mode=mode) as c:
+            assert c.server_capabilities.completions is not None
+            ref = types.PromptReference(type="ref/prompt", name=prefix + "greet")
+            done = await c.complete(ref, {"name": "name", "value": "al"})
+            assert done.completion.values == ["alice", "alfred"]
+            assert done.completion.total == 2
+            with pytest.raises(MCPError) as err:  # the server's own error, passed through
+                await c.complete(
+                    types.ResourceTemplateReference(type="ref/resource", uri="echo://readme"),
+                    {"name": "x", "value": ""},
+                )
+            assert err.value.code == types.INVALID_PARAMS
+            assert "no completions" in err.value.message
+            with pytest.raises(MCPError) as err:  # no such prompt: named, not forwarded
+                await c.complete(
+                    types.PromptReference(type="ref/prompt", name=prefix + "nope"),
+                    {"name": "x", "value": ""},
+                )
+            assert err.value.code == types.INVALID_PARAMS
+            assert f"Unknown prompt: {prefix}nope" in err.value.message
+
+    run(body)
+
+
 def test_progress_goes_to_the_call_that_asked(env: Env) -> None:
     """Clients pick their progress tokens independently (the SDK's are request ids, equal
     across clients); concurrent calls must still each get exactly their own reports."""

@@ -68,6 +68,15 @@ class TestWorker:
                 "mcp", "prompts/get", {"name": "greet", "arguments": {"name": "Ada"}}
             )
             assert prompt["messages"][0]["content"] == text("Hello, Ada!")
+            done = await h.request(
+                "mcp",
+                "completion/complete",
+                {
+                    "ref": {"type": "ref/prompt", "name": "greet"},
+                    "argument": {"name": "name", "value": "a"},
+                },
+            )
+            assert done["completion"]["values"] == ["ada", "alan"]
             assert await h.request("mcp", "ping") == {}
             # progress: the server's reports, under the caller's token, before the answer
             done = await call(h, "slow", {"progressToken": "t1"}, seconds=0.3)

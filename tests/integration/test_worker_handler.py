@@ -133,7 +133,7 @@ class TestCalls:
         cases: list[tuple[str, dict[str, Any], int, str, Any]] = [
             ("tools/call", {"name": "nope"}, -32602, "Unknown tool: nope", None),
             ("resources/read", {"uri": "x://y"}, -32002, "Resource not found", {"uri": "x://y"}),
-            ("completion/complete", {}, -32601, "Method not found: completion/complete", None),
+            ("logging/setLevel", {}, -32601, "Method not found: logging/setLevel", None),
             ("prompts/get", {"name": 7}, -32602, "Unknown prompt: 7", None),
         ]
         async with echo_harness(tmp_path, mode) as h:

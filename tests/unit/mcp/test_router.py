@@ -275,6 +275,26 @@ class TestResources:
         else:
             assert r.resolve_resource(None, uri) == Route(server, uri)
 
+    def test_a_completion_reference_names_a_template_by_its_text(self) -> None:
+        def t(*templates: str) -> tuple[dict[str, Any], ...]:
+            return tuple({"uriTemplate": x, "name": x} for x in templates)
+
+        r = Router(
+            [
+                Catalog("files", resource_templates=t("file:///{+path}")),
+                Catalog("notes", resource_templates=t("note://{id}")),
+                Catalog("other", resources=({"uri": "file:///listed", "name": "l"},)),
+            ]
+        )
+        assert r.resolve_template(None, "note://{id}") == Route("notes", "note://{id}")
+        assert r.resolve_template(None, "file:///{+path}") == Route("files", "file:///{+path}")
+        assert r.resolve_template(None, "file:///listed") == Route("other", "file:///listed")
+        assert r.resolve_template("notes", "anything") == Route("notes", "anything")
+        with pytest.raises(UnknownResource):
+            r.resolve_template(None, "mail://{box}")
+        with pytest.raises(UnknownServer):
+            r.resolve_template("nope", "note://{id}")
+
     def test_template_problems(self) -> None:
         templates = (
             {"uriTemplate": "x://{a"},
