@@ -6,8 +6,14 @@ through ``mcp-proxy``, with the official SDK client.
 (a) direct: the SDK client launches the server and talks to it over stdio (the baseline);
 (b) spctl: the server as a ``command:`` extension of a real ``spctl serve``, called on the MCP
     front's ``/mcp/time`` over Streamable HTTP (client → front → core → worker → stdio server);
-(c) mcp-proxy 0.13.0 (a popular stdio→HTTP bridge) in front of the same server, called on its
+(c) ``spctl mcp time`` launched by the SDK client as its stdio server (the same transport as
+    the baseline: client → ``spctl mcp`` → core → worker → stdio server);
+(d) mcp-proxy 0.13.0 (a popular stdio→HTTP bridge) in front of the same server, called on its
     Streamable HTTP endpoint (``/mcp``; it also serves SSE on ``/sse``).
+
+Then, target by target, the CPU each process on the path spends per call (psutil, over
+``DECOMPOSE`` sequential calls): where the time goes, and what no bridge built on the SDK's
+client and server can avoid.
 
 Both published packages live in venvs of their own under ``.venv/test-cache`` (the recipe of
 ``tests/integration/test_stdio_servers.py``); when one cannot be installed or started, its row
@@ -36,11 +42,12 @@ from statistics import median
 from typing import Any
 
 import anyio
+import psutil
 from mcp import Client, StdioServerParameters
 
 from tests.bench._table import print_table
 from tests.bench.bench_mcp import ms, p99, spctl
-from tests.helpers import REPO, wait_for
+from tests.helpers import REPO, SPCTL, wait_for
 
 __all__ = ["main"]
 
@@ -55,6 +62,8 @@ SEQUENTIAL = 150  # timed calls per target
 CALLERS = 8
 PER_CALLER = 10  # calls per caller in a burst
 BURSTS = 5  # per target
+DECOMPOSE = 150  # sequential calls per target while the processes' CPU is measured
+ROLES = ("client", "bridge", "core", "worker", "server")
 RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 
@@ -129,6 +138,9 @@ class Target:
     latencies: list[float] = field(default_factory=list)
     rates: list[float] = field(default_factory=list)
     version: str = ""
+    roles: dict[str, tuple[str, str]] = field(default_factory=dict)  # see _processes
+    cpu: dict[str, float] = field(default_factory=dict)  # role → CPU seconds per call
+    alone: list[float] = field(default_factory=list)  # latencies while decomposing
 
     async def call(self, c: Client) -> None:
         result = await c.call_tool(TOOL, ARGS)
@@ -144,6 +156,51 @@ class Target:
             for c in self.many:
                 tg.start_soon(caller, c)
         self.rates.append(CALLERS * PER_CALLER / (time.perf_counter() - t0))
+
+
+def _processes(roles: dict[str, tuple[str, str]]) -> dict[str, psutil.Process]:
+    """Our descendants by role: role → (a part of the start of its command line — the
+    interpreter and the script or module, not the arguments —, the role of its parent or
+    ``"us"``), so the same server run by several targets is told apart."""
+    found: dict[str, psutil.Process] = {"us": psutil.Process()}
+    for _ in roles:  # parents before children, whatever the order of ``roles``
+        for role, (marker, parent) in roles.items():
+            if role in found or parent not in found:
+                continue
+            for proc in found[parent].children(recursive=parent != "us"):
+                try:
+                    if marker in " ".join(proc.cmdline()[:4]):
+                        found[role] = proc
+                        break
+                except psutil.Error:
+                    continue
+    del found["us"]
+    return found
+
+
+def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    out = {"client": time.process_time()}
+    for role, proc in procs.items():
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        out[role] = t.user + t.system
+    return out
+
+
+async def decompose(targets: list[Target]) -> None:
+    """Per target (not interleaved): CPU per call of each process on its path."""
+    for t in targets:
+        assert t.one is not None
+        procs = _processes(t.roles)
+        before = _cpu(procs)
+        for _ in range(DECOMPOSE):
+            t0 = time.perf_counter()
+            await t.call(t.one)
+            t.alone.append(time.perf_counter() - t0)
+        after = _cpu(procs)
+        t.cpu = {r: (after[r] - before[r]) / DECOMPOSE for r in before if r in after}
 
 
 async def compare(targets: list[Target]) -> None:
@@ -170,6 +227,7 @@ async def compare(targets: list[Target]) -> None:
         for r in range(BURSTS):
             for t in targets[r % len(targets) :] + targets[: r % len(targets)]:
                 await t.burst()
+        await decompose(targets)
 
 
 def main() -> None:
@@ -181,12 +239,24 @@ def main() -> None:
     proxy_bin = published(PROXY_PKG, PROXY_VENV)
     entry: dict[str, Any] = {"name": "time", "type": "local", "command": server}
     direct = Target("direct stdio", StdioServerParameters(command=server[0], args=server[1:]))
+    direct.roles = {"server": ("mcp-server-time", "us")}
     targets = [direct]
     proxy_note = ""
+    hosted = {
+        "core": ("spctl serve", "us"),
+        "worker": ("-m worker", "core"),
+        "server": ("mcp-server-time", "worker"),
+    }
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         url = stack.enter_context(spctl(Path(tmp), [entry]))
         via = Target("spctl /mcp/time", f"{url}/time")
-        targets.append(via)
+        via.roles = {"bridge": ("supervisor.mcp.front", "core"), **hosted}
+        env = {**os.environ, "SPCTL_SOCKET": str(Path(tmp) / "run" / "control.sock")}
+        stdio = Target(
+            "spctl mcp time", StdioServerParameters(command=SPCTL, args=["mcp", "time"], env=env)
+        )
+        stdio.roles = {"bridge": ("spctl mcp", "us"), **hosted}
+        targets += [via, stdio]
         if isinstance(proxy_bin, str):
             proxy_note = proxy_bin
         else:
@@ -194,7 +264,12 @@ def main() -> None:
                 proxy_url = stack.enter_context(
                     mcp_proxy(proxy_bin / "mcp-proxy", server, Path(tmp) / "proxy.log")
                 )
-                targets.append(Target("mcp-proxy 0.13.0 /mcp", proxy_url))
+                proxied = Target("mcp-proxy 0.13.0 /mcp", proxy_url)
+                proxied.roles = {
+                    "bridge": ("bin/mcp-proxy", "us"),
+                    "server": ("mcp-server-time", "bridge"),
+                }
+                targets.append(proxied)
             except (OSError, RuntimeError, AssertionError) as e:
                 proxy_note = f"mcp-proxy did not start: {e}"
         anyio.run(compare, targets)
@@ -207,7 +282,7 @@ def main() -> None:
     rows = []
     for t in targets:
         a50, a99, rate = median(t.latencies), p99(t.latencies), median(t.rates)
-        goal = "≤ 1.5×" if t is via else ""
+        goal = "≤ 1.5×" if t in (via, stdio) else ""
         rows.append(
             [
                 f"{t.name} ({t.version})",
@@ -233,6 +308,18 @@ def main() -> None:
             *("throughput", "thr. / direct", "goal"),
         ],
         rows,
+    )
+    decomposed = []
+    for t in targets:
+        total = sum(t.cpu.values())
+        cells = [ms(t.cpu[r]) if r in t.cpu else "—" for r in ROLES]
+        decomposed.append([t.name, ms(median(t.alone)), *cells, ms(total)])
+    print_table(
+        f"where a call's time goes: CPU per call of each process on the path "
+        f"({DECOMPOSE} sequential calls per target, one target at a time; client = the "
+        f"benchmark's SDK client; bridge = the MCP front, `spctl mcp` or mcp-proxy)",
+        ["path", "p50", *(f"{r} CPU" for r in ROLES), "CPU total"],
+        decomposed,
     )
 
 
