@@ -24,11 +24,18 @@ def mcp(
         ),
     ] = None,
     sock: SocketOpt = None,
+    reconnect: Annotated[
+        bool,
+        typer.Option(
+            help="When the supervisor goes away (a restart), keep serving and reconnect; "
+            "--no-reconnect exits 1 instead."
+        ),
+    ] = True,
 ) -> None:
     """Serve MCP over stdin/stdout (for a desktop client such as Claude Desktop).
 
-    Exit codes: 0 the client closed stdin; 1 no such MCP server, or the supervisor went away;
-    3 no supervisor is running.
+    Exit codes: 0 the client closed stdin; 1 no such MCP server, or the supervisor went away
+    (with --no-reconnect); 3 no supervisor is running.
     """
     import anyio
 
@@ -36,4 +43,4 @@ def mcp(
     from supervisor.mcp.stdio import serve_stdio
 
     configure(json=None)  # to stderr: stdout is the MCP wire
-    raise typer.Exit(anyio.run(serve_stdio, sock or client_socket_path(), server))
+    raise typer.Exit(anyio.run(serve_stdio, sock or client_socket_path(), server, reconnect))

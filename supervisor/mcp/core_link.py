@@ -14,8 +14,11 @@ clients may well both pick token ``1`` for calls in flight at once; the core pus
 call that asked. Cancelling the awaiting task makes the Channel send ``$cancel``, which the
 core turns into a cancel of the worker's handler.
 
-When the control connection ends the link is done (:meth:`run` returns the reason): the front
-is the core's child and is restarted with it, so it never outlives the socket it serves.
+When the control connection ends, :meth:`run` returns the reason. The HTTP front is the core's
+child and is restarted with it, so it ends there. ``spctl mcp`` (launched by a desktop client,
+which would not relaunch it) calls :meth:`run` again until it reconnects: each run is a new
+connection, the last routing table is kept meanwhile (calls fail at once with "unreachable"),
+and the first fetch of the new core announces only what really changed.
 """
 
 from __future__ import annotations
@@ -84,12 +87,16 @@ class CoreLink:
         self.router = Router()
         self.version = -1
         self._advertised: dict[str, Mapping[str, Any]] = {}
-        self._channel = Channel(
-            {"ping": lambda: "pong"}, name="front", on_notification=self._on_notification
-        )
+        self._channel = self._new_channel()
+        self._runs = 0
         self._dirty = asyncio.Event()
         self._progress: dict[int, asyncio.Queue[Any]] = {}
         self._tokens = itertools.count(1)
+
+    def _new_channel(self) -> Channel:
+        return Channel(
+            {"ping": lambda: "pong"}, name="front", on_notification=self._on_notification
+        )
 
     @property
     def closed(self) -> bool:
@@ -107,8 +114,14 @@ class CoreLink:
         until the connection ends. Returns why it ended.
 
         Raises OSError when the socket cannot be reached, RpcError/TimeoutError when the core
-        refuses the subscription or the first fetch (nothing is started then).
+        refuses the subscription or the first fetch (nothing is started then). May be called
+        again once it has returned: a new connection (to a restarted core, say).
         """
+        if self._runs:
+            self._channel.close("reconnecting")
+            self._channel = self._new_channel()
+            self._dirty.clear()
+        self._runs += 1
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
@@ -117,8 +130,12 @@ class CoreLink:
         except BaseException:
             sock.close()
             raise
-        await self._channel.request("mcp_watch", timeout=_FETCH_TIMEOUT)
-        await self._refresh()
+        try:
+            await self._channel.request("mcp_watch", timeout=_FETCH_TIMEOUT)
+            await self._refresh()
+        except BaseException:
+            self._channel.close("no catalogs")
+            raise
         task_status.started()
         refresher = asyncio.ensure_future(self._refresher())
         try:

@@ -15,8 +15,14 @@ control connection ends we must stop at once, and a thread blocked in ``readline
 neither be cancelled nor let the interpreter exit. (A stdin that is not a pipe, e.g. a
 regular file, falls back to the SDK's reader; its reads never block for long.)
 
+The supervisor going away (``systemctl restart spctl``) does not end the session: a desktop
+client would not start its server again. ``spctl mcp`` keeps serving the last known listing,
+answers calls with "the spctl supervisor is unreachable", reconnects with backoff (0.1 s
+doubling to 2 s) and then tells the client what changed, if anything (``list_changed``).
+``--no-reconnect`` exits instead.
+
 Exit codes (as the other verbs): 0 the client closed stdin; 1 no such MCP server, or the
-supervisor went away while serving; 3 no supervisor answered at start.
+supervisor went away while serving with ``--no-reconnect``; 3 no supervisor answered at start.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import cast
 
 import anyio
 import structlog
+from anyio.abc import TaskGroup
 from mcp.server.stdio import stdio_server
 
 from supervisor.mcp.core_link import CoreLink
@@ -46,6 +53,8 @@ EXIT_UNKNOWN_SERVER = 1
 EXIT_GONE = 1
 EXIT_NOT_RUNNING = 3
 _MAX_LINE = 64 * 1024 * 1024  # one JSON-RPC message; past this the client is cut off
+RECONNECT_FIRST = 0.1
+RECONNECT_MAX = 2.0
 
 
 def _say(message: str) -> None:
@@ -88,11 +97,11 @@ async def _pipe_stdin() -> _PipeLines | None:
     return _PipeLines(reader)
 
 
-async def serve_stdio(socket_path: Path, scope: str | None) -> int:
+async def serve_stdio(socket_path: Path, scope: str | None, reconnect: bool = True) -> int:
     """Serve ``scope``'s MCP face on stdin/stdout until the client closes stdin; the exit code.
 
     Problems are told on stderr: no supervisor (3), no MCP server named ``scope`` (1), the
-    supervisor gone while serving (1).
+    supervisor gone while serving (reconnects; with ``reconnect=False``: exits 1).
     """
     link = CoreLink(socket_path)
     code = 0
@@ -132,11 +141,18 @@ async def serve_stdio(socket_path: Path, scope: str | None) -> int:
 
             async def watch_link() -> None:
                 nonlocal code
-                reason = await link.wait_closed()
-                if not done:
-                    _say(f"the supervisor went away ({reason}); exiting")
-                    code = EXIT_GONE
-                    serving.cancel()
+                while True:
+                    reason = await link.wait_closed()
+                    if done:
+                        return
+                    if not reconnect:
+                        _say(f"the supervisor went away ({reason}); exiting")
+                        code = EXIT_GONE
+                        serving.cancel()
+                        return
+                    _say(f"the supervisor went away ({reason}); reconnecting")
+                    await _relink(link, socket_path, tg)
+                    _say(f"reconnected to the supervisor on {socket_path}")
 
             tg.start_soon(watch_link)
             # The transport only iterates stdin's lines, which is all a pipe reader offers.
@@ -151,3 +167,16 @@ async def serve_stdio(socket_path: Path, scope: str | None) -> int:
         link.close()
         tg.cancel_scope.cancel()
     return code
+
+
+async def _relink(link: CoreLink, socket_path: Path, tg: TaskGroup) -> None:
+    """Run the link again until it connects (its table is then current again)."""
+    delay = RECONNECT_FIRST
+    while True:
+        try:
+            await tg.start(link.run)
+            return
+        except (OSError, TimeoutError, RpcError) as exc:
+            log.debug("reconnect failed", socket=str(socket_path), error=str(exc))
+        await anyio.sleep(delay)
+        delay = min(delay * 2, RECONNECT_MAX)

@@ -206,9 +206,9 @@ def test_no_supervisor_exits_3(tmp_path: Path) -> None:
     assert "no supervisor on" in err and "spctl serve" in err
 
 
-def test_supervisor_going_away_exits_1(tmp_path: Path) -> None:
+def test_supervisor_going_away_exits_1_with_no_reconnect(tmp_path: Path) -> None:
     serve, _ = start_serve(tmp_path, ("solo",))
-    proc = spctl_mcp(serve.socket)
+    proc = spctl_mcp(serve.socket, "--no-reconnect")
     try:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(json.dumps(INIT) + "\n")
@@ -224,3 +224,53 @@ def test_supervisor_going_away_exits_1(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def test_a_restarted_supervisor_is_reconnected_and_changes_announced(tmp_path: Path) -> None:
+    """``systemctl restart spctl`` under a desktop client: the session lives on; calls fail
+    clearly while the supervisor is away, work again once it is back, and the client hears
+    that the tools changed (the new supervisor has one more server)."""
+    first, markers = start_serve(tmp_path, ("solo",))
+    params = StdioServerParameters(
+        command=SPCTL, args=["mcp"], env={"SPCTL_SOCKET": str(first.socket)}
+    )
+
+    async def body() -> None:
+        heard = anyio.Event()
+
+        async def on_message(message: Any) -> None:
+            if isinstance(message, types.ToolListChangedNotification):
+                heard.set()
+
+        async with Client(params, mode="legacy", message_handler=on_message) as c:
+            assert "solo__echo" in names(await c.list_tools())
+            await anyio.to_thread.run_sync(first.kill)
+            with pytest.raises(MCPError) as err:
+                await c.call_tool("solo__echo", {"text": "anyone?"})
+            assert "the spctl supervisor is unreachable" in err.value.message
+            assert "solo__echo" in names(await c.list_tools())  # the last listing is kept
+            extensions = make_extensions(
+                tmp_path,
+                [],
+                [
+                    server_entry("solo", "mcp_echo", config={"markers": str(markers["solo"])}),
+                    server_entry("extra", "mcp_echo", config={"markers": str(markers["solo"])}),
+                ],
+            )
+            second = Serve(tmp_path, extensions, first.socket)
+            second.log_path = tmp_path / "serve2.log"
+            try:
+                await anyio.to_thread.run_sync(second.start)
+                await anyio.to_thread.run_sync(second.wait_state, "extra", "running")
+                with anyio.fail_after(20):
+                    await heard.wait()
+                assert "extra__echo" in names(await c.list_tools())
+                result = await c.call_tool("solo__echo", {"text": "back"})
+                assert result.content[0].text == "back"  # type: ignore[union-attr]
+            finally:
+                await anyio.to_thread.run_sync(second.kill)
+
+    try:
+        anyio.run(body)
+    finally:
+        first.kill()
