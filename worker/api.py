@@ -40,6 +40,7 @@ __all__ = [
     "prompts_changed",
     "report_progress",
     "request_meta",
+    "resource_updated",
     "resources_changed",
     "spawn_argv",
     "tools_changed",
@@ -113,12 +114,31 @@ CURRENT_CALL: ContextVar[CallContext | None] = ContextVar("spctl_current_call", 
 """Set by the worker around each call; copied into the thread of a sync handler."""
 
 _catalog_listener: Callable[[], None] | None = None
+_resource_listener: Callable[[str], None] | None = None
 
 
 def set_catalog_listener(listener: Callable[[], None] | None) -> None:
     """For the worker: the thread-safe callable :func:`catalog_changed` invokes."""
     global _catalog_listener
     _catalog_listener = listener
+
+
+def set_resource_listener(listener: Callable[[str], None] | None) -> None:
+    """For the worker: the thread-safe callable :func:`resource_updated` invokes."""
+    global _resource_listener
+    _resource_listener = listener
+
+
+def resource_updated(uri: str) -> None:
+    """MCP ``notifications/resources/updated``: the resource at ``uri`` changed. The clients
+    subscribed to it are told (spctl keeps the subscriptions; a ``resources/subscribe`` still
+    reaches the handler, which may answer or refuse it). Callable from any thread; a no-op
+    outside a worker. Raises TypeError when ``uri`` is not a string."""
+    if not isinstance(uri, str):
+        raise TypeError(f"resource_updated: uri must be a string, not {type(uri).__name__}")
+    listener = _resource_listener
+    if listener is not None:
+        listener(uri)
 
 
 def report_progress(

@@ -21,6 +21,7 @@ import structlog
 from supervisor import __version__
 from supervisor.config import load_registry
 from supervisor.core.reload import plan
+from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner, run_guarded
 from supervisor.core.states import State
 from supervisor.mcp.router import Catalog, Router
@@ -47,6 +48,9 @@ class ControlApi:
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
         self._reload_lock = anyio.Lock()
+        self.relay = ResourceRelay(sup)
+        self.server_up = self.relay.server_up
+        self.resource_updated = self.relay.resource_updated
 
     def handlers(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -308,7 +312,13 @@ class ControlApi:
         params: dict[str, Any] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> Any:
-        """Forward one MCP request to ``server``'s worker; progress comes back on ``channel``."""
+        """Forward one MCP request to ``server``'s worker; progress comes back on ``channel``.
+        Resource (un)subscriptions are the relay's (see resource_relay)."""
+        if method in SUBSCRIPTION_METHODS:
+            runner = self.runner(server)
+            if runner.ext.kind != "server":
+                raise RpcError(REFUSED, f"{server} is a module, not an MCP server")
+            return await self.relay.request(channel, runner, method, params or {})
 
         def progress(params: list[Any]) -> None:
             with contextlib.suppress(ChannelClosed):

@@ -65,6 +65,7 @@ class RunnerContext:
     health: HealthSettings = field(default_factory=HealthSettings)
     on_transition: Callable[[str, Transition], None] | None = None
     on_catalog: Callable[[str], None] | None = None  # an MCP server's catalog changed
+    on_resource_updated: Callable[[str, str], None] | None = None  # (server, uri)
     cgroup_for: Callable[[Extension], WorkerCgroup | None] | None = None
     kill_tree: Callable[[int], None] | None = None  # SIGKILL a pid's whole process tree
 
@@ -559,6 +560,9 @@ class Runner:
             self.catalog = payload
             if self.ctx.on_catalog is not None:
                 self.ctx.on_catalog(self.name)
+        elif method == "resource_updated" and params and isinstance(params[0], str):
+            if self.ctx.on_resource_updated is not None:
+                self.ctx.on_resource_updated(self.name, params[0])
         elif method == "progress" and params:
             push = self._progress.get(params[0])
             if push is not None:

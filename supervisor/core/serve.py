@@ -94,6 +94,7 @@ class Supervisor:
             on_transition=self._on_transition,
             cgroup_for=self.limits.cgroup_for,
             on_catalog=self._catalog_changed,
+            on_resource_updated=lambda name, uri: self.api.resource_updated(name, uri),
             kill_tree=self.limits.kill_tree,
         )
         self.runners: dict[str, Runner] = {}
@@ -164,6 +165,8 @@ class Supervisor:
             and State.RUNNING in (tr.from_, tr.to)
         ):
             self._catalog_changed(name)
+            if tr.to is State.RUNNING:
+                self.api.server_up(runner)  # a new worker: it hears the subscriptions again
 
     def _catalog_changed(self, name: str) -> None:
         """Tell MCP faces (``mcp_watch``) that the set of catalogs changed."""

@@ -7,6 +7,11 @@ re-fetches, so a burst of changes costs one or two fetches, never one each. Ever
 a new immutable :class:`Router`, swapped in whole (unchanged servers keep their validated
 tables); ``on_change(old, new)`` then lets the faces tell their clients what changed.
 
+Resource subscriptions: the link holds every subscription of the front's clients
+(:class:`Subscriptions`) and sends the core one ``resources/subscribe`` per ``(server, uri)``
+(and the unsubscribe when its last client leaves), again after a reconnect; the core's
+``resource_updated`` [server, uri] goes to ``on_resource_updated``.
+
 A call is ``mcp(server, method, params, meta)`` on the same Channel; the core forwards it to the
 server's worker. Progress tokens are replaced by ones unique to this link, because two MCP
 clients may well both pick token ``1`` for calls in flight at once; the core pushes ``progress``
@@ -24,9 +29,10 @@ and the first fetch of the new core announces only what really changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from supervisor.mcp.router import Catalog, Router
+from supervisor.mcp.subscriptions import Subscriptions
 from worker.channel import Channel, ChannelClosed
 from worker.rpc import RpcError
 
@@ -84,6 +91,8 @@ class CoreLink:
     ) -> None:
         self.socket_path = socket_path
         self.on_change = on_change
+        self.on_resource_updated: Callable[[str, str], None] | None = None
+        self.subs = Subscriptions()
         self.router = Router()
         self.version = -1
         self._advertised: dict[str, Mapping[str, Any]] = {}
@@ -133,6 +142,13 @@ class CoreLink:
         try:
             await self._channel.request("mcp_watch", timeout=_FETCH_TIMEOUT)
             await self._refresh()
+            for server, uri in self.subs.wanted():  # a new core: it hears them all again
+                try:
+                    await self._upstream(server, "resources/subscribe", uri)
+                except RpcError as exc:
+                    if isinstance(exc, ChannelClosed):
+                        raise
+                    log.info("resubscribe refused", server=server, uri=uri, error=exc.message)
         except BaseException:
             self._channel.close("no catalogs")
             raise
@@ -184,6 +200,31 @@ class CoreLink:
             raise result
         return result
 
+    async def subscribe(self, client: Hashable, server: str, uri: str) -> None:
+        """``client`` wants ``resources/updated`` for ``uri`` of ``server``.
+
+        Raises RpcError (the core refused: no such server), ChannelClosed (no core)."""
+        if self.subs.add(client, server, uri):
+            try:
+                await self._upstream(server, "resources/subscribe", uri)
+            except BaseException:
+                self.subs.remove(client, server, uri)
+                raise
+
+    async def unsubscribe(self, client: Hashable, server: str, uri: str) -> None:
+        if self.subs.remove(client, server, uri):
+            with contextlib.suppress(RpcError):  # ChannelClosed too: the core forgot it anyway
+                await self._upstream(server, "resources/unsubscribe", uri)
+
+    async def drop(self, client: Hashable) -> None:
+        """``client`` went away: forget its subscriptions."""
+        for server, uri in self.subs.drop(client):
+            with contextlib.suppress(RpcError):
+                await self._upstream(server, "resources/unsubscribe", uri)
+
+    async def _upstream(self, server: str, method: str, uri: str) -> None:
+        await self._channel.request("mcp", server, method, {"uri": uri}, {}, timeout=_FETCH_TIMEOUT)
+
     async def is_server(self, name: str) -> bool:
         """Whether the core runs an MCP server extension of that name, in any state (one
         without a catalog now, because it is stopped or failed, still has its endpoint).
@@ -211,6 +252,10 @@ class CoreLink:
             queue = self._progress.get(params[0]) if isinstance(params[0], int) else None
             if queue is not None:
                 queue.put_nowait(params[1:4])
+        elif method == "resource_updated" and len(params) >= 2:
+            server, uri = params[0], params[1]
+            if isinstance(server, str) and isinstance(uri, str) and self.on_resource_updated:
+                self.on_resource_updated(server, uri)
         elif method == "catalogs":
             version = params[0] if params and isinstance(params[0], int) else None
             if version is None or version != self.version:

@@ -16,6 +16,12 @@ Change announcements: a 2026-07-28 client gets them on its ``subscriptions/liste
 stream. The SDK keeps no public handle on a session's connection, so the one place that
 needs it (:meth:`Face._on_initialized`) reads the session's ``_connection``; without it,
 legacy sessions simply don't hear of changes.
+
+Resource subscriptions: a 2025-era session's ``resources/subscribe`` and a 2026-07-28
+listen stream's ``resourceSubscriptions`` are routed like a read (the URI's server) and held
+by the :class:`CoreLink` for that session or stream until it unsubscribes or ends. An update
+(:meth:`Face.resource_updated`) goes to the legacy sessions subscribed to it and onto the
+SDK's bus, whose listen streams deliver it to those that asked for that URI.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from mcp.server.subscriptions import (
     ListenHandler,
     PromptsListChanged,
     ResourcesListChanged,
+    ResourceUpdated,
     ServerEvent,
     ToolsListChanged,
 )
@@ -132,6 +139,7 @@ class Face:
         self.bus = InMemorySubscriptionBus()
         self._listen = ListenHandler(self.bus)
         self._legacy: set[Connection] = set()
+        self._subscribed: dict[Connection, set[tuple[str, str]]] = {}  # legacy sessions
         self._schemas: tuple[Router, dict[str, Any]] | None = None
         self.server = _FaceServer(
             "spctl" if scope is None else f"spctl/{scope}",
@@ -148,7 +156,9 @@ class Face:
             on_list_prompts=self._list_prompts,
             on_get_prompt=self._get_prompt,
             on_completion=self._complete,
-            on_subscriptions_listen=self._listen,
+            on_subscribe_resource=self._subscribe,
+            on_unsubscribe_resource=self._unsubscribe,
+            on_subscriptions_listen=self._listen_and_subscribe,
         )
         self.server.middleware = []
         self.server.add_notification_handler(
@@ -279,6 +289,64 @@ class Face:
             return await self._forward(ctx, route, "completion/complete", "name", "ref")
         route = self._route(self.link.router.resolve_template, ref.uri)
         return await self._forward(ctx, route, "completion/complete", "uri", "ref")
+
+    # -- resource subscriptions -----------------------------------------------------------
+
+    async def _subscribe(self, ctx: Ctx, params: types.SubscribeRequestParams) -> Any:
+        connection = getattr(ctx.session, "_connection", None)  # see the module docstring
+        if not isinstance(connection, Connection):
+            raise MCPError(INTERNAL_ERROR, "resources/subscribe needs a session")
+        route = self._route(self.link.router.resolve_resource, params.uri)
+        try:
+            await self.link.subscribe(connection, route.server, params.uri)
+        except RpcError as exc:
+            raise mcp_error(exc) from None
+        if connection not in self._subscribed:
+            self._subscribed[connection] = set()
+            connection.exit_stack.push_async_callback(self._session_ended, connection)
+        self._subscribed[connection].add((route.server, params.uri))
+        return {}
+
+    async def _unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> Any:
+        connection = getattr(ctx.session, "_connection", None)
+        held = self._subscribed.get(connection) if isinstance(connection, Connection) else None
+        for key in [k for k in held or () if k[1] == params.uri]:
+            assert held is not None
+            held.discard(key)
+            await self.link.unsubscribe(connection, *key)
+        return {}
+
+    async def _session_ended(self, connection: Connection) -> None:
+        self._subscribed.pop(connection, None)
+        with anyio.CancelScope(shield=True):
+            await self.link.drop(connection)
+
+    async def _listen_and_subscribe(
+        self, ctx: Ctx, params: types.SubscriptionsListenRequestParams
+    ) -> Any:
+        """The SDK's listen stream, with its resource subscriptions held while it lasts."""
+        stream = object()  # this stream's key in the link's subscriptions
+        try:
+            for uri in params.notifications.resource_subscriptions or ():
+                try:
+                    route = self.link.router.resolve_resource(self.scope, uri)
+                    await self.link.subscribe(stream, route.server, uri)
+                except (RouterError, RpcError) as exc:
+                    log.info("listen: resource not subscribed", uri=uri, error=str(exc))
+            return await self._listen(ctx, params)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.link.drop(stream)
+
+    async def resource_updated(self, server: str, uri: str) -> None:
+        """``uri`` of ``server`` changed: tell this scope's clients that subscribed to it."""
+        if self.scope is not None and self.scope != server:
+            return
+        await self.bus.publish(ResourceUpdated(uri=uri))
+        for connection, held in list(self._subscribed.items()):
+            if (server, uri) in held:
+                with anyio.move_on_after(_ANNOUNCE_TIMEOUT):
+                    await connection.send_resource_updated(uri)
 
     # -- list changes ---------------------------------------------------------------------
 

@@ -148,6 +148,7 @@ class Front:
         self.faces: dict[str | None, Face] = {}
         self._starting: dict[str | None, anyio.Event] = {}
         link.on_change = self.on_change
+        link.on_resource_updated = self.on_resource_updated
 
     def app(self, hosts: frozenset[bytes], token: bytes | None) -> ASGIApp:
         routes = [
@@ -179,6 +180,10 @@ class Front:
             del self._starting[scope]
             event.set()
         return face
+
+    def on_resource_updated(self, server: str, uri: str) -> None:
+        for face in list(self.faces.values()):
+            self.tg.start_soon(face.resource_updated, server, uri)
 
     def on_change(self, old: Router, new: Router) -> None:
         for scope, face in list(self.faces.items()):

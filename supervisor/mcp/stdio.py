@@ -135,6 +135,11 @@ async def serve_stdio(socket_path: Path, scope: str | None, reconnect: bool = Tr
                 tg.start_soon(face.announce, kinds)
 
         link.on_change = on_change
+
+        def on_resource_updated(server: str, uri: str) -> None:
+            tg.start_soon(face.resource_updated, server, uri)
+
+        link.on_resource_updated = on_resource_updated
         stdin = await _pipe_stdin()
         done = False
         with anyio.CancelScope() as serving:

@@ -360,6 +360,93 @@ def test_list_changed_reaches_a_legacy_session(env: Env) -> None:
     run(body)
 
 
+def _subscription_lines(env: Env, server: str) -> list[str]:
+    path = env.markers[server] / "subscriptions"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+def test_resource_updates_reach_subscribed_legacy_sessions(env: Env) -> None:
+    """Two sessions subscribe to the same URI on /mcp (its owner there: "changer"): the server
+    is asked once, both hear the update, and the server is told to stop when both are gone."""
+    uri = "echo://readme"
+    before = len(_subscription_lines(env, "changer"))
+
+    async def body() -> None:
+        heard = [anyio.Event(), anyio.Event()]
+
+        def handler(i: int) -> Callable[[Any], Awaitable[None]]:
+            async def on_message(message: Any) -> None:
+                if isinstance(message, types.ResourceUpdatedNotification):
+                    assert str(message.params.uri) == uri
+                    heard[i].set()
+
+            return on_message
+
+        async with (
+            Client(env.front.url(), mode="legacy", message_handler=handler(0)) as one,
+            Client(env.front.url(), mode="legacy", message_handler=handler(1)) as two,
+        ):
+            assert one.server_capabilities.resources is not None
+            assert one.server_capabilities.resources.subscribe
+            await one.subscribe_resource(uri)
+            await two.subscribe_resource(uri)
+            assert _subscription_lines(env, "changer")[before:] == [f"resources/subscribe {uri}"]
+            with anyio.fail_after(20):  # the standalone streams open in the background
+                while not all(e.is_set() for e in heard):
+                    await anyio.to_thread.run_sync(
+                        env.core, "mcp", "changer", "fixture/touch", {"uri": uri}, {}
+                    )
+                    with anyio.move_on_after(1):
+                        await heard[0].wait()
+                        await heard[1].wait()
+            with pytest.raises(MCPError) as err:
+                await one.subscribe_resource("nowhere://x")
+            assert err.value.code == -32002
+
+    run(body)
+    wait_for(
+        lambda: (
+            _subscription_lines(env, "changer")[before:]
+            == [f"resources/subscribe {uri}", f"resources/unsubscribe {uri}"]
+        ),
+        10,
+        "the server told to unsubscribe once both sessions are gone",
+    )
+
+
+def test_resource_updates_reach_a_listening_2026_client(env: Env) -> None:
+    uri = "echo://readme"
+    before = len(_subscription_lines(env, "echo"))
+
+    async def body() -> None:
+        async with (
+            Client(env.front.url("/mcp/echo")) as c,
+            c.listen(resource_subscriptions=[uri]) as sub,
+        ):
+            assert _subscription_lines(env, "echo")[before:] == [f"resources/subscribe {uri}"]
+            await anyio.to_thread.run_sync(
+                env.core, "mcp", "echo", "fixture/touch", {"uri": "echo://other"}, {}
+            )
+            await anyio.to_thread.run_sync(
+                env.core, "mcp", "echo", "fixture/touch", {"uri": uri}, {}
+            )
+            with anyio.fail_after(10):
+                event = await sub.__anext__()
+            assert type(event).__name__ == "ResourceUpdated"
+            assert event.uri == uri  # type: ignore[union-attr]  # not the unsubscribed one
+
+    run(body)
+    wait_for(
+        lambda: (
+            _subscription_lines(env, "echo")[before:]
+            == [f"resources/subscribe {uri}", f"resources/unsubscribe {uri}"]
+        ),
+        10,
+        "the server told to unsubscribe once the stream ended",
+    )
+
+
 # -- HTTP: routes and security ---------------------------------------------------------------
 
 INIT = json.dumps(

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from supervisor.control.client import ControlClient, RpcError
 from tests.helpers import Serve, make_extensions, serve_fixture, server_entry, wait_for
 
@@ -251,3 +253,39 @@ def test_a_lazy_server_that_cannot_start_is_left_stopped_without_restarts(
         out = s.spctl("call", "broken", "anything")  # a call still tries (and says why not)
         assert out.returncode == 1
         assert "broken" in out.stderr
+
+
+def _subscriptions(tmp_path: Path) -> list[str]:
+    path = tmp_path / "markers" / "subscriptions"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_resource_subscriptions_outlive_the_worker_and_end_with_the_channel(
+    tmp_path: Path,
+) -> None:
+    uri = "echo://readme"
+    with serve_fixture(tmp_path, [], [_echo(tmp_path)]) as s:
+        s.start()
+        pid = s.wait_state("echo", "running")["pid"]
+        with ControlClient(s.socket, timeout=10) as c, ControlClient(s.socket, timeout=10) as d:
+            assert c.call("mcp", "echo", "resources/subscribe", {"uri": uri}, {}) == {}
+            assert d.call("mcp", "echo", "resources/subscribe", {"uri": uri}, {}) == {}
+            assert _subscriptions(tmp_path) == [f"resources/subscribe {uri}"]  # told once
+            with pytest.raises(RpcError, match=r"params\.uri"):
+                c.call("mcp", "echo", "resources/subscribe", {}, {})
+            os.kill(pid, signal.SIGKILL)
+            wait_for(
+                lambda: _subscriptions(tmp_path) == [f"resources/subscribe {uri}"] * 2,
+                15,
+                "the restarted worker to be subscribed again",
+            )
+            s.call("mcp", "echo", "fixture/touch", {"uri": uri}, {})
+            note = next(c.notifications())
+            assert (note.method, note.params) == ("resource_updated", ["echo", uri])
+            assert d.call("mcp", "echo", "resources/unsubscribe", {"uri": uri}, {}) == {}
+            assert len(_subscriptions(tmp_path)) == 2  # c still wants it
+        wait_for(
+            lambda: _subscriptions(tmp_path)[-1] == f"resources/unsubscribe {uri}",
+            10,
+            "the last subscriber's channel closing to unsubscribe the server",
+        )

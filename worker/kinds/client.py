@@ -212,6 +212,8 @@ class McpClient(CatalogPublisher):
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, _CHANGED):
             self._changed()
+        elif isinstance(message, types.ResourceUpdatedNotification):
+            self.notify("resource_updated", str(message.params.uri))
         elif isinstance(message, Exception):
             log(f"{self.label} transport: {type(message).__name__}: {message}")
 

@@ -346,6 +346,7 @@ class McpServer(CatalogPublisher):
     async def start(self) -> Catalog:
         """Listen for catalog changes and fetch the catalog that ``ready`` carries."""
         api.set_catalog_listener(self._changed_threadsafe)
+        api.set_resource_listener(self._updated_threadsafe)
         self._dirty = False
         self._catalog = await self.fetch_catalog()
         return self._catalog
@@ -354,11 +355,16 @@ class McpServer(CatalogPublisher):
         """Refuse new calls, stop refetching, cancel calls in flight and let them unwind."""
         self._closing = True
         api.set_catalog_listener(None)
+        api.set_resource_listener(None)
         tasks = [t for t in (self._refetch, *self._calls) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+
+    def _updated_threadsafe(self, uri: str) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is ending
+            self.loop.call_soon_threadsafe(self.notify, "resource_updated", uri)
 
     def _changed_threadsafe(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is ending
