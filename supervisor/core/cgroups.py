@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import re
 import signal
@@ -394,7 +395,7 @@ class Cgroups:
         self._prefix = prefix
         self._parents: dict[Hierarchy, Path] = {}
         self._children: list[WorkerCgroup] = []
-        self._count = 0
+        self._numbers = itertools.count(1)  # next() is atomic: create() runs in threads
         try:
             for h in support.hierarchies:
                 own = h.path
@@ -462,8 +463,7 @@ class Cgroups:
         """
         if not self._parents:
             return None
-        self._count += 1
-        leaf = f"{re.sub(r'[^A-Za-z0-9_-]', '_', name)[:64]}-{self._count}"
+        leaf = f"{re.sub(r'[^A-Za-z0-9_-]', '_', name)[:64]}-{next(self._numbers)}"
         dirs: dict[str, Path] = {}
         paths: list[Path] = []
         v2 = self.support.mode == "cgroup v2"
@@ -486,7 +486,7 @@ class Cgroups:
     def close(self, timeout: float = 1.0) -> None:
         """Kill what is left in our children, remove them and the parent(s)."""
         deadline = time.monotonic() + timeout
-        for group in self._children:
+        for group in list(self._children):
             if group.pids():
                 group.kill(max(0.0, deadline - time.monotonic()))
             group.remove(max(0.0, deadline - time.monotonic()))

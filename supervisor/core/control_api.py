@@ -275,13 +275,11 @@ class ControlApi:
     # ----- MCP -----
 
     def _catalogs(self) -> dict[str, dict[str, Any]]:
-        """Catalogs of the MCP servers whose tools can be called now (running, or lazy)."""
+        """Catalogs of the MCP servers that are listed now (see :func:`listed`)."""
         return {
             n: r.catalog
             for n, r in self.sup.runners.items()
-            if r.ext.kind == "server"
-            and r.catalog is not None
-            and (r.state is State.RUNNING or (r.ext.lazy and r.state is not State.DISABLED))
+            if r.catalog is not None and listed(r, r.state)
         }
 
     def mcp_catalogs(self) -> dict[str, Any]:
@@ -383,6 +381,19 @@ class ControlApi:
         """``spctl call``: one tools/call through the supervisor."""
         params = {"name": tool, "arguments": arguments or {}}
         return await self._forward(server, "tools/call", params, {}, None)
+
+
+# A server being restarted keeps its tools listed (its calls fail at once meanwhile): a crash
+# and restart does not make every client refetch its tool lists twice.
+_LISTED = (State.RUNNING, State.STARTING, State.STOPPING, State.CRASHED, State.BACKOFF)
+
+
+def listed(runner: Runner, state: State) -> bool:
+    """Whether an MCP server in ``state`` is listed to MCP clients (given a catalog): up or
+    coming back up; a lazy one unless disabled (a call starts it)."""
+    if runner.ext.kind != "server":
+        return False
+    return state in _LISTED or (runner.ext.lazy and state is not State.DISABLED)
 
 
 def _aggregate_name(router: Router, server: str, tool: str) -> str | None:

@@ -17,8 +17,10 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import anyio
 
 from supervisor.core.output import PipeReader
 
@@ -137,10 +139,12 @@ async def spawn_worker(
     argv: Sequence[str],
     env: Mapping[str, str],
     on_line: Callable[[str, str], None],
-    on_spawned: Callable[[int], None] | None = None,
+    on_spawned: Callable[[int], Awaitable[None]] | None = None,
 ) -> WorkerProcess:
     """Start one worker: ``argv`` with fd 3 = the channel. ``on_line(stream, line)`` gets output;
-    ``on_spawned(pid)`` runs right after the process exists.
+    ``await on_spawned(pid)`` runs once the process exists and is watched, before this returns
+    (so before the caller connects the channel: the worker cannot boot its extension before
+    it, e.g. before it is in its cgroup).
 
     posix_spawn (not fork + preexec_fn, which is unsafe in a threaded process) places the
     channel at fd 3 and the pipes at 1/2, puts the child in its own process group and resets
@@ -180,10 +184,6 @@ async def spawn_worker(
         os.close(err_w)
         os.close(null)
     _managed.add(pid)
-    if on_spawned is not None:
-        # Synchronously, before the worker can import anything: e.g. move it into its cgroup,
-        # so all it ever allocates is charged there.
-        on_spawned(pid)
     pidfd = os.pidfd_open(pid)
     exited: asyncio.Future[os.waitid_result] = loop.create_future()
 
@@ -212,4 +212,7 @@ async def spawn_worker(
 
         _, reader = await loop.connect_read_pipe(_make, os.fdopen(fd, "rb", buffering=0))
         proc.readers.append(reader)
+    if on_spawned is not None:
+        with anyio.CancelScope(shield=True):  # the process exists: the caller must get it
+            await on_spawned(pid)
     return proc

@@ -19,7 +19,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -426,7 +426,10 @@ class Runner:
 
     async def _run_incarnation(self, inc: _Incarnation) -> None:
         """Spawn, connect, watch for exit; post what happens. Owns nothing else."""
-        group = self._make_cgroup()
+        # cgroup I/O runs in a thread: on v1 a mkdir, a move into cgroup.procs or an rmdir can
+        # take tens of ms (RCU grace periods), which must not stall every other extension.
+        with anyio.CancelScope(shield=True):  # a group made must be known, to be removed
+            group = await anyio.to_thread.run_sync(self._make_cgroup)
         inc.cgroup = group
         try:
             proc: WorkerProcess = await self.ctx.spawn(
@@ -434,7 +437,7 @@ class Runner:
             )
         except OSError as exc:
             if group is not None:
-                group.remove()
+                await anyio.to_thread.run_sync(group.remove)
             self._post(("spawn_failed", inc.n, f"{exc.strerror or exc}"))
             return
         inc.proc = proc
@@ -464,15 +467,17 @@ class Runner:
         with anyio.CancelScope(shield=True):
             result = await proc.wait()
             if group is not None:
-                if inc.cause is None and _was_sigkilled(result) and group.oom_killed():
+                oom = await anyio.to_thread.run_sync(group.oom_killed)
+                if inc.cause is None and _was_sigkilled(result) and oom:
                     inc.cause = (
                         f"{_memory_limit(self.ext)} exceeded (killed by the kernel OOM killer)"
                     )
-                group.kill()  # v1 OOM kills one process; the rest of the group goes too
+                # v1 OOM kills one process; the rest of the group goes too
+                await anyio.to_thread.run_sync(group.kill)
             await proc.reap_group()
             await proc.wait_output()
             if group is not None:
-                group.remove()
+                await anyio.to_thread.run_sync(group.remove)
         self.ctx.keeper_unwatch(proc.pgid)
         if self.debug:
             self._log.debug("rpc traffic", **_traffic(channel))
@@ -512,8 +517,9 @@ class Runner:
 
     def _kill(self, inc: _Incarnation) -> None:
         """SIGKILL the whole tree: the cgroup (atomically), the process group, the descendants."""
-        if inc.cgroup is not None:
-            inc.cgroup.kill()
+        if inc.cgroup is not None and self._tg is not None:
+            # In a thread (freezing can take a while); the signals below do not wait for it.
+            self._tg.start_soon(_in_thread, inc.cgroup.kill)
         if inc.proc is not None:
             if self.ctx.kill_tree is not None and inc.proc.alive:
                 self.ctx.kill_tree(inc.proc.pid)
@@ -534,13 +540,13 @@ class Runner:
             self._log.warning("no cgroup for this worker", error=str(exc))
             return None
 
-    def _cgroup_adder(self, group: WorkerCgroup | None) -> Callable[[int], None] | None:
+    def _cgroup_adder(self, group: WorkerCgroup | None) -> Callable[[int], Awaitable[None]] | None:
         if group is None:
             return None
 
-        def add(pid: int) -> None:
+        async def add(pid: int) -> None:
             try:
-                group.add(pid)
+                await anyio.to_thread.run_sync(group.add, pid)
             except OSError as exc:
                 self._log.warning("cannot move worker into its cgroup", error=str(exc))
 
@@ -580,12 +586,15 @@ class Runner:
 
     async def _health(self, inc: _Incarnation) -> None:
         settings = self.ctx.health
-        tracker = HealthTracker(settings)
+        tracker = HealthTracker(settings, started=time.monotonic())
         channel = inc.channel
         assert channel is not None
         with inc.scope():
             while inc.proc is not None and inc.proc.alive:
-                await anyio.sleep(settings.interval)
+                # Every ``interval`` from the previous ping's *sending*: an unanswered ping
+                # (``deadline`` s) does not push the next one back.
+                due = tracker.next_ping_at() or time.monotonic()
+                await anyio.sleep(max(0.0, due - time.monotonic()))
                 sent = time.monotonic()
                 tracker.ping_sent(sent)
                 try:
@@ -723,6 +732,10 @@ def _restart_settings(ext: Extension) -> RestartSettings:
         backoff=r.backoff,
         max_backoff=r.max_backoff,
     )
+
+
+async def _in_thread(fn: Callable[[], object]) -> None:
+    await anyio.to_thread.run_sync(fn)
 
 
 async def _set_when(wait: Callable[[], Any], scope: anyio.CancelScope) -> None:

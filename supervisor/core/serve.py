@@ -28,7 +28,7 @@ from supervisor.config import Extension, LoadResult, load_registry
 from supervisor.control.paths import UnsafeDirectory, state_dir
 from supervisor.control.server import AlreadyRunning, ControlServer
 from supervisor.core.catalog_cache import CatalogCache
-from supervisor.core.control_api import ControlApi
+from supervisor.core.control_api import ControlApi, listed
 from supervisor.core.front_proc import FrontOptions, FrontProcess
 from supervisor.core.health import HealthSettings
 from supervisor.core.keeper import Keeper
@@ -159,14 +159,13 @@ class Supervisor:
     def _on_transition(self, name: str, tr: Transition) -> None:
         self._check_settled()
         runner = self.runners.get(name)
-        if (
-            runner is not None
-            and runner.ext.kind == "server"
-            and State.RUNNING in (tr.from_, tr.to)
-        ):
+        if runner is None or runner.ext.kind != "server":
+            return
+        # Running: a new worker, maybe with other tools. Else only when the listing changes.
+        if tr.to is State.RUNNING or listed(runner, tr.from_) != listed(runner, tr.to):
             self._catalog_changed(name)
-            if tr.to is State.RUNNING:
-                self.api.server_up(runner)  # a new worker: it hears the subscriptions again
+        if tr.to is State.RUNNING:
+            self.api.server_up(runner)  # a new worker: it hears the subscriptions again
 
     def _catalog_changed(self, name: str) -> None:
         """Tell MCP faces (``mcp_watch``) that the set of catalogs changed."""

@@ -88,9 +88,12 @@ def test_worker_killed_during_a_call_fails_at_once(tmp_path: Path) -> None:
         print(f"\ncall failed {(time.monotonic() - killed_at) * 1000:.0f} ms after kill -9")
         # the next call succeeds after the restart
         wait_for(
-            lambda: (e := s.ext("echo"))["state"] == "running" and e["pid"] != pid, 10, "restart"
+            lambda: (e := s.ext("echo"))["state"] == "running" and e["pid"] not in (None, pid),
+            10,
+            "restart",
         )
-        assert s.spctl("call", "echo", "echo", "--arg", "text=back").stdout.strip() == "back"
+        out = s.spctl("call", "echo", "echo", "--arg", "text=back")
+        assert out.stdout.strip() == "back", out.stderr
 
 
 LEARNED = "tools learned; lazy: started again by the first call"
