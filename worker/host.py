@@ -12,7 +12,8 @@ the command, says ``ready`` with its catalog, serves ``mcp`` the same way, and e
 when the server process does. A ``handler`` package with no ``create_handler`` but an MCP SDK
 server object (module-level ``mcp``, ``server`` or ``app``) is hosted as kind ``sdk``
 (:mod:`worker.kinds.sdk`): served in-process through the SDK's in-memory transport, otherwise
-like ``stdio``. Only these two kinds import the SDK.
+like ``stdio``. Only ``sdk`` imports the SDK: ``stdio`` speaks JSON-RPC lines itself
+(:mod:`worker.kinds.lean`).
 
 Every way out is a *verdict* (an exit code, see :mod:`worker.exitcodes`) set once on a future:
 the lifecycle ending, the ``shutdown`` handler, or the channel closing. The first verdict wins;
@@ -56,6 +57,7 @@ from worker.rpc import RpcError
 
 if TYPE_CHECKING:
     from worker.kinds.client import McpClient
+    from worker.kinds.lean import LeanClient
 
 __all__ = ["BootSpec", "Host", "import_extension", "run"]
 
@@ -174,7 +176,7 @@ class Host:
         self._daemon: Daemon | None = None
         self._handler: Handler | None = None
         self._server: McpServer | None = None
-        self._stdio: McpClient | None = None  # kind stdio or sdk
+        self._stdio: LeanClient | McpClient | None = None  # kind stdio or sdk
         self._lifecycle: asyncio.Task[int] | None = None
         self._stopping: asyncio.Task[None] | None = None
 
@@ -295,7 +297,7 @@ class Host:
         return EXIT_OK  # not reached: shutdown cancels the lifecycle
 
     async def _run_stdio(self, spec: BootSpec) -> int:
-        # Imported here: only this kind pays for the MCP SDK.
+        # Imported here: only this kind pays for its client (which never imports the SDK).
         from worker.kinds.stdio import StdioServer, StdioSpec
 
         self._stdio = server = StdioServer(
@@ -310,7 +312,7 @@ class Host:
         return await self._serve_client(server, "stdio", catalog)
 
     async def _run_sdk(self, spec: BootSpec, module: ModuleType) -> int:
-        # Imported here: only this kind (and stdio) pays for the MCP SDK.
+        # Imported here: only this kind pays for the MCP SDK.
         from worker.kinds.sdk import SdkServer, find_server
 
         try:
@@ -323,7 +325,7 @@ class Host:
             return EXIT_LOAD_ERROR
         return await self._serve_client(server, "sdk", catalog)
 
-    async def _serve_client(self, server: McpClient, kind: str, catalog: Any) -> int:
+    async def _serve_client(self, server: LeanClient | McpClient, kind: str, catalog: Any) -> int:
         """Say ready, serve ``mcp`` until shutdown; end (non-zero) if the server ends first."""
         self.channel.handlers["mcp"] = server.mcp
         info = {

@@ -140,6 +140,15 @@ class TestWorker:
             error = await h.notification("error")
             assert error["message"] == "the stdio server was killed by SIGKILL"
 
+    async def test_the_worker_never_loads_the_sdk(self, tmp_path: Path) -> None:
+        async with stdio_harness(tmp_path) as h:
+            info = await h.ready(timeout=30)
+            assert (await call(h, "echo", text="x"))["content"] == [text("x")]
+            # the SDK imports pydantic, whose core is a shared library: it would be mapped
+            maps = Path(f"/proc/{info['pid']}/maps").read_text()
+            assert "pydantic_core" not in maps
+            assert "msgpack/_cmsgpack" in maps  # the worker's own extension module, for contrast
+
     async def test_missing_command_is_a_load_error(self, tmp_path: Path) -> None:
         async with stdio_harness(tmp_path, ["/nonexistent/mcp-server"]) as h:
             assert await h.exit_code(timeout=20) == EXIT_LOAD_ERROR
@@ -220,8 +229,8 @@ def test_killed_server_restarts_the_extension(tmp_path: Path) -> None:
         server = int(spctl_call(s, "fx", "pid", {}).stdout)
         assert server in descendants(worker)
         os.kill(server, signal.SIGKILL)
-        wait_for(
-            lambda: (e := s.ext("fx"))["state"] == "running" and e["pid"] != worker,
+        wait_for(  # a dead worker has no pid (None) until the supervisor sees it crash
+            lambda: (e := s.ext("fx"))["state"] == "running" and e["pid"] not in (worker, None),
             30,
             "the extension to restart",
         )

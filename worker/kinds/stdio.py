@@ -1,14 +1,22 @@
-"""The stdio kind: any stdio MCP server (``command: [...]``), spoken to with the SDK's client.
+"""The stdio kind: any stdio MCP server (``command: [...]``), spoken to without the MCP SDK.
 
 Theory of operation. :class:`StdioServer` spawns the command through the PDEATHSIG
 trampoline from the loop thread (the server dies with the worker, however the worker dies), in
 its own session, with the worker's environment minus the worker's private variables and its
-stderr on the worker's stderr (so ``spctl logs`` shows it). Its transport is two pipe pumps
-(one JSON-RPC message a line) run by the session's runner task; everything about the session
-itself — handshake, catalog, ``mcp`` forwarding, cancellation, progress, ``list_changed`` — is
-:class:`worker.kinds.client.McpClient`'s. A pidfd tells when the server process ends;
-:attr:`StdioServer.exited` then resolves and the host ends the worker (non-zero). Closing the
-session closes the server's stdin (the MCP way to ask it to exit); SIGKILL if it lingers.
+stderr on the worker's stderr (so ``spctl logs`` shows it). Its transport is an asyncio
+subprocess protocol: what the server writes on stdout is fed straight from the loop's read
+callback to the JSON-RPC line peer, and every message to it is one synchronous write on its
+stdin (one writer: lines never interleave). Everything about the session itself — handshake,
+catalog, ``mcp`` forwarding, cancellation, progress, ``list_changed`` — is
+:class:`worker.kinds.lean.LeanClient`'s; this module imports neither the SDK nor pydantic.
+
+A pidfd tells when the server process ends (its status read with ``waitid(WNOWAIT)``, leaving
+the reaping to asyncio's child watcher); :attr:`StdioServer.exited` then resolves and the host
+ends the worker (non-zero). Calls still pending fail, naming how the server ended, once its
+stdout has been read to the end (a response written just before exiting is still delivered)
+or :data:`EOF_GRACE` after the exit (a grandchild may hold stdout open); a server that closes
+its stdout but lives on fails them :data:`EOF_GRACE` later. Closing the session closes the
+server's stdin (the MCP way to ask it to exit); SIGKILL if it lingers.
 """
 
 from __future__ import annotations
@@ -17,23 +25,21 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import anyio
-import mcp_types as types
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from mcp.shared.message import SessionMessage
-
-from worker.kinds.client import STOP_GRACE, Catalog, McpClient, Streams, dump, log
+from worker.kinds.jsonrpc import MAX_LINE, log
+from worker.kinds.lean import STOP_GRACE, LeanClient
+from worker.kinds.publish import Catalog
+from worker.rpc import CONNECTION_LOST, RpcError
 from worker.trampoline import trampoline_argv
 
-__all__ = ["Catalog", "StdioServer", "StdioSpec", "dump"]
+__all__ = ["EOF_GRACE", "MAX_LINE", "Catalog", "StdioServer", "StdioSpec"]
 
-MAX_LINE = 64 * 1024 * 1024
-"""Longest JSON-RPC line accepted from the server (a big resource read is one line)."""
 PRIVATE_ENV = ("SPCTL_CHANNEL_FD", "SPCTL_PARENT_PID")
+EOF_GRACE = 1.0
+"""How long the end of the process and the end of its stdout may lie apart."""
 
 
 @dataclass(frozen=True)
@@ -50,37 +56,61 @@ class StdioSpec:
         return env
 
 
-class StdioServer(McpClient):
-    """One stdio MCP server process and the SDK session to it; see the module docstring."""
+class _Pipes(asyncio.SubprocessProtocol):
+    """The server's pipes, wired to its :class:`StdioServer`."""
+
+    def __init__(self, server: StdioServer) -> None:
+        self.server = server
+        self.feed = server.peer.feed
+        self.transport: asyncio.SubprocessTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.SubprocessTransport)
+        self.transport = transport
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        self.server.stdin = stdin
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self.feed(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.server._stdout_closed()
+
+    def process_exited(self) -> None:
+        assert self.transport is not None
+        self.server._returned(self.transport.get_returncode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Exited and every pipe closed: nothing left to kill, only the transport to release.
+        if self.transport is not None:
+            self.transport.close()
+
+
+class StdioServer(LeanClient):
+    """One stdio MCP server process and the session to it; see the module docstring."""
 
     label = "stdio server"
 
     def __init__(self, spec: StdioSpec, notify: Callable[..., None]) -> None:
         super().__init__(notify)
         self.spec = spec
-        self.proc: asyncio.subprocess.Process | None = None
+        self.pid: int | None = None
+        self.stdin: asyncio.WriteTransport | None = None
         self._pidfd = -1
+        self._eof = False
+        self._returncode: asyncio.Future[int | None] = self.loop.create_future()
 
     @property
     def metadata(self) -> dict[str, Any]:
         return {"command": list(self.spec.command), **super().metadata}
 
-    async def start(self) -> Catalog:
-        """Spawn, handshake and fetch the catalog. Raises if the server cannot get that far."""
-        await self._spawn()
-        return await super().start()
-
-    async def _reap(self) -> None:
-        if self.proc is not None and not self.exited.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.exited), STOP_GRACE)
-        if self.proc is not None and not self.exited.done():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGKILL)
-
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        # create_subprocess_exec forks on this (the loop's) thread: PDEATHSIG follows it.
-        self.proc = proc = await asyncio.create_subprocess_exec(
+    async def _connect(self) -> None:
+        # subprocess_exec forks on this (the loop's) thread: PDEATHSIG follows it.
+        transport, _ = await self.loop.subprocess_exec(
+            lambda: _Pipes(self),
             *trampoline_argv(self.spec.command),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -88,82 +118,97 @@ class StdioServer(McpClient):
             cwd=self.spec.cwd,
             env=self.spec.environment(),
             start_new_session=True,  # signals to the worker's group are not the server's
-            limit=MAX_LINE,
         )
-        self._pidfd = os.pidfd_open(proc.pid)
-        self.loop.add_reader(self._pidfd, self._on_exit)
-        log(f"started stdio server (pid {proc.pid}): {' '.join(self.spec.command)}")
-        return proc
+        self.pid = pid = transport.get_pid()
+        log(f"started stdio server (pid {pid}): {' '.join(self.spec.command)}")
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:  # already gone and reaped: the child watcher tells how
+            self._when_reaped()
+        else:
+            self.loop.add_reader(self._pidfd, self._on_exit)
+
+    def _write(self, data: bytes) -> None:
+        stdin = self.stdin
+        if stdin is not None and not stdin.is_closing():
+            stdin.write(data)
+
+    async def _disconnect(self) -> None:
+        if self.stdin is not None:
+            self.stdin.close()  # the MCP way to ask a stdio server to exit
+        if self.pid is not None and not self._gone.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._gone), STOP_GRACE)
+        if self.pid is not None and not self._gone.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._gone), EOF_GRACE)
+        how = self.how_ended or "was stopped"
+        self.peer.fail_all(RpcError(CONNECTION_LOST, f"the {self.label} {how}"))
+
+    # -- the end of the server ------------------------------------------------------------
 
     def _on_exit(self) -> None:
+        """The pidfd is readable: the server has ended."""
         self.loop.remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = -1
-        self.loop.create_task(self._report_exit())
-
-    async def _report_exit(self) -> None:
-        # The pidfd is readable: the server has ended. asyncio's child watcher (a thread)
-        # reaps it and sets returncode a moment later; wait that moment for the status.
-        proc = self.proc
-        assert proc is not None
-        for _ in range(100):
-            if proc.returncode is not None:
-                break
-            await asyncio.sleep(0.01)
-        code = proc.returncode
-        if code is None:
-            how = "exited"
-        elif code < 0:
-            how = f"was killed by {signal.Signals(-code).name}"
+        try:
+            info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # asyncio's child watcher has reaped it already
+            info = None
+        finally:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if info is not None:
+            self._ended(_describe(info.si_code, info.si_status))
         else:
-            how = f"exited with status {code}"
+            self._when_reaped()
+
+    def _when_reaped(self) -> None:
+        self._returncode.add_done_callback(lambda f: self._ended(_describe_returncode(f.result())))
+
+    def _returned(self, code: int | None) -> None:
+        if not self._returncode.done():
+            self._returncode.set_result(code)
+
+    def _ended(self, how: str) -> None:
+        if not self._server_ended(how):
+            return
         if not self._closing:
-            log(f"the stdio server (pid {proc.pid}) {how}")
-        if not self.exited.done():
-            self.exited.set_result(how)
+            log(f"the stdio server (pid {self.pid}) {how}")
+        if self._eof:
+            self._fail_pending()
+        else:
+            self.loop.call_later(EOF_GRACE, self._fail_pending)
 
-    # -- transport ------------------------------------------------------------------------
+    def _stdout_closed(self) -> None:
+        self._eof = True
+        if self._gone.done():
+            self._fail_pending()
+        else:
+            self.loop.call_later(EOF_GRACE, self._fail_pending)
 
-    @contextlib.asynccontextmanager
-    async def _transport(self) -> AsyncIterator[Streams]:
-        read_send, read_recv = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-        write_send, write_recv = anyio.create_memory_object_stream[SessionMessage](0)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._pump_out, read_send)
-            tg.start_soon(self._pump_in, write_recv)
-            yield read_recv, write_send
-            tg.cancel_scope.cancel()
+    def _fail_pending(self) -> None:
+        how = self.how_ended or "closed its stdout"
+        self.peer.fail_all(RpcError(CONNECTION_LOST, f"the {self.label} {how}"))
 
-    def _session_ended(self, error: BaseException | None) -> None:
-        if self.proc is not None and self.proc.stdin is not None:
-            self.proc.stdin.close()  # the MCP way to ask a stdio server to exit
 
-    async def _pump_out(self, send: MemoryObjectSendStream[SessionMessage | Exception]) -> None:
-        """Server stdout → session, one JSON-RPC message a line."""
-        assert self.proc is not None
-        assert self.proc.stdout is not None
-        async with send:
-            while line := await self.proc.stdout.readline():
-                if not line.strip():
-                    continue
-                item: SessionMessage | Exception
-                try:
-                    item = SessionMessage(types.jsonrpc_message_adapter.validate_json(line))
-                except ValueError as e:
-                    log(f"not a JSON-RPC message from the stdio server: {line[:200]!r}")
-                    item = e
-                await send.send(item)
+def _describe(si_code: int, si_status: int) -> str:
+    if si_code == os.CLD_EXITED:
+        return f"exited with status {si_status}"
+    return f"was killed by {_signal_name(si_status)}"
 
-    async def _pump_in(self, recv: MemoryObjectReceiveStream[SessionMessage]) -> None:
-        """Session → server stdin."""
-        assert self.proc is not None
-        assert self.proc.stdin is not None
-        stdin = self.proc.stdin
-        async with recv:
-            async for message in recv:
-                text = message.message.model_dump_json(by_alias=True, exclude_unset=True)
-                try:
-                    stdin.write(text.encode() + b"\n")
-                    await stdin.drain()
-                except (ConnectionError, OSError):
-                    return  # the server is gone: the pidfd says so
+
+def _describe_returncode(code: int | None) -> str:
+    if code is None:
+        return "exited"
+    if code < 0:
+        return f"was killed by {_signal_name(-code)}"
+    return f"exited with status {code}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

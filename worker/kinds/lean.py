@@ -1,0 +1,258 @@
+"""The MCP client the ``stdio`` kind forwards with: handshake, catalog, ``mcp`` calls — no SDK.
+
+Theory of operation. :class:`LeanClient` is an MCP client session over a :class:`LinePeer`
+(JSON-RPC 2.0 a line, :mod:`worker.kinds.jsonrpc`); a subclass supplies the transport
+(``_connect``, ``_write``, ``_disconnect``) and resolves :attr:`LeanClient.exited` when the
+server has ended. :meth:`LeanClient.start` does the ``initialize`` handshake of the 2025-11-25
+era (what published servers speak; the version the server answers is accepted and recorded),
+sends ``notifications/initialized`` and fetches the catalog: every page of each list whose
+capability the server announced. ``mcp`` requests are forwarded as they come (params as
+given; of the caller's ``meta`` only a ``progressToken`` counts) and the result goes back as
+the plain JSON the server sent; its JSON-RPC errors keep their code, message and data. A
+cancelled ``mcp`` call sends ``notifications/cancelled``; progress for a call goes out as the
+worker's ``progress`` under the caller's token; ``*/list_changed`` refetches the catalog and
+sends ``catalog`` when it differs (:class:`CatalogPublisher`); ``notifications/message`` is
+logged.
+
+It does what :class:`worker.kinds.client.McpClient` does for the ``sdk`` kind, without the
+SDK's models: importing the SDK costs a worker ~1.5 s of CPU and ~40 MB, and a forwarded call
+needs none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from worker.kinds.jsonrpc import LinePeer, Progress, log
+from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args, empty_catalog
+from worker.rpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
+
+__all__ = ["CLIENT_INFO", "MAX_PAGES", "PROTOCOL_VERSION", "STOP_GRACE", "LeanClient"]
+
+PROTOCOL_VERSION = "2025-11-25"
+CLIENT_INFO = {"name": "spctl", "version": "0.1.0"}
+"""Who we are in ``initialize`` (the version is spctl's: the worker never imports
+``supervisor``, so it is repeated here; a unit test keeps the two equal)."""
+MAX_PAGES = 1000
+STOP_GRACE = 2.0
+"""How long a server may take to exit once its stdin is closed, before SIGKILL."""
+# list method, catalog key, capability, the field every item must have
+LISTS = (
+    ("tools/list", "tools", "tools", "name"),
+    ("resources/list", "resources", "resources", "uri"),
+    ("resources/templates/list", "resourceTemplates", "resources", "uriTemplate"),
+    ("prompts/list", "prompts", "prompts", "name"),
+)
+CHANGED = frozenset(
+    {
+        "notifications/tools/list_changed",
+        "notifications/resources/list_changed",
+        "notifications/prompts/list_changed",
+    }
+)
+# The params of the client requests MCP defines: field → (JSON types, required). A bad call is
+# refused here, as the SDK's request models did, instead of reaching the server.
+_OBJ, _STR = (dict,), (str,)
+PARAMS: dict[str, dict[str, tuple[tuple[type, ...], bool]]] = {
+    "tools/call": {"name": (_STR, True), "arguments": (_OBJ, False)},
+    "resources/read": {"uri": (_STR, True)},
+    "resources/subscribe": {"uri": (_STR, True)},
+    "resources/unsubscribe": {"uri": (_STR, True)},
+    "prompts/get": {"name": (_STR, True), "arguments": (_OBJ, False)},
+    "completion/complete": {"ref": (_OBJ, True), "argument": (_OBJ, True)},
+    "logging/setLevel": {"level": (_STR, True)},
+    **{method: {"cursor": (_STR, False)} for method, *_ in LISTS},
+}
+
+
+def check_params(method: str, params: dict[str, Any]) -> None:
+    """Refuse params MCP's schema rejects for a known method; raises RpcError(INVALID_PARAMS)."""
+    fields = PARAMS.get(method)
+    if fields is None:
+        return
+    problems = []
+    for name, (types, required) in fields.items():
+        value = params.get(name)
+        if value is None:
+            if required:
+                problems.append(f"{name}: Field required")
+        elif not isinstance(value, types):
+            problems.append(f"{name}: must be {'a string' if types is _STR else 'an object'}")
+    if problems:
+        raise RpcError(INVALID_PARAMS, f"invalid params for {method}: {'; '.join(problems)}")
+
+
+class LeanClient(CatalogPublisher):
+    """An MCP server reached over JSON-RPC lines; see the module docstring."""
+
+    label = "MCP server"
+    """How messages name the server ("the stdio server exited …")."""
+
+    def __init__(self, notify: Callable[..., None]) -> None:
+        super().__init__(notify)
+        self.exited: asyncio.Future[str] = self.loop.create_future()
+        """How the server ended, for the host (whose cancelled wait may cancel it)."""
+        self._gone: asyncio.Future[str] = self.loop.create_future()  # the same, ours alone
+        self.peer = LinePeer(self._write, self._on_notification, self.label)
+        self.info: dict[str, Any] | None = None
+        """The server's ``initialize`` result, once the handshake is done."""
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {}
+        if self.info is not None:
+            server = self.info.get("serverInfo")
+            if isinstance(server, dict):
+                meta["server"] = server.get("name")
+                meta["version"] = server.get("version")
+            meta["protocol"] = self.info.get("protocolVersion")
+        return meta
+
+    # -- what a subclass provides ---------------------------------------------------------
+
+    async def _connect(self) -> None:
+        """Open the transport (spawn the server)."""
+        raise NotImplementedError
+
+    def _write(self, data: bytes) -> None:
+        """Queue ``data`` (whole lines) to the server; never blocks."""
+        raise NotImplementedError
+
+    async def _disconnect(self) -> None:
+        """Ask the server to end, make sure it does, and fail what is still pending."""
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> Catalog:
+        """Connect, handshake and fetch the catalog. Raises if the server cannot get that far
+        (no timeout of its own: the supervisor's start timeout ends a worker that hangs here)."""
+        await self._connect()
+        handshake = self.loop.create_task(self._handshake())
+        waiting: set[asyncio.Future[Any]] = {handshake, self._gone}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if self._gone.done() and (not handshake.done() or handshake.exception() is not None):
+            handshake.cancel()
+            raise RuntimeError(f"the {self.label} {self._gone.result()} during the handshake")
+        handshake.result()  # the handshake's exception, if any
+        self._catalog = await self.fetch_catalog()
+        return self._catalog
+
+    async def close(self) -> None:
+        """Stop refetching, then end the server (:meth:`_disconnect`)."""
+        self._closing = True
+        if self._refetch is not None:
+            self._refetch.cancel()
+        await self._disconnect()
+
+    @property
+    def how_ended(self) -> str | None:
+        """How the server ended ("exited with status 1"), None while it runs."""
+        return self._gone.result() if self._gone.done() else None
+
+    def _server_ended(self, how: str) -> bool:
+        """Record the server's end (for a subclass); False if it was recorded already."""
+        if self._gone.done():
+            return False
+        self._gone.set_result(how)
+        if not self.exited.done():
+            self.exited.set_result(how)
+        return True
+
+    async def _handshake(self) -> None:
+        params = {
+            "protocolVersion": PROTOCOL_VERSION,
+            "capabilities": {},
+            "clientInfo": CLIENT_INFO,
+        }
+        result = await self.peer.request("initialize", params, cancellable=False)
+        if not isinstance(result, dict) or not isinstance(result.get("protocolVersion"), str):
+            raise RuntimeError(f"bad initialize result from the {self.label}: {result!r:.300}")
+        self.info = result
+        self.peer.notify("notifications/initialized")
+
+    # -- catalog --------------------------------------------------------------------------
+
+    async def fetch_catalog(self) -> Catalog:
+        """The four lists, for the capabilities the server announced; a failing list keeps
+        the pages it got."""
+        catalog = empty_catalog()
+        capabilities = self.info.get("capabilities") if self.info is not None else None
+        if not isinstance(capabilities, dict):
+            return catalog
+        for method, key, capability, field in LISTS:
+            if capabilities.get(capability) is not None:
+                catalog[key] = await self._list(method, key, field)
+        return catalog
+
+    async def _list(self, method: str, key: str, field: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        cursor: str | None = None
+        for _ in range(MAX_PAGES):
+            try:
+                page = await self.peer.request(method, {"cursor": cursor} if cursor else None)
+            except RpcError as e:
+                log(f"{method} failed: {e}; keeping {len(items)} items")
+                break
+            got = page.get(key) if isinstance(page, dict) else None
+            if not isinstance(got, list):
+                log(f"bad {method} result from the {self.label}; keeping {len(items)} items")
+                break
+            for item in got:
+                if isinstance(item, dict) and isinstance(item.get(field), str):
+                    # no nulls: as the SDK's dumps (exclude_none) gave the supervisor
+                    items.append({k: v for k, v in item.items() if v is not None})
+                else:
+                    log(f"{method}: skipped an item without a {field}: {item!r:.200}")
+            cursor = page.get("nextCursor")
+            if not isinstance(cursor, str) or not cursor or cursor in seen:
+                break
+            seen.add(cursor)
+        return items
+
+    def _on_notification(self, method: str, params: Any) -> None:
+        if method in CHANGED:
+            self._changed()
+        elif method == "notifications/resources/updated" and isinstance(params, dict):
+            uri = params.get("uri")
+            if isinstance(uri, str):
+                self.notify("resource_updated", uri)  # to the clients subscribed to it
+        elif method == "notifications/message" and isinstance(params, dict):
+            logger = params.get("logger")
+            name = f" {logger}" if logger else ""
+            log(f"server log [{params.get('level')}]{name}: {params.get('data')}")
+
+    # -- serving --------------------------------------------------------------------------
+
+    async def mcp(
+        self, method: str, params: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
+    ) -> Any:
+        """The ``mcp`` request: forwarded to the server. Raises RpcError with the MCP code, or
+        naming how the server ended if it ends first."""
+        check_mcp_args(method, params, meta)
+        if self._closing or self.info is None:
+            raise RpcError(INTERNAL_ERROR, "the server is shutting down")
+        if method in ("initialize", "notifications/initialized"):
+            raise RpcError(INVALID_PARAMS, f"mcp: {method} is the worker's business")
+        check_params(method, params or {})
+        report: Progress | None = None
+        # Of the caller's meta only the progress token is the server's business: the rest is
+        # the front's (a 2026-07-28 client's envelope, which a server that did the handshake
+        # refuses). The token on the wire is the request id (as the SDK does): unique per call.
+        token = meta.get("progressToken") if meta else None
+        if not isinstance(token, bool) and isinstance(token, str | int):
+            report = self._reporter(token)
+        result = await self.peer.request(method, params, report)
+        if not isinstance(result, dict):
+            raise RpcError(
+                INTERNAL_ERROR, f"bad {method} result from the {self.label}: {result!r:.200}"
+            )
+        return result
+
+    def _reporter(self, token: str | int) -> Progress:
+        def report(progress: float, total: float | None, message: str | None) -> None:
+            self.notify("progress", token, progress, total, message)
+
+        return report
