@@ -7,19 +7,17 @@ start timeout, the end of a backoff delay — arrives as a message in its inbox,
 ``_to``) changes the state, and only via ``StateMachine.transition``, which refuses illegal
 moves. Decisions are pure functions (``policy.decide``, ``HealthTracker``); the I/O lives in
 small tasks (spawn, exit watcher, health pinger, stop sequence, timers) that post messages
-back. Each worker incarnation has a number, so a late message about an old worker is
-recognised and ignored.
+back. Those tasks live in ``incarnation.py`` (one :class:`Incarnation` per worker start); each
+has a number, so a late message about an old worker is recognised and ignored.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import os
-import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,17 +26,13 @@ import structlog
 from anyio.abc import TaskGroup
 
 from supervisor.config import Extension
-from supervisor.core.cgroups import WorkerCgroup
 from supervisor.core.exits import Exit, describe, from_waitid
-from supervisor.core.health import HealthSettings, HealthTracker, Unhealthy
-from supervisor.core.limits import Sample, WatchLimits, format_size, headroom
+from supervisor.core.incarnation import Hooks, Incarnation, RunnerContext
+from supervisor.core.limits import Sample, WatchLimits, headroom
 from supervisor.core.policy import GiveUp, Restart, RestartHistory, RestartSettings, Stay, decide
-from supervisor.core.process import WorkerProcess
-from supervisor.core.states import State, StateMachine, Transition
-from supervisor.core.worker_spec import build_spec
+from supervisor.core.states import State, StateMachine
 from supervisor.logs import debug_enabled_for
-from worker.channel import Channel, ChannelClosed
-from worker.rpc import RpcError
+from worker.channel import ChannelClosed
 
 __all__ = ["CallTimeout", "CommandFailed", "Runner", "RunnerContext", "run_guarded"]
 
@@ -53,42 +47,6 @@ class CommandFailed(Exception):
 
 class CallTimeout(CommandFailed):
     """An MCP call got no answer within the extension's ``timeout``."""
-
-
-@dataclass
-class RunnerContext:
-    """What every runner needs from the supervisor that owns it."""
-
-    spawn: Callable[..., Any]  # async (ext, on_line) -> WorkerProcess
-    keeper_watch: Callable[[int], None]
-    keeper_unwatch: Callable[[int], None]
-    health: HealthSettings = field(default_factory=HealthSettings)
-    on_transition: Callable[[str, Transition], None] | None = None
-    on_catalog: Callable[[str], None] | None = None  # an MCP server's catalog changed
-    on_resource_updated: Callable[[str, str], None] | None = None  # (server, uri)
-    cgroup_for: Callable[[Extension], WorkerCgroup | None] | None = None
-    kill_tree: Callable[[int], None] | None = None  # SIGKILL a pid's whole process tree
-
-
-@dataclass(eq=False)
-class _Incarnation:
-    n: int
-    proc: WorkerProcess | None = None
-    channel: Channel | None = None
-    ready: bool = False
-    cause: str | None = None  # why *we* ended it (health, timeout, limit)
-    requested: bool = False  # an operator or shutdown asked it to stop
-    error: dict[str, Any] | None = None  # load_error / error notification from the worker
-    ready_event: anyio.Event = field(default_factory=anyio.Event)
-    cgroup: WorkerCgroup | None = None
-    stop_launched: bool = False
-    scopes: list[anyio.CancelScope] = field(default_factory=list)
-
-    def scope(self) -> anyio.CancelScope:
-        """A cancel scope for one helper task, cancelled when this worker is gone."""
-        scope = anyio.CancelScope()
-        self.scopes.append(scope)
-        return scope
 
 
 @dataclass(eq=False)
@@ -119,7 +77,7 @@ class Runner:
         self._want_up = False
         self._disable_pending = False
         self._discovering = False  # started only to learn its catalog (a lazy server)
-        self._inc: _Incarnation | None = None
+        self._inc: Incarnation | None = None
         self._n = 0
         self._backoff_token = 0
         self._waiters: list[_Waiter] = []
@@ -349,7 +307,7 @@ class Runner:
                     self._begin_stop(inc, "tools learned; lazy: started again by the first call")
                     return
                 assert self._tg is not None
-                self._tg.start_soon(self._health, inc)
+                self._tg.start_soon(inc.health, self.ctx.health)
                 self._last_activity = time.monotonic()
                 if self.ext.lazy and self.ext.idle_timeout:
                     self._tg.start_soon(self._idle_watch, inc, self.ext.idle_timeout)
@@ -357,7 +315,7 @@ class Runner:
             if inc.cause is None:
                 inc.cause = msg[2]
             self._log.warning("killing worker", reason=msg[2])
-            self._kill(inc)
+            inc.kill()
         elif kind == "exited":
             self._on_exit(inc, msg[2])
 
@@ -417,94 +375,24 @@ class Runner:
     def _spawn(self, reason: str) -> None:
         self.attempted = True
         self._n += 1
-        inc = _Incarnation(self._n)
+        assert self._tg is not None
+        hooks = Hooks(
+            name=self.name,
+            ctx=self.ctx,
+            tg=self._tg,
+            post=self._post,
+            on_line=self._on_line,
+            on_notification=self._notified,
+            log=self._log,
+            debug=self.debug,
+        )
+        inc = Incarnation(self._n, self.ext, hooks)
         self._inc = inc
         self.history.record_start(time.monotonic())
         self._to(State.STARTING, reason)
-        assert self._tg is not None
-        self._tg.start_soon(self._run_incarnation, inc)
+        self._tg.start_soon(inc.run)
 
-    async def _run_incarnation(self, inc: _Incarnation) -> None:
-        """Spawn, connect, watch for exit; post what happens. Owns nothing else."""
-        # cgroup I/O runs in a thread: on v1 a mkdir, a move into cgroup.procs or an rmdir can
-        # take tens of ms (RCU grace periods), which must not stall every other extension.
-        with anyio.CancelScope(shield=True):  # a group made must be known, to be removed
-            group = await anyio.to_thread.run_sync(self._make_cgroup)
-        inc.cgroup = group
-        try:
-            proc: WorkerProcess = await self.ctx.spawn(
-                self.ext, self._on_line, self._cgroup_adder(group)
-            )
-        except OSError as exc:
-            if group is not None:
-                await anyio.to_thread.run_sync(group.remove)
-            self._post(("spawn_failed", inc.n, f"{exc.strerror or exc}"))
-            return
-        inc.proc = proc
-        self.ctx.keeper_watch(proc.pgid)
-        if self.debug:
-            self._log.debug("worker spawned", pid=proc.pid, incarnation=inc.n)
-        channel = Channel(
-            {
-                "boot": lambda pid: build_spec(self.ext),
-                "ready": lambda info: self._ready(inc, info),
-            },
-            name=self.name,
-            on_notification=lambda method, params: self._notified(inc, method, params),
-        )
-        inc.channel = channel
-        await channel.connect(proc.sock)
-        self._post(("spawned", inc.n))
-        assert self._tg is not None
-        self._tg.start_soon(self._watch_channel, inc, channel, proc)
-        timeout = self.ext.start_timeout
-        with anyio.move_on_after(timeout) as timer:
-            async with anyio.create_task_group() as race:
-                race.start_soon(_set_when, inc.ready_event.wait, race.cancel_scope)
-                race.start_soon(_set_when, proc.wait, race.cancel_scope)
-        if timer.cancelled_caught and not inc.ready and proc.alive:
-            self._post(("kill", inc.n, f"start timeout ({timeout:g}s)"))
-        with anyio.CancelScope(shield=True):
-            result = await proc.wait()
-            if group is not None:
-                oom = await anyio.to_thread.run_sync(group.oom_killed)
-                if inc.cause is None and _was_sigkilled(result) and oom:
-                    inc.cause = (
-                        f"{_memory_limit(self.ext)} exceeded (killed by the kernel OOM killer)"
-                    )
-                # v1 OOM kills one process; the rest of the group goes too
-                await anyio.to_thread.run_sync(group.kill)
-            await proc.reap_group()
-            await proc.wait_output()
-            if group is not None:
-                await anyio.to_thread.run_sync(group.remove)
-        self.ctx.keeper_unwatch(proc.pgid)
-        if self.debug:
-            self._log.debug("rpc traffic", **_traffic(channel))
-        channel.close(f"worker exited ({describe(from_waitid(result.si_code, result.si_status))})")
-        exit = from_waitid(
-            result.si_code, result.si_status, cause=inc.cause, requested=inc.requested
-        )
-        self._post(("exited", inc.n, exit))
-
-    async def _watch_channel(
-        self, inc: _Incarnation, channel: Channel, proc: WorkerProcess
-    ) -> None:
-        """A worker whose channel breaks (garbage, oversized frame, closed fd 3) is killed."""
-        with inc.scope():
-            reason = await channel.wait_closed()
-            if inc.requested or not proc.alive:
-                return
-            if reason.startswith("protocol error"):
-                # The peer is not to be trusted any more: cut it off now, and make this the
-                # recorded reason whatever exit status follows.
-                self._post(("kill", inc.n, f"channel lost: {reason}"))
-                return
-            await anyio.sleep(0.2)  # a worker that is exiting anyway gets to report its own exit
-            if proc.alive and not inc.requested:
-                self._post(("kill", inc.n, f"channel lost: {reason}"))
-
-    async def _idle_watch(self, inc: _Incarnation, idle: float) -> None:
+    async def _idle_watch(self, inc: Incarnation, idle: float) -> None:
         """A lazy server with ``idleTimeout`` stops after that long without calls; the next
         call starts it again."""
         with inc.scope():
@@ -515,48 +403,13 @@ class Runner:
                     return
                 await anyio.sleep(max(0.05, idle - quiet if self._calls_in_flight == 0 else idle))
 
-    def _kill(self, inc: _Incarnation) -> None:
-        """SIGKILL the whole tree: the cgroup (atomically), the process group, the descendants."""
-        if inc.cgroup is not None and self._tg is not None:
-            # In a thread (freezing can take a while); the signals below do not wait for it.
-            self._tg.start_soon(_in_thread, inc.cgroup.kill)
-        if inc.proc is not None:
-            if self.ctx.kill_tree is not None and inc.proc.alive:
-                self.ctx.kill_tree(inc.proc.pid)
-            inc.proc.signal_group(9)
-
     def breach(self, reason: str) -> None:
         """A limit was breached (the watchdog says so): kill the current worker's tree."""
         inc = self._inc
         if inc is not None and inc.proc is not None and inc.proc.alive:
             self._post(("kill", inc.n, reason))
 
-    def _make_cgroup(self) -> WorkerCgroup | None:
-        if self.ctx.cgroup_for is None:
-            return None
-        try:
-            return self.ctx.cgroup_for(self.ext)
-        except OSError as exc:
-            self._log.warning("no cgroup for this worker", error=str(exc))
-            return None
-
-    def _cgroup_adder(self, group: WorkerCgroup | None) -> Callable[[int], Awaitable[None]] | None:
-        if group is None:
-            return None
-
-        async def add(pid: int) -> None:
-            try:
-                await anyio.to_thread.run_sync(group.add, pid)
-            except OSError as exc:
-                self._log.warning("cannot move worker into its cgroup", error=str(exc))
-
-        return add
-
-    def _ready(self, inc: _Incarnation, info: Any) -> None:
-        metadata = info if isinstance(info, dict) else {}
-        self._post(("ready", inc.n, metadata))
-
-    def _notified(self, inc: _Incarnation, method: str, params: list[Any]) -> None:
+    def _notified(self, inc: Incarnation, method: str, params: list[Any]) -> None:
         payload = params[0] if params and isinstance(params[0], dict) else {}
         if method in ("load_error", "error"):
             inc.error = {"kind": method, **payload}
@@ -584,66 +437,15 @@ class Runner:
         for push in list(self.subscribers):
             push(entry)
 
-    async def _health(self, inc: _Incarnation) -> None:
-        settings = self.ctx.health
-        tracker = HealthTracker(settings, started=time.monotonic())
-        channel = inc.channel
-        assert channel is not None
-        with inc.scope():
-            while inc.proc is not None and inc.proc.alive:
-                # Every ``interval`` from the previous ping's *sending*: an unanswered ping
-                # (``deadline`` s) does not push the next one back.
-                due = tracker.next_ping_at() or time.monotonic()
-                await anyio.sleep(max(0.0, due - time.monotonic()))
-                sent = time.monotonic()
-                tracker.ping_sent(sent)
-                try:
-                    await channel.request("ping", timeout=settings.deadline)
-                except TimeoutError:
-                    verdict = tracker.missed(time.monotonic())
-                    if isinstance(verdict, Unhealthy):
-                        self._post(("kill", inc.n, verdict.reason))
-                        return
-                except (ChannelClosed, RpcError):
-                    return
-                else:
-                    tracker.pong(time.monotonic(), sent)
-                    if self.debug:
-                        rtt = round((time.monotonic() - sent) * 1000, 2)
-                        self._log.debug("ping", rtt_ms=rtt, **_traffic(channel))
-
-    def _begin_stop(self, inc: _Incarnation, reason: str) -> None:
+    def _begin_stop(self, inc: Incarnation, reason: str) -> None:
         """Mark the worker as asked to stop; the stop sequence runs once it exists."""
         if not inc.requested:
             inc.requested = True
             self._to(State.STOPPING, reason)
-        if inc.proc is not None and inc.channel is not None and not inc.stop_launched:
-            inc.stop_launched = True
-            assert self._tg is not None
-            self._tg.start_soon(self._stop_sequence, inc, inc.proc, inc.channel)
+        inc.launch_stop()
 
-    async def _stop_sequence(
-        self, inc: _Incarnation, proc: WorkerProcess, channel: Channel
-    ) -> None:
-        """shutdown RPC → SIGTERM (at half the budget) → SIGKILL of the group (at the end)."""
-        budget = self.ext.stop_timeout
-        t0 = time.monotonic()
-        with anyio.move_on_after(budget / 2):
-            if inc.ready:
-                with contextlib.suppress(TimeoutError, RpcError):
-                    await channel.request("shutdown", timeout=budget / 2)
-            await proc.wait()
-        if proc.alive:
-            proc.signal_group(15)
-            with anyio.move_on_after(max(0.0, budget - (time.monotonic() - t0))):
-                await proc.wait()
-        if proc.alive:
-            inc.cause = f"did not stop within stopTimeout ({budget:g}s)"
-            self._kill(inc)
-
-    def _on_exit(self, inc: _Incarnation, exit: Exit) -> None:
-        for scope in inc.scopes:
-            scope.cancel()
+    def _on_exit(self, inc: Incarnation, exit: Exit) -> None:
+        inc.ended()
         self._inc = None
         text = describe(exit)
         if inc.error:
@@ -701,20 +503,6 @@ def _usage(sample: Sample | None) -> dict[str, Any] | None:
     }
 
 
-def _was_sigkilled(result: os.waitid_result) -> bool:
-    return result.si_code == os.CLD_KILLED and result.si_status == signal.SIGKILL
-
-
-def _memory_limit(ext: Extension) -> str:
-    mem = ext.limits.memory
-    return f"memory limit {format_size(mem)}" if mem is not None else "memory limit"
-
-
-def _traffic(channel: Channel) -> dict[str, int]:
-    m_in, m_out, b_in, b_out = channel.stats
-    return {"messages_in": m_in, "messages_out": m_out, "bytes_in": b_in, "bytes_out": b_out}
-
-
 async def run_guarded(runner: Runner) -> None:
     """Run one runner; a bug in it is logged and ends that extension, never the supervisor."""
     try:
@@ -732,13 +520,3 @@ def _restart_settings(ext: Extension) -> RestartSettings:
         backoff=r.backoff,
         max_backoff=r.max_backoff,
     )
-
-
-async def _in_thread(fn: Callable[[], object]) -> None:
-    await anyio.to_thread.run_sync(fn)
-
-
-async def _set_when(wait: Callable[[], Any], scope: anyio.CancelScope) -> None:
-    """Await ``wait()`` then cancel ``scope``: the first of several waits ends the race."""
-    await wait()
-    scope.cancel()

@@ -1,0 +1,290 @@
+"""One worker incarnation: its process, channel and cgroup, and the I/O tasks around them.
+
+Theory of operation: the runner (an actor, see ``runner.py``) decides; an incarnation does.
+Each start of an extension's worker is one :class:`Incarnation`, numbered. Its tasks — spawn
+and supervise the process (:meth:`Incarnation.run`), watch the channel, ping for health, run
+the stop sequence — never change the extension's state: they post messages to the runner's
+inbox (``spawned``, ``spawn_failed``, ``ready``, ``kill``, ``exited``), tagged with the
+incarnation's number so a message about a worker that is already gone is ignored there.
+:meth:`Incarnation.kill` is the one synchronous action, called by the runner.
+
+An incarnation uses the extension's configuration as it was when it started: a reload that
+changes it applies to the next worker. cgroup I/O runs in threads: on cgroup v1 a mkdir, a
+move into ``cgroup.procs`` or an rmdir can take tens of ms (RCU grace periods), which must
+not stall every other extension's calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from supervisor.config import Extension
+from supervisor.core.cgroups import WorkerCgroup
+from supervisor.core.exits import describe, from_waitid
+from supervisor.core.health import HealthSettings, HealthTracker, Unhealthy
+from supervisor.core.limits import format_size
+from supervisor.core.process import WorkerProcess
+from supervisor.core.states import Transition
+from supervisor.core.worker_spec import build_spec
+from worker.channel import Channel, ChannelClosed
+from worker.rpc import RpcError
+
+__all__ = ["Hooks", "Incarnation", "RunnerContext", "traffic"]
+
+
+@dataclass
+class RunnerContext:
+    """What every runner needs from the supervisor that owns it."""
+
+    spawn: Callable[..., Any]  # async (ext, on_line, on_spawned) -> WorkerProcess
+    keeper_watch: Callable[[int], None]
+    keeper_unwatch: Callable[[int], None]
+    health: HealthSettings = field(default_factory=HealthSettings)
+    on_transition: Callable[[str, Transition], None] | None = None
+    on_catalog: Callable[[str], None] | None = None  # an MCP server's catalog changed
+    on_resource_updated: Callable[[str, str], None] | None = None  # (server, uri)
+    cgroup_for: Callable[[Extension], WorkerCgroup | None] | None = None
+    kill_tree: Callable[[int], None] | None = None  # SIGKILL a pid's whole process tree
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What an incarnation needs from its runner."""
+
+    name: str
+    ctx: RunnerContext
+    tg: TaskGroup  # the runner's: helper tasks live as long as the runner
+    post: Callable[[tuple[Any, ...]], None]  # into the runner's inbox
+    on_line: Callable[[str, str], None]  # (stream, line) of the worker's output
+    on_notification: Callable[[Incarnation, str, list[Any]], None]
+    log: Any  # a bound structlog logger
+    debug: bool = False
+
+
+class Incarnation:
+    def __init__(self, n: int, ext: Extension, hooks: Hooks) -> None:
+        self.n = n
+        self.ext = ext
+        self.hooks = hooks
+        self.proc: WorkerProcess | None = None
+        self.channel: Channel | None = None
+        self.cgroup: WorkerCgroup | None = None
+        self.ready = False
+        self.ready_event = anyio.Event()
+        self.cause: str | None = None  # why *we* ended it (health, timeout, limit)
+        self.requested = False  # an operator or shutdown asked it to stop
+        self.error: dict[str, Any] | None = None  # load_error / error from the worker
+        self.stop_launched = False
+        self.scopes: list[anyio.CancelScope] = []
+
+    def scope(self) -> anyio.CancelScope:
+        """A cancel scope for one helper task, cancelled when this worker is gone (``ended``)."""
+        scope = anyio.CancelScope()
+        self.scopes.append(scope)
+        return scope
+
+    def ended(self) -> None:
+        for scope in self.scopes:
+            scope.cancel()
+
+    def _post(self, kind: str, *payload: Any) -> None:
+        self.hooks.post((kind, self.n, *payload))
+
+    # -- the process ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Spawn, connect, race readiness against the start timeout, wait for the exit, clean
+        up; post what happens."""
+        hooks, ctx = self.hooks, self.hooks.ctx
+        with anyio.CancelScope(shield=True):  # a group made must be known, to be removed
+            group = await anyio.to_thread.run_sync(self._make_cgroup)
+        self.cgroup = group
+        try:
+            proc: WorkerProcess = await ctx.spawn(self.ext, hooks.on_line, self._adder(group))
+        except OSError as exc:
+            if group is not None:
+                await anyio.to_thread.run_sync(group.remove)
+            self._post("spawn_failed", f"{exc.strerror or exc}")
+            return
+        self.proc = proc
+        ctx.keeper_watch(proc.pgid)
+        if hooks.debug:
+            hooks.log.debug("worker spawned", pid=proc.pid, incarnation=self.n)
+        channel = Channel(
+            {
+                "boot": lambda pid: build_spec(self.ext),
+                "ready": lambda info: self._post("ready", info if isinstance(info, dict) else {}),
+            },
+            name=hooks.name,
+            on_notification=lambda method, params: hooks.on_notification(self, method, params),
+        )
+        self.channel = channel
+        await channel.connect(proc.sock)
+        self._post("spawned")
+        hooks.tg.start_soon(self._watch_channel, channel, proc)
+        timeout = self.ext.start_timeout
+        with anyio.move_on_after(timeout) as timer:
+            async with anyio.create_task_group() as race:
+                race.start_soon(_cancel_when, self.ready_event.wait, race.cancel_scope)
+                race.start_soon(_cancel_when, proc.wait, race.cancel_scope)
+        if timer.cancelled_caught and not self.ready and proc.alive:
+            self._post("kill", f"start timeout ({timeout:g}s)")
+        with anyio.CancelScope(shield=True):
+            result = await proc.wait()
+            if group is not None:
+                oom = await anyio.to_thread.run_sync(group.oom_killed)
+                if self.cause is None and _was_sigkilled(result) and oom:
+                    self.cause = (
+                        f"{_memory_limit(self.ext)} exceeded (killed by the kernel OOM killer)"
+                    )
+                # v1 OOM kills one process; the rest of the group goes too
+                await anyio.to_thread.run_sync(group.kill)
+            await proc.reap_group()
+            await proc.wait_output()
+            if group is not None:
+                await anyio.to_thread.run_sync(group.remove)
+        ctx.keeper_unwatch(proc.pgid)
+        if hooks.debug:
+            hooks.log.debug("rpc traffic", **traffic(channel))
+        channel.close(f"worker exited ({describe(from_waitid(result.si_code, result.si_status))})")
+        self._post(
+            "exited",
+            from_waitid(
+                result.si_code, result.si_status, cause=self.cause, requested=self.requested
+            ),
+        )
+
+    async def _watch_channel(self, channel: Channel, proc: WorkerProcess) -> None:
+        """A worker whose channel breaks (garbage, oversized frame, closed fd 3) is killed."""
+        with self.scope():
+            reason = await channel.wait_closed()
+            if self.requested or not proc.alive:
+                return
+            if reason.startswith("protocol error"):
+                # The peer is not to be trusted any more: cut it off now, and make this the
+                # recorded reason whatever exit status follows.
+                self._post("kill", f"channel lost: {reason}")
+                return
+            await anyio.sleep(0.2)  # a worker that is exiting anyway gets to report its own exit
+            if proc.alive and not self.requested:
+                self._post("kill", f"channel lost: {reason}")
+
+    async def health(self, settings: HealthSettings) -> None:
+        """Ping every ``interval`` (from the previous ping's *sending*: an unanswered ping does
+        not push the next one back); too many misses → ``kill`` with the verdict's reason."""
+        tracker = HealthTracker(settings, started=time.monotonic())
+        channel = self.channel
+        assert channel is not None
+        with self.scope():
+            while self.proc is not None and self.proc.alive:
+                due = tracker.next_ping_at() or time.monotonic()
+                await anyio.sleep(max(0.0, due - time.monotonic()))
+                sent = time.monotonic()
+                tracker.ping_sent(sent)
+                try:
+                    await channel.request("ping", timeout=settings.deadline)
+                except TimeoutError:
+                    verdict = tracker.missed(time.monotonic())
+                    if isinstance(verdict, Unhealthy):
+                        self._post("kill", verdict.reason)
+                        return
+                except (ChannelClosed, RpcError):
+                    return
+                else:
+                    tracker.pong(time.monotonic(), sent)
+                    if self.hooks.debug:
+                        rtt = round((time.monotonic() - sent) * 1000, 2)
+                        self.hooks.log.debug("ping", rtt_ms=rtt, **traffic(channel))
+
+    # -- stopping and killing -------------------------------------------------------------
+
+    def launch_stop(self) -> None:
+        """Start the stop sequence once the worker exists (again later if it does not yet)."""
+        if self.proc is not None and self.channel is not None and not self.stop_launched:
+            self.stop_launched = True
+            self.hooks.tg.start_soon(self._stop_sequence, self.proc, self.channel)
+
+    async def _stop_sequence(self, proc: WorkerProcess, channel: Channel) -> None:
+        """shutdown RPC → SIGTERM (at half the budget) → SIGKILL of the group (at the end)."""
+        budget = self.ext.stop_timeout
+        t0 = time.monotonic()
+        with anyio.move_on_after(budget / 2):
+            if self.ready:
+                with contextlib.suppress(TimeoutError, RpcError):
+                    await channel.request("shutdown", timeout=budget / 2)
+            await proc.wait()
+        if proc.alive:
+            proc.signal_group(15)
+            with anyio.move_on_after(max(0.0, budget - (time.monotonic() - t0))):
+                await proc.wait()
+        if proc.alive:
+            self.cause = f"did not stop within stopTimeout ({budget:g}s)"
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree: the cgroup (atomically), the process group, the descendants."""
+        if self.cgroup is not None:
+            # In a thread (freezing can take a while); the signals below do not wait for it.
+            self.hooks.tg.start_soon(_in_thread, self.cgroup.kill)
+        proc, kill_tree = self.proc, self.hooks.ctx.kill_tree
+        if proc is not None:
+            if kill_tree is not None and proc.alive:
+                kill_tree(proc.pid)
+            proc.signal_group(9)
+
+    # -- its cgroup -----------------------------------------------------------------------
+
+    def _make_cgroup(self) -> WorkerCgroup | None:
+        cgroup_for = self.hooks.ctx.cgroup_for
+        if cgroup_for is None:
+            return None
+        try:
+            return cgroup_for(self.ext)
+        except OSError as exc:
+            self.hooks.log.warning("no cgroup for this worker", error=str(exc))
+            return None
+
+    def _adder(self, group: WorkerCgroup | None) -> Callable[[int], Awaitable[None]] | None:
+        if group is None:
+            return None
+
+        async def add(pid: int) -> None:
+            try:
+                await anyio.to_thread.run_sync(group.add, pid)
+            except OSError as exc:
+                self.hooks.log.warning("cannot move worker into its cgroup", error=str(exc))
+
+        return add
+
+
+def traffic(channel: Channel) -> dict[str, int]:
+    m_in, m_out, b_in, b_out = channel.stats
+    return {"messages_in": m_in, "messages_out": m_out, "bytes_in": b_in, "bytes_out": b_out}
+
+
+def _was_sigkilled(result: os.waitid_result) -> bool:
+    return result.si_code == os.CLD_KILLED and result.si_status == signal.SIGKILL
+
+
+def _memory_limit(ext: Extension) -> str:
+    mem = ext.limits.memory
+    return f"memory limit {format_size(mem)}" if mem is not None else "memory limit"
+
+
+async def _in_thread(fn: Callable[[], object]) -> None:
+    await anyio.to_thread.run_sync(fn)
+
+
+async def _cancel_when(wait: Callable[[], Any], scope: anyio.CancelScope) -> None:
+    """Await ``wait()`` then cancel ``scope``: the first of several waits ends the race."""
+    await wait()
+    scope.cancel()
