@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
@@ -128,13 +128,11 @@ def sdk_server(log: Path, tools: int = 1) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def spctl(root: Path, servers: list[dict[str, Any]], tiny: bool = False) -> Iterator[str]:
-    """``spctl serve`` with the MCP front on a free port; yields the aggregate /mcp URL once
-    every extension is running."""
-    ext = make_extensions(root, [], servers)
-    if tiny:
-        (ext / "servers" / "tiny").mkdir(exist_ok=True)
-        (ext / "servers" / "tiny" / "__init__.py").write_text(TINY)
+def serving(
+    root: Path, ext: Path, up: Callable[[dict[str, Any]], bool], what: str
+) -> Iterator[tuple[Serve, str]]:
+    """``spctl serve`` on ``ext`` with the MCP front on a free port; yields it and the /mcp URL
+    once ``up(status)`` holds and the front runs. Afterwards: stopped, nothing left behind."""
     s = Serve(root, ext, root / "run" / "control.sock", front=True)
     s.extra_args = ["--listen", "127.0.0.1:0"]
     try:
@@ -142,14 +140,12 @@ def spctl(root: Path, servers: list[dict[str, Any]], tiny: bool = False) -> Iter
 
         def ready() -> str | None:
             st = s.try_status()
-            if not st or any(e["state"] != "running" for e in st["extensions"]):
+            if not st or not up(st):
                 return None
             front = st["supervisor"]["mcp_front"]
             return str(front["url"]) if front and front["state"] == "running" else None
 
-        yield str(
-            wait_for(ready, 90, f"{len(servers)} extensions and the front (log: {s.log_path})")
-        )
+        yield s, str(wait_for(ready, 90, f"{what} and the front (log: {s.log_path})"))
     finally:
         children = descendants(s.proc.pid) if s.proc is not None else []
         code = s.stop()  # SIGTERM; anything still alive after 30 s is killed
@@ -160,6 +156,22 @@ def spctl(root: Path, servers: list[dict[str, Any]], tiny: bool = False) -> Iter
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def spctl(root: Path, servers: list[dict[str, Any]], tiny: bool = False) -> Iterator[str]:
+    """``spctl serve`` with the MCP front on a free port; yields the aggregate /mcp URL once
+    every extension is running."""
+    ext = make_extensions(root, [], servers)
+    if tiny:
+        (ext / "servers" / "tiny").mkdir(exist_ok=True)
+        (ext / "servers" / "tiny" / "__init__.py").write_text(TINY)
+
+    def all_running(status: dict[str, Any]) -> bool:
+        return all(e["state"] == "running" for e in status["extensions"])
+
+    with serving(root, ext, all_running, f"{len(servers)} extensions") as (_, url):
+        yield url
 
 
 # -- measurements ----------------------------------------------------------------------------

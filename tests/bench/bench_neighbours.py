@@ -26,12 +26,10 @@ its p50 under 1.5× the calm p50; otherwise the benchmark exits with a message n
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
@@ -42,7 +40,8 @@ import anyio.to_thread
 from mcp import Client, MCPError
 
 from tests.bench._table import print_table
-from tests.helpers import Serve, descendants, make_extensions, pid_gone, server_entry, wait_for
+from tests.bench.bench_mcp import serving
+from tests.helpers import Serve, make_extensions, server_entry, wait_for
 
 __all__ = ["main"]
 
@@ -81,33 +80,14 @@ def _servers(root: Path) -> list[dict[str, Any]]:
     ]
 
 
-@contextlib.contextmanager
-def _spctl(root: Path) -> Iterator[tuple[Serve, str]]:
+def _spctl(root: Path) -> contextlib.AbstractContextManager[tuple[Serve, str]]:
     """``spctl serve`` with the front on a free port; yields it and the /mcp URL once the
     sibling is running and the front is up."""
-    ext = make_extensions(root, [], _servers(root))
-    s = Serve(root, ext, root / "run" / "control.sock", front=True)
-    s.extra_args = ["--listen", "127.0.0.1:0"]
-    try:
-        s.start()
 
-        def ready() -> str | None:
-            st = s.try_status()
-            if not st or s.ext("sibling")["state"] != "running":
-                return None
-            front = st["supervisor"]["mcp_front"]
-            return str(front["url"]) if front and front["state"] == "running" else None
+    def sibling_running(status: dict[str, Any]) -> bool:
+        return any(e["name"] == "sibling" and e["state"] == "running" for e in status["extensions"])
 
-        yield s, str(wait_for(ready, 60, f"the sibling and the front (log: {s.log_path})"))
-    finally:
-        children = descendants(s.proc.pid) if s.proc is not None else []
-        code = s.stop()
-        left = [pid for pid in children if not pid_gone(pid)]
-        if code != 0 or left:
-            print(f"spctl serve exited {code}, left {left}", flush=True)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+    return serving(root, make_extensions(root, [], _servers(root)), sibling_running, "the sibling")
 
 
 @dataclass

@@ -132,9 +132,7 @@ class McpClient(CatalogPublisher):
 
     async def close(self) -> None:
         """Stop refetching and close the session; then :meth:`_reap` the server."""
-        self._closing = True
-        if self._refetch is not None:
-            self._refetch.cancel()
+        self.stop_publishing()
         self._stop.set()
         if self._runner is not None:
             with contextlib.suppress(TimeoutError):

@@ -141,9 +141,7 @@ class LeanClient(CatalogPublisher):
 
     async def close(self) -> None:
         """Stop refetching, then end the server (:meth:`_disconnect`)."""
-        self._closing = True
-        if self._refetch is not None:
-            self._refetch.cancel()
+        self.stop_publishing()
         await self._disconnect()
 
     @property

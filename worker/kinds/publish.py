@@ -51,6 +51,12 @@ class CatalogPublisher:
         with contextlib.suppress(RpcError):  # the channel is closed: the worker is ending
             self._notify(method, *params)
 
+    def stop_publishing(self) -> None:
+        """Closing: no more refetches (one in progress is cancelled), no more catalogs sent."""
+        self._closing = True
+        if self._refetch is not None:
+            self._refetch.cancel()
+
     def arm(self) -> None:
         """From now on (the supervisor has the first catalog) changes are sent."""
         self._armed = True
