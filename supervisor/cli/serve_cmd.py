@@ -43,6 +43,13 @@ def serve(
     front: Annotated[
         bool, typer.Option("--front/--no-front", help="Run the MCP front (/mcp over HTTP).")
     ] = True,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Reload when servers.yaml or modules.yaml change (debounced; as spctl reload).",
+        ),
+    ] = False,
     log_json: Annotated[
         bool | None,
         typer.Option("--log-json/--log-text", help="Log format (default: JSON unless a tty)."),
@@ -71,6 +78,7 @@ def serve(
         health=health,
         cgroups=cgroups,
         front=FrontOptions(listen=listen, token_file=token_file) if front else None,
+        watch=watch,
     )
     code = run_serve(opts)
     raise typer.Exit(code)

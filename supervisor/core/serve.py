@@ -72,6 +72,7 @@ class ServeOptions:
     health: HealthSettings = field(default_factory=HealthSettings)
     cgroups: bool = True  # False: rlimits + watchdog only (--no-cgroups, SPCTL_CGROUPS=off)
     front: FrontOptions | None = field(default_factory=FrontOptions)  # None: no MCP front
+    watch: bool = False  # reload when servers.yaml / modules.yaml change (--watch)
 
 
 class Supervisor:
@@ -258,6 +259,10 @@ class Supervisor:
                     if runner.ext.enabled and not runner.ext.lazy:
                         runner.post_start()
                 tg.start_soon(self._discover_lazy)
+                if self.opts.watch:
+                    from supervisor.core.watch import watch_config
+
+                    tg.start_soon(watch_config, self.opts.extensions, self.api.reload_quietly)
                 front_scope = anyio.CancelScope()
                 if self.front is not None:
                     tg.start_soon(self._run_front, front_scope)

@@ -87,6 +87,35 @@ def test_sighup_reloads(tmp_path: Path) -> None:
         s.wait_state("b", "running")
 
 
+def test_watch_reloads_when_the_registry_changes(tmp_path: Path) -> None:
+    """``serve --watch``: a saved change is applied; an invalid save changes nothing (and says
+    why in the log); the next valid save is applied; a file replaced by a rename (how editors
+    save) is seen too; other files in the directory are ignored."""
+    with serve_fixture(tmp_path, [module_entry("a", "ok_daemon")], extra_args=["--watch"]) as s:
+        s.start()
+        wait_for(
+            lambda: any(x.get("event") == "watching the registry" for x in s.logs()), 10, "watch"
+        )
+        pid_a = s.wait_state("a", "running")["pid"]
+        _write_modules(
+            s.extensions, [module_entry("a", "ok_daemon"), module_entry("b", "ok_daemon")]
+        )
+        s.wait_state("b", "running")
+        (s.extensions / "modules.yaml").write_text("modules:\n  - name: [broken\n")
+        wait_for(lambda: any(x.get("event") == "reload refused" for x in s.logs()), 10, "a refusal")
+        assert _pids(s)["a"] == pid_a and s.ext("b")["state"] == "running"
+        (s.extensions / "notes.txt").write_text("not the registry")
+        replacement = s.extensions / ".modules.yaml.tmp"
+        replacement.write_text(
+            yaml.safe_dump({"modules": [module_entry("a", "ok_daemon")]}, sort_keys=False)
+        )
+        os.replace(replacement, s.extensions / "modules.yaml")
+        wait_for(lambda: "b" not in _pids(s), 10, "b to go with the renamed file")
+        assert _pids(s)["a"] == pid_a  # unchanged: kept running throughout
+        changed = [x for x in s.logs() if x.get("event") == "registry changed; reloading"]
+        assert all(x["files"] == ["modules.yaml"] for x in changed)
+
+
 def test_reload_during_a_restart_storm(tmp_path: Path) -> None:
     fast = {"policy": "always", "maxRestarts": 1000, "backoff": "5ms", "maxBackoff": "10ms"}
     mods = [module_entry("storm", "crash_later", config={"after": 0.05}, restart=fast)]
