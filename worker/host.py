@@ -12,8 +12,10 @@ the command, says ``ready`` with its catalog, serves ``mcp`` the same way, and e
 when the server process does. A ``handler`` package with no ``create_handler`` but an MCP SDK
 server object (module-level ``mcp``, ``server`` or ``app``) is hosted as kind ``sdk``
 (:mod:`worker.kinds.sdk`): served in-process through the SDK's in-memory transport, otherwise
-like ``stdio``. Only ``sdk`` imports the SDK: ``stdio`` speaks JSON-RPC lines itself
-(:mod:`worker.kinds.lean`).
+like ``stdio``. A ``remote`` extension (``type: remote``, :mod:`worker.kinds.remote`) imports
+nothing either: the worker connects to the server's URL over Streamable HTTP and serves it like
+``sdk``; each health ping also pings the server. Only ``sdk`` and ``remote`` import the SDK:
+``stdio`` speaks JSON-RPC lines itself (:mod:`worker.kinds.lean`).
 
 Every way out is a *verdict* (an exit code, see :mod:`worker.exitcodes`) set once on a future:
 the lifecycle ending, the ``shutdown`` handler, or the channel closing. The first verdict wins;
@@ -31,6 +33,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -69,7 +72,7 @@ TRACEBACK_LINES = 20
 MESSAGE_CHARS = 2000
 KINDS = ("daemon", "handler")
 """Kinds that import an extension ("handler" may turn out to be "sdk"); "stdio" (a server
-command) imports nothing."""
+command) and "remote" (a server URL) import nothing."""
 
 
 def log(message: str) -> None:
@@ -90,6 +93,9 @@ class BootSpec:
     command: tuple[str, ...] = ()  # kind "stdio": the server's argv, its cwd and extra env
     cwd: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    url: str | None = None  # kind "remote": the server's URL, its auth and extra headers
+    auth: dict[str, Any] = field(default_factory=dict, repr=False)  # secrets: not in repr
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def parse(cls, raw: object) -> BootSpec:
@@ -122,6 +128,15 @@ class BootSpec:
             isinstance(k, str) and isinstance(v, str) for k, v in env.items()
         ):
             raise ValueError("boot spec field 'env' must be a map of strings")
+        url, auth, headers = raw.get("url"), raw.get("auth") or {}, raw.get("headers") or {}
+        if not isinstance(url, str | None) or (raw["kind"] == "remote" and not url):
+            raise ValueError("boot spec field 'url' must be a string (required for 'remote')")
+        if not isinstance(auth, dict):
+            raise ValueError("boot spec field 'auth' must be a map")
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ValueError("boot spec field 'headers' must be a map of strings")
         return cls(
             name=raw["name"],
             kind=raw["kind"],
@@ -133,6 +148,9 @@ class BootSpec:
             command=tuple(command),
             cwd=cwd,
             env=env,
+            url=url,
+            auth=auth,
+            headers=headers,
         )
 
 
@@ -176,7 +194,8 @@ class Host:
         self._daemon: Daemon | None = None
         self._handler: Handler | None = None
         self._server: McpServer | None = None
-        self._stdio: LeanClient | McpClient | None = None  # kind stdio or sdk
+        self._stdio: LeanClient | McpClient | None = None  # kind stdio, sdk or remote
+        self._on_ping: Callable[[], None] | None = None  # kind remote: ping the server too
         self._lifecycle: asyncio.Task[int] | None = None
         self._stopping: asyncio.Task[None] | None = None
 
@@ -240,6 +259,8 @@ class Host:
             return await self._run_handler(spec)
         if spec.kind == "stdio":
             return await self._run_stdio(spec)
+        if spec.kind == "remote":
+            return await self._run_remote(spec)
         try:
             daemon = await self._load(spec)
         except Exception as e:
@@ -325,6 +346,30 @@ class Host:
             return EXIT_LOAD_ERROR
         return await self._serve_client(server, "sdk", catalog)
 
+    async def _run_remote(self, spec: BootSpec) -> int:
+        # Imported here: only this kind (and sdk) pays for the MCP SDK and httpx.
+        from worker.kinds.remote import RemoteAuth, RemoteError, RemoteServer, RemoteSpec
+
+        try:
+            apply_rlimits(spec.rlimits)
+            assert spec.url is not None  # BootSpec.parse checked it
+            auth = RemoteAuth.parse(spec.auth) if spec.auth else None
+            remote = RemoteSpec(spec.name, spec.url, auth, spec.headers)
+        except Exception as e:  # a spec the supervisor should never have sent
+            await self._report("load_error", e)
+            return EXIT_LOAD_ERROR
+        self._stdio = server = RemoteServer(remote, self.channel.notify)
+        try:
+            catalog = await server.start()
+        except RemoteError as e:
+            # Unreachable or refused: not a load error, the restart policy (backoff) applies.
+            log(str(e))
+            self.channel.notify("error", {"message": str(e), "traceback": ""})
+            await self._drain()
+            return EXIT_ERROR
+        self._on_ping = server.health_ping
+        return await self._serve_client(server, "remote", catalog)
+
     async def _serve_client(self, server: LeanClient | McpClient, kind: str, catalog: Any) -> int:
         """Say ready, serve ``mcp`` until shutdown; end (non-zero) if the server ends first."""
         self.channel.handlers["mcp"] = server.mcp
@@ -396,6 +441,8 @@ class Host:
     # -- handlers served to the supervisor --------------------------------------------------
 
     def _ping(self) -> dict[str, float]:  # sync: the channel answers it without a task
+        if self._on_ping is not None:
+            self._on_ping()  # starts a task at most: the answer is never delayed
         return {"t": time.monotonic()}
 
     async def _shutdown(self) -> None:

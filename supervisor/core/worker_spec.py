@@ -9,9 +9,9 @@ from __future__ import annotations
 import resource
 from typing import Any
 
-from supervisor.config import Extension, Secret
+from supervisor.config import Auth, Extension, Secret
 
-__all__ = ["DATA_HEADROOM", "build_spec", "plain", "rlimits_for"]
+__all__ = ["DATA_HEADROOM", "auth_spec", "build_spec", "plain", "rlimits_for"]
 
 DATA_HEADROOM = 256 * 1024 * 1024
 
@@ -58,7 +58,39 @@ def rlimits_for(ext: Extension) -> dict[str, list[int]]:
     return out
 
 
+def auth_spec(auth: Auth | None) -> dict[str, Any]:
+    """A remote entry's ``auth`` in the boot spec's spelling, secrets revealed (for the worker)."""
+    if auth is None:
+        return {}
+    fields = {
+        "type": auth.type,
+        "token": auth.token,
+        "key": auth.key,
+        "header": auth.header,
+        "clientId": auth.client_id,
+        "clientSecret": auth.client_secret,
+        "tokenUrl": auth.token_url,
+    }
+    out: dict[str, Any] = {key: plain(value) for key, value in fields.items() if value is not None}
+    if auth.scopes:
+        out["scopes"] = list(auth.scopes)
+    return out
+
+
 def build_spec(ext: Extension) -> dict[str, Any]:
+    if ext.type == "remote":
+        # A remote MCP server: the worker connects to `url`. The credentials travel only here,
+        # over the private channel; the worker puts them on the requests it sends.
+        return {
+            "name": ext.name,
+            "kind": "remote",
+            "path": str(ext.source.file.parent),
+            "url": ext.url,
+            "auth": auth_spec(ext.auth),
+            "headers": plain(ext.headers),
+            "rlimits": rlimits_for(ext),
+            "check_interval": 1.0,
+        }
     if ext.command is not None:
         # A stdio MCP server: the worker runs the command in `path` (default: the directory
         # of servers.yaml). Its env is already the worker's environment; nothing more to pass.
