@@ -41,7 +41,7 @@ from typing import IO, Any, Self
 
 from worker.channel import Channel
 
-__all__ = ["FIXTURES", "REPO", "Child", "WorkerExited", "WorkerHarness"]
+__all__ = ["FIXTURES", "REPO", "Child", "WorkerExited", "WorkerHarness", "call", "text"]
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 REPO = FIXTURES.parent.parent
@@ -379,3 +379,13 @@ if __name__ == "__main__":
             args[2] if len(args) > 2 else None,
         )
     )
+
+
+def text(value: str) -> dict[str, Any]:
+    """One MCP text content block."""
+    return {"type": "text", "text": value}
+
+
+async def call(h: WorkerHarness, tool: str, meta: dict[str, Any] | None = None, **args: Any) -> Any:
+    """``tools/call`` through a worker's ``mcp`` request."""
+    return await h.request("mcp", "tools/call", {"name": tool, "arguments": args}, meta or {})

@@ -3,7 +3,6 @@ worker's ``sdk`` kind alone, then hosted by a real ``spctl serve`` and called th
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
@@ -13,25 +12,16 @@ from typing import Any
 import pytest
 
 from tests.helpers import serve_fixture, server_entry, wait_for
-from tests.integration.harness import FIXTURES, WorkerHarness
+from tests.integration.harness import FIXTURES, WorkerHarness, call, text
 from worker.exitcodes import EXIT_LOAD_ERROR, EXIT_OK
-from worker.rpc import RpcError
 
 FIXTURE = FIXTURES / "mcp_sdk_server"
 TOOLS = ["echo", "add", "slow", "boom", "grow", "pid"]
 
 
-def text(value: str) -> dict[str, Any]:
-    return {"type": "text", "text": value}
-
-
 def sdk_harness(tmp_path: Path, path: Path = FIXTURE) -> WorkerHarness:
     # The supervisor boots every `path:` server as kind "handler"; the worker picks "sdk".
     return WorkerHarness(path, name="fx", kind="handler", env={"MARKERS": str(tmp_path)})
-
-
-async def call(h: WorkerHarness, tool: str, meta: dict[str, Any] | None = None, **args: Any) -> Any:
-    return await h.request("mcp", "tools/call", {"name": tool, "arguments": args}, meta or {})
 
 
 @pytest.fixture
@@ -91,35 +81,6 @@ class TestWorker:
             assert (await call(h, "extra"))["content"] == [text("extra!")]
             assert await h.request("shutdown") is None
             assert await h.exit_code() == EXIT_OK
-
-    @pytest.mark.parametrize(
-        ("method", "params", "code", "data"),
-        [
-            # the server's own error, code and data kept
-            ("resources/read", {"uri": "fixture://nope"}, -32602, {"uri": "fixture://nope"}),
-            ("tools/call", {"nme": "x"}, -32602, None),  # refused by the worker: bad params
-            ("no/such", {}, -32601, "no/such"),  # an unknown method is the server's to refuse
-        ],
-    )
-    async def test_errors_keep_their_code(
-        self, tmp_path: Path, method: str, params: dict[str, Any], code: int, data: Any
-    ) -> None:
-        async with sdk_harness(tmp_path) as h:
-            await h.ready(timeout=30)
-            with pytest.raises(RpcError) as caught:
-                await h.request("mcp", method, params, {})
-            assert (caught.value.code, caught.value.data) == (code, data)
-            unknown = await call(h, "nope")  # MCP: a tool's failure is a result
-            assert unknown == {"content": [text("Unknown tool: nope")], "isError": True}
-
-    async def test_cancel_reaches_the_server(self, tmp_path: Path) -> None:
-        async with sdk_harness(tmp_path) as h:
-            await h.ready(timeout=30)
-            pending = asyncio.ensure_future(call(h, "slow", seconds=30))
-            await h.wait_for(lambda: (tmp_path / "slow.started").exists(), poll=0.01)
-            pending.cancel()
-            await h.wait_for(lambda: (tmp_path / "slow.cancelled").exists(), poll=0.01)
-            assert (await call(h, "echo", text="still here"))["content"] == [text("still here")]
 
 
 LOW_LEVEL = "from mcp.server import Server\nserver = Server('low-level', version='0.1')\n"

@@ -20,17 +20,12 @@ from typing import Any
 import pytest
 
 from tests.helpers import REPO, Serve, descendants, pid_gone, serve_fixture, wait_for
-from tests.integration.harness import FIXTURES, WorkerHarness
+from tests.integration.harness import FIXTURES, WorkerHarness, call, text
 from worker.exitcodes import EXIT_ERROR, EXIT_LOAD_ERROR, EXIT_OK
-from worker.rpc import RpcError
 
 SERVER = FIXTURES / "stdio_server" / "server.py"
 TOOLS = ["echo", "add", "slow", "boom", "grow", "pid", "env", "cwd"]
 CACHE = REPO / ".venv" / "test-cache"
-
-
-def text(value: str) -> dict[str, Any]:
-    return {"type": "text", "text": value}
 
 
 # -- the worker's stdio kind, driven by the harness --------------------------------------------
@@ -46,10 +41,6 @@ def stdio_harness(tmp_path: Path, command: list[str] | None = None, **env: str) 
         "env": {"MARKERS": str(tmp_path), **env},
     }
     return WorkerHarness(SERVER.parent, name="fx", spec=spec)
-
-
-async def call(h: WorkerHarness, tool: str, meta: dict[str, Any] | None = None, **args: Any) -> Any:
-    return await h.request("mcp", "tools/call", {"name": tool, "arguments": args}, meta or {})
 
 
 @pytest.fixture
@@ -101,35 +92,6 @@ class TestWorker:
             assert await h.request("shutdown") is None
             assert await h.exit_code() == EXIT_OK
             wait_for(lambda: pid_gone(server_pid), 5, "the server to end with the worker")
-
-    @pytest.mark.parametrize(
-        ("method", "params", "code", "data"),
-        [
-            # the server's own error, code and data kept
-            ("resources/read", {"uri": "fixture://nope"}, -32602, {"uri": "fixture://nope"}),
-            ("tools/call", {"nme": "x"}, -32602, None),  # refused by the worker: bad params
-            ("no/such", {}, -32601, "no/such"),  # an unknown method is the server's to refuse
-        ],
-    )
-    async def test_errors_keep_their_code(
-        self, tmp_path: Path, method: str, params: dict[str, Any], code: int, data: Any
-    ) -> None:
-        async with stdio_harness(tmp_path) as h:
-            await h.ready(timeout=30)
-            with pytest.raises(RpcError) as caught:
-                await h.request("mcp", method, params, {})
-            assert (caught.value.code, caught.value.data) == (code, data)
-            unknown = await call(h, "nope")  # MCP: a tool's failure is a result
-            assert unknown == {"content": [text("Unknown tool: nope")], "isError": True}
-
-    async def test_cancel_reaches_the_server(self, tmp_path: Path) -> None:
-        async with stdio_harness(tmp_path) as h:
-            await h.ready(timeout=30)
-            pending = asyncio.ensure_future(call(h, "slow", seconds=30))
-            await h.wait_for(lambda: (tmp_path / "slow.started").exists(), poll=0.01)
-            pending.cancel()
-            await h.wait_for(lambda: (tmp_path / "slow.cancelled").exists(), poll=0.01)
-            assert (await call(h, "echo", text="still here"))["content"] == [text("still here")]
 
     async def test_server_exit_ends_the_worker(self, tmp_path: Path) -> None:
         async with stdio_harness(tmp_path) as h:
