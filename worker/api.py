@@ -20,7 +20,8 @@ worker dies (see :mod:`worker.trampoline`)::
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
@@ -36,6 +37,9 @@ __all__ = [
     "FullDaemonModule",
     "McpError",
     "McpHandler",
+    "ServiceError",
+    "call_service",
+    "call_service_sync",
     "catalog_changed",
     "prompts_changed",
     "report_progress",
@@ -112,6 +116,55 @@ class CallContext(Protocol):
 
 CURRENT_CALL: ContextVar[CallContext | None] = ContextVar("spctl_current_call", default=None)
 """Set by the worker around each call; copied into the thread of a sync handler."""
+
+
+class ServiceError(Exception):
+    """A service call failed: ``code`` is JSON-RPC's (-32601: no such service or method,
+    -32602: bad arguments, -32000: the method raised, -32011: the provider is not running,
+    -32001: no answer in time) and ``message`` says which and why."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"[{code}] {message}")
+        self.code = code
+        self.message = message
+
+
+ServiceCaller = Callable[[str, Any, float | None], Coroutine[Any, Any, Any]]
+_service_caller: tuple[ServiceCaller, asyncio.AbstractEventLoop] | None = None
+
+
+def set_service_caller(caller: ServiceCaller | None) -> None:
+    """For the worker: how :func:`call_service` reaches the supervisor (on this loop)."""
+    global _service_caller
+    _service_caller = None if caller is None else (caller, asyncio.get_running_loop())
+
+
+async def call_service(name: str, params: Any = None, *, timeout: float | None = None) -> Any:
+    """Call ``"<service>.<method>"`` of the plugin module that provides the service, through
+    the supervisor; its result. ``params``: a map (keyword arguments), a list (positional) or
+    None. Raises ServiceError (including outside a worker: no supervisor to ask)."""
+    if _service_caller is None:
+        raise ServiceError(-32603, "call_service works only inside an spctl worker")
+    caller, _ = _service_caller
+    return await caller(name, params, timeout)
+
+
+def call_service_sync(name: str, params: Any = None, *, timeout: float | None = None) -> Any:
+    """:func:`call_service` for sync code running in a thread (a sync handler or daemon
+    method); never call it from the worker's event loop itself (it would wait on itself)."""
+    if _service_caller is None:
+        raise ServiceError(-32603, "call_service works only inside an spctl worker")
+    caller, loop = _service_caller
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        raise ServiceError(
+            -32603, "call_service_sync called on the worker's loop: await call_service"
+        )
+    return asyncio.run_coroutine_threadsafe(caller(name, params, timeout), loop).result()
+
 
 _catalog_listener: Callable[[], None] | None = None
 _resource_listener: Callable[[str], None] | None = None

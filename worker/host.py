@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from worker import api
 from worker.channel import Channel, ChannelClosed
 from worker.exitcodes import (
     EXIT_CHANNEL_LOST,
@@ -47,7 +48,7 @@ from worker.exitcodes import (
     EXIT_OK,
     EXIT_PROTOCOL_ERROR,
 )
-from worker.kinds.daemon import Daemon, load_daemon
+from worker.kinds.daemon import REQUIRED, Daemon, load_daemon
 from worker.kinds.handler import (
     Handler,
     McpServer,
@@ -55,6 +56,7 @@ from worker.kinds.handler import (
     sdk_attribute,
     use_call_threads,
 )
+from worker.kinds.services import ServiceTable
 from worker.loader import LoadError, apply_rlimits, load_extension
 from worker.rpc import RpcError
 
@@ -70,7 +72,7 @@ STOP_TIMEOUT = 3.0
 """Best-effort stop()/shutdown() budget when the worker ends on its own (not on request)."""
 TRACEBACK_LINES = 20
 MESSAGE_CHARS = 2000
-KINDS = ("daemon", "handler")
+KINDS = ("daemon", "handler", "plugin")
 """Kinds that import an extension ("handler" may turn out to be "sdk"); "stdio" (a server
 command) and "remote" (a server URL) import nothing."""
 
@@ -96,6 +98,7 @@ class BootSpec:
     url: str | None = None  # kind "remote": the server's URL, its auth and extra headers
     auth: dict[str, Any] = field(default_factory=dict, repr=False)  # secrets: not in repr
     headers: dict[str, str] = field(default_factory=dict, repr=False)
+    provides: tuple[str, ...] = ()  # kind "plugin": the services it must provide
 
     @classmethod
     def parse(cls, raw: object) -> BootSpec:
@@ -137,6 +140,9 @@ class BootSpec:
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
         ):
             raise ValueError("boot spec field 'headers' must be a map of strings")
+        provides = raw.get("provides") or []
+        if not isinstance(provides, list) or not all(isinstance(s, str) for s in provides):
+            raise ValueError("boot spec field 'provides' must be a list of strings")
         return cls(
             name=raw["name"],
             kind=raw["kind"],
@@ -151,6 +157,7 @@ class BootSpec:
             url=url,
             auth=auth,
             headers=headers,
+            provides=tuple(provides),
         )
 
 
@@ -255,6 +262,7 @@ class Host:
         except ValueError as e:
             log(f"protocol error: {e}")
             return EXIT_PROTOCOL_ERROR
+        api.set_service_caller(self._call_service)  # worker.api.call_service, for any kind
         if spec.kind == "handler":
             return await self._run_handler(spec)
         if spec.kind == "stdio":
@@ -263,6 +271,10 @@ class Host:
             return await self._run_remote(spec)
         try:
             daemon = await self._load(spec)
+            if spec.kind == "plugin":  # its services are served from here on
+                self.channel.handlers["service"] = ServiceTable(
+                    spec.name, daemon.obj, spec.provides
+                ).call
         except Exception as e:
             await self._report("load_error", e)
             return EXIT_LOAD_ERROR
@@ -390,7 +402,8 @@ class Host:
 
     async def _load(self, spec: BootSpec) -> Daemon:
         module = import_extension(spec)
-        return await load_daemon(spec.name, module, spec.config, spec.path)
+        required = () if spec.kind == "plugin" else REQUIRED  # a plugin's lifecycle is optional
+        return await load_daemon(spec.name, module, spec.config, spec.path, required=required)
 
     async def _monitor(self, daemon: Daemon, interval: float) -> int:
         while True:
@@ -437,6 +450,15 @@ class Host:
         except Exception as e:
             log(f"shutdown() raised (ignored): {type(e).__name__}: {e}")
             traceback.print_exception(e, file=sys.stderr)
+
+    async def _call_service(self, name: str, params: Any, timeout: float | None) -> Any:
+        """A plugin's service, through the supervisor (``worker.api.call_service``)."""
+        try:
+            return await self.channel.request("service", name, params, timeout=timeout)
+        except TimeoutError:
+            raise api.ServiceError(-32001, f"{name}: no answer within {timeout:g}s") from None
+        except RpcError as e:
+            raise api.ServiceError(e.code, e.message) from None
 
     # -- handlers served to the supervisor --------------------------------------------------
 

@@ -53,8 +53,8 @@ def parse_args(pairs: list[str], raw: str | None) -> dict[str, Any]:
 
 
 def call(
-    extension: Annotated[str, typer.Argument(help="The MCP server extension.")],
-    tool: Annotated[str, typer.Argument(help="The tool's own name.")],
+    extension: Annotated[str, typer.Argument(help="The MCP server extension, or a plugin module.")],
+    tool: Annotated[str, typer.Argument(help="The tool's own name, or a plugin's service.method.")],
     arg: Annotated[
         list[str] | None, typer.Option("--arg", help="An argument as key=value (repeatable).")
     ] = None,
@@ -72,6 +72,10 @@ def call(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     result = call_supervisor(sock, "call", extension, tool, arguments, timeout=3600.0)
+    if "service" in result and "content" not in result:  # a plugin module's service
+        value = result.get("result")
+        print(value if isinstance(value, str) else json.dumps(value, indent=2))
+        return
     if output_json:
         print(json.dumps(result, indent=2))
     else:

@@ -35,6 +35,7 @@ __all__ = ["INVALID_CONFIG", "REFUSED", "UNKNOWN_EXTENSION", "ControlApi"]
 
 log = structlog.get_logger("spctl.control")
 
+METHOD_NOT_FOUND = -32601
 CALL_TIMEOUT = -32001
 UNKNOWN_EXTENSION = -32010
 REFUSED = -32011
@@ -378,9 +379,49 @@ class ControlApi:
         return {"tools": listed, "problems": problems}
 
     async def call(self, server: str, tool: str, arguments: dict[str, Any] | None = None) -> Any:
-        """``spctl call``: one tools/call through the supervisor."""
+        """``spctl call``: one tools/call through the supervisor; for a plugin module, one
+        ``"<service>.<method>"`` call, answered as ``{"service": name, "result": ...}``."""
+        runner = self.runner(server)
+        if runner.ext.kind == "module":
+            return {"service": tool, "result": await self._service(runner, tool, arguments)}
         params = {"name": tool, "arguments": arguments or {}}
         return await self._forward(server, "tools/call", params, {}, None)
+
+    async def service_for_worker(self, caller: str, name: str, params: Any) -> Any:
+        """A worker's ``worker.api.call_service``: to whichever plugin provides the service."""
+        service = name.split(".", 1)[0]
+        provider = next(
+            (
+                r
+                for r in self.sup.runners.values()
+                if r.ext.kind == "module" and service in r.ext.provides
+            ),
+            None,
+        )
+        if provider is None:
+            raise RpcError(METHOD_NOT_FOUND, f"no module provides the service {service!r}")
+        log.debug("service call", caller=caller, service=name, provider=provider.name)
+        return await self._service(provider, name, params)
+
+    async def _service(self, runner: Runner, name: str, params: Any) -> Any:
+        ext = runner.ext
+        if ext.module_type != "plugin":
+            raise RpcError(REFUSED, f"{ext.name} is a {ext.module_type} module: it has no services")
+        service = name.split(".", 1)[0]
+        if "." not in name or service not in ext.provides:
+            provides = ", ".join(ext.provides) or "nothing"
+            raise RpcError(
+                METHOD_NOT_FOUND,
+                f"{ext.name} provides no {name!r}: call '<service>.<method>' of {provides}",
+            )
+        try:
+            if ext.lazy and runner.state is not State.RUNNING:
+                await runner.start()  # lazy: started by the first call that needs it
+            return await runner.service(name, params)
+        except CallTimeout as exc:
+            raise RpcError(CALL_TIMEOUT, str(exc)) from None
+        except CommandFailed as exc:
+            raise RpcError(REFUSED, str(exc)) from None
 
 
 # A server being restarted keeps its tools listed (its calls fail at once meanwhile): a crash

@@ -54,6 +54,8 @@ class RunnerContext:
     on_resource_updated: Callable[[str, str], None] | None = None  # (server, uri)
     cgroup_for: Callable[[Extension], WorkerCgroup | None] | None = None
     kill_tree: Callable[[int], None] | None = None  # SIGKILL a pid's whole process tree
+    # A worker calls a plugin's service: (caller, "<service>.<method>", params) -> result
+    on_service: Callable[[str, str, Any], Awaitable[Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,7 @@ class Incarnation:
             {
                 "boot": lambda pid: build_spec(self.ext),
                 "ready": lambda info: self._post("ready", info if isinstance(info, dict) else {}),
+                "service": self._service,
             },
             name=hooks.name,
             on_notification=lambda method, params: hooks.on_notification(self, method, params),
@@ -162,6 +165,13 @@ class Incarnation:
                 result.si_code, result.si_status, cause=self.cause, requested=self.requested
             ),
         )
+
+    async def _service(self, name: str, params: Any = None) -> Any:
+        """The worker asks for a plugin's service (``worker.api.call_service``)."""
+        on_service = self.hooks.ctx.on_service
+        if on_service is None:
+            raise RpcError(-32601, "service calls are not offered here")
+        return await on_service(self.hooks.name, name, params)
 
     async def _watch_channel(self, channel: Channel, proc: WorkerProcess) -> None:
         """A worker whose channel breaks (garbage, oversized frame, closed fd 3) is killed."""

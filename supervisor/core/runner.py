@@ -196,6 +196,21 @@ class Runner:
             if token is not None:
                 self._progress.pop(token, None)
 
+    async def service(self, name: str, params: Any) -> Any:
+        """One ``"<service>.<method>"`` call to this plugin's worker, within ``timeout``.
+        Raises CommandFailed (not running, or died during the call), CallTimeout, RpcError."""
+        inc = self._inc
+        if inc is None or not inc.ready or inc.channel is None:
+            raise CommandFailed(f"{self.name} is not running ({self.sm.state.value})")
+        timeout = self.ext.timeout
+        try:
+            return await inc.channel.request("service", name, params, timeout=timeout)
+        except ChannelClosed as exc:
+            why = f"{self.name}: worker went away during the call ({exc.message})"
+            raise CommandFailed(why) from None
+        except TimeoutError:
+            raise CallTimeout(f"{self.name}: no answer within timeout {timeout:g}s") from None
+
     def post_start(self) -> None:
         """Ask for a start without waiting (serve uses it at boot)."""
         self._post(("cmd", "start", None))

@@ -96,6 +96,9 @@ class Supervisor:
             cgroup_for=self.limits.cgroup_for,
             on_catalog=self._catalog_changed,
             on_resource_updated=lambda name, uri: self.api.resource_updated(name, uri),
+            on_service=lambda caller, name, params: self.api.service_for_worker(
+                caller, name, params
+            ),
             kill_tree=self.limits.kill_tree,
         )
         self.runners: dict[str, Runner] = {}

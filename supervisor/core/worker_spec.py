@@ -106,7 +106,10 @@ def build_spec(ext: Extension) -> dict[str, Any]:
             "rlimits": rlimits_for(ext),
             "check_interval": 1.0,
         }
-    kind = "daemon" if ext.kind == "module" else "handler"
+    if ext.kind == "module":
+        kind = "plugin" if ext.module_type == "plugin" else "daemon"
+    else:
+        kind = "handler"
     return {
         "name": ext.name,
         "kind": kind,
@@ -114,4 +117,5 @@ def build_spec(ext: Extension) -> dict[str, Any]:
         "config": plain(ext.config),
         "rlimits": rlimits_for(ext),
         "check_interval": 1.0,
+        "provides": list(ext.provides),
     }

@@ -143,7 +143,7 @@ def test_catalog_watchers_hear_about_changes(tmp_path: Path) -> None:
             assert "echo" not in c.call("mcp_catalogs")["servers"]
 
 
-def test_module_is_not_an_mcp_server(tmp_path: Path) -> None:
+def test_a_daemon_module_has_nothing_to_call(tmp_path: Path) -> None:
     from tests.helpers import module_entry
 
     with serve_fixture(tmp_path, [module_entry("d", "ok_daemon")]) as s:
@@ -151,7 +151,7 @@ def test_module_is_not_an_mcp_server(tmp_path: Path) -> None:
         s.wait_state("d", "running")
         out = s.spctl("call", "d", "x")
         assert out.returncode == 1
-        assert "is a module, not an MCP server" in out.stderr
+        assert "d is a daemon module: it has no services" in out.stderr
 
 
 def test_lazy_server_stops_after_idle_timeout_and_comes_back(tmp_path: Path) -> None:

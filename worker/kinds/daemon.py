@@ -57,11 +57,14 @@ class Daemon:
         return await call_hook(fn)
 
     async def is_running(self) -> bool:
+        """``is_running()``; an object without one (a plugin) runs as long as its worker."""
+        if not self.has("is_running"):
+            return True
         return bool(await self.call("is_running"))
 
 
-def _is_daemon_like(obj: object) -> bool:
-    return all(callable(getattr(obj, m, None)) for m in REQUIRED)
+def _is_daemon_like(obj: object, required: tuple[str, ...] = REQUIRED) -> bool:
+    return all(callable(getattr(obj, m, None)) for m in required)
 
 
 def _candidates(module: ModuleType) -> list[type]:
@@ -124,7 +127,12 @@ def _metadata(name: str, module: ModuleType, obj: object, where: str) -> Metadat
 
 
 async def load_daemon(
-    name: str, module: ModuleType, config: Mapping[str, Any], where: str
+    name: str,
+    module: ModuleType,
+    config: Mapping[str, Any],
+    where: str,
+    *,
+    required: tuple[str, ...] = REQUIRED,
 ) -> Daemon:
     """Build the daemon object an extension module provides.
 
@@ -137,12 +145,17 @@ async def load_daemon(
         obj = factory(config)
         if inspect.isawaitable(obj):
             obj = await obj
-        if not _is_daemon_like(obj):
-            missing = [m for m in REQUIRED if not callable(getattr(obj, m, None))]
+        if not _is_daemon_like(obj, required):
+            missing = [m for m in required if not callable(getattr(obj, m, None))]
             raise LoadError(
                 f"create_module() in {where} returned {type(obj).__name__!r}, which lacks "
                 + "/".join(missing)
             )
+    elif not required:  # a plugin: its object is made by create_module, with its services
+        raise LoadError(
+            f"no create_module(config) in {where}: a plugin module defines one, returning an "
+            "object with a 'services' mapping (service name → object)"
+        )
     else:
         cls = _pick_class(module, where)
         if cls is None:
