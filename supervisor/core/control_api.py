@@ -339,6 +339,8 @@ class ControlApi:
         try:
             if runner.ext.lazy and runner.state is not State.RUNNING:
                 await runner.start()  # lazy: started by the first call that needs it
+            elif runner.restarting:  # back in ~0.1 s after a crash: wait, within its timeout
+                await runner.wait_while_restarting(runner.ext.timeout)
             return await runner.mcp(method, params, meta, progress)
         except CallTimeout as exc:
             raise RpcError(CALL_TIMEOUT, str(exc)) from None
@@ -417,6 +419,8 @@ class ControlApi:
         try:
             if ext.lazy and runner.state is not State.RUNNING:
                 await runner.start()  # lazy: started by the first call that needs it
+            elif runner.restarting:
+                await runner.wait_while_restarting(ext.timeout)
             return await runner.service(name, params)
         except CallTimeout as exc:
             raise RpcError(CALL_TIMEOUT, str(exc)) from None

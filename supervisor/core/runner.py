@@ -49,6 +49,9 @@ class CallTimeout(CommandFailed):
     """An MCP call got no answer within the extension's ``timeout``."""
 
 
+_COMING_BACK = (State.CRASHED, State.BACKOFF, State.STARTING, State.STOPPING)
+
+
 @dataclass(eq=False)
 class _Waiter:
     kind: str  # "up" (start/restart) or "down" (stop)
@@ -81,6 +84,7 @@ class Runner:
         self._n = 0
         self._backoff_token = 0
         self._waiters: list[_Waiter] = []
+        self._state_changed = anyio.Event()  # set (and replaced) at every transition
         self._tg: TaskGroup | None = None
         self.catalog: dict[str, Any] | None = (
             None  # what an MCP server advertised (kept when it stops)
@@ -211,6 +215,17 @@ class Runner:
         except TimeoutError:
             raise CallTimeout(f"{self.name}: no answer within timeout {timeout:g}s") from None
 
+    @property
+    def restarting(self) -> bool:
+        """On its way back up by itself (after a crash, or a restart): not a stop."""
+        return self._want_up and self.sm.state in _COMING_BACK
+
+    async def wait_while_restarting(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the worker is back up or will not be."""
+        with anyio.move_on_after(timeout):
+            while self.restarting:
+                await self._state_changed.wait()
+
     def post_start(self) -> None:
         """Ask for a start without waiting (serve uses it at boot)."""
         self._post(("cmd", "start", None))
@@ -265,6 +280,8 @@ class Runner:
         self._log.info("state", **{"from": old.value, "to": state.value, "reason": reason})
         if self.ctx.on_transition is not None:
             self.ctx.on_transition(self.name, tr)
+        self._state_changed.set()
+        self._state_changed = anyio.Event()
         for w in list(self._waiters):
             self._check_waiter(w, state, reason)
 

@@ -292,3 +292,22 @@ def test_resource_subscriptions_outlive_the_worker_and_end_with_the_channel(
             10,
             "the last subscriber's channel closing to unsubscribe the server",
         )
+
+
+def test_a_call_during_a_restart_waits_for_the_worker(tmp_path: Path) -> None:
+    """A crash heals in ~0.1 s: a call that comes meanwhile waits for the restarted worker
+    (within the extension's timeout) instead of failing; a stopped server is not waited for."""
+    entry = _echo(tmp_path)
+    entry["config"]["initialize_delay"] = 1.0  # a start long enough to call into
+    with serve_fixture(tmp_path, [], [entry]) as s:
+        s.start()
+        pid = s.wait_state("echo", "running")["pid"]
+        os.kill(pid, signal.SIGKILL)
+        s.wait_state("echo", "starting")
+        out = s.spctl("call", "echo", "echo", "--arg", "text=patient")
+        assert (out.returncode, out.stdout.strip()) == (0, "patient"), out.stderr
+        assert s.ext("echo")["pid"] not in (None, pid)
+        assert s.spctl("stop", "echo").returncode == 0
+        out = s.spctl("call", "echo", "echo", "--arg", "text=anyone")
+        assert out.returncode == 1
+        assert "echo is not running (stopped)" in out.stderr
