@@ -15,7 +15,10 @@ server object (module-level ``mcp``, ``server`` or ``app``) is hosted as kind ``
 like ``stdio``. A ``remote`` extension (``type: remote``, :mod:`worker.kinds.remote`) imports
 nothing either: the worker connects to the server's URL over Streamable HTTP and serves it like
 ``sdk``; each health ping also pings the server. Only ``sdk`` and ``remote`` import the SDK:
-``stdio`` speaks JSON-RPC lines itself (:mod:`worker.kinds.lean`).
+``stdio`` speaks JSON-RPC lines itself (:mod:`worker.kinds.lean`). A ``remote_module``
+(``type: remote`` in modules.yaml, :mod:`worker.kinds.remote_module`) imports httpx only: the
+worker probes the JSON-RPC service at the URL, says ``ready``, proxies ``service`` requests to
+it and probes it again on each health ping.
 
 Every way out is a *verdict* (an exit code, see :mod:`worker.exitcodes`) set once on a future:
 the lifecycle ending, the ``shutdown`` handler, or the channel closing. The first verdict wins;
@@ -63,6 +66,7 @@ from worker.rpc import RpcError
 if TYPE_CHECKING:
     from worker.kinds.client import McpClient
     from worker.kinds.lean import LeanClient
+    from worker.kinds.remote_module import RemoteModule
 
 __all__ = ["BootSpec", "Host", "import_extension", "run"]
 
@@ -73,8 +77,9 @@ STOP_TIMEOUT = 3.0
 TRACEBACK_LINES = 20
 MESSAGE_CHARS = 2000
 KINDS = ("daemon", "handler", "plugin")
+REMOTE_KINDS = ("remote", "remote_module")
 """Kinds that import an extension ("handler" may turn out to be "sdk"); "stdio" (a server
-command) and "remote" (a server URL) import nothing."""
+command), "remote" (a server URL) and "remote_module" (a module URL) import nothing."""
 
 
 def log(message: str) -> None:
@@ -132,7 +137,7 @@ class BootSpec:
         ):
             raise ValueError("boot spec field 'env' must be a map of strings")
         url, auth, headers = raw.get("url"), raw.get("auth") or {}, raw.get("headers") or {}
-        if not isinstance(url, str | None) or (raw["kind"] == "remote" and not url):
+        if not isinstance(url, str | None) or (raw["kind"] in REMOTE_KINDS and not url):
             raise ValueError("boot spec field 'url' must be a string (required for 'remote')")
         if not isinstance(auth, dict):
             raise ValueError("boot spec field 'auth' must be a map")
@@ -203,6 +208,7 @@ class Host:
         self._server: McpServer | None = None
         self._stdio: LeanClient | McpClient | None = None  # kind stdio, sdk or remote
         self._on_ping: Callable[[], None] | None = None  # kind remote: ping the server too
+        self._remote_module: RemoteModule | None = None
         self._lifecycle: asyncio.Task[int] | None = None
         self._stopping: asyncio.Task[None] | None = None
 
@@ -269,6 +275,8 @@ class Host:
             return await self._run_stdio(spec)
         if spec.kind == "remote":
             return await self._run_remote(spec)
+        if spec.kind == "remote_module":
+            return await self._run_remote_module(spec)
         try:
             daemon = await self._load(spec)
             if spec.kind == "plugin":  # its services are served from here on
@@ -382,6 +390,35 @@ class Host:
         self._on_ping = server.health_ping
         return await self._serve_client(server, "remote", catalog)
 
+    async def _run_remote_module(self, spec: BootSpec) -> int:
+        # Imported here: only this kind pays for httpx (it never imports the MCP SDK).
+        from worker.kinds.remote_module import RemoteError, RemoteModule, RemoteModuleSpec
+
+        try:
+            apply_rlimits(spec.rlimits)
+            parsed = RemoteModuleSpec.parse(
+                spec.name, spec.url, spec.auth, spec.headers, spec.provides
+            )
+        except Exception as e:  # a spec the supervisor should never have sent
+            await self._report("load_error", e)
+            return EXIT_LOAD_ERROR
+        self._remote_module = module = RemoteModule(parsed)
+        try:
+            await module.start()
+        except RemoteError as e:  # unreachable or refused: the restart policy applies
+            log(str(e))
+            self.channel.notify("error", {"message": str(e), "traceback": ""})
+            await self._drain()
+            return EXIT_ERROR
+        self.channel.handlers["service"] = module.call
+        self._on_ping = module.health_ping
+        info = {"pid": os.getpid(), "kind": spec.kind, "metadata": module.metadata}
+        await self.channel.request("ready", {**info, "python": sys.version.split()[0]})
+        how = await module.exited
+        self.channel.notify("error", {"message": f"the {module.label} {how}", "traceback": ""})
+        await self._drain()
+        return EXIT_ERROR
+
     async def _serve_client(self, server: LeanClient | McpClient, kind: str, catalog: Any) -> int:
         """Say ready, serve ``mcp`` until shutdown; end (non-zero) if the server ends first."""
         self.channel.handlers["mcp"] = server.mcp
@@ -433,6 +470,8 @@ class Host:
             await self._stop_handler(self._handler)
         if self._stdio is not None:
             await self._stdio.close()
+        if self._remote_module is not None:
+            await self._remote_module.close()
         if self._daemon is None:
             return
         for method in ("stop", "shutdown"):

@@ -134,14 +134,11 @@ class Supervisor:
         self.yaml_enabled = {e.name: e.enabled for e in loaded.registry.extensions}
         self.sections = {e.name: e.section for e in loaded.registry.extensions}
         for ext in self.overrides.apply(loaded.registry.extensions):
-            if ext.type == "remote" and ext.kind == "module":
-                # Not built yet: say so plainly instead of spawning a worker that can only fail.
-                invalid[ext.name] = "remote modules cannot be hosted by this version of spctl yet"
-                continue
             oauth2 = ext.auth if ext.auth is not None and ext.auth.type == "oauth2" else None
             if oauth2 is not None and oauth2.token_url is None:  # valid, but not enough to run
+                what = "module" if ext.kind == "module" else "server"
                 invalid[ext.name] = (
-                    "auth.tokenUrl is required to host an oauth2 remote server "
+                    f"auth.tokenUrl is required to host an oauth2 remote {what} "
                     "(spctl does not discover the token endpoint)"
                 )
                 continue

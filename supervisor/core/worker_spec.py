@@ -79,11 +79,12 @@ def auth_spec(auth: Auth | None) -> dict[str, Any]:
 
 def build_spec(ext: Extension) -> dict[str, Any]:
     if ext.type == "remote":
-        # A remote MCP server: the worker connects to `url`. The credentials travel only here,
-        # over the private channel; the worker puts them on the requests it sends.
-        return {
+        # A remote MCP server (or, in modules.yaml, a JSON-RPC service: kind remote_module):
+        # the worker connects to `url`. The credentials travel only here, over the private
+        # channel; the worker puts them on the requests it sends.
+        spec: dict[str, Any] = {
             "name": ext.name,
-            "kind": "remote",
+            "kind": "remote_module" if ext.kind == "module" else "remote",
             "path": str(ext.source.file.parent),
             "url": ext.url,
             "auth": auth_spec(ext.auth),
@@ -91,6 +92,9 @@ def build_spec(ext: Extension) -> dict[str, Any]:
             "rlimits": rlimits_for(ext),
             "check_interval": 1.0,
         }
+        if ext.kind == "module":
+            spec["provides"] = list(ext.provides)
+        return spec
     if ext.command is not None:
         # A stdio MCP server: the worker runs the command in `path` (default: the directory
         # of servers.yaml). Its env is already the worker's environment; nothing more to pass.
