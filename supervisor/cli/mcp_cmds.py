@@ -1,4 +1,5 @@
-"""``spctl tools`` and ``spctl call``: MCP tools through the supervisor, from a shell."""
+"""``spctl tools``, ``spctl services`` and ``spctl call``: MCP tools and plugin services
+through the supervisor, from a shell."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import typer
 from supervisor.cli.ctl import EXIT_REFUSED, JsonOpt, SocketOpt, call_supervisor
 from supervisor.cli.render import table
 
-__all__ = ["call", "parse_args", "tools"]
+__all__ = ["call", "parse_args", "services", "tools"]
 
 
 def tools(
@@ -31,6 +32,19 @@ def tools(
     print(table(["NAME ON /mcp", "EXTENSION", "TOOL", "DESCRIPTION"], rows))
     for p in result["problems"]:
         print(f"not routed: {p['extension']}: {p['kind']} {p['name']!r}: {p['reason']}")
+
+
+def services(json_: JsonOpt = False, sock: SocketOpt = None) -> None:
+    """List every service a plugin module provides, with its module and state."""
+    result = call_supervisor(sock, "services")
+    if json_:
+        print(json.dumps(result, indent=2))
+        return
+    rows = [
+        [s["service"], s["module"], s["type"], s["state"] + (" (lazy)" if s["lazy"] else "")]
+        for s in result["services"]
+    ]
+    print(table(["SERVICE", "MODULE", "TYPE", "STATE"], rows))
 
 
 def parse_args(pairs: list[str], raw: str | None) -> dict[str, Any]:

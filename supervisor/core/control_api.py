@@ -66,6 +66,7 @@ class ControlApi:
             "worker_ping": self.worker_ping,
             "mcp_catalogs": self.mcp_catalogs,
             "tools": self.tools,
+            "services": self.services,
             "call": self.call,
         }
 
@@ -388,6 +389,22 @@ class ControlApi:
             return {"service": tool, "result": await self._service(runner, tool, arguments)}
         params = {"name": tool, "arguments": arguments or {}}
         return await self._forward(server, "tools/call", params, {}, None)
+
+    def services(self) -> dict[str, Any]:
+        """``spctl services``: every service a plugin module provides, by name."""
+        rows = [
+            {
+                "service": service,
+                "module": r.name,
+                "type": r.ext.type,
+                "state": r.state.value,
+                "lazy": r.ext.lazy,
+            }
+            for r in self.sup.runners.values()
+            if r.ext.kind == "module"
+            for service in r.ext.provides
+        ]
+        return {"services": sorted(rows, key=lambda row: row["service"])}
 
     async def service_for_worker(self, caller: str, name: str, params: Any) -> Any:
         """A worker's ``worker.api.call_service``: to whichever plugin provides the service."""

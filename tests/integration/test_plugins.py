@@ -91,3 +91,22 @@ def test_a_lazy_plugin_is_started_by_its_first_call(tmp_path: Path) -> None:
         assert s.ext("kv-store")["state"] == "stopped"
         assert _call(s, "kv-store", "kv.keys")[:2] == (0, "[]")
         assert s.ext("kv-store")["state"] == "running"
+
+
+def test_spctl_services_lists_who_provides_what(tmp_path: Path) -> None:
+    with serve_fixture(tmp_path, [_kv(lazy=True), module_entry("d", "ok_daemon")]) as s:
+        s.start()
+        out = s.spctl("services", "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["services"] == [
+            {
+                "service": "kv",
+                "module": "kv-store",
+                "type": "local",
+                "state": "stopped",
+                "lazy": True,
+            }
+        ]
+        table = s.spctl("services").stdout.splitlines()
+        assert table[0].split() == ["SERVICE", "MODULE", "TYPE", "STATE"]
+        assert table[1].split() == ["kv", "kv-store", "local", "stopped", "(lazy)"]
