@@ -6,7 +6,8 @@ first acts, before anything but the standard library is imported:
 
 1. arm ``PR_SET_PDEATHSIG=SIGKILL``, so the worker dies with the supervisor;
 2. the race guard: if the parent is no longer the supervisor, it died before step 1 and the
-   signal will never come → exit ``EXIT_ORPHANED``;
+   signal will never come → exit ``EXIT_ORPHANED`` (both in :mod:`worker.privileges`, which
+   does them again after switching to an entry's ``user:``);
 3. move the channel to fd 3 if ``SPCTL_CHANNEL_FD`` names another number (``pass_fds`` keeps
    numbers); drop ``SPCTL_*`` from the environment (extension subprocesses must not inherit
    them); make fd 3 close-on-exec (a grandchild holding it would hide the worker's death from the
@@ -20,26 +21,10 @@ import os
 import stat
 import sys
 
-from worker.exitcodes import EXIT_ORPHANED, EXIT_USAGE
+from worker.exitcodes import EXIT_USAGE
+from worker.privileges import arm_pdeathsig, die, guard_parent
 
 CHANNEL_FD = 3
-PR_SET_PDEATHSIG = 1
-
-
-def _die(code: int, message: str) -> None:
-    sys.stderr.write(f"spctl-worker: {message}\n")
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def _arm_pdeathsig() -> None:
-    import ctypes
-    import signal
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        errno = ctypes.get_errno()
-        _die(EXIT_USAGE, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(errno)}")
 
 
 def _move_channel(number: str) -> None:
@@ -51,23 +36,22 @@ def _move_channel(number: str) -> None:
     if not number:
         return
     if not number.isdigit() or int(number) < 3:
-        _die(EXIT_USAGE, f"SPCTL_CHANNEL_FD={number!r} is not a descriptor number >= 3")
+        die(EXIT_USAGE, f"SPCTL_CHANNEL_FD={number!r} is not a descriptor number >= 3")
     fd = int(number)
     if fd != CHANNEL_FD:
         try:
             os.dup2(fd, CHANNEL_FD)
             os.close(fd)
         except OSError as e:
-            _die(EXIT_USAGE, f"SPCTL_CHANNEL_FD={fd}: {e.strerror}")
+            die(EXIT_USAGE, f"SPCTL_CHANNEL_FD={fd}: {e.strerror}")
 
 
 def main() -> None:
-    _arm_pdeathsig()
+    arm_pdeathsig()
     parent = os.environ.get("SPCTL_PARENT_PID", "")
     if not parent.isdigit():
-        _die(EXIT_USAGE, "SPCTL_PARENT_PID is not set: python -m worker is started by spctl")
-    if os.getppid() != int(parent):
-        _die(EXIT_ORPHANED, f"supervisor (pid {parent}) died before the worker was armed")
+        die(EXIT_USAGE, "SPCTL_PARENT_PID is not set: python -m worker is started by spctl")
+    guard_parent(int(parent), "before the worker was armed")
     _move_channel(os.environ.get("SPCTL_CHANNEL_FD", ""))
     for key in [k for k in os.environ if k.startswith("SPCTL_")]:
         del os.environ[key]
@@ -76,7 +60,7 @@ def main() -> None:
     except OSError:
         is_socket = False
     if not is_socket:
-        _die(EXIT_USAGE, f"fd {CHANNEL_FD} is not the supervisor's socket")
+        die(EXIT_USAGE, f"fd {CHANNEL_FD} is not the supervisor's socket")
     os.set_inheritable(CHANNEL_FD, False)
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]

@@ -1,8 +1,9 @@
 """The worker's side of the supervisor ⇄ worker protocol, for one extension.
 
 Theory of operation. One :class:`Host` owns the channel (fd 3) and the extension. Its
-lifecycle task asks the supervisor for the boot spec (``boot``), applies the rlimits and extra
-``sys.path`` entries, imports the extension, starts it, says ``ready`` and then polls
+lifecycle task asks the supervisor for the boot spec (``boot``), applies the rlimits (then, for
+an entry with ``user:``, becomes that user: :mod:`worker.privileges`) and extra ``sys.path``
+entries, imports the extension, starts it, says ``ready`` and then polls
 ``is_running()``. Meanwhile the channel serves ``ping`` and ``shutdown`` from the loop, so a
 sync ``start()`` running in a thread never delays a ping. A ``handler`` extension (an MCP
 server, :mod:`worker.kinds.handler`) is initialized instead of started, says ``ready`` with its
@@ -61,6 +62,7 @@ from worker.kinds.handler import (
 )
 from worker.kinds.services import ServiceTable
 from worker.loader import LoadError, apply_rlimits, load_extension
+from worker.privileges import drop_privileges
 from worker.rpc import RpcError
 
 if TYPE_CHECKING:
@@ -104,6 +106,8 @@ class BootSpec:
     auth: dict[str, Any] = field(default_factory=dict, repr=False)  # secrets: not in repr
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     provides: tuple[str, ...] = ()  # kind "plugin": the services it must provide
+    uid: int | None = None  # user:/group: the ids to switch to before the extension runs
+    gid: int | None = None
 
     @classmethod
     def parse(cls, raw: object) -> BootSpec:
@@ -148,6 +152,11 @@ class BootSpec:
         provides = raw.get("provides") or []
         if not isinstance(provides, list) or not all(isinstance(s, str) for s in provides):
             raise ValueError("boot spec field 'provides' must be a list of strings")
+        uid, gid = raw.get("uid"), raw.get("gid")
+        if (uid is None) != (gid is None) or not all(
+            i is None or (type(i) is int and i >= 0) for i in (uid, gid)
+        ):
+            raise ValueError("boot spec fields 'uid' and 'gid' must be ids, both or neither")
         return cls(
             name=raw["name"],
             kind=raw["kind"],
@@ -163,6 +172,8 @@ class BootSpec:
             auth=auth,
             headers=headers,
             provides=tuple(provides),
+            uid=uid,
+            gid=gid,
         )
 
 
@@ -182,6 +193,19 @@ def import_extension(spec: BootSpec) -> ModuleType:
     # Relative paths in an extension mean its own directory, wherever the supervisor runs.
     os.chdir(home)
     return load_extension(spec.name, spec.path)
+
+
+def switch_user(rlimits: dict[str, Any], uid: int, gid: int) -> None:
+    """Apply the rlimits while still root, then become ``uid``/``gid`` (``user:``/``group:``).
+    Raises LoadError."""
+    apply_rlimits(rlimits)
+    try:
+        drop_privileges(uid, gid)
+    except OSError as e:
+        raise LoadError(f"cannot switch to uid {uid} gid {gid}: {e.strerror or e}") from None
+    state = os.environ.get("EXTENSION_STATE_DIR")
+    if state and not os.access(state, os.W_OK | os.X_OK):
+        log(f"EXTENSION_STATE_DIR {state} is not writable by uid {uid} (can it reach it?)")
 
 
 def failure(exc: BaseException) -> dict[str, str]:
@@ -269,6 +293,12 @@ class Host:
             log(f"protocol error: {e}")
             return EXIT_PROTOCOL_ERROR
         api.set_service_caller(self._call_service)  # worker.api.call_service, for any kind
+        if spec.uid is not None and spec.gid is not None:
+            try:  # before any kind runs code of its extension or starts its command
+                switch_user(spec.rlimits, spec.uid, spec.gid)
+            except LoadError as e:
+                await self._report("load_error", e)
+                return EXIT_LOAD_ERROR
         if spec.kind == "handler":
             return await self._run_handler(spec)
         if spec.kind == "stdio":

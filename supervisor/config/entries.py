@@ -8,7 +8,9 @@ need on the ``Entry``. Paths are checked with ``stat``/``resolve`` only: nothing
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,11 +38,12 @@ NAME_MAX = 48
 ENTRY_KEYS = (
     *("name", "type", "enabled", "path", "command", "python", "url", "auth", "headers"),
     *("config", "env", "limits", "restart", "timeout", "startTimeout", "stopTimeout"),
-    *("lazy", "idleTimeout", "dependsOn", "moduleType", "provides"),
+    *("lazy", "idleTimeout", "dependsOn", "moduleType", "provides", "user", "group"),
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _NOWHERE = Mark(0, 0)
+_MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to setuid()
 
 
 @dataclass
@@ -108,6 +111,7 @@ def read_entry(
     env = r.string_map(item, "env", p, key_pattern=_ENV_NAME, what="environment variable name")
     config = _config(r, item, p)
     python = _python(r, item, p, root)
+    run_as = _run_as(r, item, p)
     limits = read_limits(r, item, p)
     restart = read_restart(r, item, p)
     for values, key in ((entry.depends, "dependsOn"), (entry.provides, "provides")):
@@ -143,6 +147,7 @@ def read_entry(
         command=command,
         env=FrozenDict((k, v.reveal() if isinstance(v, Secret) else v) for k, v in env.items()),
         python=python,
+        run_as=run_as,
         depends_on=tuple(dep for dep, _, _ in entry.depends),
     )
     entry.problems = r.problems
@@ -268,6 +273,65 @@ def _python(r: Reader, item: MarkedMap, p: str, root: Path) -> Path | None:
     if problem is not None:
         r.fail(mark, field_, f"{problem} ({_short(text)})")
     return interpreter
+
+
+def _run_as(r: Reader, item: MarkedMap, p: str) -> schema.RunAs | None:
+    """``user:`` (name or uid) and ``group:`` (name or gid; default: the user's primary group),
+    resolved now through the user and group databases, so a typo is a load error."""
+    user, group = _account(r, item, "user", p), _account(r, item, "group", p)
+    if item.get("user") is None:
+        if item.get("group") is not None:
+            r.fail(item.mark_of("group"), join(p, "group"), "needs user: (whose group it sets)")
+        return None
+    if user is None:
+        return None
+    mark, field_ = item.mark_of("user"), join(p, "user")
+    try:
+        entry = pwd.getpwuid(user) if isinstance(user, int) else pwd.getpwnam(user)
+    except KeyError:
+        if not isinstance(user, int):
+            r.fail(mark, field_, f"unknown user {show(user)} (not in the user database)")
+            return None
+        entry = None
+    gid: int | None = entry.pw_gid if entry is not None else None
+    if isinstance(group, int):
+        gid = group
+    elif isinstance(group, str):
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            problem = f"unknown group {show(group)} (not in the group database)"
+            r.fail(item.mark_of("group"), join(p, "group"), problem)
+            return None
+    elif item.get("group") is not None:
+        return None  # group: was given and is wrong: already reported
+    if gid is None:
+        r.fail(mark, field_, f"uid {user} is not in the user database: give its group: too")
+        return None
+    uid = entry.pw_uid if entry is not None else user
+    assert isinstance(uid, int)  # a name without an entry was refused above
+    return schema.RunAs(user=str(user), uid=uid, gid=gid)
+
+
+def _account(r: Reader, item: MarkedMap, key: str, p: str) -> int | str | None:
+    """A name or a numeric id (an integer, or a string of digits), or None."""
+    value, mark, field_ = item.get(key), item.mark_of(key), join(p, key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        found = r.expand(value, mark, field_)
+        if found is None:
+            return None
+        value = found[0].strip()
+        if value.isascii() and value.isdigit():
+            value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+        r.fail(mark, field_, f"expected a {key} name or a numeric id, got {show(value)}")
+        return None
+    if isinstance(value, int) and not 0 <= value <= _MAX_ID:
+        r.fail(mark, field_, f"expected a numeric id from 0 to {_MAX_ID}, got {value}")
+        return None
+    return value
 
 
 def _short(text: str) -> str:

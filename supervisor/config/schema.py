@@ -29,6 +29,7 @@ __all__ = [
     "LoadResult",
     "Registry",
     "RestartConfig",
+    "RunAs",
     "Source",
 ]
 
@@ -71,6 +72,19 @@ class RestartConfig:
 
 
 @dataclass(frozen=True)
+class RunAs:
+    """``user:``/``group:``: the ids the worker switches to before importing the extension.
+
+    Resolved when the registry is loaded (names through the user and group databases);
+    ``user`` is the value as written, for messages.
+    """
+
+    user: str
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
 class Auth:
     """How a remote extension authenticates; only the fields of its ``type`` are set."""
 
@@ -110,6 +124,7 @@ class Extension:
     command: tuple[str, ...] | None = None
     env: Mapping[str, str] = field(default=_EMPTY, repr=False)
     python: Path | None = None  # absolute, symlinks kept (a venv's python is a symlink)
+    run_as: RunAs | None = None  # user:/group:; None = the supervisor's own user
     depends_on: tuple[str, ...] = ()
 
     @property

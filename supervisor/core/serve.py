@@ -12,6 +12,7 @@ start, and the invalid one is listed by ``status`` as ``failed`` with its config
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -37,6 +38,7 @@ from supervisor.core.runner import CommandFailed, Runner, RunnerContext, run_gua
 from supervisor.core.sdnotify import Notifier
 from supervisor.core.states import State, Transition
 from supervisor.core.watchdog import LimitsEnforcer
+from supervisor.core.worker_spec import run_as_problem
 from supervisor.overrides import Overrides
 from worker.channel import Channel, ChannelClosed
 
@@ -153,8 +155,16 @@ class Supervisor:
         env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         env.update(ext.env)
         env["SPCTL_EXTENSION"] = ext.name
+        run_as = ext.run_as
+        problem = run_as_problem(run_as, os.geteuid())
+        if problem is not None:  # the runner shows it as "cannot start worker: <problem>"
+            raise PermissionError(errno.EPERM, problem)
         ext_state = state_dir() / "extensions" / ext.name
         ext_state.mkdir(parents=True, exist_ok=True)
+        if run_as is not None:
+            # Its own state is the one place an extension running as another user may write.
+            # (Reaching it needs the state directory to be traversable by that user.)
+            os.chown(ext_state, run_as.uid, run_as.gid)
         env["EXTENSION_STATE_DIR"] = str(ext_state)
         python = str(ext.python) if ext.python is not None else sys.executable
         # -P: never put the extension's directory (or ours) in front of sys.path, so an

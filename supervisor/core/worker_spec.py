@@ -10,8 +10,17 @@ import resource
 from typing import Any
 
 from supervisor.config import Auth, Extension, Secret
+from supervisor.config.schema import RunAs
 
-__all__ = ["DATA_HEADROOM", "auth_spec", "build_spec", "plain", "rlimits_for"]
+__all__ = [
+    "DATA_HEADROOM",
+    "auth_spec",
+    "build_spec",
+    "plain",
+    "rlimits_for",
+    "run_as_problem",
+    "run_as_spec",
+]
 
 DATA_HEADROOM = 256 * 1024 * 1024
 
@@ -77,7 +86,30 @@ def auth_spec(auth: Auth | None) -> dict[str, Any]:
     return out
 
 
+def run_as_spec(run_as: RunAs | None) -> dict[str, Any]:
+    """``uid``/``gid`` for the worker to switch to (after its rlimits, before the import)."""
+    if run_as is None:
+        return {}
+    return {"uid": run_as.uid, "gid": run_as.gid}
+
+
+def run_as_problem(run_as: RunAs | None, euid: int) -> str | None:
+    """Why a supervisor running as ``euid`` cannot start a worker as ``run_as``, or None.
+
+    The worker inherits our credentials and drops them, which only root may do (even
+    ``setgroups([])`` needs CAP_SETGID). Checked by ``serve`` before each spawn: a runtime
+    problem of this supervisor, not an error in the registry (``spctl validate`` accepts it).
+    """
+    if run_as is None or euid == 0:
+        return None
+    return f"user: {run_as.user} needs spctl to run as root (it runs as uid {euid})"
+
+
 def build_spec(ext: Extension) -> dict[str, Any]:
+    return {**_kind_spec(ext), **run_as_spec(ext.run_as)}
+
+
+def _kind_spec(ext: Extension) -> dict[str, Any]:
     if ext.type == "remote":
         # A remote MCP server (or, in modules.yaml, a JSON-RPC service: kind remote_module):
         # the worker connects to `url`. The credentials travel only here, over the private
