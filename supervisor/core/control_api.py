@@ -338,11 +338,13 @@ class ControlApi:
         if runner.ext.kind != "server":
             raise RpcError(REFUSED, f"{server} is a module, not an MCP server")
         try:
+            deadline = None
             if runner.ext.lazy and runner.state is not State.RUNNING:
                 await runner.start()  # lazy: started by the first call that needs it
             elif runner.restarting:  # back in ~0.1 s after a crash: wait, within its timeout
+                deadline = time.monotonic() + runner.ext.timeout
                 await runner.wait_while_restarting(runner.ext.timeout)
-            return await runner.mcp(method, params, meta, progress)
+            return await runner.mcp(method, params, meta, progress, deadline=deadline)
         except CallTimeout as exc:
             raise RpcError(CALL_TIMEOUT, str(exc)) from None
         except CommandFailed as exc:
@@ -434,11 +436,13 @@ class ControlApi:
                 f"{ext.name} provides no {name!r}: call '<service>.<method>' of {provides}",
             )
         try:
+            deadline = None
             if ext.lazy and runner.state is not State.RUNNING:
                 await runner.start()  # lazy: started by the first call that needs it
-            elif runner.restarting:
+            elif runner.restarting:  # the wait and the call share one timeout
+                deadline = time.monotonic() + ext.timeout
                 await runner.wait_while_restarting(ext.timeout)
-            return await runner.service(name, params)
+            return await runner.service(name, params, deadline)
         except CallTimeout as exc:
             raise RpcError(CALL_TIMEOUT, str(exc)) from None
         except CommandFailed as exc:

@@ -168,8 +168,10 @@ class Runner:
         params: dict[str, Any],
         meta: dict[str, Any] | None = None,
         on_progress: Callable[[list[Any]], None] | None = None,
+        deadline: float | None = None,
     ) -> Any:
-        """One MCP request to this server's worker, within the extension's ``timeout``.
+        """One MCP request to this server's worker, within the extension's ``timeout`` (or
+        until ``deadline``, monotonic, when the caller already spent some of it waiting).
 
         Raises CommandFailed at once when the worker is not running or dies during the call
         (naming the extension and, where it is known within 0.5 s, how the worker ended),
@@ -181,7 +183,7 @@ class Runner:
         token = meta.get("progressToken")
         if token is not None and on_progress is not None:
             self._progress[token] = on_progress
-        timeout = self.ext.timeout
+        timeout = self._budget(deadline)
         self._calls_in_flight += 1
         try:
             return await inc.channel.request("mcp", method, params, meta, timeout=timeout)
@@ -193,27 +195,37 @@ class Runner:
                     why = describe(from_waitid(result.si_code, result.si_status, cause=inc.cause))
             raise CommandFailed(f"{self.name}: worker went away during the call ({why})") from None
         except TimeoutError:
-            raise CallTimeout(f"{self.name}: no answer within timeout {timeout:g}s") from None
+            raise CallTimeout(
+                f"{self.name}: no answer within timeout {self.ext.timeout:g}s"
+            ) from None
         finally:
             self._calls_in_flight -= 1
             self._last_activity = time.monotonic()
             if token is not None:
                 self._progress.pop(token, None)
 
-    async def service(self, name: str, params: Any) -> Any:
+    async def service(self, name: str, params: Any, deadline: float | None = None) -> Any:
         """One ``"<service>.<method>"`` call to this plugin's worker, within ``timeout``.
         Raises CommandFailed (not running, or died during the call), CallTimeout, RpcError."""
         inc = self._inc
         if inc is None or not inc.ready or inc.channel is None:
             raise CommandFailed(f"{self.name} is not running ({self.sm.state.value})")
-        timeout = self.ext.timeout
+        timeout = self._budget(deadline)
         try:
             return await inc.channel.request("service", name, params, timeout=timeout)
         except ChannelClosed as exc:
             why = f"{self.name}: worker went away during the call ({exc.message})"
             raise CommandFailed(why) from None
         except TimeoutError:
-            raise CallTimeout(f"{self.name}: no answer within timeout {timeout:g}s") from None
+            raise CallTimeout(
+                f"{self.name}: no answer within timeout {self.ext.timeout:g}s"
+            ) from None
+
+    def _budget(self, deadline: float | None) -> float:
+        """Seconds a call may take: the extension's ``timeout``, or what is left of it."""
+        if deadline is None:
+            return self.ext.timeout
+        return max(0.001, deadline - time.monotonic())
 
     @property
     def restarting(self) -> bool:

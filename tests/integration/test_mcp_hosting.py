@@ -311,3 +311,22 @@ def test_a_call_during_a_restart_waits_for_the_worker(tmp_path: Path) -> None:
         out = s.spctl("call", "echo", "echo", "--arg", "text=anyone")
         assert out.returncode == 1
         assert "echo is not running (stopped)" in out.stderr
+
+
+def test_waiting_for_a_restart_and_the_call_share_one_timeout(tmp_path: Path) -> None:
+    """The wait for a restarting worker comes out of the call's timeout, not on top of it: a
+    call that never returns fails after `timeout` in all (2.5 s here), not wait + timeout
+    (which would be at least 2 + 2.5 s with this slow start)."""
+    entry = _echo(tmp_path, timeout="2.5s")
+    entry["config"]["initialize_delay"] = 2.0
+    with serve_fixture(tmp_path, [], [entry]) as s:
+        s.start()
+        pid = s.wait_state("echo", "running")["pid"]
+        os.kill(pid, signal.SIGKILL)
+        s.wait_state("echo", "starting")
+        t0 = time.monotonic()
+        with ControlClient(s.socket, timeout=30) as c, pytest.raises(RpcError) as caught:
+            c.call("call", "echo", "slow", {"seconds": 30})
+        took = time.monotonic() - t0
+        assert "echo: no answer within timeout 2.5s" in caught.value.message
+        assert took < 4.0, f"{took:.2f}s: the wait came on top of the timeout"
