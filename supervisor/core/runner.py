@@ -49,6 +49,7 @@ class CallTimeout(CommandFailed):
     """An MCP call got no answer within the extension's ``timeout``."""
 
 
+LEARNED = "tools learned; lazy: started again by the first call"
 _COMING_BACK = (State.CRASHED, State.BACKOFF, State.STARTING, State.STOPPING)
 
 
@@ -80,6 +81,7 @@ class Runner:
         self._want_up = False
         self._disable_pending = False
         self._discovering = False  # started only to learn its catalog (a lazy server)
+        self._stopped_because: str | None = None  # the reason `stopped` shows, when not the exit
         self._inc: Incarnation | None = None
         self._n = 0
         self._backoff_token = 0
@@ -348,7 +350,8 @@ class Runner:
                 if self._discovering:
                     self._discovering = False
                     self._want_up = False
-                    self._begin_stop(inc, "tools learned; lazy: started again by the first call")
+                    self._stopped_because = LEARNED
+                    self._begin_stop(inc, LEARNED)
                     return
                 assert self._tg is not None
                 self._tg.start_soon(inc.health, self.ctx.health)
@@ -500,7 +503,8 @@ class Runner:
         if state is State.STOPPING or exit.requested:
             if state is not State.STOPPING:
                 self._to(State.STOPPING, "stop requested")
-            self._to(State.STOPPED, text)
+            because, self._stopped_because = self._stopped_because, None
+            self._to(State.STOPPED, f"{because} ({text})" if because else text)
             if self._disable_pending:
                 self._to(State.DISABLED, "disabled")
             elif self._want_up:

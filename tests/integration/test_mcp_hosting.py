@@ -112,7 +112,8 @@ def _learned(s: Serve, name: str = "echo") -> None:
     wait_for(
         lambda: any(x.get("reason") == LEARNED for x in s.logs()), 20, f"{name}'s tools learned"
     )
-    s.wait_state(name, "stopped")
+    stopped = s.wait_state(name, "stopped")
+    assert stopped["reason"] == f"{LEARNED} (exited cleanly)"  # what `spctl status` shows
 
 
 def test_lazy_server_starts_on_first_call(tmp_path: Path) -> None:
