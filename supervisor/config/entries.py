@@ -315,23 +315,22 @@ def _run_as(r: Reader, item: MarkedMap, p: str) -> schema.RunAs | None:
 
 def _account(r: Reader, item: MarkedMap, key: str, p: str) -> int | str | None:
     """A name or a numeric id (an integer, or a string of digits), or None."""
-    value, mark, field_ = item.get(key), item.mark_of(key), join(p, key)
-    if value is None:
-        return None
-    if isinstance(value, str):
-        found = r.expand(value, mark, field_)
-        if found is None:
-            return None
-        value = found[0].strip()
-        if value.isascii() and value.isdigit():
-            value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
-        r.fail(mark, field_, f"expected a {key} name or a numeric id, got {show(value)}")
-        return None
-    if isinstance(value, int) and not 0 <= value <= _MAX_ID:
-        r.fail(mark, field_, f"expected a numeric id from 0 to {_MAX_ID}, got {value}")
-        return None
-    return value
+
+    def name_or_id(value: object) -> int | str | None:
+        if isinstance(value, str):
+            text = value.strip()
+            if not (text.isascii() and text.isdigit()):
+                if text:
+                    return text
+                raise ValueError(f"expected a {key} name or a numeric id, got {show(value)}")
+            value = int(text)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a {key} name or a numeric id, got {show(value)}")
+        if not 0 <= value <= _MAX_ID:
+            raise ValueError(f"expected a numeric id from 0 to {_MAX_ID}, got {value}")
+        return value
+
+    return r.typed(item, key, p, name_or_id, None)
 
 
 def _short(text: str) -> str:
