@@ -222,3 +222,47 @@ def serve_fixture(
         yield s
     finally:
         s.kill()
+
+
+@dataclass
+class HttpFixture:
+    """A fixture HTTP server script running as a subprocess on 127.0.0.1 (see
+    :func:`start_http_fixture`); its ``/stats`` route tells what it saw."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, Any]:
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.base}/stats", timeout=5) as r:
+            result: dict[str, Any] = json.loads(r.read())
+            return result
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+H = TypeVar("H", bound=HttpFixture)
+
+
+def start_http_fixture(
+    cls: type[H], script: Path, tmp_path: Path, args: list[str], port: int = 0
+) -> H:
+    """Run ``script --port-file F --port PORT *args`` and wait until it wrote its port to F."""
+    port_file = tmp_path / f"{script.parent.name}-{time.monotonic_ns()}.port"
+    argv = [sys.executable, str(script), "--port-file", str(port_file), "--port", str(port)]
+    proc = subprocess.Popen([*argv, *args], stdin=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: port_file.exists() or proc.poll() is not None, 30, str(script))
+        assert proc.poll() is None, f"{script} did not start"
+        return cls(proc, int(port_file.read_text()))
+    except BaseException:
+        proc.kill()
+        raise

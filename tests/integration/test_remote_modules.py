@@ -6,21 +6,22 @@ a token from its OAuth2 endpoint."""
 from __future__ import annotations
 
 import contextlib
-import json
-import signal
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import FIXTURES, Serve, serve_fixture, server_entry, wait_for
+from tests.helpers import (
+    FIXTURES,
+    HttpFixture,
+    Serve,
+    serve_fixture,
+    server_entry,
+    start_http_fixture,
+    wait_for,
+)
 from tests.integration.harness import WorkerHarness
 from worker.exitcodes import EXIT_ERROR, EXIT_OK
 from worker.rpc import RpcError
@@ -30,39 +31,16 @@ TOKEN, KEY, SECRET, WRONG = "tok-4e1b7a", "key-93c0d5", "sec-5eaf00d", "wrong-2c
 SECRETS = (TOKEN, KEY, SECRET, WRONG, "pw-6d1e", "q-8b2a")
 
 
-@dataclass
-class Service:
-    """A running fixture service."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
+class Service(HttpFixture):
+    """The running fixture JSON-RPC service."""
 
     def url(self, path: str = "/rpc") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.url("/stats"), timeout=5) as r:
-            result: dict[str, Any] = json.loads(r.read())
-            return result
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        return f"{self.base}{path}"
 
 
 def start_service(tmp_path: Path, port: int = 0) -> Service:
-    port_file = tmp_path / f"service-{time.monotonic_ns()}.port"
-    argv = [sys.executable, str(SERVER), "--port-file", str(port_file), "--port", str(port)]
-    argv += ["--token", TOKEN, "--key", KEY, "--client", f"app:{SECRET}"]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: port_file.exists() or proc.poll() is not None, 20, "the service")
-        assert proc.poll() is None, "the service did not start"
-        return Service(proc, int(port_file.read_text()))
-    except BaseException:
-        proc.kill()
-        raise
+    args = ["--token", TOKEN, "--key", KEY, "--client", f"app:{SECRET}"]
+    return start_http_fixture(Service, SERVER, tmp_path, args, port)
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +16,15 @@ import anyio
 import pytest
 from mcp import Client
 
-from tests.helpers import FIXTURES, Serve, make_extensions, serve_fixture, wait_for
+from tests.helpers import (
+    FIXTURES,
+    HttpFixture,
+    Serve,
+    make_extensions,
+    serve_fixture,
+    start_http_fixture,
+    wait_for,
+)
 from tests.integration.harness import WorkerHarness
 from worker.exitcodes import EXIT_ERROR, EXIT_OK
 from worker.rpc import RpcError
@@ -33,40 +36,17 @@ SECRETS = (TOKEN, KEY, SECRET, WRONG)
 CLIENTS = [f"honest:{SECRET}:1", f"liar:{SECRET}:1:lie"]  # tokens die after 1 s
 
 
-@dataclass
-class Remote:
-    """A running fixture server."""
-
-    proc: subprocess.Popen[bytes]
-    port: int
+class Remote(HttpFixture):
+    """The running fixture MCP server."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/mcp"
-
-    def stats(self) -> dict[str, Any]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as r:
-            result: dict[str, Any] = json.loads(r.read())
-            return result
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        return f"{self.base}/mcp"
 
 
 def start_remote(tmp_path: Path, port: int = 0) -> Remote:
-    port_file = tmp_path / f"remote-{time.monotonic_ns()}.port"
-    argv = [sys.executable, str(SERVER), "--port-file", str(port_file), "--port", str(port)]
-    argv += ["--token", TOKEN, "--key", KEY, *(x for c in CLIENTS for x in ("--client", c))]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: port_file.exists() or proc.poll() is not None, 30, "the remote server")
-        assert proc.poll() is None, "the remote server did not start"
-        return Remote(proc, int(port_file.read_text()))
-    except BaseException:
-        proc.kill()
-        raise
+    args = ["--token", TOKEN, "--key", KEY, *(x for c in CLIENTS for x in ("--client", c))]
+    return start_http_fixture(Remote, SERVER, tmp_path, args, port)
 
 
 @pytest.fixture(scope="module")
