@@ -63,7 +63,7 @@ from worker.kinds.handler import (
 from worker.kinds.services import ServiceTable
 from worker.loader import LoadError, apply_rlimits, load_extension
 from worker.privileges import drop_privileges
-from worker.rpc import RpcError
+from worker.rpc import TIMEOUT, RpcError
 
 if TYPE_CHECKING:
     from worker.kinds.client import McpClient
@@ -178,11 +178,10 @@ class BootSpec:
 
 
 def import_extension(spec: BootSpec) -> ModuleType:
-    """Apply the rlimits and sys.path entries, then import the extension (on the loop thread:
-    module code may call signal.signal()). Raises LoadError or what the import raises."""
+    """Add the sys.path entries, then import the extension (on the loop thread: module code
+    may call signal.signal()). Raises LoadError or what the import raises."""
     if spec.kind not in KINDS:
         raise LoadError(f"unsupported extension kind {spec.kind!r} (supported: {', '.join(KINDS)})")
-    apply_rlimits(spec.rlimits)
     # The extension's own directory is importable (as the cwd is, unless started with -P),
     # then the extra entries, ahead of everything else.
     where = os.path.abspath(spec.path)
@@ -195,10 +194,8 @@ def import_extension(spec: BootSpec) -> ModuleType:
     return load_extension(spec.name, spec.path)
 
 
-def switch_user(rlimits: dict[str, Any], uid: int, gid: int) -> None:
-    """Apply the rlimits while still root, then become ``uid``/``gid`` (``user:``/``group:``).
-    Raises LoadError."""
-    apply_rlimits(rlimits)
+def switch_user(uid: int, gid: int) -> None:
+    """Become ``uid``/``gid`` (``user:``/``group:``). Raises LoadError."""
     try:
         drop_privileges(uid, gid)
     except OSError as e:
@@ -293,12 +290,13 @@ class Host:
             log(f"protocol error: {e}")
             return EXIT_PROTOCOL_ERROR
         api.set_service_caller(self._call_service)  # worker.api.call_service, for any kind
-        if spec.uid is not None and spec.gid is not None:
-            try:  # before any kind runs code of its extension or starts its command
-                switch_user(spec.rlimits, spec.uid, spec.gid)
-            except LoadError as e:
-                await self._report("load_error", e)
-                return EXIT_LOAD_ERROR
+        try:  # once, before any kind runs code of its extension or starts its command
+            apply_rlimits(spec.rlimits)  # while still root, if it is to switch user
+            if spec.uid is not None and spec.gid is not None:
+                switch_user(spec.uid, spec.gid)
+        except Exception as e:
+            await self._report("load_error", e)
+            return EXIT_LOAD_ERROR
         if spec.kind == "handler":
             return await self._run_handler(spec)
         if spec.kind == "stdio":
@@ -375,7 +373,6 @@ class Host:
             StdioSpec(spec.command, spec.cwd, spec.env), self.channel.notify
         )
         try:
-            apply_rlimits(spec.rlimits)  # inherited by the server process
             catalog = await server.start()
         except Exception as e:
             await self._report("load_error", e)
@@ -401,7 +398,6 @@ class Host:
         from worker.kinds.remote import RemoteAuth, RemoteError, RemoteServer, RemoteSpec
 
         try:
-            apply_rlimits(spec.rlimits)
             assert spec.url is not None  # BootSpec.parse checked it
             auth = RemoteAuth.parse(spec.auth) if spec.auth else None
             remote = RemoteSpec(spec.name, spec.url, auth, spec.headers)
@@ -425,7 +421,6 @@ class Host:
         from worker.kinds.remote_module import RemoteError, RemoteModule, RemoteModuleSpec
 
         try:
-            apply_rlimits(spec.rlimits)
             parsed = RemoteModuleSpec.parse(
                 spec.name, spec.url, spec.auth, spec.headers, spec.provides
             )
@@ -525,7 +520,7 @@ class Host:
         try:
             return await self.channel.request("service", name, params, timeout=timeout)
         except TimeoutError:
-            raise api.ServiceError(-32001, f"{name}: no answer within {timeout:g}s") from None
+            raise api.ServiceError(TIMEOUT, f"{name}: no answer within {timeout:g}s") from None
         except RpcError as e:
             raise api.ServiceError(e.code, e.message) from None
 

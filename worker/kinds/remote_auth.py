@@ -157,7 +157,6 @@ class Credentials(httpx2.Auth):
         self.auth = auth
         self.status: str | None = None
         """The last HTTP status of the server (``"401 Unauthorized"``), for messages."""
-        self.tokens = 0  # oauth2: how many access tokens were fetched
         self._token: str | None = None
         self._renew_at = math.inf
         self._lock = asyncio.Lock()
@@ -170,7 +169,6 @@ class Credentials(httpx2.Auth):
             now = time.monotonic()
             if self._token is None or self._token == stale or now >= self._renew_at:
                 self._token, lifetime = await fetch_token(self.auth)
-                self.tokens += 1
                 if lifetime is None:
                     self._renew_at = math.inf
                 else:  # counted from before the request: on the safe side

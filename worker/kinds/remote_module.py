@@ -45,7 +45,8 @@ from worker.kinds.remote_auth import (
     log,
     status_text,
 )
-from worker.rpc import RpcError
+from worker.kinds.services import SERVICE_ERROR
+from worker.rpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcError
 
 __all__ = [
     "PROBE",
@@ -61,9 +62,6 @@ PROBE = "rpc.ping"
 PROBE_TIMEOUT = 10.0
 PROBE_MISSES = 2
 CONNECT_TIMEOUT = 10.0
-SERVICE_ERROR = -32000
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 

@@ -23,13 +23,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker.loader import LoadError
-from worker.rpc import RpcError
+from worker.rpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcError
 
 __all__ = ["INVALID_PARAMS", "METHOD_NOT_FOUND", "SERVICE_ERROR", "ServiceTable"]
 
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602
-SERVICE_ERROR = -32000
+SERVICE_ERROR = -32000  # JSON-RPC's server-error band: the service method raised
 
 
 class ServiceTable:
