@@ -178,17 +178,29 @@ class Runner:
         Raises CommandFailed at once when the worker is not running or dies during the call
         (naming the extension and, where it is known within 0.5 s, how the worker ended),
         CallTimeout, or the worker's RpcError (MCP error codes pass through)."""
-        inc = self._inc
-        if inc is None or not inc.ready or inc.channel is None:
-            raise CommandFailed(f"{self.name} is not running ({self.sm.state.value})")
         meta = meta or {}
         token = meta.get("progressToken")
         if token is not None and on_progress is not None:
             self._progress[token] = on_progress
-        timeout = self._budget(deadline)
+        try:
+            return await self._call(deadline, "mcp", method, params, meta)
+        finally:
+            if token is not None:
+                self._progress.pop(token, None)
+
+    async def service(self, name: str, params: Any, deadline: float | None = None) -> Any:
+        """One ``"<service>.<method>"`` call to this plugin's worker, as :meth:`mcp`."""
+        return await self._call(deadline, "service", name, params)
+
+    async def _call(self, deadline: float | None, method: str, *args: Any) -> Any:
+        """A request a client made (an MCP call, a service call): it counts as activity for
+        ``idleTimeout``, has the extension's ``timeout`` and fails naming the extension."""
+        inc = self._inc
+        if inc is None or not inc.ready or inc.channel is None:
+            raise CommandFailed(f"{self.name} is not running ({self.sm.state.value})")
         self._calls_in_flight += 1
         try:
-            return await inc.channel.request("mcp", method, params, meta, timeout=timeout)
+            return await inc.channel.request(method, *args, timeout=self._budget(deadline))
         except ChannelClosed as exc:
             why = exc.message
             if inc.proc is not None:
@@ -203,25 +215,6 @@ class Runner:
         finally:
             self._calls_in_flight -= 1
             self._last_activity = time.monotonic()
-            if token is not None:
-                self._progress.pop(token, None)
-
-    async def service(self, name: str, params: Any, deadline: float | None = None) -> Any:
-        """One ``"<service>.<method>"`` call to this plugin's worker, within ``timeout``.
-        Raises CommandFailed (not running, or died during the call), CallTimeout, RpcError."""
-        inc = self._inc
-        if inc is None or not inc.ready or inc.channel is None:
-            raise CommandFailed(f"{self.name} is not running ({self.sm.state.value})")
-        timeout = self._budget(deadline)
-        try:
-            return await inc.channel.request("service", name, params, timeout=timeout)
-        except ChannelClosed as exc:
-            why = f"{self.name}: worker went away during the call ({exc.message})"
-            raise CommandFailed(why) from None
-        except TimeoutError:
-            raise CallTimeout(
-                f"{self.name}: no answer within timeout {self.ext.timeout:g}s"
-            ) from None
 
     def _budget(self, deadline: float | None) -> float:
         """Seconds a call may take: the extension's ``timeout``, or what is left of it."""

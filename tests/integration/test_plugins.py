@@ -110,3 +110,10 @@ def test_spctl_services_lists_who_provides_what(tmp_path: Path) -> None:
         table = s.spctl("services").stdout.splitlines()
         assert table[0].split() == ["SERVICE", "MODULE", "TYPE", "STATE"]
         assert table[1].split() == ["kv", "kv-store", "local", "stopped", "(lazy)"]
+
+
+def test_a_service_call_in_flight_keeps_an_idle_plugin_up(tmp_path: Path) -> None:
+    """``idleTimeout`` counts service calls as activity: a call longer than it is not cut."""
+    with serve_fixture(tmp_path, [_kv(lazy=True, idleTimeout="500ms")]) as s:
+        s.start()
+        assert _call(s, "kv-store", "kv.nap", "--arg", "seconds=1.5") == (0, "rested", "")
