@@ -63,6 +63,7 @@ def fingerprint(ext: Extension) -> str:
 class CatalogCache:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._known: dict[str, tuple[str, dict[str, Any]]] = {}  # what the file holds, by name
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.json"  # names are [a-z0-9-]: no path tricks
@@ -76,16 +77,23 @@ class CatalogCache:
         if not isinstance(raw, dict) or raw.get("fingerprint") != fingerprint(ext):
             return None
         catalog = raw.get("catalog")
-        return catalog if isinstance(catalog, dict) else None
+        if not isinstance(catalog, dict):
+            return None
+        self._known[ext.name] = (raw["fingerprint"], catalog)
+        return catalog
 
     def save(self, ext: Extension, catalog: dict[str, Any]) -> str | None:
-        """Store ``catalog`` for ``ext``; returns an error text instead of raising."""
+        """Store ``catalog`` for ``ext`` (unless the file holds it already: a lazy server starts
+        again and again with the same tools); returns an error text instead of raising."""
+        stamp = fingerprint(ext)
+        if self._known.get(ext.name) == (stamp, catalog):
+            return None
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{ext.name}-")
             try:
                 with os.fdopen(fd, "w") as f:
-                    json.dump({"fingerprint": fingerprint(ext), "catalog": catalog}, f)
+                    json.dump({"fingerprint": stamp, "catalog": catalog}, f)
                 os.replace(tmp, self._path(ext.name))
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
@@ -93,8 +101,10 @@ class CatalogCache:
                 raise
         except (OSError, TypeError, ValueError) as exc:
             return f"cannot cache the catalog of {ext.name} in {self.directory}: {exc}"
+        self._known[ext.name] = (stamp, catalog)
         return None
 
     def forget(self, name: str) -> None:
+        self._known.pop(name, None)
         with contextlib.suppress(OSError):
             self._path(name).unlink()

@@ -26,7 +26,7 @@ from supervisor.core.runner import CallTimeout, CommandFailed, Runner, run_guard
 from supervisor.core.states import State
 from supervisor.mcp.router import Catalog, Router
 from worker.channel import Channel, ChannelClosed
-from worker.rpc import RpcError
+from worker.rpc import METHOD_NOT_FOUND, RpcError
 
 if TYPE_CHECKING:
     from supervisor.core.serve import Supervisor
@@ -35,7 +35,6 @@ __all__ = ["INVALID_CONFIG", "REFUSED", "UNKNOWN_EXTENSION", "ControlApi"]
 
 log = structlog.get_logger("spctl.control")
 
-METHOD_NOT_FOUND = -32601
 CALL_TIMEOUT = -32001
 UNKNOWN_EXTENSION = -32010
 REFUSED = -32011
@@ -230,6 +229,7 @@ class ControlApi:
         runner = self.sup.runners[name]
         await runner.retire()
         self.sup.runners.pop(name, None)
+        self.sup.catalogs.forget(name)  # it left the registry: its cached tools go too
 
     async def _enable_and_start(self, runner: Runner, errors: list[str]) -> None:
         await runner.enable()

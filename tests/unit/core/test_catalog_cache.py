@@ -96,3 +96,15 @@ def test_forget_removes_the_entry(ext: Extension, tmp_path: Path) -> None:
     cache.forget("echo")
     cache.forget("echo")  # already gone: fine
     assert cache.load(ext) is None
+
+
+def test_the_same_catalog_is_not_written_again(ext: Extension, tmp_path: Path) -> None:
+    cache = CatalogCache(tmp_path)
+    assert cache.save(ext, CATALOG) is None
+    inode = (tmp_path / "echo.json").stat().st_ino
+    assert cache.save(ext, dict(CATALOG)) is None  # a lazy server's next start: same tools
+    assert (tmp_path / "echo.json").stat().st_ino == inode
+    changed = {"tools": [*CATALOG["tools"], {"name": "more", "inputSchema": {}}]}
+    assert cache.save(ext, changed) is None
+    assert (tmp_path / "echo.json").stat().st_ino != inode
+    assert CatalogCache(tmp_path).load(ext) == changed
