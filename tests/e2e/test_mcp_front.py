@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -552,9 +553,11 @@ def test_sdk_client_with_token(env: Env, mode: str) -> None:
         ):
             result = await c.call_tool("echo__echo", {"text": "authorised"})
             assert result.content[0].text == "authorised"  # type: ignore[union-attr]
-        with pytest.raises(Exception):  # noqa: B017, PT011 - the SDK's error for a 401 varies
+        with pytest.raises(Exception) as refused:  # noqa: PT011 - the SDK's type for a 401 varies
             async with Client(env.guarded.url(), mode=mode) as c:
                 await c.list_tools()
+        told = "".join(traceback.format_exception(refused.value))
+        assert "Missing bearer token" in told, told[-2000:]  # the front's 401, nothing else
 
     run(body)
 

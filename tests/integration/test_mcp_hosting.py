@@ -110,7 +110,9 @@ def _starts(s: Serve, name: str) -> list[dict[str, Any]]:
 def _learned(s: Serve, name: str = "echo") -> None:
     """Wait until a lazy server was started once to learn its tools and stopped again."""
     wait_for(
-        lambda: any(x.get("reason") == LEARNED for x in s.logs()), 20, f"{name}'s tools learned"
+        lambda: any(x.get("reason") == LEARNED and x.get("extension") == name for x in s.logs()),
+        20,
+        f"{name}'s tools learned",
     )
     stopped = s.wait_state(name, "stopped")
     assert stopped["reason"] == f"{LEARNED} (exited cleanly)"  # what `spctl status` shows

@@ -113,7 +113,7 @@ def test_watch_reloads_when_the_registry_changes(tmp_path: Path) -> None:
         wait_for(lambda: "b" not in _pids(s), 10, "b to go with the renamed file")
         assert _pids(s)["a"] == pid_a  # unchanged: kept running throughout
         changed = [x for x in s.logs() if x.get("event") == "registry changed; reloading"]
-        assert all(x["files"] == ["modules.yaml"] for x in changed)
+        assert changed and all(x["files"] == ["modules.yaml"] for x in changed)
 
 
 def test_reload_during_a_restart_storm(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from supervisor.core.runner import Runner, RunnerContext, run_guarded
 from supervisor.core.states import State
 
 
-def _runner() -> Runner:
+def _runner(spawn: object = None) -> Runner:
     ext = Extension(
         name="gone",
         section="modules",
@@ -25,7 +25,8 @@ def _runner() -> Runner:
     async def never_spawned(*args: object) -> None:
         raise AssertionError("not started in this test")
 
-    return Runner(ext, RunnerContext(spawn=never_spawned, keeper_watch=print, keeper_unwatch=print))
+    ctx = RunnerContext(spawn=spawn or never_spawned, keeper_watch=print, keeper_unwatch=print)
+    return Runner(ext, ctx)
 
 
 @pytest.mark.anyio
@@ -40,13 +41,18 @@ async def test_late_message_after_retire_is_ignored() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_crashing_runner_does_not_take_its_task_group_down() -> None:
-    runner = _runner()
+async def test_a_crashing_runner_does_not_take_its_task_group_down(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def buggy_spawn(*args: object) -> None:
+        raise RuntimeError("a bug")  # not an OSError: a bug in spctl, not a failed start
 
-    async def boom() -> None:
-        raise RuntimeError("a bug")
-
-    runner.run = boom  # type: ignore[method-assign]
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run_guarded, runner)
-    # reaching here means the exception was contained and logged
+    runner = _runner(buggy_spawn)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_guarded, runner)
+            runner.post_start()
+    # reaching here means the task group survived; the crash was logged, naming the extension
+    logged = capsys.readouterr()
+    assert "runner crashed (a bug in spctl)" in logged.out + logged.err
+    assert "gone" in logged.out + logged.err
