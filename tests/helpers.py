@@ -266,3 +266,54 @@ def start_http_fixture(
     except BaseException:
         proc.kill()
         raise
+
+
+CACHE = REPO / ".venv" / "test-cache"
+"""Where tests and benchmarks keep what they install (published MCP servers, other venvs)."""
+
+
+class InstallFailed(Exception):
+    """Something could not be installed into the cache (no network, say); the text says why."""
+
+
+@contextlib.contextmanager
+def _install_lock(target: Path) -> Iterator[None]:
+    """Serialise installs of ``target`` across threads and processes (xdist workers)."""
+    import fcntl
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def cached_install(target: Path, what: str, steps: list[list[str]]) -> Path:
+    """Run ``steps`` into ``target`` unless its marker already names ``what`` (so a changed pin
+    reinstalls); ``target``. Raises InstallFailed with the tail of the failing step's output."""
+    marker = target / ".installed"
+    with _install_lock(target):
+        if marker.exists() and marker.read_text() == what:
+            return target
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for argv in steps:
+            try:
+                subprocess.run(argv, check=True, capture_output=True, timeout=300)
+            except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+                shutil.rmtree(target, ignore_errors=True)
+                detail = getattr(e, "stderr", None) or str(e).encode()
+                tail = detail.decode(errors="replace")[-300:]
+                raise InstallFailed(f"cannot install {what}: {tail}") from None
+        marker.write_text(what)
+    return target
+
+
+def pip_venv(name: str, requirements: list[str], python: str = sys.executable) -> Path:
+    """A venv ``CACHE/name`` of ``python`` with ``requirements`` installed (its directory).
+    Raises InstallFailed."""
+    venv = CACHE / name
+    steps = [
+        [python, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *requirements],
+    ]
+    return cached_install(venv, f"{python}: {' '.join(requirements)}", steps)

@@ -29,10 +29,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -47,11 +45,10 @@ from mcp import Client, StdioServerParameters
 
 from tests.bench._table import print_table
 from tests.bench.bench_mcp import ms, p99, spctl
-from tests.helpers import REPO, SPCTL, wait_for
+from tests.helpers import SPCTL, InstallFailed, pip_venv, wait_for
 
 __all__ = ["main"]
 
-CACHE = REPO / ".venv" / "test-cache"
 TIME_PKG = "mcp-server-time"
 PROXY_PKG = "mcp-proxy==0.13.0"
 PROXY_VENV = "mcp-proxy"
@@ -72,25 +69,10 @@ RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 def published(package: str, venv_name: str) -> Path | str:
     """The bin/ of a cached venv with ``package`` installed, or why it could not be made."""
-    venv = CACHE / venv_name
-    ok = venv / ".installed"
-    if ok.exists():
-        return venv / "bin"
-    shutil.rmtree(venv, ignore_errors=True)
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-        subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", package],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-        shutil.rmtree(venv, ignore_errors=True)
-        detail = (getattr(e, "stderr", b"") or b"").decode(errors="replace").strip()
-        return f"cannot install {package}: {detail[-200:] or e}"
-    ok.touch()
-    return venv / "bin"
+        return pip_venv(venv_name, [package]) / "bin"
+    except InstallFailed as e:
+        return str(e)
 
 
 @contextlib.contextmanager

@@ -13,21 +13,15 @@ reads the database file the server wrote."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import shutil
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, Serve, serve_fixture
-
-CACHE = REPO / ".venv" / "test-cache"
+from tests.helpers import CACHE, InstallFailed, Serve, cached_install, pip_venv, serve_fixture
 
 # Pinned to the versions verified here; bump deliberately (the marker makes a bump reinstall).
 SQLITE_PIP = ["mcp-server-sqlite==2025.4.25", "mcp<2"]
@@ -36,42 +30,12 @@ FILESYSTEM_NPM = "@modelcontextprotocol/server-filesystem@2026.8.31"
 PROTOCOL = "2025-11-25"  # what each pinned server settles on with the worker (measured)
 
 
-@contextlib.contextmanager
-def _locked(target: Path) -> Iterator[None]:
-    """Serialise installs of ``target`` across threads and processes (xdist workers)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _install(target: Path, what: str, steps: list[list[str]]) -> Path:
-    """Run ``steps`` into ``target`` unless its marker already names ``what``; skip on failure."""
-    marker = target / ".installed"
-    with _locked(target):
-        if marker.exists() and marker.read_text() == what:
-            return target
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        for argv in steps:
-            try:
-                subprocess.run(argv, check=True, capture_output=True, timeout=300)
-            except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-                shutil.rmtree(target, ignore_errors=True)
-                detail = getattr(e, "stderr", None) or str(e).encode()
-                pytest.skip(f"cannot install {what}: {detail.decode(errors='replace')[-300:]}")
-        marker.write_text(what)
-    return target
-
-
 def pip_server(name: str, requirements: list[str]) -> Path:
     """The bin/ of a venv under the cache with ``requirements`` installed."""
-    venv = CACHE / name
-    steps = [
-        [sys.executable, "-m", "venv", str(venv)],
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *requirements],
-    ]
-    return _install(venv, " ".join(requirements), steps) / "bin"
+    try:
+        return pip_venv(name, requirements) / "bin"
+    except InstallFailed as e:
+        pytest.skip(str(e))
 
 
 def npm_server(spec: str) -> list[str]:
@@ -83,7 +47,10 @@ def npm_server(spec: str) -> list[str]:
     package = spec.rsplit("@", 1)[0]
     prefix = CACHE / f"node-{package.rsplit('/', 1)[-1]}"
     steps = [[npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), spec]]
-    _install(prefix, spec, steps)
+    try:
+        cached_install(prefix, spec, steps)
+    except InstallFailed as e:
+        pytest.skip(str(e))
     root = prefix / "node_modules" / package
     bins = json.loads((root / "package.json").read_text())["bin"]
     entry = bins if isinstance(bins, str) else next(iter(bins.values()))

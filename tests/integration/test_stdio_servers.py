@@ -7,25 +7,30 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, Serve, descendants, pid_gone, serve_fixture, wait_for
+from tests.helpers import (
+    InstallFailed,
+    Serve,
+    descendants,
+    pid_gone,
+    pip_venv,
+    serve_fixture,
+    wait_for,
+)
 from tests.integration.harness import FIXTURES, WorkerHarness, call, text
 from worker.exitcodes import EXIT_ERROR, EXIT_LOAD_ERROR, EXIT_OK
 
 SERVER = FIXTURES / "stdio_server" / "server.py"
 TOOLS = ["echo", "add", "slow", "boom", "grow", "pid", "env", "cwd"]
-CACHE = REPO / ".venv" / "test-cache"
 
 
 # -- the worker's stdio kind, driven by the harness --------------------------------------------
@@ -204,33 +209,14 @@ def test_killed_server_restarts_the_extension(tmp_path: Path) -> None:
 
 # -- published servers from PyPI ---------------------------------------------------------------
 
-_install_lock = threading.Lock()
-
 
 def published(package: str) -> Path:
     """The bin/ of a venv (cached under .venv/test-cache) with ``package`` installed; skips the
     test when it cannot be installed (no network, say)."""
-    venv = CACHE / package
-    ok = venv / ".installed"
-    with _install_lock:
-        if not ok.exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            try:
-                subprocess.run(
-                    [sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True
-                )
-                subprocess.run(
-                    [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", package],
-                    check=True,
-                    capture_output=True,
-                    timeout=300,
-                )
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-                shutil.rmtree(venv, ignore_errors=True)
-                detail = getattr(e, "stderr", b"") or b""
-                pytest.skip(f"cannot install {package} from PyPI: {detail.decode()[-300:]}")
-            ok.touch()
-    return venv / "bin"
+    try:
+        return pip_venv(package, [package]) / "bin"
+    except InstallFailed as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,19 @@ import pytest
 from supervisor.config.schema import RunAs
 from supervisor.core.cgroups import detect
 from supervisor.core.worker_spec import run_as_problem
-from tests.helpers import REPO, Serve, make_extensions, module_entry, pid_gone, wait_for
+from tests.helpers import (
+    REPO,
+    InstallFailed,
+    Serve,
+    make_extensions,
+    module_entry,
+    pid_gone,
+    pip_venv,
+    wait_for,
+)
 
-CACHE = REPO / ".venv" / "test-cache"
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 NEVER = {"policy": "never"}
-
-_install_lock = threading.Lock()
 
 
 def _nobody() -> pwd.struct_passwd:
@@ -64,26 +69,10 @@ def readable_python() -> Path:
     it cannot be made or used."""
     if not SYSTEM_PYTHON.exists():
         pytest.skip(f"{SYSTEM_PYTHON} is missing: no interpreter that nobody can read")
-    venv = CACHE / "run-as-py311"
-    ok = venv / ".installed"
-    with _install_lock:
-        if not ok.exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            try:
-                subprocess.run(
-                    [str(SYSTEM_PYTHON), "-m", "venv", str(venv)], check=True, capture_output=True
-                )
-                subprocess.run(
-                    [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "msgpack"],
-                    check=True,
-                    capture_output=True,
-                    timeout=300,
-                )
-            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
-                shutil.rmtree(venv, ignore_errors=True)
-                detail = (getattr(e, "stderr", b"") or b"").decode(errors="replace")
-                pytest.skip(f"cannot make a venv of {SYSTEM_PYTHON} with msgpack: {detail[-300:]}")
-            ok.touch()
+    try:
+        venv = pip_venv("run-as-py311", ["msgpack"], python=str(SYSTEM_PYTHON))
+    except InstallFailed as e:
+        pytest.skip(f"cannot make a venv of {SYSTEM_PYTHON} with msgpack: {e}")
     python = venv / "bin" / "python"
     probe = _as_nobody(
         [str(python), "-P", "-c", "import msgpack, decimal, worker.host"],
