@@ -59,10 +59,10 @@ def serve(
     import logging
     import os
 
-    from supervisor.core.health import HealthSettings
     from supervisor.core.serve import ServeOptions
     from supervisor.core.serve import serve as run_serve
     from supervisor.logs import configure
+    from supervisor.rules.health import HealthSettings
 
     debug = "extensions:" in os.environ.get("DEBUG", "")
     configure(json=log_json, level=logging.DEBUG if debug else logging.INFO)

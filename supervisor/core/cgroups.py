@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor.core.limits import LimitsLike
+from supervisor.rules.limits import LimitsLike
 
 __all__ = [
     "Cgroups",

@@ -20,11 +20,11 @@ import structlog
 
 from supervisor import __version__
 from supervisor.config import load_registry
-from supervisor.core.reload import plan
 from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner, run_guarded
-from supervisor.core.states import State
-from supervisor.mcp.router import Catalog, Router
+from supervisor.rules.reload_plan import plan
+from supervisor.rules.router import Catalog, Router
+from supervisor.rules.states import State
 from worker.channel import Channel, ChannelClosed
 from worker.rpc import METHOD_NOT_FOUND, RpcError
 
@@ -464,7 +464,7 @@ def listed(runner: Runner, state: State) -> bool:
 
 def _aggregate_name(router: Router, server: str, tool: str) -> str | None:
     """The tool's name on ``/mcp`` (``server__tool``), or None when it cannot be formed."""
-    from supervisor.mcp.router import RouterError, prefixed
+    from supervisor.rules.router import RouterError, prefixed
 
     name = prefixed(server, tool)
     try:

@@ -22,8 +22,8 @@ from typing import Any
 import anyio
 import structlog
 
-from supervisor.core.exits import describe, from_waitid
 from supervisor.core.process import WorkerProcess, spawn_worker
+from supervisor.rules.exits import describe, from_waitid
 
 __all__ = ["FrontOptions", "FrontProcess"]
 

@@ -29,12 +29,12 @@ from anyio.abc import TaskGroup
 
 from supervisor.config import Extension
 from supervisor.core.cgroups import WorkerCgroup
-from supervisor.core.exits import describe, from_waitid
-from supervisor.core.health import HealthSettings, HealthTracker, Unhealthy
-from supervisor.core.limits import format_size
 from supervisor.core.process import WorkerProcess
-from supervisor.core.states import Transition
 from supervisor.core.worker_spec import build_spec
+from supervisor.rules.exits import describe, from_waitid
+from supervisor.rules.health import HealthSettings, HealthTracker, Unhealthy
+from supervisor.rules.limits import format_size
+from supervisor.rules.states import Transition
 from worker.channel import Channel, ChannelClosed
 from worker.rpc import RpcError
 

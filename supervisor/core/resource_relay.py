@@ -3,7 +3,7 @@
 Theory of operation: a face (the HTTP front, ``spctl mcp``) sends ``resources/subscribe`` or
 ``resources/unsubscribe`` [uri] for a server over its control channel, once per URI however
 many of its clients want it. The relay records which channel wants which ``(server, uri)``
-(:class:`~supervisor.mcp.subscriptions.Subscriptions`) and tells the server's worker only
+(:class:`~supervisor.rules.subscriptions.Subscriptions`) and tells the server's worker only
 the first subscription and the last unsubscription of a URI, so several faces share one
 upstream subscription. A channel that closes loses its subscriptions (the last one of a URI
 is unsubscribed upstream). A worker that comes up (a restart, a lazy start) is told every
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner
-from supervisor.core.states import State
-from supervisor.mcp.subscriptions import Subscriptions
+from supervisor.rules.states import State
+from supervisor.rules.subscriptions import Subscriptions
 from worker.channel import Channel, ChannelClosed
 from worker.rpc import INVALID_PARAMS, RpcError
 

@@ -26,12 +26,12 @@ import structlog
 from anyio.abc import TaskGroup
 
 from supervisor.config import Extension
-from supervisor.core.exits import Exit, describe, from_waitid
 from supervisor.core.incarnation import Hooks, Incarnation, RunnerContext
-from supervisor.core.limits import Sample, WatchLimits, headroom
-from supervisor.core.policy import GiveUp, Restart, RestartHistory, RestartSettings, Stay, decide
-from supervisor.core.states import State, StateMachine
 from supervisor.logs import debug_enabled_for
+from supervisor.rules.exits import Exit, describe, from_waitid
+from supervisor.rules.limits import Sample, WatchLimits, headroom
+from supervisor.rules.policy import GiveUp, Restart, RestartHistory, RestartSettings, Stay, decide
+from supervisor.rules.states import State, StateMachine
 from worker.channel import ChannelClosed
 
 __all__ = ["CallTimeout", "CommandFailed", "Runner", "RunnerContext", "run_guarded"]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from supervisor.core.limits import Sample
+from supervisor.rules.limits import Sample
 
 __all__ = ["Sampler", "tree_pids"]
 

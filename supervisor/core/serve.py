@@ -31,15 +31,15 @@ from supervisor.control.server import AlreadyRunning, ControlServer
 from supervisor.core.catalog_cache import CatalogCache
 from supervisor.core.control_api import ControlApi, listed
 from supervisor.core.front_proc import FrontOptions, FrontProcess
-from supervisor.core.health import HealthSettings
 from supervisor.core.keeper import Keeper
 from supervisor.core.process import WorkerProcess, reap_orphans, set_child_subreaper, spawn_worker
 from supervisor.core.runner import CommandFailed, Runner, RunnerContext, run_guarded
 from supervisor.core.sdnotify import Notifier
-from supervisor.core.states import State, Transition
 from supervisor.core.watchdog import LimitsEnforcer
 from supervisor.core.worker_spec import run_as_problem
 from supervisor.overrides import Overrides
+from supervisor.rules.health import HealthSettings
+from supervisor.rules.states import State, Transition
 from worker.channel import Channel, ChannelClosed
 
 __all__ = ["ServeOptions", "Supervisor", "serve"]

@@ -23,8 +23,8 @@ import structlog
 
 from supervisor.config import Extension
 from supervisor.core.cgroups import Cgroups, Support, WorkerCgroup, detect
-from supervisor.core.limits import SAMPLE_PERIOD, Breach, History, WatchLimits, evaluate
 from supervisor.core.sampler import Sampler, tree_pids
+from supervisor.rules.limits import SAMPLE_PERIOD, Breach, History, WatchLimits, evaluate
 
 if TYPE_CHECKING:
     from supervisor.core.runner import Runner

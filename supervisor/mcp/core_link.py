@@ -40,8 +40,8 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from supervisor.mcp.router import Catalog, Router
-from supervisor.mcp.subscriptions import Subscriptions
+from supervisor.rules.router import Catalog, Router
+from supervisor.rules.subscriptions import Subscriptions
 from worker.channel import Channel, ChannelClosed
 from worker.rpc import RpcError
 

@@ -54,7 +54,7 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
 
 from supervisor import __version__
 from supervisor.mcp.core_link import CoreLink
-from supervisor.mcp.router import (
+from supervisor.rules.router import (
     ListKind,
     Route,
     Router,

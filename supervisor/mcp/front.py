@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.face import Face, changed_kinds
-from supervisor.mcp.router import Router
+from supervisor.rules.router import Router
 from worker.channel import ChannelClosed
 from worker.rpc import RpcError
 

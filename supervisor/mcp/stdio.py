@@ -41,7 +41,7 @@ from mcp.server.stdio import stdio_server
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.face import Face, changed_kinds
 from supervisor.mcp.front import DEFAULT_MAX_BODY
-from supervisor.mcp.router import Router
+from supervisor.rules.router import Router
 from worker.channel import ChannelClosed
 from worker.rpc import RpcError
 

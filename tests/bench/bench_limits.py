@@ -44,8 +44,8 @@ from typing import Any
 
 import psutil
 
-from supervisor.core.limits import SAMPLE_PERIOD
 from supervisor.core.sampler import Sampler, _read_table
+from supervisor.rules.limits import SAMPLE_PERIOD
 from tests.bench._table import print_table
 from tests.helpers import Serve, make_extensions, module_entry, wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from supervisor.core.limits import CPU_WINDOW
+from supervisor.rules.limits import CPU_WINDOW
 from tests.helpers import module_entry, pid_gone, serve_fixture, wait_for
 
 NEVER = {"policy": "never"}

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.core.limits import (
+from supervisor.core.sampler import Sampler, tree_pids
+from supervisor.rules.limits import (
     SAMPLE_PERIOD,
     SAMPLES_OVER,
     Breach,
@@ -22,7 +23,6 @@ from supervisor.core.limits import (
     WatchLimits,
     evaluate,
 )
-from supervisor.core.sampler import Sampler, tree_pids
 from tests.fixtures.hogs.launch import hog, started
 from tests.helpers import pid_gone, wait_for
 

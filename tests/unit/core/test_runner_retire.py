@@ -10,7 +10,7 @@ import pytest
 
 from supervisor.config import Extension, Source
 from supervisor.core.runner import Runner, RunnerContext, run_guarded
-from supervisor.core.states import State
+from supervisor.rules.states import State
 
 
 def _runner(spawn: object = None) -> Runner:

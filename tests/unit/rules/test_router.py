@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor.mcp.router import (
+from supervisor.rules.router import (
     Catalog,
     InvalidCursor,
     ListKind,

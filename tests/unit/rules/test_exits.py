@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from supervisor.core import exits
-from supervisor.core.exits import (
+from supervisor.rules import exits
+from supervisor.rules.exits import (
     Exit,
     describe,
     from_returncode,

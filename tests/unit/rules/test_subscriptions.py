@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.mcp.subscriptions import Subscriptions
+from supervisor.rules.subscriptions import Subscriptions
 
 
 def test_first_and_last_subscriber_of_a_uri() -> None:

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from supervisor.core.exits import Exit
-from supervisor.core.policy import (
+from supervisor.rules.exits import Exit
+from supervisor.rules.policy import (
     Decision,
     GiveUp,
     Restart,

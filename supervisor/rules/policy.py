@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from supervisor.core.exits import Exit, describe
+from supervisor.rules.exits import Exit, describe
 
 __all__ = [
     "POLICIES",

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from supervisor.core.states import (
+from supervisor.rules.states import (
     TRANSITIONS,
     IllegalTransition,
     State,

@@ -8,7 +8,7 @@ from dataclasses import FrozenInstanceError
 import pytest
 
 from supervisor.config import Limits
-from supervisor.core.limits import (
+from supervisor.rules.limits import (
     CPU_WINDOW,
     SAMPLE_PERIOD,
     SAMPLES_OVER,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.core.health import HealthSettings, HealthTracker, Healthy, Unhealthy, Verdict
+from supervisor.rules.health import HealthSettings, HealthTracker, Healthy, Unhealthy, Verdict
 
 
 class TestVerdicts:
