@@ -24,7 +24,7 @@ from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner, run_guarded
 from supervisor.rules.reload_plan import plan
 from supervisor.rules.router import Catalog, Router
-from supervisor.rules.states import State
+from supervisor.rules.states import ACTIVE, LISTED, State
 from worker.channel import Channel, ChannelClosed
 from worker.rpc import METHOD_NOT_FOUND, RpcError
 
@@ -40,7 +40,7 @@ UNKNOWN_EXTENSION = -32010
 REFUSED = -32011
 INVALID_CONFIG = -32012
 
-_UP = (State.STARTING, State.RUNNING, State.BACKOFF)
+
 FOLLOW_BUFFER_LIMIT = 1 << 20  # a `logs -f` client that reads slower than this loses lines
 
 
@@ -179,7 +179,7 @@ class ControlApi:
             old = {n: r.ext for n, r in sup.runners.items()}
             saved = (dict(sup.yaml_enabled), dict(sup.sections))
             new, invalid = sup.split(loaded)
-            running = frozenset(n for n, r in sup.runners.items() if r.state in _UP)
+            running = frozenset(n for n, r in sup.runners.items() if r.state in ACTIVE)
             p = plan(old, new, running)
             if dry_run:
                 sup.yaml_enabled, sup.sections = saved
@@ -449,17 +449,12 @@ class ControlApi:
             raise RpcError(REFUSED, str(exc)) from None
 
 
-# A server being restarted keeps its tools listed (its calls fail at once meanwhile): a crash
-# and restart does not make every client refetch its tool lists twice.
-_LISTED = (State.RUNNING, State.STARTING, State.STOPPING, State.CRASHED, State.BACKOFF)
-
-
 def listed(runner: Runner, state: State) -> bool:
     """Whether an MCP server in ``state`` is listed to MCP clients (given a catalog): up or
     coming back up; a lazy one unless disabled (a call starts it)."""
     if runner.ext.kind != "server":
         return False
-    return state in _LISTED or (runner.ext.lazy and state is not State.DISABLED)
+    return state in LISTED or (runner.ext.lazy and state is not State.DISABLED)
 
 
 def _aggregate_name(router: Router, server: str, tool: str) -> str | None:

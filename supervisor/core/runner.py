@@ -31,7 +31,7 @@ from supervisor.logs import debug_enabled_for
 from supervisor.rules.exits import Exit, describe, from_waitid
 from supervisor.rules.limits import Sample, WatchLimits, headroom
 from supervisor.rules.policy import GiveUp, Restart, RestartHistory, RestartSettings, Stay, decide
-from supervisor.rules.states import State, StateMachine
+from supervisor.rules.states import COMING_BACK, State, StateMachine
 from worker.channel import ChannelClosed
 
 __all__ = ["CallTimeout", "CommandFailed", "Runner", "RunnerContext", "run_guarded"]
@@ -50,7 +50,6 @@ class CallTimeout(CommandFailed):
 
 
 LEARNED = "tools learned; lazy: started again by the first call"
-_COMING_BACK = (State.CRASHED, State.BACKOFF, State.STARTING, State.STOPPING)
 
 
 @dataclass(eq=False)
@@ -225,7 +224,7 @@ class Runner:
     @property
     def restarting(self) -> bool:
         """On its way back up by itself (after a crash, or a restart): not a stop."""
-        return self._want_up and self.sm.state in _COMING_BACK
+        return self._want_up and self.sm.state in COMING_BACK
 
     async def wait_while_restarting(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) until the worker is back up or will not be."""

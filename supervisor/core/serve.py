@@ -39,7 +39,7 @@ from supervisor.core.watchdog import LimitsEnforcer
 from supervisor.core.worker_spec import run_as_problem
 from supervisor.overrides import Overrides
 from supervisor.rules.health import HealthSettings
-from supervisor.rules.states import State, Transition
+from supervisor.rules.states import SETTLED, UP, State, Transition
 from worker.channel import Channel, ChannelClosed
 
 __all__ = ["ServeOptions", "Supervisor", "serve"]
@@ -62,9 +62,6 @@ _PRIVATE_ENV = frozenset(
 # READY=1 waits for every extension to settle, but never longer than this: systemd's start
 # timeout must not fail the whole service because one extension keeps timing out at start.
 READY_DEADLINE = 60.0
-
-_SETTLED = (State.RUNNING, State.FAILED, State.STOPPED, State.DISABLED)
-_UP = (State.STARTING, State.RUNNING, State.STOPPING, State.BACKOFF)
 
 
 @dataclass
@@ -205,7 +202,7 @@ class Supervisor:
 
     def load_catalog(self, runner: Runner) -> None:
         """A stopped lazy server is listed with its cached catalog (see catalog_cache)."""
-        if runner.ext.kind == "server" and runner.ext.lazy and runner.state not in _UP:
+        if runner.ext.kind == "server" and runner.ext.lazy and runner.state not in UP:
             runner.catalog = self.catalogs.load(runner.ext)
 
     def learn_catalog(self, runner: Runner) -> None:
@@ -222,12 +219,12 @@ class Supervisor:
     async def _discover_lazy(self) -> None:
         await self._settled.wait()  # after the eager extensions: they are what boot waits on
         for runner in list(self.runners.values()):
-            if runner.state not in _UP:
+            if runner.state not in UP:
                 self.learn_catalog(runner)
 
     def _check_settled(self) -> None:
         if not self._settled.is_set() and all(
-            r.attempted and r.state in _SETTLED
+            r.attempted and r.state in SETTLED
             for r in self.runners.values()
             if r.ext.enabled and not r.ext.lazy
         ):

@@ -68,6 +68,20 @@ TRANSITIONS: Mapping[State, frozenset[State]] = MappingProxyType(
 )
 
 
+# Named groups of states, defined once (the core, the control API and the faces use these).
+# UP: has a worker or is getting one (a lazy server's cached catalog is not used then).
+UP: frozenset[State] = frozenset({_S.STARTING, _S.RUNNING, _S.STOPPING, _S.BACKOFF})
+# ACTIVE: counts as running for a reload plan (a changed entry is restarted, not just updated).
+ACTIVE: frozenset[State] = frozenset({_S.STARTING, _S.RUNNING, _S.BACKOFF})
+# SETTLED: where a start ends up by itself; boot's READY=1 waits until every eager one is here.
+SETTLED: frozenset[State] = frozenset({_S.RUNNING, _S.FAILED, _S.STOPPED, _S.DISABLED})
+# LISTED: an MCP server here keeps its tools listed (a crash and restart does not make every
+# client refetch its lists twice; calls fail at once meanwhile).
+LISTED: frozenset[State] = frozenset({_S.RUNNING, _S.STARTING, _S.STOPPING, _S.CRASHED, _S.BACKOFF})
+# COMING_BACK: on the way back up by itself when it is wanted up (after a crash, a restart).
+COMING_BACK: frozenset[State] = frozenset({_S.CRASHED, _S.BACKOFF, _S.STARTING, _S.STOPPING})
+
+
 class IllegalTransition(Exception):
     """A caller asked for a move the table does not allow (a bug on our side)."""
 
