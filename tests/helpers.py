@@ -8,8 +8,10 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -272,6 +274,29 @@ CACHE = REPO / ".venv" / "test-cache"
 """Where tests and benchmarks keep what they install (published MCP servers, other venvs)."""
 
 
+def shared_cache() -> Path:
+    """A cache other users can traverse and read (0755, ours, under the temporary directory),
+    for what a test runs as another user: the repository's own ``.venv/test-cache`` is not
+    reachable by them when the clone lies under a private (0700) directory."""
+    path = Path(tempfile.gettempdir()) / f"spctl-test-shared-{os.getuid()}"
+    path.mkdir(mode=0o755, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise InstallFailed(f"{path} is not a directory of ours: refusing to use it")
+    path.chmod(0o755)
+    return path
+
+
+def readable_copy(package: Path, into: Path) -> Path:
+    """Copy the directory ``package`` into ``into`` readable by every user (dirs 0755, files
+    0644) and return ``into``, for a ``PYTHONPATH`` another user can import it from."""
+    target = into / package.name
+    shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__"))
+    for p in [into, *into.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return into
+
+
 class InstallFailed(Exception):
     """Something could not be installed into the cache (no network, say); the text says why."""
 
@@ -308,10 +333,12 @@ def cached_install(target: Path, what: str, steps: list[list[str]]) -> Path:
     return target
 
 
-def pip_venv(name: str, requirements: list[str], python: str = sys.executable) -> Path:
-    """A venv ``CACHE/name`` of ``python`` with ``requirements`` installed (its directory).
+def pip_venv(
+    name: str, requirements: list[str], python: str = sys.executable, under: Path = CACHE
+) -> Path:
+    """A venv ``under/name`` of ``python`` with ``requirements`` installed (its directory).
     Raises InstallFailed."""
-    venv = CACHE / name
+    venv = under / name
     steps = [
         [python, "-m", "venv", str(venv)],
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *requirements],

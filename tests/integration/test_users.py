@@ -3,9 +3,10 @@ extension is imported, cannot reach the control socket, and stays supervised.
 
 The worker runs as ``nobody``, so everything it reads after the switch must be readable by
 ``nobody``: the interpreter (here the default one lives under /root, mode 0700, so a venv made
-from /usr/bin/python3 is used, cached under .venv/test-cache), the ``worker`` package (found
-through ``PYTHONPATH`` = the repository) and the extension (an extensions directory under a
-0755 temporary directory: pytest's own ``tmp_path`` is under a 0700 directory).
+from /usr/bin/python3 is used, cached in a 0755 directory of the tests' own under /tmp: the
+clone may lie under a private 0700 directory, as CI's does), the ``worker`` package (a readable
+copy, found through ``PYTHONPATH``) and the extension (an extensions directory under a 0755
+temporary directory: pytest's own ``tmp_path`` is under a 0700 directory).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from tests.helpers import (
     module_entry,
     pid_gone,
     pip_venv,
+    readable_copy,
+    shared_cache,
     wait_for,
 )
 
@@ -63,24 +66,26 @@ def _as_nobody(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     )
 
 
-def readable_python() -> Path:
+def readable_python(base: Path) -> tuple[Path, Path]:
     """A venv of /usr/bin/python3 with msgpack (all the worker needs besides the standard
-    library), checked to start the worker's modules as ``nobody``; skips with the reason when
-    it cannot be made or used."""
+    library), and a copy of the ``worker`` package under ``base`` (the ``PYTHONPATH`` for it),
+    checked to start the worker's modules as ``nobody``; skips with the reason when they cannot
+    be made or used."""
     if not SYSTEM_PYTHON.exists():
         pytest.skip(f"{SYSTEM_PYTHON} is missing: no interpreter that nobody can read")
     try:
-        venv = pip_venv("run-as-py311", ["msgpack"], python=str(SYSTEM_PYTHON))
+        venv = pip_venv("run-as-py311", ["msgpack"], str(SYSTEM_PYTHON), shared_cache())
     except InstallFailed as e:
         pytest.skip(f"cannot make a venv of {SYSTEM_PYTHON} with msgpack: {e}")
     python = venv / "bin" / "python"
+    path = readable_copy(REPO / "worker", base / "pythonpath")
     probe = _as_nobody(
         [str(python), "-P", "-c", "import msgpack, decimal, worker.host"],
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(path), "PATH": "/usr/bin:/bin"},
     )
     if probe.returncode != 0:
         pytest.skip(f"nobody cannot run the worker with {python}: {probe.stderr.strip()[-300:]}")
-    return python
+    return python, path
 
 
 @pytest.fixture
@@ -119,10 +124,10 @@ def _ids(pid: int, key: str) -> list[int]:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: only root can switch users")
 def test_worker_runs_as_nobody_and_cannot_reach_the_control_socket(base: Path) -> None:
     who = _nobody()
-    python = readable_python()
+    python, path = readable_python(base)
     sock = base / "run" / "control.sock"
     (base / "state").mkdir(mode=0o755)  # traversable: the workers' own dirs are below it
-    common = {"python": str(python), "env": {"PYTHONPATH": str(REPO)}, "restart": NEVER}
+    common = {"python": str(python), "env": {"PYTHONPATH": str(path)}, "restart": NEVER}
     probe_config = {"socket": str(sock)}
     mods = [
         module_entry("probe", "run_as_probe", user="nobody", config=probe_config, **common),
