@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PINS   := .ci/constraints.txt
 
-.PHONY: run test lint typecheck unit bench validate clean
+.PHONY: run test lint imports typecheck unit bench validate clean
 
 $(STAMP): pyproject.toml $(PINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,13 +23,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check supervisor worker tests extensions
 	$(BIN)/ruff format --check supervisor worker tests extensions
 
+# The dependency rules of DESIGN.md §2 ([tool.importlinter] in pyproject.toml).
+imports: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-test: lint typecheck
+test: lint imports typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

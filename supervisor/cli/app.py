@@ -17,6 +17,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click output whether or not rich happens to be installed beside us (a dev tool
+    # pulls it in): help and usage errors look the same everywhere, and scripts can parse them.
+    rich_markup_mode=None,
 )
 
 
