@@ -99,6 +99,7 @@ class StdioServer(LeanClient):
         self.spec = spec
         self.pid: int | None = None
         self.stdin: asyncio.WriteTransport | None = None
+        self._transport: asyncio.SubprocessTransport | None = None
         self._pidfd = -1
         self._eof = False
         self._returncode: asyncio.Future[int | None] = self.loop.create_future()
@@ -119,6 +120,7 @@ class StdioServer(LeanClient):
             env=self.spec.environment(),
             start_new_session=True,  # signals to the worker's group are not the server's
         )
+        self._transport = transport
         self.pid = pid = transport.get_pid()
         log(f"started stdio server (pid {pid}): {' '.join(self.spec.command)}")
         try:
@@ -144,6 +146,8 @@ class StdioServer(LeanClient):
                 os.kill(self.pid, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._gone), EOF_GRACE)
+        if self._transport is not None:  # its pipes (and, were it still running, the process)
+            self._transport.close()
         how = self.how_ended or "was stopped"
         self.peer.fail_all(RpcError(CONNECTION_LOST, f"the {self.label} {how}"))
 
