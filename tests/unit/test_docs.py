@@ -111,9 +111,9 @@ def _declared_key_sets() -> dict[str, tuple[str, ...]]:
     for info in pkgutil.iter_modules(supervisor.config.__path__):
         module = importlib.import_module(f"supervisor.config.{info.name}")
         for name, value in vars(module).items():
-            if name.endswith("KEYS") and isinstance(value, tuple | frozenset | set):
-                if value and all(isinstance(key, str) for key in value):
-                    found[f"{info.name}.{name}"] = tuple(value)
+            strings = isinstance(value, tuple | frozenset | set) and bool(value)
+            if name.endswith("KEYS") and strings and all(isinstance(k, str) for k in value):
+                found[f"{info.name}.{name}"] = tuple(value)
     return found
 
 
