@@ -133,7 +133,7 @@ def test_exposure_score_sees_a_missing_sandbox(tmp_path: Path) -> None:
     assert score > EXPOSURE_LIMIT, report
 
 
-# What the supervisor relies on (README "Running under systemd"): a change here is a change
+# What the supervisor relies on (docs/systemd.md): a change here is a change
 # of contract, not of taste.
 CONTRACT = [
     ("Service.Type", "notify"),
