@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.face import Face, changed_kinds
+from supervisor.mcp.limits import DEFAULT_MAX_BODY
 from supervisor.rules.router import Router
 from worker.channel import ChannelClosed
 from worker.rpc import RpcError
@@ -48,7 +49,6 @@ __all__ = ["Front", "Guard", "allowed_hosts", "main", "parse_listen"]
 
 log = structlog.get_logger("spctl.front")
 
-DEFAULT_MAX_BODY = 4 * 1024 * 1024
 _SERVER_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _LOOPBACK_ORIGIN = re.compile(rb"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
