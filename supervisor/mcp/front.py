@@ -15,7 +15,12 @@ to 127.0.0.1 sends ``Host: evil.example.com``) → 421; an Origin, if present, m
 loopback one → 403; with ``--token-file`` an ``Authorization: Bearer`` token equal to the
 file's (constant-time compare) → 401. Bodies over ``--max-body`` get 413 from the SDK's limit.
 
-Exit codes: 0 stopped by a signal, 1 the core went away, 2 usage, 3 no core at start.
+With ``--supervised`` (how ``spctl serve`` starts it) the front is also the worker end of an
+fd-3 channel to the core (:mod:`supervisor.mcp.supervised`): it says ``ready`` with its URL,
+answers health pings and ``shutdown``, and exits when that channel closes.
+
+Exit codes: 0 stopped by a signal or ``shutdown``, 1 the core went away, 2 usage, 3 no core at
+start.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import anyio
@@ -41,6 +46,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.face import Face, changed_kinds
 from supervisor.mcp.limits import DEFAULT_MAX_BODY
+from supervisor.mcp.supervised import SupervisorChannel, attach
 from supervisor.rules.router import Router
 from worker.channel import ChannelClosed
 from worker.rpc import RpcError
@@ -226,13 +232,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def serve(args: argparse.Namespace) -> int:
+async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None = None) -> int:
     import uvicorn
 
     host, port = parse_listen(args.listen)
     token = _read_token(args.token_file) if args.token_file else None
     link = CoreLink(args.socket)
     code = 0
+    server: uvicorn.Server | None = None
+
+    def shutdown() -> None:  # the core's `shutdown` request
+        if server is not None:
+            server.should_exit = True
+
+    if supervised is not None:
+        supervised.on_shutdown = shutdown
+        await supervised.connect()
     async with anyio.create_task_group() as tg:
         try:
             await tg.start(link.run)
@@ -264,24 +279,36 @@ async def serve(args: argparse.Namespace) -> int:
         )
         server = uvicorn.Server(config)
 
-        async def watch_link() -> None:
+        async def exit_when(closed: Callable[[], Awaitable[str]], what: str) -> None:
             nonlocal code
-            reason = await link.wait_closed()
+            reason = await closed()
             if not server.should_exit:
-                log.error("control connection lost; exiting", reason=reason)
+                log.error(f"{what} lost; exiting", reason=reason)
                 code = 1
                 server.should_exit = True
 
-        tg.start_soon(watch_link)
+        tg.start_soon(exit_when, link.wait_closed, "control connection")
         shown = f"[{host}]" if ":" in host else host
-        log.info("listening", url=f"http://{shown}:{port}/mcp", servers=len(link.router.servers))
-        print(f"listening on http://{shown}:{port}/mcp", flush=True)
+        url = f"http://{shown}:{port}/mcp"
+        log.info("listening", url=url, servers=len(link.router.servers))
+        print(f"listening on {url}", flush=True)
+        if supervised is not None:
+            try:
+                await supervised.ready(url)
+            except RpcError as exc:  # refused, or the channel closed: the core is gone
+                print(f"spctl front: the supervisor refused ready: {exc}", file=sys.stderr)
+                link.close()
+                tg.cancel_scope.cancel()
+                return 1
+            tg.start_soon(exit_when, supervised.wait_closed, "supervisor channel")
         # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
         # handler it found; let that be a no-op so we finish cleanly (exit 0), not die by it.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: None)
         await server.serve(sockets=[sock])
         link.close()
+        if supervised is not None:
+            supervised.close()
         tg.cancel_scope.cancel()
     return code
 
@@ -302,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--allow-host", action="append", default=[], help="another accepted Host header value"
     )
+    parser.add_argument(
+        "--supervised",
+        action="store_true",
+        help="started by spctl serve: fd 3 is the channel to the core (ready, ping, shutdown)",
+    )
     args = parser.parse_args(argv)
     try:
         parse_listen(args.listen)
@@ -309,12 +341,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--max-body must be positive")
         if args.token_file:
             _read_token(args.token_file)
-    except (ValueError, OSError) as exc:
+        supervised = attach() if args.supervised else None
+    except (ValueError, OSError, RuntimeError) as exc:
         parser.error(str(exc))
     from supervisor.logs import configure
 
     configure(json=None)
-    return anyio.run(serve, args)
+    return anyio.run(serve, args, supervised)
 
 
 if __name__ == "__main__":
