@@ -14,9 +14,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import pytest
 
 from supervisor.config.schema import RestartConfig
 from supervisor.core.front import FRONT_NAME, Front, FrontOptions
+from supervisor.core.runner import CommandFailed
 from supervisor.rules.health import HealthSettings
 from supervisor.rules.states import State
 from tests.helpers import pid_gone
@@ -102,13 +104,19 @@ def test_a_hung_front_is_killed_by_the_health_ping_and_restarted_until_failed() 
 
 def test_a_front_that_cannot_start_gives_up_after_the_intensity_limit() -> None:
     front = fake_front("exit")
+    restarts_at_first_failure: list[int] = []
 
     async def body() -> None:
         await until(lambda: front.state is State.FAILED, "failed")
+        restarts_at_first_failure.append(front.snapshot()["restarts"])
+        with pytest.raises(CommandFailed, match="crashed: exited with status 1"):
+            await front.restart()  # clears failed and tries again: the same limit applies
+        await until(lambda: front.state is State.FAILED, "failed again")
 
     supervise(front, body)
+    assert restarts_at_first_failure == [2]
     snap = front.snapshot()
-    assert snap["restarts"] == 2
+    assert snap["restarts"] == 4
     assert snap["state"] == "failed"
     assert snap["reason"] == "2 restarts within 60s: exited with status 1"
 
