@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from supervisor.cli.render import duration, table
+from supervisor.cli.render import duration, front_entry, table
 from supervisor.control.client import ControlClient, NotRunning, RpcError
 from supervisor.control.paths import client_socket_path
 
@@ -85,12 +85,9 @@ def status(
         print(json.dumps(result, indent=2, default=str))
         return
     exts = result["extensions"]
-    print(
-        table(
-            ["NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "REASON"],
-            [_row(e) for e in exts],
-        )
-    )
+    front = result["supervisor"].get("mcp_front")
+    rows = [_row(e) for e in exts] + ([_row(front_entry(front))] if front and not extension else [])
+    print(table(["NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "REASON"], rows))
     for ext in exts:
         for p in ext.get("routing_problems", []):
             print(f"not routed: {ext['name']}: {p['kind']} {p['name']!r}: {p['reason']}")

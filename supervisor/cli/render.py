@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ["duration", "table"]
+__all__ = ["duration", "front_entry", "table"]
 
 
 def duration(seconds: float | None) -> str:
@@ -30,3 +31,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines)
+
+
+def front_entry(front: Mapping[str, Any]) -> dict[str, Any]:
+    """The MCP front (``status``'s ``supervisor.mcp_front``) as a row of the extensions table:
+    kind ``front``, and while it runs its URL as the reason."""
+    entry = {"name": "mcp-front", "kind": "front", **front}
+    if front.get("url") and front.get("state") == "running":
+        entry["reason"] = f"listening on {front['url']}"
+    return entry

@@ -70,7 +70,7 @@ def serve(
         health = HealthSettings(interval=health_interval, deadline=health_timeout)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    from supervisor.core.front_proc import FrontOptions
+    from supervisor.core.front import FrontOptions
 
     opts = ServeOptions(
         extensions=extensions,

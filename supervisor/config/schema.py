@@ -20,6 +20,7 @@ from supervisor.config.values import FrozenDict, Secret
 __all__ = [
     "AUTH_TYPES",
     "EXTENSION_TYPES",
+    "FRONT_SECTION",
     "MODULE_TYPES",
     "RESTART_POLICIES",
     "SECTIONS",
@@ -33,7 +34,8 @@ __all__ = [
     "Source",
 ]
 
-SECTIONS = ("servers", "modules")
+SECTIONS = ("servers", "modules")  # what the registry files may hold
+FRONT_SECTION = "front"  # not in SECTIONS: no file can declare the front
 EXTENSION_TYPES = ("local", "remote")
 MODULE_TYPES = ("daemon", "plugin")
 AUTH_TYPES = ("bearer", "apikey", "oauth2")
@@ -129,7 +131,10 @@ class Extension:
 
     @property
     def kind(self) -> str:
-        """``"server"`` or ``"module"``."""
+        """``"server"`` or ``"module"``; ``"front"`` only for the MCP front's synthetic entry
+        (section ``FRONT_SECTION``, built by ``supervisor.core.front``, never loaded)."""
+        if self.section == FRONT_SECTION:
+            return "front"
         return "server" if self.section == "servers" else "module"
 
 

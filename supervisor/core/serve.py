@@ -30,7 +30,7 @@ from supervisor.control.paths import UnsafeDirectory, state_dir
 from supervisor.control.server import AlreadyRunning, ControlServer
 from supervisor.core.catalog_cache import CatalogCache
 from supervisor.core.control_api import ControlApi, listed
-from supervisor.core.front_proc import FrontOptions, FrontProcess
+from supervisor.core.front import Front, FrontOptions
 from supervisor.core.keeper import Keeper
 from supervisor.core.process import WorkerProcess, reap_orphans, set_child_subreaper, spawn_worker
 from supervisor.core.runner import CommandFailed, Runner, RunnerContext, run_guarded
@@ -116,11 +116,17 @@ class Supervisor:
         self._stop = anyio.Event()
         self._settled = anyio.Event()
         self.tg: TaskGroup | None = None
-        self.front: FrontProcess | None = None
+        self.front: Front | None = None
         if opts.front is not None:
             env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
-            self.front = FrontProcess(
-                opts.front, opts.socket, env, self.keeper.watch, self.keeper.unwatch
+            self.front = Front(
+                opts.front,
+                opts.socket,
+                env,
+                self.keeper.watch,
+                self.keeper.unwatch,
+                health=opts.health,
+                kill_tree=self.limits.kill_tree,
             )
 
     def split(self, loaded: LoadResult) -> tuple[dict[str, Extension], dict[str, str]]:
@@ -280,9 +286,9 @@ class Supervisor:
                     tg.start_soon(self._run_front, front_scope)
                 self._check_settled()  # nothing to start at all
                 await self._stop.wait()
-                front_scope.cancel()  # the front goes first: no new calls while workers stop
-                if self.front is not None:
+                if self.front is not None:  # the front goes first: no new calls while workers stop
                     await self.front.stop()
+                front_scope.cancel()
                 await self._stop_all()
                 tg.cancel_scope.cancel()
         finally:

@@ -9,37 +9,41 @@ with uvicorn on a socket it bound itself, so "listening" is printed only once co
 accepted (into the backlog) and the real port is known (``--listen 127.0.0.1:0``). When the
 control connection ends the front exits (1): it is the core's child and comes back with it.
 
-Every request passes :class:`Guard` first — in this order, each answered before any MCP
-parsing: Host must name this server (DNS rebinding: a page of ``evil.example.com`` resolving
-to 127.0.0.1 sends ``Host: evil.example.com``) → 421; an Origin, if present, must be a
-loopback one → 403; with ``--token-file`` an ``Authorization: Bearer`` token equal to the
-file's (constant-time compare) → 401. Bodies over ``--max-body`` get 413 from the SDK's limit.
+Every request passes :class:`Guard` first (:mod:`supervisor.mcp.guard`: Host → 421, Origin →
+403, bearer token with ``--token-file`` → 401), before any MCP parsing. Bodies over
+``--max-body`` get 413 from the SDK's limit.
 
-Exit codes: 0 stopped by a signal, 1 the core went away, 2 usage, 3 no core at start.
+With ``--supervised`` (how ``spctl serve`` starts it) the front is also the worker end of an
+fd-3 channel to the core (:mod:`supervisor.mcp.supervised`): it says ``ready`` with its URL,
+answers health pings and ``shutdown``, and exits when that channel closes.
+
+Exit codes: 0 stopped by a signal or ``shutdown``, 1 the core went away, 2 usage, 3 no core at
+start.
 """
 
 from __future__ import annotations
 
 import argparse
-import hmac
 import ipaddress
 import re
 import signal
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.face import Face, changed_kinds
+from supervisor.mcp.guard import Guard, allowed_hosts, parse_listen, reject
+from supervisor.mcp.limits import DEFAULT_MAX_BODY
+from supervisor.mcp.supervised import SupervisorChannel, attach
 from supervisor.rules.router import Router
 from worker.channel import ChannelClosed
 from worker.rpc import RpcError
@@ -48,72 +52,7 @@ __all__ = ["Front", "Guard", "allowed_hosts", "main", "parse_listen"]
 
 log = structlog.get_logger("spctl.front")
 
-DEFAULT_MAX_BODY = 4 * 1024 * 1024
 _SERVER_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-_LOOPBACK_ORIGIN = re.compile(rb"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?")
-_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8765`` for IPv6) → (host, port). Raises ValueError."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"--listen must be HOST:PORT, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-def allowed_hosts(host: str, port: int, extra: Iterable[str] = ()) -> frozenset[bytes]:
-    """Host header values this server answers to: loopback names with the port, the bound
-    address itself (unless a wildcard), and any given explicitly."""
-    names = {f"{name}:{port}" for name in _LOOPBACK_NAMES}
-    if host not in ("0.0.0.0", "::", ""):
-        names.add(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    names.update(extra)
-    return frozenset(n.lower().encode("latin-1") for n in names)
-
-
-def _reject(status: int, message: str, headers: dict[str, str] | None = None) -> ASGIApp:
-    body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-class Guard:
-    """Pure ASGI middleware: Host allowlist, loopback Origin, optional bearer token."""
-
-    def __init__(self, app: ASGIApp, *, hosts: frozenset[bytes], token: bytes | None) -> None:
-        self.app = app
-        self.hosts = hosts
-        self.token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        host = origin = auth = None
-        for key, value in scope["headers"]:
-            if key == b"host":
-                host = value
-            elif key == b"origin":
-                origin = value
-            elif key == b"authorization":
-                auth = value
-        problem: ASGIApp | None = None
-        if host is None or host.lower() not in self.hosts:
-            shown = "" if host is None else host.decode("latin-1")[:100]
-            problem = _reject(421, f"Invalid Host header: {shown!r}")
-        elif origin is not None and _LOOPBACK_ORIGIN.fullmatch(origin.lower()) is None:
-            problem = _reject(403, f"Invalid Origin header: {origin.decode('latin-1')[:100]!r}")
-        elif self.token is not None and not _token_ok(auth, self.token):
-            why = "Missing bearer token" if auth is None else "Invalid bearer token"
-            problem = _reject(401, why, {"WWW-Authenticate": 'Bearer realm="spctl"'})
-        await (problem or self.app)(scope, receive, send)
-
-
-def _token_ok(auth: bytes | None, token: bytes) -> bool:
-    if auth is None:
-        return False
-    scheme, _, given = auth.partition(b" ")
-    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
 
 
 class _Endpoint:
@@ -128,12 +67,12 @@ class _Endpoint:
         try:
             face = await self.front.face(name)
         except ChannelClosed as exc:
-            await _reject(503, f"the spctl supervisor is unreachable ({exc.message})")(
+            await reject(503, f"the spctl supervisor is unreachable ({exc.message})")(
                 scope, receive, send
             )
             return
         if face is None:
-            await _reject(404, f"no MCP server named {name!r}")(scope, receive, send)
+            await reject(404, f"no MCP server named {name!r}")(scope, receive, send)
             return
         await face.asgi(scope, receive, send)
 
@@ -226,13 +165,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def serve(args: argparse.Namespace) -> int:
+async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None = None) -> int:
     import uvicorn
 
     host, port = parse_listen(args.listen)
     token = _read_token(args.token_file) if args.token_file else None
     link = CoreLink(args.socket)
     code = 0
+    server: uvicorn.Server | None = None
+
+    def shutdown() -> None:  # the core's `shutdown` request
+        if server is not None:
+            server.should_exit = True
+
+    if supervised is not None:
+        supervised.on_shutdown = shutdown
+        await supervised.connect()
     async with anyio.create_task_group() as tg:
         try:
             await tg.start(link.run)
@@ -264,24 +212,36 @@ async def serve(args: argparse.Namespace) -> int:
         )
         server = uvicorn.Server(config)
 
-        async def watch_link() -> None:
+        async def exit_when(closed: Callable[[], Awaitable[str]], what: str) -> None:
             nonlocal code
-            reason = await link.wait_closed()
+            reason = await closed()
             if not server.should_exit:
-                log.error("control connection lost; exiting", reason=reason)
+                log.error(f"{what} lost; exiting", reason=reason)
                 code = 1
                 server.should_exit = True
 
-        tg.start_soon(watch_link)
+        tg.start_soon(exit_when, link.wait_closed, "control connection")
         shown = f"[{host}]" if ":" in host else host
-        log.info("listening", url=f"http://{shown}:{port}/mcp", servers=len(link.router.servers))
-        print(f"listening on http://{shown}:{port}/mcp", flush=True)
+        url = f"http://{shown}:{port}/mcp"
+        log.info("listening", url=url, servers=len(link.router.servers))
+        print(f"listening on {url}", flush=True)
+        if supervised is not None:
+            try:
+                await supervised.ready(url)
+            except RpcError as exc:  # refused, or the channel closed: the core is gone
+                print(f"spctl front: the supervisor refused ready: {exc}", file=sys.stderr)
+                link.close()
+                tg.cancel_scope.cancel()
+                return 1
+            tg.start_soon(exit_when, supervised.wait_closed, "supervisor channel")
         # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the
         # handler it found; let that be a no-op so we finish cleanly (exit 0), not die by it.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: None)
         await server.serve(sockets=[sock])
         link.close()
+        if supervised is not None:
+            supervised.close()
         tg.cancel_scope.cancel()
     return code
 
@@ -302,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--allow-host", action="append", default=[], help="another accepted Host header value"
     )
+    parser.add_argument(
+        "--supervised",
+        action="store_true",
+        help="started by spctl serve: fd 3 is the channel to the core (ready, ping, shutdown)",
+    )
     args = parser.parse_args(argv)
     try:
         parse_listen(args.listen)
@@ -309,12 +274,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--max-body must be positive")
         if args.token_file:
             _read_token(args.token_file)
-    except (ValueError, OSError) as exc:
+        supervised = attach() if args.supervised else None
+    except (ValueError, OSError, RuntimeError) as exc:
         parser.error(str(exc))
     from supervisor.logs import configure
 
     configure(json=None)
-    return anyio.run(serve, args)
+    return anyio.run(serve, args, supervised)
 
 
 if __name__ == "__main__":

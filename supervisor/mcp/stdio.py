@@ -40,7 +40,7 @@ from mcp.server.stdio import stdio_server
 
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.face import Face, changed_kinds
-from supervisor.mcp.front import DEFAULT_MAX_BODY
+from supervisor.mcp.limits import DEFAULT_MAX_BODY
 from supervisor.rules.router import Router
 from worker.channel import ChannelClosed
 from worker.rpc import RpcError
