@@ -17,7 +17,8 @@ def serve(
         Path, typer.Option("--extensions", help="The extensions directory.")
     ] = Path("extensions"),
     sock: Annotated[
-        Path | None, typer.Option("--socket", help="Control socket path (default: see README).")
+        Path | None,
+        typer.Option("--socket", help="Control socket path (default: see docs/operations.md)."),
     ] = None,
     health_interval: Annotated[
         float, typer.Option("--health-interval", help="Seconds between health pings.")
