@@ -21,7 +21,7 @@ nothing either: the worker connects to the server's URL over Streamable HTTP and
 worker probes the JSON-RPC service at the URL, says ``ready``, proxies ``service`` requests to
 it and probes it again on each health ping.
 
-Every way out is a *verdict* (an exit code, see :mod:`worker.exitcodes`) set once on a future:
+Every way out is a *verdict* (an exit code, see :mod:`worker.protocol`) set once on a future:
 the lifecycle ending, the ``shutdown`` handler, or the channel closing. The first verdict wins;
 :func:`run` then drains what is queued for the supervisor and ends the process with
 ``os._exit`` — extension threads (a hung sync ``stop()``, say) must not keep a worker alive
@@ -38,20 +38,11 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from worker import api
 from worker.channel import Channel, ChannelClosed
-from worker.exitcodes import (
-    EXIT_CHANNEL_LOST,
-    EXIT_ERROR,
-    EXIT_LOAD_ERROR,
-    EXIT_NOT_RUNNING,
-    EXIT_OK,
-    EXIT_PROTOCOL_ERROR,
-)
 from worker.kinds.daemon import REQUIRED, Daemon, load_daemon
 from worker.kinds.handler import (
     Handler,
@@ -63,7 +54,18 @@ from worker.kinds.handler import (
 from worker.kinds.services import ServiceTable
 from worker.loader import LoadError, apply_rlimits, load_extension
 from worker.privileges import drop_privileges
-from worker.rpc import TIMEOUT, RpcError
+from worker.protocol import (
+    EXIT_CHANNEL_LOST,
+    EXIT_ERROR,
+    EXIT_LOAD_ERROR,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_PROTOCOL_ERROR,
+    IMPORTING_KINDS,
+    TIMEOUT,
+    BootSpec,
+)
+from worker.rpc import RpcError
 
 if TYPE_CHECKING:
     from worker.kinds.client import McpClient
@@ -78,110 +80,19 @@ STOP_TIMEOUT = 3.0
 """Best-effort stop()/shutdown() budget when the worker ends on its own (not on request)."""
 TRACEBACK_LINES = 20
 MESSAGE_CHARS = 2000
-KINDS = ("daemon", "handler", "plugin")
-REMOTE_KINDS = ("remote", "remote_module")
-"""Kinds that import an extension ("handler" may turn out to be "sdk"); "stdio" (a server
-command), "remote" (a server URL) and "remote_module" (a module URL) import nothing."""
 
 
 def log(message: str) -> None:
     print(f"spctl-worker: {message}", file=sys.stderr, flush=True)
 
 
-@dataclass(frozen=True)
-class BootSpec:
-    """The supervisor's answer to ``boot``: what to host and under which limits."""
-
-    name: str
-    kind: str
-    path: str
-    config: dict[str, Any] = field(default_factory=dict)
-    rlimits: dict[str, Any] = field(default_factory=dict)
-    check_interval: float = 1.0
-    python_path: tuple[str, ...] = ()
-    command: tuple[str, ...] = ()  # kind "stdio": the server's argv, its cwd and extra env
-    cwd: str | None = None
-    env: dict[str, str] = field(default_factory=dict)
-    url: str | None = None  # kind "remote": the server's URL, its auth and extra headers
-    auth: dict[str, Any] = field(default_factory=dict, repr=False)  # secrets: not in repr
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
-    provides: tuple[str, ...] = ()  # kind "plugin": the services it must provide
-    uid: int | None = None  # user:/group: the ids to switch to before the extension runs
-    gid: int | None = None
-
-    @classmethod
-    def parse(cls, raw: object) -> BootSpec:
-        """Validate the wire form. Raises ValueError naming the bad field."""
-        if not isinstance(raw, dict):
-            raise ValueError(f"boot spec is not a map: {type(raw).__name__}")
-        for key in ("name", "kind", "path"):
-            if not isinstance(raw.get(key), str):
-                raise ValueError(f"boot spec field {key!r} must be a string")
-        config = raw.get("config") or {}
-        rlimits = raw.get("rlimits") or {}
-        interval = raw.get("check_interval", 1.0)
-        python_path = raw.get("python_path") or []
-        if not isinstance(config, dict):
-            raise ValueError("boot spec field 'config' must be a map")
-        if not isinstance(rlimits, dict):
-            raise ValueError("boot spec field 'rlimits' must be a map")
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
-            raise ValueError("boot spec field 'check_interval' must be a positive number")
-        if not isinstance(python_path, list) or not all(isinstance(p, str) for p in python_path):
-            raise ValueError("boot spec field 'python_path' must be a list of strings")
-        command, cwd, env = raw.get("command") or [], raw.get("cwd"), raw.get("env") or {}
-        if not isinstance(command, list) or not all(isinstance(a, str) for a in command):
-            raise ValueError("boot spec field 'command' must be a list of strings")
-        if raw["kind"] == "stdio" and not command:
-            raise ValueError("boot spec field 'command' is required for kind 'stdio'")
-        if not isinstance(cwd, str | None):
-            raise ValueError("boot spec field 'cwd' must be a string")
-        if not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-        ):
-            raise ValueError("boot spec field 'env' must be a map of strings")
-        url, auth, headers = raw.get("url"), raw.get("auth") or {}, raw.get("headers") or {}
-        if not isinstance(url, str | None) or (raw["kind"] in REMOTE_KINDS and not url):
-            raise ValueError("boot spec field 'url' must be a string (required for 'remote')")
-        if not isinstance(auth, dict):
-            raise ValueError("boot spec field 'auth' must be a map")
-        if not isinstance(headers, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        ):
-            raise ValueError("boot spec field 'headers' must be a map of strings")
-        provides = raw.get("provides") or []
-        if not isinstance(provides, list) or not all(isinstance(s, str) for s in provides):
-            raise ValueError("boot spec field 'provides' must be a list of strings")
-        uid, gid = raw.get("uid"), raw.get("gid")
-        if (uid is None) != (gid is None) or not all(
-            i is None or (type(i) is int and i >= 0) for i in (uid, gid)
-        ):
-            raise ValueError("boot spec fields 'uid' and 'gid' must be ids, both or neither")
-        return cls(
-            name=raw["name"],
-            kind=raw["kind"],
-            path=raw["path"],
-            config=config,
-            rlimits=rlimits,
-            check_interval=float(interval),
-            python_path=tuple(python_path),
-            command=tuple(command),
-            cwd=cwd,
-            env=env,
-            url=url,
-            auth=auth,
-            headers=headers,
-            provides=tuple(provides),
-            uid=uid,
-            gid=gid,
-        )
-
-
 def import_extension(spec: BootSpec) -> ModuleType:
     """Add the sys.path entries, then import the extension (on the loop thread: module code
     may call signal.signal()). Raises LoadError or what the import raises."""
-    if spec.kind not in KINDS:
-        raise LoadError(f"unsupported extension kind {spec.kind!r} (supported: {', '.join(KINDS)})")
+    if spec.kind not in IMPORTING_KINDS:
+        raise LoadError(
+            f"unsupported extension kind {spec.kind!r} (supported: {', '.join(IMPORTING_KINDS)})"
+        )
     # The extension's own directory is importable (as the cwd is, unless started with -P),
     # then the extra entries, ahead of everything else.
     where = os.path.abspath(spec.path)

@@ -21,7 +21,7 @@ import os
 import sys
 from typing import NoReturn
 
-from worker.exitcodes import EXIT_ORPHANED, EXIT_USAGE
+from worker.protocol import EXIT_ORPHANED, EXIT_USAGE
 
 __all__ = ["arm_pdeathsig", "die", "drop_privileges", "guard_parent"]
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from worker.kinds.jsonrpc import LinePeer
-from worker.rpc import CONNECTION_LOST, RpcError
+from worker.protocol import CONNECTION_LOST
+from worker.rpc import RpcError
 
 pytestmark = pytest.mark.anyio
 

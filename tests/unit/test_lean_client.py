@@ -19,7 +19,8 @@ import supervisor
 from worker.kinds.jsonrpc import MAX_LINE
 from worker.kinds.lean import CLIENT_INFO, PROTOCOL_VERSION
 from worker.kinds.stdio import StdioServer, StdioSpec
-from worker.rpc import CONNECTION_LOST, INTERNAL_ERROR, INVALID_PARAMS, RpcError
+from worker.protocol import CONNECTION_LOST, INTERNAL_ERROR, INVALID_PARAMS
+from worker.rpc import RpcError
 
 pytestmark = pytest.mark.anyio
 

@@ -32,7 +32,8 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args
-from worker.rpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
+from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS
+from worker.rpc import RpcError
 
 __all__ = ["Catalog", "McpClient", "Streams", "dump", "log"]
 

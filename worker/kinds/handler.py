@@ -35,7 +35,8 @@ from worker import api
 from worker.kinds.daemon import call_hook
 from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.loader import LoadError, Metadata, check_metadata
-from worker.rpc import INTERNAL_ERROR, RpcError
+from worker.protocol import INTERNAL_ERROR
+from worker.rpc import RpcError
 
 __all__ = [
     "CALL_THREADS",

@@ -24,7 +24,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from worker.rpc import INTERNAL_ERROR, METHOD_NOT_FOUND, RpcError
+from worker.protocol import INTERNAL_ERROR, METHOD_NOT_FOUND
+from worker.rpc import RpcError
 
 __all__ = ["MAX_LINE", "LinePeer", "Progress", "log"]
 

@@ -27,7 +27,8 @@ from typing import Any
 
 from worker.kinds.jsonrpc import LinePeer, Progress, log
 from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args, empty_catalog
-from worker.rpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
+from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS
+from worker.rpc import RpcError
 
 __all__ = ["CLIENT_INFO", "MAX_PAGES", "PROTOCOL_VERSION", "STOP_GRACE", "LeanClient"]
 

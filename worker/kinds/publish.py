@@ -13,7 +13,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from worker.rpc import INVALID_PARAMS, RpcError
+from worker.protocol import INVALID_PARAMS
+from worker.rpc import RpcError
 
 __all__ = ["Catalog", "CatalogPublisher", "check_mcp_args", "empty_catalog"]
 

@@ -45,8 +45,8 @@ from worker.kinds.remote_auth import (
     log,
     status_text,
 )
-from worker.kinds.services import SERVICE_ERROR
-from worker.rpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcError
+from worker.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, SERVICE_ERROR
+from worker.rpc import RpcError
 
 __all__ = [
     "PROBE",

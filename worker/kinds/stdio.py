@@ -32,7 +32,8 @@ from typing import Any
 from worker.kinds.jsonrpc import MAX_LINE, log
 from worker.kinds.lean import STOP_GRACE, LeanClient
 from worker.kinds.publish import Catalog
-from worker.rpc import CONNECTION_LOST, RpcError
+from worker.protocol import CONNECTION_LOST
+from worker.rpc import RpcError
 from worker.trampoline import trampoline_argv
 
 __all__ = ["EOF_GRACE", "MAX_LINE", "Catalog", "StdioServer", "StdioSpec"]
