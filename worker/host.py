@@ -53,6 +53,7 @@ from worker.kinds.handler import (
 )
 from worker.kinds.services import ServiceTable
 from worker.loader import LoadError, apply_rlimits, load_extension
+from worker.log import say
 from worker.privileges import drop_privileges
 from worker.protocol import (
     EXIT_CHANNEL_LOST,
@@ -82,10 +83,6 @@ TRACEBACK_LINES = 20
 MESSAGE_CHARS = 2000
 
 
-def log(message: str) -> None:
-    print(f"spctl-worker: {message}", file=sys.stderr, flush=True)
-
-
 def import_extension(spec: BootSpec) -> ModuleType:
     """Add the sys.path entries, then import the extension (on the loop thread: module code
     may call signal.signal()). Raises LoadError or what the import raises."""
@@ -113,7 +110,7 @@ def switch_user(uid: int, gid: int) -> None:
         raise LoadError(f"cannot switch to uid {uid} gid {gid}: {e.strerror or e}") from None
     state = os.environ.get("EXTENSION_STATE_DIR")
     if state and not os.access(state, os.W_OK | os.X_OK):
-        log(f"EXTENSION_STATE_DIR {state} is not writable by uid {uid} (can it reach it?)")
+        say(f"EXTENSION_STATE_DIR {state} is not writable by uid {uid} (can it reach it?)")
 
 
 def failure(exc: BaseException) -> dict[str, str]:
@@ -125,7 +122,7 @@ def failure(exc: BaseException) -> dict[str, str]:
         text = "".join(traceback.format_exception(exc))
         tail = "\n".join(line[:500] for line in text.splitlines()[-TRACEBACK_LINES:])
         print(text, file=sys.stderr, end="", flush=True)
-    log(message)
+    say(message)
     return {"message": message[:MESSAGE_CHARS], "traceback": tail}
 
 
@@ -176,7 +173,7 @@ class Host:
         if self._verdict is not None and not self._verdict.done():
             lost = _is_eof(reason)
             if not lost:
-                log(f"channel closed: {reason}")
+                say(f"channel closed: {reason}")
             self.finish(EXIT_CHANNEL_LOST if lost else EXIT_PROTOCOL_ERROR)
 
     def _lifecycle_done(self, task: asyncio.Task[int]) -> None:
@@ -188,7 +185,7 @@ class Host:
         elif isinstance(exc, ChannelClosed):
             self.finish(EXIT_CHANNEL_LOST if _is_eof(exc.message) else EXIT_PROTOCOL_ERROR)
         elif isinstance(exc, RpcError):  # the supervisor refused our boot or ready
-            log(f"supervisor answered with an error: {exc}")
+            say(f"supervisor answered with an error: {exc}")
             self.finish(EXIT_PROTOCOL_ERROR)
         else:
             failure(exc)
@@ -198,7 +195,7 @@ class Host:
         try:
             spec = BootSpec.parse(await self.channel.request("boot", os.getpid()))
         except ValueError as e:
-            log(f"protocol error: {e}")
+            say(f"protocol error: {e}")
             return EXIT_PROTOCOL_ERROR
         api.set_service_caller(self._call_service)  # worker.api.call_service, for any kind
         try:  # once, before any kind runs code of its extension or starts its command
@@ -320,7 +317,7 @@ class Host:
             catalog = await server.start()
         except RemoteError as e:
             # Unreachable or refused: not a load error, the restart policy (backoff) applies.
-            log(str(e))
+            say(str(e))
             self.channel.notify("error", {"message": str(e), "traceback": ""})
             await self._drain()
             return EXIT_ERROR
@@ -342,7 +339,7 @@ class Host:
         try:
             await module.start()
         except RemoteError as e:  # unreachable or refused: the restart policy applies
-            log(str(e))
+            say(str(e))
             self.channel.notify("error", {"message": str(e), "traceback": ""})
             await self._drain()
             return EXIT_ERROR
@@ -387,14 +384,14 @@ class Host:
                 await self._report("error", e)
                 return EXIT_ERROR
             if not running:
-                log("is_running() returned False")
+                say("is_running() returned False")
                 self.channel.notify("exiting", {"reason": "is_running() returned False"})
                 await self._drain()
                 try:
                     async with asyncio.timeout(STOP_TIMEOUT):
                         await self._stop_extension()
                 except TimeoutError:
-                    log(f"stop()/shutdown() did not finish in {STOP_TIMEOUT:g}s")
+                    say(f"stop()/shutdown() did not finish in {STOP_TIMEOUT:g}s")
                 return EXIT_NOT_RUNNING
 
     async def _report(self, method: str, exc: BaseException) -> None:
@@ -414,7 +411,7 @@ class Host:
             try:
                 await self._daemon.call(method)
             except Exception as e:
-                log(f"{method}() raised (ignored): {type(e).__name__}: {e}")
+                say(f"{method}() raised (ignored): {type(e).__name__}: {e}")
                 traceback.print_exception(e, file=sys.stderr)
 
     async def _stop_handler(self, handler: Handler) -> None:
@@ -423,7 +420,7 @@ class Host:
         try:
             await handler.hook("shutdown")
         except Exception as e:
-            log(f"shutdown() raised (ignored): {type(e).__name__}: {e}")
+            say(f"shutdown() raised (ignored): {type(e).__name__}: {e}")
             traceback.print_exception(e, file=sys.stderr)
 
     async def _call_service(self, name: str, params: Any, timeout: float | None) -> Any:

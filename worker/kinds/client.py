@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -32,10 +31,11 @@ from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args
+from worker.log import say
 from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS
 from worker.rpc import RpcError
 
-__all__ = ["Catalog", "McpClient", "Streams", "dump", "log"]
+__all__ = ["Catalog", "McpClient", "Streams", "dump"]
 
 Streams = TransportStreams
 MAX_PAGES = 1000
@@ -71,10 +71,6 @@ _CHANGED = (
     types.ResourceListChangedNotification,
     types.PromptListChangedNotification,
 )
-
-
-def log(message: str) -> None:
-    print(f"spctl-worker: {message}", file=sys.stderr, flush=True)
 
 
 def dump(model: BaseModel) -> Any:
@@ -165,7 +161,7 @@ class McpClient(CatalogPublisher):
             if not isinstance(e, Exception):
                 raise
             if not self._closing:
-                log(f"the session to the {self.label} ended: {type(cause).__name__}: {cause}")
+                say(f"the session to the {self.label} ended: {type(cause).__name__}: {cause}")
         finally:
             self._session_ended(error)
 
@@ -188,7 +184,7 @@ class McpClient(CatalogPublisher):
                 else:
                     page = await session.list_prompts(params=params)
             except (MCPError, ValidationError) as e:
-                log(f"{method} failed: {e}; keeping {len(items)} items")
+                say(f"{method} failed: {e}; keeping {len(items)} items")
                 break
             items += dump(page).get(key, [])
             cursor = getattr(page, "next_cursor", None)
@@ -214,11 +210,11 @@ class McpClient(CatalogPublisher):
         elif isinstance(message, types.ResourceUpdatedNotification):
             self.notify("resource_updated", str(message.params.uri))
         elif isinstance(message, Exception):
-            log(f"{self.label} transport: {type(message).__name__}: {message}")
+            say(f"{self.label} transport: {type(message).__name__}: {message}")
 
     async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
         name = f" {params.logger}" if params.logger else ""
-        log(f"server log [{params.level}]{name}: {params.data}")
+        say(f"server log [{params.level}]{name}: {params.data}")
 
     # -- serving --------------------------------------------------------------------------
 

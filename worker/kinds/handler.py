@@ -35,6 +35,7 @@ from worker import api
 from worker.kinds.daemon import call_hook
 from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.loader import LoadError, Metadata, check_metadata
+from worker.log import say
 from worker.protocol import INTERNAL_ERROR
 from worker.rpc import RpcError
 
@@ -69,10 +70,6 @@ LISTS: dict[str, tuple[tuple[str, str, str], ...]] = {
 SDK_ATTRIBUTES = ("mcp", "server", "app")
 """Where a package without ``create_handler`` may export an MCP SDK server (kind ``sdk``)."""
 SDK_EXPECTED = "a module-level mcp, server or app holding an MCPServer or a Server"
-
-
-def _log(message: str) -> None:
-    print(f"spctl-worker: {message}", file=sys.stderr, flush=True)
 
 
 def use_call_threads(loop: asyncio.AbstractEventLoop) -> None:
@@ -227,12 +224,12 @@ def normalise(method: str, params: Mapping[str, Any], result: Any) -> Any:
 
 def _items(batch: Any, id_key: str, method: str) -> list[dict[str, Any]]:
     if not isinstance(batch, list):
-        _log(f"{method}: expected a list, got {type(batch).__name__}; ignored")
+        say(f"{method}: expected a list, got {type(batch).__name__}; ignored")
         return []
     out = []
     for item in batch:
         if not isinstance(item, dict) or not isinstance(item.get(id_key), str):
-            _log(f"{method}: dropped an item without a string {id_key!r}: {item!r:.100}")
+            say(f"{method}: dropped an item without a string {id_key!r}: {item!r:.100}")
             continue
         if method == "tools/list" and "inputSchema" not in item:
             item = {**item, "inputSchema": {"type": "object"}}
@@ -249,10 +246,10 @@ async def _fetch_list(handler: Handler, method: str, key: str, id_key: str) -> l
             page = await handler.call(method, params)
         except api.McpError as e:
             if params or e.code != api.METHOD_NOT_FOUND:
-                _log(f"{method} raised {e}; keeping {len(items)} items")
+                say(f"{method} raised {e}; keeping {len(items)} items")
             break
         except Exception as e:
-            _log(f"{method} raised {type(e).__name__}: {e}; keeping {len(items)} items")
+            say(f"{method} raised {type(e).__name__}: {e}; keeping {len(items)} items")
             break
         cursor = None
         if isinstance(page, dict):
@@ -263,7 +260,7 @@ async def _fetch_list(handler: Handler, method: str, key: str, id_key: str) -> l
         if not isinstance(cursor, str) or not cursor:
             break
         if cursor in seen:
-            _log(f"{method}: nextCursor {cursor!r} repeats; stopping there")
+            say(f"{method}: nextCursor {cursor!r} repeats; stopping there")
             break
         seen.add(cursor)
         params = {"cursor": cursor}
@@ -271,14 +268,14 @@ async def _fetch_list(handler: Handler, method: str, key: str, id_key: str) -> l
     unique = []
     for item in items:
         if item[id_key] in names:
-            _log(f"{method}: duplicate {id_key} {item[id_key]!r}; the first one is kept")
+            say(f"{method}: duplicate {id_key} {item[id_key]!r}; the first one is kept")
         else:
             names.add(item[id_key])
             unique.append(item)
     # Plain JSON data from here on: msgpack-able, and comparable to the last catalog sent.
     text = _json(unique)
     if text is None:
-        _log(f"{method}: the list is not JSON data; ignored")
+        say(f"{method}: the list is not JSON data; ignored")
         return []
     clean: list[Any] = json.loads(text)
     return clean
@@ -394,7 +391,7 @@ class McpServer(CatalogPublisher):
             raise
         except Exception as e:
             text = f"{type(e).__name__}: {e}"
-            _log(f"{method} raised {text}")
+            say(f"{method} raised {text}")
             traceback.print_exception(e, file=sys.stderr)
             if method == "tools/call":  # MCP: a tool's failure is a result the model can see
                 return {"content": [_text(text)], "isError": True}

@@ -25,8 +25,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from worker.kinds.jsonrpc import LinePeer, Progress, log
+from worker.kinds.jsonrpc import LinePeer, Progress
 from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args, empty_catalog
+from worker.log import say
 from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS
 from worker.rpc import RpcError
 
@@ -193,18 +194,18 @@ class LeanClient(CatalogPublisher):
             try:
                 page = await self.peer.request(method, {"cursor": cursor} if cursor else None)
             except RpcError as e:
-                log(f"{method} failed: {e}; keeping {len(items)} items")
+                say(f"{method} failed: {e}; keeping {len(items)} items")
                 break
             got = page.get(key) if isinstance(page, dict) else None
             if not isinstance(got, list):
-                log(f"bad {method} result from the {self.label}; keeping {len(items)} items")
+                say(f"bad {method} result from the {self.label}; keeping {len(items)} items")
                 break
             for item in got:
                 if isinstance(item, dict) and isinstance(item.get(field), str):
                     # no nulls: as the SDK's dumps (exclude_none) gave the supervisor
                     items.append({k: v for k, v in item.items() if v is not None})
                 else:
-                    log(f"{method}: skipped an item without a {field}: {item!r:.200}")
+                    say(f"{method}: skipped an item without a {field}: {item!r:.200}")
             cursor = page.get("nextCursor")
             if not isinstance(cursor, str) or not cursor or cursor in seen:
                 break
@@ -221,7 +222,7 @@ class LeanClient(CatalogPublisher):
         elif method == "notifications/message" and isinstance(params, dict):
             logger = params.get("logger")
             name = f" {logger}" if logger else ""
-            log(f"server log [{params.get('level')}]{name}: {params.get('data')}")
+            say(f"server log [{params.get('level')}]{name}: {params.get('data')}")
 
     # -- serving --------------------------------------------------------------------------
 

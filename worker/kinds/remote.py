@@ -38,8 +38,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
-from worker.kinds.client import Catalog, McpClient, Streams, log
+from worker.kinds.client import Catalog, McpClient, Streams
 from worker.kinds.remote_auth import Credentials, RemoteAuth, RemoteError, display
+from worker.log import say
 
 __all__ = ["Credentials", "RemoteAuth", "RemoteError", "RemoteServer", "RemoteSpec", "display"]
 
@@ -148,7 +149,7 @@ class RemoteServer(McpClient):
                 return  # the transport is gone: the session's end says why
             self._missed += 1
             why = "no answer" if isinstance(e, TimeoutError) else self.explain(e)
-            log(f"ping to {self.where} failed ({self._missed}/{PING_MISSES}): {why}")
+            say(f"ping to {self.where} failed ({self._missed}/{PING_MISSES}): {why}")
             if self._missed >= PING_MISSES and not self._closing and not self.exited.done():
                 self.exited.set_result(
                     f"at {self.where} failed {self._missed} pings in a row: {why}"

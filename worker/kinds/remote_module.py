@@ -42,9 +42,9 @@ from worker.kinds.remote_auth import (
     RemoteAuth,
     RemoteError,
     display,
-    log,
     status_text,
 )
+from worker.log import say
 from worker.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, SERVICE_ERROR
 from worker.rpc import RpcError
 
@@ -191,7 +191,7 @@ class RemoteModule:
             self._missed = 0
         except RemoteError as e:
             self._missed += 1
-            log(f"health check of {self.where} failed ({self._missed}/{PROBE_MISSES}): {e}")
+            say(f"health check of {self.where} failed ({self._missed}/{PROBE_MISSES}): {e}")
             if self._missed >= PROBE_MISSES and not self._closing and not self.exited.done():
                 self.exited.set_result(f"failed {self._missed} health checks in a row: {e}")
         finally:

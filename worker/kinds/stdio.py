@@ -29,9 +29,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.kinds.jsonrpc import MAX_LINE, log
+from worker.kinds.jsonrpc import MAX_LINE
 from worker.kinds.lean import STOP_GRACE, LeanClient
 from worker.kinds.publish import Catalog
+from worker.log import say
 from worker.protocol import CONNECTION_LOST
 from worker.rpc import RpcError
 from worker.trampoline import trampoline_argv
@@ -121,7 +122,7 @@ class StdioServer(LeanClient):
             start_new_session=True,  # signals to the worker's group are not the server's
         )
         self.pid = pid = transport.get_pid()
-        log(f"started stdio server (pid {pid}): {' '.join(self.spec.command)}")
+        say(f"started stdio server (pid {pid}): {' '.join(self.spec.command)}")
         try:
             self._pidfd = os.pidfd_open(pid)
         except ProcessLookupError:  # already gone and reaped: the child watcher tells how
@@ -176,7 +177,7 @@ class StdioServer(LeanClient):
         if not self._server_ended(how):
             return
         if not self._closing:
-            log(f"the stdio server (pid {self.pid}) {how}")
+            say(f"the stdio server (pid {self.pid}) {how}")
         if self._eof:
             self._fail_pending()
         else:
