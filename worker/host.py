@@ -16,7 +16,7 @@ server object (module-level ``mcp``, ``server`` or ``app``) is hosted as kind ``
 like ``stdio``. A ``remote`` extension (``type: remote``, :mod:`worker.kinds.remote`) imports
 nothing either: the worker connects to the server's URL over Streamable HTTP and serves it like
 ``sdk``; each health ping also pings the server. Only ``sdk`` and ``remote`` import the SDK:
-``stdio`` speaks JSON-RPC lines itself (:mod:`worker.kinds.lean`). A ``remote_module``
+``stdio`` speaks JSON-RPC lines itself (:mod:`worker.mcp.lean`). A ``remote_module``
 (``type: remote`` in modules.yaml, :mod:`worker.kinds.remote_module`) imports httpx only: the
 worker probes the JSON-RPC service at the URL, says ``ready``, proxies ``service`` requests to
 it and probes it again on each health ping.
@@ -69,9 +69,9 @@ from worker.protocol import (
 from worker.rpc import RpcError
 
 if TYPE_CHECKING:
-    from worker.kinds.client import McpClient
-    from worker.kinds.lean import LeanClient
     from worker.kinds.remote_module import RemoteModule
+    from worker.mcp.client import McpClient
+    from worker.mcp.lean import LeanClient
 
 __all__ = ["BootSpec", "Host", "import_extension", "run"]
 

@@ -33,9 +33,9 @@ from typing import Any
 
 from worker import api
 from worker.kinds.daemon import call_hook
-from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.loader import LoadError, Metadata, check_metadata
 from worker.log import say
+from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.protocol import INTERNAL_ERROR
 from worker.rpc import RpcError
 

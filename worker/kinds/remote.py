@@ -1,6 +1,6 @@
 """The remote kind: an MCP server at an http(s) URL (``type: remote``), over Streamable HTTP.
 
-Theory of operation. :class:`RemoteServer` is an :class:`worker.kinds.client.McpClient` whose
+Theory of operation. :class:`RemoteServer` is an :class:`worker.mcp.client.McpClient` whose
 transport is the SDK's Streamable HTTP client on an ``httpx2`` client of ours, so the catalog,
 ``mcp`` forwarding, cancellation, progress, ``list_changed`` and ``resources/updated`` behave
 as for the ``sdk`` kind; the handshake is the 2025-11-25 era's ``initialize``. The entry's
@@ -38,9 +38,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
-from worker.kinds.client import Catalog, McpClient, Streams
 from worker.kinds.remote_auth import Credentials, RemoteAuth, RemoteError, display
 from worker.log import say
+from worker.mcp.client import Catalog, McpClient, Streams
 
 __all__ = ["Credentials", "RemoteAuth", "RemoteError", "RemoteServer", "RemoteSpec", "display"]
 

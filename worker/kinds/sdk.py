@@ -6,7 +6,7 @@ from the SDK (:func:`worker.kinds.handler.sdk_attribute`, which imports nothing)
 hands it here instead. :func:`find_server` checks it really is an :class:`MCPServer` (the SDK's
 high-level, FastMCP-style server) or a low-level :class:`Server`. :class:`SdkServer` then runs
 it in the worker's own loop through the SDK's in-memory transport, with an SDK client session
-on the other end — the same :class:`worker.kinds.client.McpClient` the ``stdio`` kind uses, so
+on the other end — the same :class:`worker.mcp.client.McpClient` the ``stdio`` kind uses, so
 the catalog, ``mcp`` forwarding, cancellation, progress, ``list_changed`` and MCP error codes
 behave alike. The server's lifespan runs when the session starts and ends when it closes.
 If the server's side fails (its lifespan raises, say), :attr:`SdkServer.exited` resolves and
@@ -27,9 +27,9 @@ from mcp.client._memory import InMemoryTransport
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 
-from worker.kinds.client import McpClient, Streams
 from worker.kinds.handler import SDK_ATTRIBUTES, SDK_EXPECTED
 from worker.loader import LoadError
+from worker.mcp.client import McpClient, Streams
 
 __all__ = ["SdkServer", "find_server"]
 

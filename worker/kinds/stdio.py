@@ -8,7 +8,7 @@ subprocess protocol: what the server writes on stdout is fed straight from the l
 callback to the JSON-RPC line peer, and every message to it is one synchronous write on its
 stdin (one writer: lines never interleave). Everything about the session itself — handshake,
 catalog, ``mcp`` forwarding, cancellation, progress, ``list_changed`` — is
-:class:`worker.kinds.lean.LeanClient`'s; this module imports neither the SDK nor pydantic.
+:class:`worker.mcp.lean.LeanClient`'s; this module imports neither the SDK nor pydantic.
 
 A pidfd tells when the server process ends (its status read with ``waitid(WNOWAIT)``, leaving
 the reaping to asyncio's child watcher); :attr:`StdioServer.exited` then resolves and the host
@@ -29,10 +29,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.kinds.jsonrpc import MAX_LINE
-from worker.kinds.lean import STOP_GRACE, LeanClient
-from worker.kinds.publish import Catalog
 from worker.log import say
+from worker.mcp.jsonrpc import MAX_LINE
+from worker.mcp.lean import STOP_GRACE, LeanClient
+from worker.mcp.publish import Catalog
 from worker.protocol import CONNECTION_LOST
 from worker.rpc import RpcError
 from worker.trampoline import trampoline_argv

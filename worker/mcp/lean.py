@@ -1,7 +1,7 @@
 """The MCP client the ``stdio`` kind forwards with: handshake, catalog, ``mcp`` calls — no SDK.
 
 Theory of operation. :class:`LeanClient` is an MCP client session over a :class:`LinePeer`
-(JSON-RPC 2.0 a line, :mod:`worker.kinds.jsonrpc`); a subclass supplies the transport
+(JSON-RPC 2.0 a line, :mod:`worker.mcp.jsonrpc`); a subclass supplies the transport
 (``_connect``, ``_write``, ``_disconnect``) and resolves :attr:`LeanClient.exited` when the
 server has ended. :meth:`LeanClient.start` does the ``initialize`` handshake of the 2025-11-25
 era (what published servers speak; the version the server answers is accepted and recorded),
@@ -14,7 +14,7 @@ worker's ``progress`` under the caller's token; ``*/list_changed`` refetches the
 sends ``catalog`` when it differs (:class:`CatalogPublisher`); ``notifications/message`` is
 logged.
 
-It does what :class:`worker.kinds.client.McpClient` does for the ``sdk`` kind, without the
+It does what :class:`worker.mcp.client.McpClient` does for the ``sdk`` kind, without the
 SDK's models: importing the SDK costs a worker ~1.5 s of CPU and ~40 MB, and a forwarded call
 needs none of it.
 """
@@ -25,9 +25,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from worker.kinds.jsonrpc import LinePeer, Progress
-from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args, empty_catalog
 from worker.log import say
+from worker.mcp.jsonrpc import LinePeer, Progress
+from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args, empty_catalog
 from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS
 from worker.rpc import RpcError
 

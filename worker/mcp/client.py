@@ -30,8 +30,8 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.log import say
+from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS
 from worker.rpc import RpcError
 
