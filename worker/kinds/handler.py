@@ -14,6 +14,11 @@ the thread) carries the progress token; ``report_progress`` from any thread reac
 through ``call_soon_threadsafe``, so reports keep their order and precede the answer.
 ``catalog_changed()`` marks the catalog dirty; one refetch task at a time runs until it is
 clean and sends ``catalog`` only when the lists differ from what the supervisor last saw.
+
+As a :class:`~worker.kinds.base.Kind`, :class:`HandlerKind` runs the module's ``initialize``,
+fetches the catalog and serves ``mcp`` until ``shutdown``, which cancels the calls in flight
+and then runs the module's ``shutdown``. A package with no ``create_handler`` but an SDK
+server object (:func:`sdk_attribute`) is handed to :mod:`worker.kinds.sdk` by :func:`load`.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ from types import ModuleType
 from typing import Any
 
 from worker import api
+from worker.kinds.base import Kind, Notify, Verdict
 from worker.kinds.daemon import call_hook
-from worker.loader import LoadError, Metadata, check_metadata
+from worker.loader import LoadError, Metadata, check_metadata, import_extension
 from worker.log import say
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
-from worker.protocol import INTERNAL_ERROR
+from worker.protocol import EXIT_OK, INTERNAL_ERROR, MCP, BootSpec
 from worker.rpc import RpcError
 
 __all__ = [
@@ -45,8 +51,10 @@ __all__ = [
     "SDK_EXPECTED",
     "CallContext",
     "Handler",
+    "HandlerKind",
     "McpServer",
     "fetch_catalog",
+    "load",
     "load_handler",
     "normalise",
     "sdk_attribute",
@@ -401,3 +409,51 @@ class McpServer(CatalogPublisher):
             api.CURRENT_CALL.reset(reset)
             self._calls.discard(task)
         return normalise(method, params, result)
+
+
+class HandlerKind:
+    """Kind ``handler`` (see the module docstring)."""
+
+    kind = "handler"
+
+    def __init__(self, handler: Handler, notify: Notify) -> None:
+        self.handler = handler
+        self.metadata: Mapping[str, Any] = handler.metadata
+        self.handlers: Mapping[str, Callable[..., Any]] = {}
+        self.server: McpServer | None = None
+        self._notify = notify
+
+    async def start(self) -> Catalog:
+        await self.handler.hook("initialize")
+        self.server = server = McpServer(self.handler, self._notify)
+        self.handlers = {MCP: server.mcp}
+        return await server.start()
+
+    async def wait(self) -> Verdict:
+        assert self.server is not None
+        self.server.arm()
+        await asyncio.get_running_loop().create_future()  # serve `mcp` until `shutdown`
+        return Verdict(EXIT_OK)  # not reached: shutdown cancels the host's lifecycle
+
+    def on_ping(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()  # calls in flight unwind before the module shuts down
+        try:
+            await self.handler.hook("shutdown")
+        except Exception as e:
+            say(f"shutdown() raised (ignored): {type(e).__name__}: {e}")
+            traceback.print_exception(e, file=sys.stderr)
+
+
+async def load(spec: BootSpec, notify: Notify) -> Kind:
+    """Import the package; an SDK server object makes it kind ``sdk``, else its handler."""
+    use_call_threads(asyncio.get_running_loop())
+    module = import_extension(spec)
+    if sdk_attribute(module) is not None:
+        from worker.kinds.sdk import load_sdk  # only this kind pays for the MCP SDK
+
+        return load_sdk(spec, module, notify)
+    return HandlerKind(await load_handler(spec.name, module, spec.config, spec.path), notify)

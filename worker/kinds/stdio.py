@@ -29,15 +29,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.kinds.base import Notify, ServerKind
 from worker.log import say
 from worker.mcp.jsonrpc import MAX_LINE
 from worker.mcp.lean import STOP_GRACE, LeanClient
 from worker.mcp.publish import Catalog
-from worker.protocol import CONNECTION_LOST
+from worker.protocol import CONNECTION_LOST, BootSpec
 from worker.rpc import RpcError
 from worker.trampoline import trampoline_argv
 
-__all__ = ["EOF_GRACE", "MAX_LINE", "Catalog", "StdioServer", "StdioSpec"]
+__all__ = ["EOF_GRACE", "MAX_LINE", "Catalog", "StdioServer", "StdioSpec", "load"]
 
 PRIVATE_ENV = ("SPCTL_CHANNEL_FD", "SPCTL_PARENT_PID")
 EOF_GRACE = 1.0
@@ -56,6 +57,11 @@ class StdioSpec:
         env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
         env.update(self.env)
         return env
+
+
+async def load(spec: BootSpec, notify: Notify) -> ServerKind:
+    """Kind ``stdio``: the command is spawned (and the session opened) by ``start``."""
+    return ServerKind("stdio", StdioServer(StdioSpec(spec.command, spec.cwd, spec.env), notify))
 
 
 class _Pipes(asyncio.SubprocessProtocol):
