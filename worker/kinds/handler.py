@@ -42,7 +42,7 @@ from worker.kinds.daemon import call_hook
 from worker.loader import LoadError, Metadata, check_metadata, import_extension
 from worker.log import say
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
-from worker.protocol import EXIT_OK, INTERNAL_ERROR, MCP, BootSpec
+from worker.protocol import EXIT_OK, INTERNAL_ERROR, MCP, PROGRESS, RESOURCE_UPDATED, BootSpec
 from worker.rpc import RpcError
 
 __all__ = [
@@ -334,7 +334,7 @@ class CallContext:
 
     def _deliver(self, progress: float, total: float | None, message: str | None) -> None:
         if not self.done:  # a report from a thread that arrives after the answer is dropped
-            self._server.notify("progress", self.token, progress, total, message)
+            self._server.notify(PROGRESS, self.token, progress, total, message)
 
 
 class McpServer(CatalogPublisher):
@@ -370,7 +370,7 @@ class McpServer(CatalogPublisher):
 
     def _updated_threadsafe(self, uri: str) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is ending
-            self.loop.call_soon_threadsafe(self.notify, "resource_updated", uri)
+            self.loop.call_soon_threadsafe(self.notify, RESOURCE_UPDATED, uri)
 
     def _changed_threadsafe(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is ending

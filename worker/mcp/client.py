@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.log import say
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
-from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS
+from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS, PROGRESS, RESOURCE_UPDATED
 from worker.rpc import RpcError
 
 __all__ = ["Catalog", "McpClient", "Streams", "dump"]
@@ -208,7 +208,7 @@ class McpClient(CatalogPublisher):
         if isinstance(message, _CHANGED):
             self._changed()
         elif isinstance(message, types.ResourceUpdatedNotification):
-            self.notify("resource_updated", str(message.params.uri))
+            self.notify(RESOURCE_UPDATED, str(message.params.uri))
         elif isinstance(message, Exception):
             say(f"{self.label} transport: {type(message).__name__}: {message}")
 
@@ -236,7 +236,7 @@ class McpClient(CatalogPublisher):
 
         async def report(progress: float, total: float | None, message: str | None) -> None:
             if not done:
-                self.notify("progress", token, progress, total, message)
+                self.notify(PROGRESS, token, progress, total, message)
 
         on_progress: ProgressFnT | None = None if token is None else report
         model = RESULTS.get(method, AnyResult)

@@ -28,7 +28,7 @@ from typing import Any
 from worker.log import say
 from worker.mcp.jsonrpc import LinePeer, Progress
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args, empty_catalog
-from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS
+from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS, PROGRESS, RESOURCE_UPDATED
 from worker.rpc import RpcError
 
 __all__ = ["CLIENT_INFO", "MAX_PAGES", "PROTOCOL_VERSION", "STOP_GRACE", "LeanClient"]
@@ -218,7 +218,7 @@ class LeanClient(CatalogPublisher):
         elif method == "notifications/resources/updated" and isinstance(params, dict):
             uri = params.get("uri")
             if isinstance(uri, str):
-                self.notify("resource_updated", uri)  # to the clients subscribed to it
+                self.notify(RESOURCE_UPDATED, uri)  # to the clients subscribed to it
         elif method == "notifications/message" and isinstance(params, dict):
             logger = params.get("logger")
             name = f" {logger}" if logger else ""
@@ -253,6 +253,6 @@ class LeanClient(CatalogPublisher):
 
     def _reporter(self, token: str | int) -> Progress:
         def report(progress: float, total: float | None, message: str | None) -> None:
-            self.notify("progress", token, progress, total, message)
+            self.notify(PROGRESS, token, progress, total, message)
 
         return report
