@@ -3,8 +3,8 @@
 Theory of operation. :func:`load_handler` finds ``create_handler`` (sync or async) and the
 module's ``metadata``; a missing factory, a factory that returns no callable or bad metadata is
 a :class:`LoadError`. :class:`McpServer` then fetches the catalog by calling the handler with
-the four list methods (following ``nextCursor``; an unsupported one — raising or returning
-None — is an empty list) and serves the supervisor's ``mcp(method, params, meta)`` requests.
+the four list methods (:mod:`worker.kinds.handler_data`, which also turns shorthand results
+into MCP results) and serves the supervisor's ``mcp(method, params, meta)`` requests.
 
 Each ``mcp`` request runs in the task the channel gives it: an async handler is awaited there,
 so the channel's ``$cancel`` raises CancelledError inside it; a sync handler runs in a thread
@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import sys
 import threading
 import traceback
@@ -39,6 +38,7 @@ from typing import Any
 from worker import api
 from worker.kinds.base import Kind, Notify, Verdict
 from worker.kinds.daemon import call_hook
+from worker.kinds.handler_data import fetch_catalog, normalise, text_block
 from worker.loader import LoadError, Metadata, check_metadata, import_extension
 from worker.log import say
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
@@ -63,18 +63,8 @@ __all__ = [
 
 CALL_THREADS = 32
 """Threads for sync calls: a cancelled sync call keeps its thread until it returns."""
-MAX_PAGES = 1000
 CLOSE_TIMEOUT = 2.0
 """How long ``shutdown`` waits for cancelled calls to unwind before the module's shutdown()."""
-# capability → (list method, catalog key, the key naming an item)
-LISTS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "tools": (("tools/list", "tools", "name"),),
-    "resources": (
-        ("resources/list", "resources", "uri"),
-        ("resources/templates/list", "resourceTemplates", "uriTemplate"),
-    ),
-    "prompts": (("prompts/list", "prompts", "name"),),
-}
 SDK_ATTRIBUTES = ("mcp", "server", "app")
 """Where a package without ``create_handler`` may export an MCP SDK server (kind ``sdk``)."""
 SDK_EXPECTED = "a module-level mcp, server or app holding an MCPServer or a Server"
@@ -180,126 +170,6 @@ async def load_handler(
     return Handler(fn=fn, module=module, metadata=meta, is_async=_is_async(fn))
 
 
-# -- results --------------------------------------------------------------------------------
-
-
-def _text(text: str) -> dict[str, Any]:
-    return {"type": "text", "text": text}
-
-
-def _json(value: Any) -> str | None:
-    """JSON text (odd values as their str()); None if JSON cannot hold it (tuple keys, cycles)."""
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return None
-
-
-def normalise(method: str, params: Mapping[str, Any], result: Any) -> Any:
-    """Shorthands a handler may return, turned into the MCP result (anything else as is).
-
-    ``tools/call``: str → one text block; dict without ``content`` → its JSON as text plus
-    ``structuredContent``; a list of content blocks → ``content``; None → no content; any other
-    value → its JSON as text. ``resources/read``: str → one text resource for ``params.uri``.
-    ``prompts/get``: str → one user message. None for any other method → ``{}``.
-    """
-    if method == "tools/call":
-        if isinstance(result, str):
-            return {"content": [_text(result)]}
-        if isinstance(result, dict):
-            if "content" in result:
-                return result
-            text = _json(result)
-            if text is None:
-                return {"content": [_text(str(result))]}
-            return {"content": [_text(text)], "structuredContent": json.loads(text)}
-        if result is None:
-            return {"content": []}
-        if isinstance(result, list) and all(
-            isinstance(b, dict) and isinstance(b.get("type"), str) for b in result
-        ):
-            return {"content": result}
-        return {"content": [_text(_json(result) or str(result))]}
-    if method == "resources/read" and isinstance(result, str):
-        return {"contents": [{"uri": params.get("uri", ""), "text": result}]}
-    if method == "prompts/get" and isinstance(result, str):
-        return {"messages": [{"role": "user", "content": _text(result)}]}
-    return {} if result is None else result
-
-
-# -- the catalog ----------------------------------------------------------------------------
-
-
-def _items(batch: Any, id_key: str, method: str) -> list[dict[str, Any]]:
-    if not isinstance(batch, list):
-        say(f"{method}: expected a list, got {type(batch).__name__}; ignored")
-        return []
-    out = []
-    for item in batch:
-        if not isinstance(item, dict) or not isinstance(item.get(id_key), str):
-            say(f"{method}: dropped an item without a string {id_key!r}: {item!r:.100}")
-            continue
-        if method == "tools/list" and "inputSchema" not in item:
-            item = {**item, "inputSchema": {"type": "object"}}
-        out.append(item)
-    return out
-
-
-async def _fetch_list(handler: Handler, method: str, key: str, id_key: str) -> list[Any]:
-    items: list[dict[str, Any]] = []
-    params: dict[str, Any] = {}
-    seen: set[str] = set()
-    for _ in range(MAX_PAGES):
-        try:
-            page = await handler.call(method, params)
-        except api.McpError as e:
-            if params or e.code != api.METHOD_NOT_FOUND:
-                say(f"{method} raised {e}; keeping {len(items)} items")
-            break
-        except Exception as e:
-            say(f"{method} raised {type(e).__name__}: {e}; keeping {len(items)} items")
-            break
-        cursor = None
-        if isinstance(page, dict):
-            items += _items(page.get(key, []), id_key, method)
-            cursor = page.get("nextCursor")
-        elif page is not None:
-            items += _items(page, id_key, method)  # a bare list: one page
-        if not isinstance(cursor, str) or not cursor:
-            break
-        if cursor in seen:
-            say(f"{method}: nextCursor {cursor!r} repeats; stopping there")
-            break
-        seen.add(cursor)
-        params = {"cursor": cursor}
-    names: set[str] = set()
-    unique = []
-    for item in items:
-        if item[id_key] in names:
-            say(f"{method}: duplicate {id_key} {item[id_key]!r}; the first one is kept")
-        else:
-            names.add(item[id_key])
-            unique.append(item)
-    # Plain JSON data from here on: msgpack-able, and comparable to the last catalog sent.
-    text = _json(unique)
-    if text is None:
-        say(f"{method}: the list is not JSON data; ignored")
-        return []
-    clean: list[Any] = json.loads(text)
-    return clean
-
-
-async def fetch_catalog(handler: Handler) -> Catalog:
-    """The four MCP lists, for the capabilities the metadata names (all four if it names none
-    of tools/resources/prompts). Never raises for the handler's errors: a failing list is empty."""
-    wanted = [c for c in LISTS if c in handler.capabilities] or list(LISTS)
-    catalog: Catalog = {"tools": [], "resources": [], "resourceTemplates": [], "prompts": []}
-    for capability in wanted:
-        for method, key, id_key in LISTS[capability]:
-            catalog[key] = await _fetch_list(handler, method, key, id_key)
-    return catalog
-
-
 # -- serving --------------------------------------------------------------------------------
 
 
@@ -402,7 +272,7 @@ class McpServer(CatalogPublisher):
             say(f"{method} raised {text}")
             traceback.print_exception(e, file=sys.stderr)
             if method == "tools/call":  # MCP: a tool's failure is a result the model can see
-                return {"content": [_text(text)], "isError": True}
+                return {"content": [text_block(text)], "isError": True}
             raise RpcError(INTERNAL_ERROR, text) from None
         finally:
             call.done = True
