@@ -21,8 +21,8 @@ import os
 import stat
 import sys
 
-from worker.exitcodes import EXIT_USAGE
 from worker.privileges import arm_pdeathsig, die, guard_parent
+from worker.protocol import EXIT_USAGE
 
 CHANNEL_FD = 3
 

@@ -6,11 +6,12 @@ or defined as one class in the extension. Sync methods run in a thread, async on
 worker's event loop. The Protocols below are for type checkers only; nothing has to inherit.
 
 An MCP server extension (kind ``handler``) is a module with ``create_handler(config)``
-returning a callable ``(method, params) -> result``; see ``.notes/handler.md``. From inside a
-call, a handler may raise :class:`McpError` (a protocol error with its code), report progress
-with :func:`report_progress`, and read the request's ``_meta`` with :func:`request_meta`; at
-any time (any thread) it may say its lists changed with :func:`tools_changed` (or
-:func:`resources_changed`, :func:`prompts_changed`: each refetches the whole catalog).
+returning a callable ``(method, params) -> result``; ``docs/extensions/`` documents each kind
+and this API. From inside a call, a handler may raise :class:`McpError` (a protocol error with
+its code), report progress with :func:`report_progress`, and read the request's ``_meta`` with
+:func:`request_meta`; at any time (any thread) it may say its lists changed with
+:func:`tools_changed` (or :func:`resources_changed`, :func:`prompts_changed`: each refetches the
+whole catalog).
 
 Processes an extension starts should go through :func:`spawn_argv`, so they die when the
 worker dies (see :mod:`worker.trampoline`)::
@@ -25,6 +26,15 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol, runtime_checkable
 
+# JSON-RPC / MCP error codes a handler commonly raises (INVALID_PARAMS is also MCP's
+# "Unknown tool"); defined in worker.protocol.
+from worker.protocol import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    RESOURCE_NOT_FOUND,
+)
 from worker.trampoline import trampoline_argv as spawn_argv
 
 __all__ = [
@@ -76,13 +86,6 @@ class FullDaemonModule(DaemonModule, Protocol):
 McpHandler = Callable[[str, dict[str, Any]], Any]
 """What ``create_handler(config)`` returns: ``(method, params) -> result``, sync or async."""
 
-# JSON-RPC / MCP error codes a handler commonly raises.
-INVALID_REQUEST = -32600
-METHOD_NOT_FOUND = -32601
-INVALID_PARAMS = -32602  # also MCP's "Unknown tool"
-INTERNAL_ERROR = -32603
-RESOURCE_NOT_FOUND = -32002
-
 
 class McpError(Exception):
     """Raise from a handler to answer with an MCP protocol error ``{code, message, data}``.
@@ -119,9 +122,10 @@ CURRENT_CALL: ContextVar[CallContext | None] = ContextVar("spctl_current_call", 
 
 
 class ServiceError(Exception):
-    """A service call failed: ``code`` is JSON-RPC's (-32601: no such service or method,
-    -32602: bad arguments, -32000: the method raised, -32011: the provider is not running,
-    -32001: no answer in time) and ``message`` says which and why."""
+    """A service call failed: ``code`` is one of :mod:`worker.protocol`'s (-32601
+    METHOD_NOT_FOUND: no such service or method, -32602 INVALID_PARAMS: bad arguments, -32000
+    SERVICE_ERROR: the method raised, -32011 REFUSED: the provider is not running, -32001
+    TIMEOUT: no answer in time) and ``message`` says which and why."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(f"[{code}] {message}")

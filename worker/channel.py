@@ -37,14 +37,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import CoroutineType
 from typing import Any
 
-from worker.rpc import (
+from worker.protocol import (
     APPLICATION_ERROR,
+    CANCEL,
     CANCELLED,
     CONNECTION_LOST,
     INTERNAL_ERROR,
     INVALID_PARAMS,
-    MAX_FRAME_DEFAULT,
     METHOD_NOT_FOUND,
+)
+from worker.rpc import (
+    MAX_FRAME_DEFAULT,
     Connection,
     RemoteProtocolError,
     Request,
@@ -55,7 +58,7 @@ from worker.rpc import (
 __all__ = ["CANCEL_METHOD", "Channel", "ChannelClosed", "Handler"]
 
 Handler = Callable[..., Any]
-CANCEL_METHOD = "$cancel"
+CANCEL_METHOD = CANCEL
 _TRACEBACK_LINES = 20
 _BATCH_FRAMES = 16  # a batch this long is sent without waiting for the end of the iteration
 _BATCH_BYTES = 64 * 1024  # so is one holding a frame this big

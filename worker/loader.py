@@ -11,17 +11,21 @@ find it; a failed import removes it again.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from worker.protocol import BootSpec
+
 __all__ = [
     "LoadError",
     "Metadata",
     "apply_rlimits",
     "check_metadata",
+    "import_extension",
     "load_extension",
     "module_name",
 ]
@@ -68,6 +72,21 @@ def load_extension(extension: str, path: str | Path) -> ModuleType:
         sys.modules.pop(name, None)
         raise
     return module
+
+
+def import_extension(spec: BootSpec) -> ModuleType:
+    """Add the sys.path entries, then import the extension (on the loop thread: module code
+    may call signal.signal()). Raises LoadError or what the import raises."""
+    # The extension's own directory is importable (as the cwd is, unless started with -P),
+    # then the extra entries, ahead of everything else.
+    where = os.path.abspath(spec.path)
+    home = where if os.path.isdir(where) else os.path.dirname(where)
+    for entry in (home, *reversed(spec.python_path)):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    # Relative paths in an extension mean its own directory, wherever the supervisor runs.
+    os.chdir(home)
+    return load_extension(spec.name, spec.path)
 
 
 Scalar = None | bool | int | float | str

@@ -18,10 +18,10 @@ supplementary groups go first and the gid before the uid, since both need the pr
 from __future__ import annotations
 
 import os
-import sys
 from typing import NoReturn
 
-from worker.exitcodes import EXIT_ORPHANED, EXIT_USAGE
+from worker.log import say
+from worker.protocol import EXIT_ORPHANED, EXIT_USAGE
 
 __all__ = ["arm_pdeathsig", "die", "drop_privileges", "guard_parent"]
 
@@ -30,8 +30,7 @@ PR_SET_PDEATHSIG = 1
 
 def die(code: int, message: str) -> NoReturn:
     """Say why on stderr (the supervisor logs it) and end now, without interpreter shutdown."""
-    sys.stderr.write(f"spctl-worker: {message}\n")
-    sys.stderr.flush()
+    say(message)
     os._exit(code)
 
 

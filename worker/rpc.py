@@ -32,6 +32,19 @@ from typing import Any, Final, final
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
+# The wire error codes live in worker.protocol; re-exported here for users of the codec.
+from worker.protocol import (
+    APPLICATION_ERROR,
+    CANCELLED,
+    CONNECTION_LOST,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    TIMEOUT,
+)
+
 __all__ = [
     "APPLICATION_ERROR",
     "CANCELLED",
@@ -54,17 +67,6 @@ __all__ = [
 ]
 
 MAX_FRAME_DEFAULT: Final = 16 * 1024 * 1024
-
-# Wire error codes, JSON-RPC-like.
-PARSE_ERROR: Final = -32700
-INVALID_REQUEST: Final = -32600
-METHOD_NOT_FOUND: Final = -32601
-INVALID_PARAMS: Final = -32602
-INTERNAL_ERROR: Final = -32603
-CONNECTION_LOST: Final = -32000
-TIMEOUT: Final = -32001
-CANCELLED: Final = -32002
-APPLICATION_ERROR: Final = -32003  # the handler raised
 
 _MSGID_LIMIT: Final = 2**32
 _LONGEST_HEADER: Final = 9  # bytes: a float64, or ext32's type, length and tag

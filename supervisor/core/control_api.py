@@ -26,7 +26,9 @@ from supervisor.rules.reload_plan import plan
 from supervisor.rules.router import Catalog, Router
 from supervisor.rules.states import ACTIVE, LISTED, State
 from worker.channel import Channel, ChannelClosed
-from worker.rpc import METHOD_NOT_FOUND, RpcError
+from worker.protocol import INVALID_CONFIG, METHOD_NOT_FOUND, REFUSED, UNKNOWN_EXTENSION
+from worker.protocol import TIMEOUT as CALL_TIMEOUT
+from worker.rpc import RpcError
 
 if TYPE_CHECKING:
     from supervisor.core.serve import Supervisor
@@ -34,11 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["INVALID_CONFIG", "REFUSED", "UNKNOWN_EXTENSION", "ControlApi"]
 
 log = structlog.get_logger("spctl.control")
-
-CALL_TIMEOUT = -32001
-UNKNOWN_EXTENSION = -32010
-REFUSED = -32011
-INVALID_CONFIG = -32012
 
 
 FOLLOW_BUFFER_LIMIT = 1 << 20  # a `logs -f` client that reads slower than this loses lines

@@ -28,7 +28,8 @@ from supervisor.core.runner import CallTimeout, CommandFailed, Runner
 from supervisor.rules.states import State
 from supervisor.rules.subscriptions import Subscriptions
 from worker.channel import Channel, ChannelClosed
-from worker.rpc import INVALID_PARAMS, RpcError
+from worker.protocol import INVALID_PARAMS
+from worker.rpc import RpcError
 
 if TYPE_CHECKING:
     from supervisor.core.serve import Supervisor

@@ -7,19 +7,21 @@ in ``ps``) or the environment (inherited by the extension's own children).
 from __future__ import annotations
 
 import resource
+from dataclasses import replace
 from typing import Any
 
 from supervisor.config import Auth, Extension, Secret
 from supervisor.config.schema import RunAs
+from worker.protocol import BootSpec
 
 __all__ = [
     "DATA_HEADROOM",
     "auth_spec",
+    "boot_spec",
     "build_spec",
     "plain",
     "rlimits_for",
     "run_as_problem",
-    "run_as_spec",
 ]
 
 DATA_HEADROOM = 256 * 1024 * 1024
@@ -86,13 +88,6 @@ def auth_spec(auth: Auth | None) -> dict[str, Any]:
     return out
 
 
-def run_as_spec(run_as: RunAs | None) -> dict[str, Any]:
-    """``uid``/``gid`` for the worker to switch to (after its rlimits, before the import)."""
-    if run_as is None:
-        return {}
-    return {"uid": run_as.uid, "gid": run_as.gid}
-
-
 def run_as_problem(run_as: RunAs | None, euid: int) -> str | None:
     """Why a supervisor running as ``euid`` cannot start a worker as ``run_as``, or None.
 
@@ -106,52 +101,57 @@ def run_as_problem(run_as: RunAs | None, euid: int) -> str | None:
 
 
 def build_spec(ext: Extension) -> dict[str, Any]:
-    return {**_kind_spec(ext), **run_as_spec(ext.run_as)}
+    """The wire form of :func:`boot_spec` (what the ``boot`` request is answered with)."""
+    return boot_spec(ext).to_wire()
 
 
-def _kind_spec(ext: Extension) -> dict[str, Any]:
+def boot_spec(ext: Extension) -> BootSpec:
+    """What the worker for ``ext`` is to host, under which limits and as which user."""
+    spec = _kind_spec(ext)
+    if ext.run_as is not None:  # switched to after the rlimits, before the import
+        spec = replace(spec, uid=ext.run_as.uid, gid=ext.run_as.gid)
+    return spec
+
+
+def _kind_spec(ext: Extension) -> BootSpec:
+    name, rlimits = ext.name, rlimits_for(ext)
     if ext.type == "remote":
         # A remote MCP server (or, in modules.yaml, a JSON-RPC service: kind remote_module):
         # the worker connects to `url`. The credentials travel only here, over the private
         # channel; the worker puts them on the requests it sends.
-        spec: dict[str, Any] = {
-            "name": ext.name,
-            "kind": "remote_module" if ext.kind == "module" else "remote",
-            "path": str(ext.source.file.parent),
-            "url": ext.url,
-            "auth": auth_spec(ext.auth),
-            "headers": plain(ext.headers),
-            "rlimits": rlimits_for(ext),
-            "check_interval": 1.0,
-        }
-        if ext.kind == "module":
-            spec["provides"] = list(ext.provides)
-        return spec
+        return BootSpec(
+            name=name,
+            kind="remote_module" if ext.kind == "module" else "remote",
+            path=str(ext.source.file.parent),
+            url=ext.url,
+            auth=auth_spec(ext.auth),
+            headers=plain(ext.headers),
+            provides=ext.provides if ext.kind == "module" else (),
+            rlimits=rlimits,
+        )
     if ext.command is not None:
         # A stdio MCP server: the worker runs the command in `path` (default: the directory
         # of servers.yaml). Its env is already the worker's environment; nothing more to pass.
         cwd = ext.path if ext.path is not None else ext.source.file.parent
         if not cwd.is_dir():
             cwd = cwd.parent
-        return {
-            "name": ext.name,
-            "kind": "stdio",
-            "path": str(cwd),
-            "command": list(ext.command),
-            "cwd": str(cwd),
-            "rlimits": rlimits_for(ext),
-            "check_interval": 1.0,
-        }
+        return BootSpec(
+            name=name,
+            kind="stdio",
+            path=str(cwd),
+            rlimits=rlimits,
+            command=ext.command,
+            cwd=str(cwd),
+        )
     if ext.kind == "module":
         kind = "plugin" if ext.module_type == "plugin" else "daemon"
     else:
         kind = "handler"
-    return {
-        "name": ext.name,
-        "kind": kind,
-        "path": str(ext.path) if ext.path is not None else None,
-        "config": plain(ext.config),
-        "rlimits": rlimits_for(ext),
-        "check_interval": 1.0,
-        "provides": list(ext.provides),
-    }
+    return BootSpec(
+        name=name,
+        kind=kind,
+        path="" if ext.path is None else str(ext.path),  # never empty: the schema requires it
+        config=plain(ext.config),
+        rlimits=rlimits,
+        provides=ext.provides,
+    )

@@ -65,7 +65,8 @@ from supervisor.rules.router import (
     UnknownTool,
 )
 from worker.channel import ChannelClosed
-from worker.rpc import APPLICATION_ERROR, RpcError
+from worker.protocol import APPLICATION_ERROR
+from worker.rpc import RpcError
 
 __all__ = ["KINDS", "Face", "changed_kinds", "mcp_error"]
 

@@ -5,8 +5,8 @@ An :class:`Exit` holds the raw facts (exit status or signal) plus what *we* did 
 ``describe()`` turns that into the reason recorded with the state transition, cause first,
 because "killed by SIGKILL" alone says nothing when it was our own watchdog that killed it.
 
-Worker exit codes, shared with the worker shim (``worker/exitcodes.py`` defines the same
-numbers; the worker side never imports this module):
+Worker exit codes (defined once, in :mod:`worker.protocol`; the worker side never imports
+this module):
 
 ====  =======================================================================
   0   ok: the worker was asked to stop, or the extension finished on its own
@@ -25,6 +25,17 @@ import os
 import signal
 from dataclasses import dataclass
 
+from worker.protocol import (
+    EXIT_CHANNEL_LOST,
+    EXIT_LOAD_ERROR,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_ORPHANED,
+    EXIT_PROTOCOL_ERROR,
+    EXIT_USAGE,
+)
+from worker.protocol import EXIT_MEANINGS as _CODE_MEANINGS
+
 __all__ = [
     "EXIT_CHANNEL_LOST",
     "EXIT_LOAD_ERROR",
@@ -39,23 +50,6 @@ __all__ = [
     "from_wait_status",
     "from_waitid",
 ]
-
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_LOAD_ERROR = 3
-EXIT_NOT_RUNNING = 4
-EXIT_ORPHANED = 5
-EXIT_CHANNEL_LOST = 6
-EXIT_PROTOCOL_ERROR = 7
-
-_CODE_MEANINGS = {
-    EXIT_USAGE: "worker usage error",
-    EXIT_LOAD_ERROR: "load error",
-    EXIT_NOT_RUNNING: "daemon reports not running",
-    EXIT_ORPHANED: "orphaned at start",
-    EXIT_CHANNEL_LOST: "channel to supervisor lost",
-    EXIT_PROTOCOL_ERROR: "protocol error",
-}
 
 # Signals whose default action dumps core: worth a hint that a core file may exist.
 _CORE_SIGNALS = frozenset(

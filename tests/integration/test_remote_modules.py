@@ -23,7 +23,7 @@ from tests.helpers import (
     wait_for,
 )
 from tests.integration.harness import WorkerHarness
-from worker.exitcodes import EXIT_ERROR, EXIT_OK
+from worker.protocol import EXIT_ERROR, EXIT_OK
 from worker.rpc import RpcError
 
 SERVER = FIXTURES / "jsonrpc_service" / "server.py"
@@ -101,7 +101,8 @@ async def test_worker_proxies_service_calls(service: Service) -> None:
         assert refused.value.message == "fx does not provide 'secret' (storage)"
         assert "secret.read" not in service.stats()["methods"]
         assert await h.request("ping")  # also probes the service
-        await h.wait_for(lambda: service.stats()["methods"].count("rpc.ping") >= 2, 10, "probe")
+        probed = lambda: service.stats()["methods"].count("rpc.ping") >= 2  # noqa: E731
+        await h.wait_for(probed, 10, "probe", poll=0.05)  # the service's side: not an event here
         assert await h.request("shutdown") is None
         assert await h.exit_code() == EXIT_OK
     assert "harness" in service.stats()["x_client"]  # `headers:` go with every request

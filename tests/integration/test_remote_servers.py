@@ -26,7 +26,7 @@ from tests.helpers import (
     wait_for,
 )
 from tests.integration.harness import WorkerHarness
-from worker.exitcodes import EXIT_ERROR, EXIT_OK
+from worker.protocol import EXIT_ERROR, EXIT_OK
 from worker.rpc import RpcError
 
 SERVER = FIXTURES / "remote_server" / "server.py"

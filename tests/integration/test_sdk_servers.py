@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import serve_fixture, server_entry, wait_for
 from tests.integration.harness import FIXTURES, WorkerHarness, call, text
-from worker.exitcodes import EXIT_LOAD_ERROR, EXIT_OK
+from worker.protocol import EXIT_LOAD_ERROR, EXIT_OK
 
 FIXTURE = FIXTURES / "mcp_sdk_server"
 TOOLS = ["echo", "add", "slow", "boom", "grow", "pid"]

@@ -27,7 +27,7 @@ from tests.helpers import (
     wait_for,
 )
 from tests.integration.harness import FIXTURES, WorkerHarness, call, text
-from worker.exitcodes import EXIT_ERROR, EXIT_LOAD_ERROR, EXIT_OK
+from worker.protocol import EXIT_ERROR, EXIT_LOAD_ERROR, EXIT_OK
 
 SERVER = FIXTURES / "stdio_server" / "server.py"
 TOOLS = ["echo", "add", "slow", "boom", "grow", "pid", "env", "cwd"]

@@ -19,7 +19,9 @@ import psutil
 import pytest
 
 from tests.integration.harness import FIXTURES, REPO, Child, WorkerHarness
-from worker.exitcodes import (
+from worker.kinds.daemon import load_daemon
+from worker.loader import LoadError, load_extension
+from worker.protocol import (
     EXIT_CHANNEL_LOST,
     EXIT_ERROR,
     EXIT_LOAD_ERROR,
@@ -29,8 +31,6 @@ from worker.exitcodes import (
     EXIT_PROTOCOL_ERROR,
     EXIT_USAGE,
 )
-from worker.kinds.daemon import load_daemon
-from worker.loader import LoadError, load_extension
 from worker.trampoline import TRAMPOLINE_EXIT, trampoline_argv
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import FIXTURES, WorkerHarness
-from worker.exitcodes import EXIT_ERROR, EXIT_LOAD_ERROR, EXIT_OK
+from worker.protocol import EXIT_ERROR, EXIT_LOAD_ERROR, EXIT_OK
 from worker.rpc import RpcError
 
 pytestmark = pytest.mark.anyio

@@ -18,15 +18,15 @@ import msgpack
 import pytest
 
 from worker.channel import Channel, ChannelClosed, Handler
-from worker.rpc import (
+from worker.protocol import (
     APPLICATION_ERROR,
     CANCELLED,
     CONNECTION_LOST,
     INTERNAL_ERROR,
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
-    RpcError,
 )
+from worker.rpc import RpcError
 
 pytestmark = pytest.mark.anyio
 

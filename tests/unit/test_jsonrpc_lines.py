@@ -1,4 +1,4 @@
-"""The JSON-RPC line peer (:class:`worker.kinds.jsonrpc.LinePeer`) without a process: bytes in
+"""The JSON-RPC line peer (:class:`worker.mcp.jsonrpc.LinePeer`) without a process: bytes in
 (whole, byte by byte, with junk), lines out."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from worker.kinds.jsonrpc import LinePeer
-from worker.rpc import CONNECTION_LOST, RpcError
+from worker.mcp.jsonrpc import LinePeer
+from worker.protocol import CONNECTION_LOST
+from worker.rpc import RpcError
 
 pytestmark = pytest.mark.anyio
 

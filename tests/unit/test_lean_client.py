@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 import supervisor
-from worker.kinds.jsonrpc import MAX_LINE
-from worker.kinds.lean import CLIENT_INFO, PROTOCOL_VERSION
 from worker.kinds.stdio import StdioServer, StdioSpec
-from worker.rpc import CONNECTION_LOST, INTERNAL_ERROR, INVALID_PARAMS, RpcError
+from worker.mcp.jsonrpc import MAX_LINE
+from worker.mcp.lean import CLIENT_INFO, PROTOCOL_VERSION
+from worker.protocol import CONNECTION_LOST, INTERNAL_ERROR, INVALID_PARAMS
+from worker.rpc import RpcError
 
 pytestmark = pytest.mark.anyio
 
@@ -364,7 +365,7 @@ def test_the_stdio_kind_imports_no_sdk() -> None:
     code = (
         "import sys, worker.host, worker.kinds.stdio\n"
         "bad = [m for m in sys.modules if m == 'mcp' or m.startswith("
-        "('mcp.', 'mcp_types', 'pydantic', 'worker.kinds.client', 'anyio'))]\n"
+        "('mcp.', 'mcp_types', 'pydantic', 'worker.mcp.client', 'anyio'))]\n"
         "assert not bad, bad\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.protocol import INTERNAL_ERROR
 from worker.rpc import (
-    INTERNAL_ERROR,
     MAX_FRAME_DEFAULT,
     Connection,
     Event,

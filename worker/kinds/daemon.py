@@ -9,6 +9,12 @@ The class is built with ``cls(config)`` when its constructor takes a positional 
 Each lifecycle method may be sync or async. Async ones run on the worker's event loop; sync
 ones run in a thread (``asyncio.to_thread``) so the loop keeps answering pings while a slow
 ``start()`` works. A sync method that returns an awaitable has it awaited on the loop.
+
+As a :class:`~worker.kinds.base.Kind` (kinds ``daemon`` and ``plugin``), :class:`DaemonKind`
+runs ``initialize`` and ``start``, then polls ``is_running()`` every ``check_interval``: False
+ends the worker (``exiting``, then ``stop``/``shutdown``, exit 4); raising is a run-time error.
+A plugin (:mod:`worker.kinds.services`) also serves ``service`` requests; its lifecycle methods
+are all optional.
 """
 
 from __future__ import annotations
@@ -16,14 +22,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import sys
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from worker.loader import LoadError, Metadata, check_metadata
+from worker.kinds.base import Notify, Verdict
+from worker.kinds.services import ServiceTable
+from worker.loader import LoadError, Metadata, check_metadata, import_extension
+from worker.log import say
+from worker.protocol import EXIT_NOT_RUNNING, EXITING, SERVICE, BootSpec
 
-__all__ = ["REQUIRED", "Daemon", "call_hook", "load_daemon"]
+__all__ = ["REQUIRED", "Daemon", "DaemonKind", "call_hook", "load", "load_daemon"]
 
 REQUIRED = ("start", "stop", "is_running")
 _SUFFIXES = ("Daemon", "Module")
@@ -165,3 +177,48 @@ async def load_daemon(
             )
         obj = _instantiate(cls, config)
     return Daemon(obj=obj, metadata=_metadata(name, module, obj, where))
+
+
+class DaemonKind:
+    """Kinds ``daemon`` and ``plugin`` (see the module docstring)."""
+
+    def __init__(self, spec: BootSpec, daemon: Daemon, handlers: Mapping[str, Any]) -> None:
+        self.kind = spec.kind
+        self.daemon = daemon
+        self.metadata: Mapping[str, Any] = daemon.metadata
+        self.handlers: Mapping[str, Callable[..., Any]] = handlers
+        self.interval = spec.check_interval
+
+    async def start(self) -> None:
+        await self.daemon.call("initialize")
+        await self.daemon.call("start")
+
+    async def wait(self) -> Verdict:
+        while True:
+            await asyncio.sleep(self.interval)
+            if not await self.daemon.is_running():
+                reason = "is_running() returned False"
+                say(reason)
+                return Verdict(EXIT_NOT_RUNNING, (EXITING, {"reason": reason}), close=True)
+
+    def on_ping(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        for method in ("stop", "shutdown"):
+            try:
+                await self.daemon.call(method)
+            except Exception as e:
+                say(f"{method}() raised (ignored): {type(e).__name__}: {e}")
+                traceback.print_exception(e, file=sys.stderr)
+
+
+async def load(spec: BootSpec, notify: Notify) -> DaemonKind:
+    """Import the extension and build its daemon object (and a plugin's service table)."""
+    module = import_extension(spec)
+    required = () if spec.kind == "plugin" else REQUIRED  # a plugin's lifecycle is optional
+    daemon = await load_daemon(spec.name, module, spec.config, spec.path, required=required)
+    handlers = {}
+    if spec.kind == "plugin":  # its services are served from ready on
+        handlers[SERVICE] = ServiceTable(spec.name, daemon.obj, spec.provides).call
+    return DaemonKind(spec, daemon, handlers)

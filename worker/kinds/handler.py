@@ -3,8 +3,8 @@
 Theory of operation. :func:`load_handler` finds ``create_handler`` (sync or async) and the
 module's ``metadata``; a missing factory, a factory that returns no callable or bad metadata is
 a :class:`LoadError`. :class:`McpServer` then fetches the catalog by calling the handler with
-the four list methods (following ``nextCursor``; an unsupported one — raising or returning
-None — is an empty list) and serves the supervisor's ``mcp(method, params, meta)`` requests.
+the four list methods (:mod:`worker.kinds.handler_data`, which also turns shorthand results
+into MCP results) and serves the supervisor's ``mcp(method, params, meta)`` requests.
 
 Each ``mcp`` request runs in the task the channel gives it: an async handler is awaited there,
 so the channel's ``$cancel`` raises CancelledError inside it; a sync handler runs in a thread
@@ -14,6 +14,11 @@ the thread) carries the progress token; ``report_progress`` from any thread reac
 through ``call_soon_threadsafe``, so reports keep their order and precede the answer.
 ``catalog_changed()`` marks the catalog dirty; one refetch task at a time runs until it is
 clean and sends ``catalog`` only when the lists differ from what the supervisor last saw.
+
+As a :class:`~worker.kinds.base.Kind`, :class:`HandlerKind` runs the module's ``initialize``,
+fetches the catalog and serves ``mcp`` until ``shutdown``, which cancels the calls in flight
+and then runs the module's ``shutdown``. A package with no ``create_handler`` but an SDK
+server object (:func:`sdk_attribute`) is handed to :mod:`worker.kinds.sdk` by :func:`load`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import sys
 import threading
 import traceback
@@ -32,10 +36,14 @@ from types import ModuleType
 from typing import Any
 
 from worker import api
+from worker.kinds.base import Kind, Notify, Verdict
 from worker.kinds.daemon import call_hook
-from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args
-from worker.loader import LoadError, Metadata, check_metadata
-from worker.rpc import INTERNAL_ERROR, RpcError
+from worker.kinds.handler_data import fetch_catalog, normalise, text_block
+from worker.loader import LoadError, Metadata, check_metadata, import_extension
+from worker.log import say
+from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
+from worker.protocol import EXIT_OK, INTERNAL_ERROR, MCP, PROGRESS, RESOURCE_UPDATED, BootSpec
+from worker.rpc import RpcError
 
 __all__ = [
     "CALL_THREADS",
@@ -43,8 +51,10 @@ __all__ = [
     "SDK_EXPECTED",
     "CallContext",
     "Handler",
+    "HandlerKind",
     "McpServer",
     "fetch_catalog",
+    "load",
     "load_handler",
     "normalise",
     "sdk_attribute",
@@ -53,25 +63,11 @@ __all__ = [
 
 CALL_THREADS = 32
 """Threads for sync calls: a cancelled sync call keeps its thread until it returns."""
-MAX_PAGES = 1000
 CLOSE_TIMEOUT = 2.0
 """How long ``shutdown`` waits for cancelled calls to unwind before the module's shutdown()."""
-# capability → (list method, catalog key, the key naming an item)
-LISTS: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "tools": (("tools/list", "tools", "name"),),
-    "resources": (
-        ("resources/list", "resources", "uri"),
-        ("resources/templates/list", "resourceTemplates", "uriTemplate"),
-    ),
-    "prompts": (("prompts/list", "prompts", "name"),),
-}
 SDK_ATTRIBUTES = ("mcp", "server", "app")
 """Where a package without ``create_handler`` may export an MCP SDK server (kind ``sdk``)."""
 SDK_EXPECTED = "a module-level mcp, server or app holding an MCPServer or a Server"
-
-
-def _log(message: str) -> None:
-    print(f"spctl-worker: {message}", file=sys.stderr, flush=True)
 
 
 def use_call_threads(loop: asyncio.AbstractEventLoop) -> None:
@@ -174,126 +170,6 @@ async def load_handler(
     return Handler(fn=fn, module=module, metadata=meta, is_async=_is_async(fn))
 
 
-# -- results --------------------------------------------------------------------------------
-
-
-def _text(text: str) -> dict[str, Any]:
-    return {"type": "text", "text": text}
-
-
-def _json(value: Any) -> str | None:
-    """JSON text (odd values as their str()); None if JSON cannot hold it (tuple keys, cycles)."""
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return None
-
-
-def normalise(method: str, params: Mapping[str, Any], result: Any) -> Any:
-    """Shorthands a handler may return, turned into the MCP result (anything else as is).
-
-    ``tools/call``: str → one text block; dict without ``content`` → its JSON as text plus
-    ``structuredContent``; a list of content blocks → ``content``; None → no content; any other
-    value → its JSON as text. ``resources/read``: str → one text resource for ``params.uri``.
-    ``prompts/get``: str → one user message. None for any other method → ``{}``.
-    """
-    if method == "tools/call":
-        if isinstance(result, str):
-            return {"content": [_text(result)]}
-        if isinstance(result, dict):
-            if "content" in result:
-                return result
-            text = _json(result)
-            if text is None:
-                return {"content": [_text(str(result))]}
-            return {"content": [_text(text)], "structuredContent": json.loads(text)}
-        if result is None:
-            return {"content": []}
-        if isinstance(result, list) and all(
-            isinstance(b, dict) and isinstance(b.get("type"), str) for b in result
-        ):
-            return {"content": result}
-        return {"content": [_text(_json(result) or str(result))]}
-    if method == "resources/read" and isinstance(result, str):
-        return {"contents": [{"uri": params.get("uri", ""), "text": result}]}
-    if method == "prompts/get" and isinstance(result, str):
-        return {"messages": [{"role": "user", "content": _text(result)}]}
-    return {} if result is None else result
-
-
-# -- the catalog ----------------------------------------------------------------------------
-
-
-def _items(batch: Any, id_key: str, method: str) -> list[dict[str, Any]]:
-    if not isinstance(batch, list):
-        _log(f"{method}: expected a list, got {type(batch).__name__}; ignored")
-        return []
-    out = []
-    for item in batch:
-        if not isinstance(item, dict) or not isinstance(item.get(id_key), str):
-            _log(f"{method}: dropped an item without a string {id_key!r}: {item!r:.100}")
-            continue
-        if method == "tools/list" and "inputSchema" not in item:
-            item = {**item, "inputSchema": {"type": "object"}}
-        out.append(item)
-    return out
-
-
-async def _fetch_list(handler: Handler, method: str, key: str, id_key: str) -> list[Any]:
-    items: list[dict[str, Any]] = []
-    params: dict[str, Any] = {}
-    seen: set[str] = set()
-    for _ in range(MAX_PAGES):
-        try:
-            page = await handler.call(method, params)
-        except api.McpError as e:
-            if params or e.code != api.METHOD_NOT_FOUND:
-                _log(f"{method} raised {e}; keeping {len(items)} items")
-            break
-        except Exception as e:
-            _log(f"{method} raised {type(e).__name__}: {e}; keeping {len(items)} items")
-            break
-        cursor = None
-        if isinstance(page, dict):
-            items += _items(page.get(key, []), id_key, method)
-            cursor = page.get("nextCursor")
-        elif page is not None:
-            items += _items(page, id_key, method)  # a bare list: one page
-        if not isinstance(cursor, str) or not cursor:
-            break
-        if cursor in seen:
-            _log(f"{method}: nextCursor {cursor!r} repeats; stopping there")
-            break
-        seen.add(cursor)
-        params = {"cursor": cursor}
-    names: set[str] = set()
-    unique = []
-    for item in items:
-        if item[id_key] in names:
-            _log(f"{method}: duplicate {id_key} {item[id_key]!r}; the first one is kept")
-        else:
-            names.add(item[id_key])
-            unique.append(item)
-    # Plain JSON data from here on: msgpack-able, and comparable to the last catalog sent.
-    text = _json(unique)
-    if text is None:
-        _log(f"{method}: the list is not JSON data; ignored")
-        return []
-    clean: list[Any] = json.loads(text)
-    return clean
-
-
-async def fetch_catalog(handler: Handler) -> Catalog:
-    """The four MCP lists, for the capabilities the metadata names (all four if it names none
-    of tools/resources/prompts). Never raises for the handler's errors: a failing list is empty."""
-    wanted = [c for c in LISTS if c in handler.capabilities] or list(LISTS)
-    catalog: Catalog = {"tools": [], "resources": [], "resourceTemplates": [], "prompts": []}
-    for capability in wanted:
-        for method, key, id_key in LISTS[capability]:
-            catalog[key] = await _fetch_list(handler, method, key, id_key)
-    return catalog
-
-
 # -- serving --------------------------------------------------------------------------------
 
 
@@ -328,7 +204,7 @@ class CallContext:
 
     def _deliver(self, progress: float, total: float | None, message: str | None) -> None:
         if not self.done:  # a report from a thread that arrives after the answer is dropped
-            self._server.notify("progress", self.token, progress, total, message)
+            self._server.notify(PROGRESS, self.token, progress, total, message)
 
 
 class McpServer(CatalogPublisher):
@@ -364,7 +240,7 @@ class McpServer(CatalogPublisher):
 
     def _updated_threadsafe(self, uri: str) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is ending
-            self.loop.call_soon_threadsafe(self.notify, "resource_updated", uri)
+            self.loop.call_soon_threadsafe(self.notify, RESOURCE_UPDATED, uri)
 
     def _changed_threadsafe(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is ending
@@ -393,13 +269,61 @@ class McpServer(CatalogPublisher):
             raise
         except Exception as e:
             text = f"{type(e).__name__}: {e}"
-            _log(f"{method} raised {text}")
+            say(f"{method} raised {text}")
             traceback.print_exception(e, file=sys.stderr)
             if method == "tools/call":  # MCP: a tool's failure is a result the model can see
-                return {"content": [_text(text)], "isError": True}
+                return {"content": [text_block(text)], "isError": True}
             raise RpcError(INTERNAL_ERROR, text) from None
         finally:
             call.done = True
             api.CURRENT_CALL.reset(reset)
             self._calls.discard(task)
         return normalise(method, params, result)
+
+
+class HandlerKind:
+    """Kind ``handler`` (see the module docstring)."""
+
+    kind = "handler"
+
+    def __init__(self, handler: Handler, notify: Notify) -> None:
+        self.handler = handler
+        self.metadata: Mapping[str, Any] = handler.metadata
+        self.handlers: Mapping[str, Callable[..., Any]] = {}
+        self.server: McpServer | None = None
+        self._notify = notify
+
+    async def start(self) -> Catalog:
+        await self.handler.hook("initialize")
+        self.server = server = McpServer(self.handler, self._notify)
+        self.handlers = {MCP: server.mcp}
+        return await server.start()
+
+    async def wait(self) -> Verdict:
+        assert self.server is not None
+        self.server.arm()
+        await asyncio.get_running_loop().create_future()  # serve `mcp` until `shutdown`
+        return Verdict(EXIT_OK)  # not reached: shutdown cancels the host's lifecycle
+
+    def on_ping(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        if self.server is not None:
+            await self.server.close()  # calls in flight unwind before the module shuts down
+        try:
+            await self.handler.hook("shutdown")
+        except Exception as e:
+            say(f"shutdown() raised (ignored): {type(e).__name__}: {e}")
+            traceback.print_exception(e, file=sys.stderr)
+
+
+async def load(spec: BootSpec, notify: Notify) -> Kind:
+    """Import the package; an SDK server object makes it kind ``sdk``, else its handler."""
+    use_call_threads(asyncio.get_running_loop())
+    module = import_extension(spec)
+    if sdk_attribute(module) is not None:
+        from worker.kinds.sdk import load_sdk  # only this kind pays for the MCP SDK
+
+        return load_sdk(spec, module, notify)
+    return HandlerKind(await load_handler(spec.name, module, spec.config, spec.path), notify)

@@ -1,6 +1,6 @@
 """The remote kind: an MCP server at an http(s) URL (``type: remote``), over Streamable HTTP.
 
-Theory of operation. :class:`RemoteServer` is an :class:`worker.kinds.client.McpClient` whose
+Theory of operation. :class:`RemoteServer` is an :class:`worker.mcp.client.McpClient` whose
 transport is the SDK's Streamable HTTP client on an ``httpx2`` client of ours, so the catalog,
 ``mcp`` forwarding, cancellation, progress, ``list_changed`` and ``resources/updated`` behave
 as for the ``sdk`` kind; the handshake is the 2025-11-25 era's ``initialize``. The entry's
@@ -38,10 +38,22 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED
 
-from worker.kinds.client import Catalog, McpClient, Streams, log
+from worker.kinds.base import Notify, ServerKind, Unavailable
 from worker.kinds.remote_auth import Credentials, RemoteAuth, RemoteError, display
+from worker.log import say
+from worker.mcp.client import Catalog, McpClient, Streams
+from worker.protocol import BootSpec
 
-__all__ = ["Credentials", "RemoteAuth", "RemoteError", "RemoteServer", "RemoteSpec", "display"]
+__all__ = [
+    "Credentials",
+    "RemoteAuth",
+    "RemoteError",
+    "RemoteKind",
+    "RemoteServer",
+    "RemoteSpec",
+    "display",
+    "load",
+]
 
 TIMEOUT = httpx2.Timeout(30.0, connect=10.0, read=300.0)  # read: SSE streams stay open
 PING_TIMEOUT = 10.0
@@ -148,10 +160,35 @@ class RemoteServer(McpClient):
                 return  # the transport is gone: the session's end says why
             self._missed += 1
             why = "no answer" if isinstance(e, TimeoutError) else self.explain(e)
-            log(f"ping to {self.where} failed ({self._missed}/{PING_MISSES}): {why}")
+            say(f"ping to {self.where} failed ({self._missed}/{PING_MISSES}): {why}")
             if self._missed >= PING_MISSES and not self._closing and not self.exited.done():
                 self.exited.set_result(
                     f"at {self.where} failed {self._missed} pings in a row: {why}"
                 )
         finally:
             self._pinging = None
+
+
+class RemoteKind(ServerKind):
+    """Kind ``remote``: a server that cannot be reached at start is :class:`Unavailable` (exit
+    1: the restart policy applies), not a load error; each health ping pings it too."""
+
+    server: RemoteServer
+
+    async def start(self) -> Catalog | None:
+        try:
+            return await self.server.start()
+        except RemoteError as e:
+            raise Unavailable(str(e)) from None
+
+    def on_ping(self) -> None:
+        self.server.health_ping()
+
+
+async def load(spec: BootSpec, notify: Notify) -> RemoteKind:
+    """Check the URL's auth and headers (a bad one is a load error); nothing is sent yet."""
+    assert spec.url is not None  # BootSpec.parse checked it
+    auth = RemoteAuth.parse(spec.auth) if spec.auth else None
+    return RemoteKind(
+        "remote", RemoteServer(RemoteSpec(spec.name, spec.url, auth, spec.headers), notify)
+    )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import sys
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
+
+from worker.log import say
 
 __all__ = [
     "RENEW_MARGIN",
@@ -40,10 +41,6 @@ TOKEN_TIMEOUT = 30.0
 RENEW_MARGIN = 60.0
 """An access token is renewed this long (or a tenth of its lifetime) before it expires."""
 _OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")
-
-
-def log(message: str) -> None:
-    print(f"spctl-worker: {message}", file=sys.stderr, flush=True)
 
 
 class RemoteError(Exception):
@@ -193,7 +190,7 @@ class Credentials(httpx2.Auth):
         response = yield request
         self.status = status_text(response)
         if response.status_code == 401 and self.auth is not None and self.auth.type == "oauth2":
-            log(f"401 from {display(str(request.url))}: fetching a new access token")
+            say(f"401 from {display(str(request.url))}: fetching a new access token")
             await self._apply(request, stale=token)
             response = yield request
             self.status = status_text(response)

@@ -31,22 +31,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
 
+from worker.kinds.base import Notify, Unavailable, Verdict
 from worker.kinds.remote_auth import (
     Credentials,
     RemoteAuth,
     RemoteError,
     display,
-    log,
     status_text,
 )
-from worker.kinds.services import SERVICE_ERROR
-from worker.rpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcError
+from worker.log import say
+from worker.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, SERVICE, SERVICE_ERROR, BootSpec
+from worker.rpc import RpcError
 
 __all__ = [
     "PROBE",
@@ -55,7 +56,9 @@ __all__ = [
     "SERVICE_ERROR",
     "RemoteError",
     "RemoteModule",
+    "RemoteModuleKind",
     "RemoteModuleSpec",
+    "load",
 ]
 
 PROBE = "rpc.ping"
@@ -191,7 +194,7 @@ class RemoteModule:
             self._missed = 0
         except RemoteError as e:
             self._missed += 1
-            log(f"health check of {self.where} failed ({self._missed}/{PROBE_MISSES}): {e}")
+            say(f"health check of {self.where} failed ({self._missed}/{PROBE_MISSES}): {e}")
             if self._missed >= PROBE_MISSES and not self._closing and not self.exited.done():
                 self.exited.set_result(f"failed {self._missed} health checks in a row: {e}")
         finally:
@@ -202,6 +205,43 @@ class RemoteModule:
         if self._probing is not None:
             self._probing.cancel()
         await self.client.aclose()
+
+
+class RemoteModuleKind:
+    """Kind ``remote_module``: probed before ``ready`` (unreachable: :class:`Unavailable`,
+    exit 1) and on each health ping; serves ``service`` until the probes fail."""
+
+    kind = "remote_module"
+
+    def __init__(self, module: RemoteModule) -> None:
+        self.module = module
+        self.handlers: Mapping[str, Callable[..., Any]] = {SERVICE: module.call}
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return self.module.metadata
+
+    async def start(self) -> None:
+        try:
+            await self.module.start()
+        except RemoteError as e:
+            raise Unavailable(str(e)) from None
+
+    async def wait(self) -> Verdict:
+        how = await self.module.exited
+        return Verdict.gone(f"the {self.module.label} {how}")
+
+    def on_ping(self) -> None:
+        self.module.health_ping()
+
+    async def close(self) -> None:
+        await self.module.close()
+
+
+async def load(spec: BootSpec, notify: Notify) -> RemoteModuleKind:
+    """Check the URL, auth and headers (a bad one is a load error); nothing is sent yet."""
+    parsed = RemoteModuleSpec.parse(spec.name, spec.url, spec.auth, spec.headers, spec.provides)
+    return RemoteModuleKind(RemoteModule(parsed))
 
 
 def _detail(error: BaseException) -> str:

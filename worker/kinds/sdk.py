@@ -6,7 +6,7 @@ from the SDK (:func:`worker.kinds.handler.sdk_attribute`, which imports nothing)
 hands it here instead. :func:`find_server` checks it really is an :class:`MCPServer` (the SDK's
 high-level, FastMCP-style server) or a low-level :class:`Server`. :class:`SdkServer` then runs
 it in the worker's own loop through the SDK's in-memory transport, with an SDK client session
-on the other end — the same :class:`worker.kinds.client.McpClient` the ``stdio`` kind uses, so
+on the other end — the same :class:`worker.mcp.client.McpClient` the ``stdio`` kind uses, so
 the catalog, ``mcp`` forwarding, cancellation, progress, ``list_changed`` and MCP error codes
 behave alike. The server's lifespan runs when the session starts and ends when it closes.
 If the server's side fails (its lifespan raises, say), :attr:`SdkServer.exited` resolves and
@@ -27,11 +27,13 @@ from mcp.client._memory import InMemoryTransport
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 
-from worker.kinds.client import McpClient, Streams
+from worker.kinds.base import Notify, ServerKind
 from worker.kinds.handler import SDK_ATTRIBUTES, SDK_EXPECTED
 from worker.loader import LoadError
+from worker.mcp.client import McpClient, Streams
+from worker.protocol import BootSpec
 
-__all__ = ["SdkServer", "find_server"]
+__all__ = ["SdkServer", "find_server", "load_sdk"]
 
 SdkObject = MCPServer[Any] | Server[Any]
 
@@ -48,6 +50,12 @@ def find_server(module: ModuleType, where: str) -> tuple[str, SdkObject]:
         if getattr(module, name, None) is not None
     )
     raise LoadError(f"no MCP SDK server object in {where}: expected {SDK_EXPECTED}, found {found}")
+
+
+def load_sdk(spec: BootSpec, module: ModuleType, notify: Notify) -> ServerKind:
+    """Kind ``sdk``: the package's SDK server object, served in-process. Raises LoadError."""
+    attribute, obj = find_server(module, spec.path)
+    return ServerKind("sdk", SdkServer(obj, f"{module.__name__}.{attribute}", notify))
 
 
 class SdkServer(McpClient):

@@ -23,11 +23,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker.loader import LoadError
-from worker.rpc import INVALID_PARAMS, METHOD_NOT_FOUND, RpcError
+from worker.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, SERVICE_ERROR
+from worker.rpc import RpcError
 
 __all__ = ["INVALID_PARAMS", "METHOD_NOT_FOUND", "SERVICE_ERROR", "ServiceTable"]
-
-SERVICE_ERROR = -32000  # JSON-RPC's server-error band: the service method raised
 
 
 class ServiceTable:

@@ -8,7 +8,7 @@ subprocess protocol: what the server writes on stdout is fed straight from the l
 callback to the JSON-RPC line peer, and every message to it is one synchronous write on its
 stdin (one writer: lines never interleave). Everything about the session itself — handshake,
 catalog, ``mcp`` forwarding, cancellation, progress, ``list_changed`` — is
-:class:`worker.kinds.lean.LeanClient`'s; this module imports neither the SDK nor pydantic.
+:class:`worker.mcp.lean.LeanClient`'s; this module imports neither the SDK nor pydantic.
 
 A pidfd tells when the server process ends (its status read with ``waitid(WNOWAIT)``, leaving
 the reaping to asyncio's child watcher); :attr:`StdioServer.exited` then resolves and the host
@@ -29,13 +29,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.kinds.jsonrpc import MAX_LINE, log
-from worker.kinds.lean import STOP_GRACE, LeanClient
-from worker.kinds.publish import Catalog
-from worker.rpc import CONNECTION_LOST, RpcError
+from worker.kinds.base import Notify, ServerKind
+from worker.log import say
+from worker.mcp.jsonrpc import MAX_LINE
+from worker.mcp.lean import STOP_GRACE, LeanClient
+from worker.mcp.publish import Catalog
+from worker.protocol import CONNECTION_LOST, BootSpec
+from worker.rpc import RpcError
 from worker.trampoline import trampoline_argv
 
-__all__ = ["EOF_GRACE", "MAX_LINE", "Catalog", "StdioServer", "StdioSpec"]
+__all__ = ["EOF_GRACE", "MAX_LINE", "Catalog", "StdioServer", "StdioSpec", "load"]
 
 PRIVATE_ENV = ("SPCTL_CHANNEL_FD", "SPCTL_PARENT_PID")
 EOF_GRACE = 1.0
@@ -54,6 +57,11 @@ class StdioSpec:
         env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
         env.update(self.env)
         return env
+
+
+async def load(spec: BootSpec, notify: Notify) -> ServerKind:
+    """Kind ``stdio``: the command is spawned (and the session opened) by ``start``."""
+    return ServerKind("stdio", StdioServer(StdioSpec(spec.command, spec.cwd, spec.env), notify))
 
 
 class _Pipes(asyncio.SubprocessProtocol):
@@ -122,7 +130,7 @@ class StdioServer(LeanClient):
         )
         self._transport = transport
         self.pid = pid = transport.get_pid()
-        log(f"started stdio server (pid {pid}): {' '.join(self.spec.command)}")
+        say(f"started stdio server (pid {pid}): {' '.join(self.spec.command)}")
         try:
             self._pidfd = os.pidfd_open(pid)
         except ProcessLookupError:  # already gone and reaped: the child watcher tells how
@@ -179,7 +187,7 @@ class StdioServer(LeanClient):
         if not self._server_ended(how):
             return
         if not self._closing:
-            log(f"the stdio server (pid {self.pid}) {how}")
+            say(f"the stdio server (pid {self.pid}) {how}")
         if self._eof:
             self._fail_pending()
         else:

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from supervisor.rules import exits
 from supervisor.rules.exits import (
     Exit,
     describe,
@@ -148,10 +147,3 @@ def test_real_processes_through_waitpid_and_waitid(code: str, kill: int | None, 
     by_waitid = from_waitid(result.si_code, result.si_status)
     assert by_status == by_waitid
     assert describe(by_status) == text
-
-
-def test_codes_match_the_worker_side() -> None:
-    worker_codes = pytest.importorskip("worker.exitcodes")
-    for name in ("OK", "USAGE", "LOAD_ERROR", "NOT_RUNNING", "ORPHANED", "CHANNEL_LOST"):
-        assert getattr(exits, f"EXIT_{name}") == getattr(worker_codes, f"EXIT_{name}"), name
-    assert exits.EXIT_PROTOCOL_ERROR == worker_codes.EXIT_PROTOCOL_ERROR

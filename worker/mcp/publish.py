@@ -13,7 +13,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from worker.rpc import INVALID_PARAMS, RpcError
+from worker.protocol import CATALOG, INVALID_PARAMS
+from worker.rpc import RpcError
 
 __all__ = ["Catalog", "CatalogPublisher", "check_mcp_args", "empty_catalog"]
 
@@ -75,6 +76,6 @@ class CatalogPublisher:
                 catalog = await self.fetch_catalog()
                 if catalog != self._catalog:
                     self._catalog = catalog
-                    self.notify("catalog", catalog)
+                    self.notify(CATALOG, catalog)
         finally:
             self._refetch = None

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Callable
 from typing import Any
 
-from worker.rpc import INTERNAL_ERROR, METHOD_NOT_FOUND, RpcError
+from worker.log import say
+from worker.protocol import INTERNAL_ERROR, METHOD_NOT_FOUND
+from worker.rpc import RpcError
 
-__all__ = ["MAX_LINE", "LinePeer", "Progress", "log"]
+__all__ = ["MAX_LINE", "LinePeer", "Progress"]
 
 MAX_LINE = 64 * 1024 * 1024
 """Longest JSON-RPC line accepted from the server (a big resource read is one line)."""
@@ -35,10 +36,6 @@ Progress = Callable[[float, float | None, str | None], None]
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _loads = json.loads
 _NUMBER = (int, float)
-
-
-def log(message: str) -> None:
-    print(f"spctl-worker: {message}", file=sys.stderr, flush=True)
 
 
 class LinePeer:
@@ -167,7 +164,7 @@ class LinePeer:
                 self._overlong()
 
     def _overlong(self, *, skip: bool = True) -> None:
-        log(f"a line of more than {self.max_line} bytes from the {self.label}: skipped")
+        say(f"a line of more than {self.max_line} bytes from the {self.label}: skipped")
         self._partial.clear()
         self._skipping = skip
 
@@ -176,7 +173,7 @@ class LinePeer:
             message = _loads(line)
         except (ValueError, RecursionError):
             if line.strip():
-                log(f"not a JSON-RPC message from the {self.label}: {line[:200]!r}")
+                say(f"not a JSON-RPC message from the {self.label}: {line[:200]!r}")
             return
         try:
             if isinstance(message, dict):
@@ -186,18 +183,18 @@ class LinePeer:
                     if isinstance(item, dict):
                         self._message(item, line)
                     else:
-                        log(f"not a JSON-RPC message from the {self.label}: {item!r:.200}")
+                        say(f"not a JSON-RPC message from the {self.label}: {item!r:.200}")
             else:
-                log(f"not a JSON-RPC message from the {self.label}: {line[:200]!r}")
+                say(f"not a JSON-RPC message from the {self.label}: {line[:200]!r}")
         except Exception as e:  # never let the server's data end the session
-            log(f"cannot handle a message from the {self.label}: {type(e).__name__}: {e}")
+            say(f"cannot handle a message from the {self.label}: {type(e).__name__}: {e}")
 
     def _message(self, message: dict[str, Any], line: bytes) -> None:
         method = message.get("method")
         if method is None:
             self._response(message, line)
         elif not isinstance(method, str):
-            log(f"not a JSON-RPC message from the {self.label}: {line[:200]!r}")
+            say(f"not a JSON-RPC message from the {self.label}: {line[:200]!r}")
         elif "id" in message:
             self._server_request(message["id"], method)
         elif method == "notifications/progress":
@@ -211,9 +208,9 @@ class LinePeer:
             rid = int(rid)
         if type(rid) is not int or ("result" not in message and "error" not in message):
             if rid is None and isinstance(message.get("error"), dict):
-                log(f"the {self.label} reports an error: {message['error']!r:.300}")
+                say(f"the {self.label} reports an error: {message['error']!r:.300}")
             else:
-                log(f"not a JSON-RPC message from the {self.label}: {line[:200]!r}")
+                say(f"not a JSON-RPC message from the {self.label}: {line[:200]!r}")
             return
         entry = self._pending.pop(rid, None)
         if entry is None or entry[0].done():

@@ -1,7 +1,7 @@
 """The MCP client the ``stdio`` kind forwards with: handshake, catalog, ``mcp`` calls — no SDK.
 
 Theory of operation. :class:`LeanClient` is an MCP client session over a :class:`LinePeer`
-(JSON-RPC 2.0 a line, :mod:`worker.kinds.jsonrpc`); a subclass supplies the transport
+(JSON-RPC 2.0 a line, :mod:`worker.mcp.jsonrpc`); a subclass supplies the transport
 (``_connect``, ``_write``, ``_disconnect``) and resolves :attr:`LeanClient.exited` when the
 server has ended. :meth:`LeanClient.start` does the ``initialize`` handshake of the 2025-11-25
 era (what published servers speak; the version the server answers is accepted and recorded),
@@ -14,7 +14,7 @@ worker's ``progress`` under the caller's token; ``*/list_changed`` refetches the
 sends ``catalog`` when it differs (:class:`CatalogPublisher`); ``notifications/message`` is
 logged.
 
-It does what :class:`worker.kinds.client.McpClient` does for the ``sdk`` kind, without the
+It does what :class:`worker.mcp.client.McpClient` does for the ``sdk`` kind, without the
 SDK's models: importing the SDK costs a worker ~1.5 s of CPU and ~40 MB, and a forwarded call
 needs none of it.
 """
@@ -25,9 +25,11 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from worker.kinds.jsonrpc import LinePeer, Progress, log
-from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args, empty_catalog
-from worker.rpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
+from worker.log import say
+from worker.mcp.jsonrpc import LinePeer, Progress
+from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args, empty_catalog
+from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS, PROGRESS, RESOURCE_UPDATED
+from worker.rpc import RpcError
 
 __all__ = ["CLIENT_INFO", "MAX_PAGES", "PROTOCOL_VERSION", "STOP_GRACE", "LeanClient"]
 
@@ -192,18 +194,18 @@ class LeanClient(CatalogPublisher):
             try:
                 page = await self.peer.request(method, {"cursor": cursor} if cursor else None)
             except RpcError as e:
-                log(f"{method} failed: {e}; keeping {len(items)} items")
+                say(f"{method} failed: {e}; keeping {len(items)} items")
                 break
             got = page.get(key) if isinstance(page, dict) else None
             if not isinstance(got, list):
-                log(f"bad {method} result from the {self.label}; keeping {len(items)} items")
+                say(f"bad {method} result from the {self.label}; keeping {len(items)} items")
                 break
             for item in got:
                 if isinstance(item, dict) and isinstance(item.get(field), str):
                     # no nulls: as the SDK's dumps (exclude_none) gave the supervisor
                     items.append({k: v for k, v in item.items() if v is not None})
                 else:
-                    log(f"{method}: skipped an item without a {field}: {item!r:.200}")
+                    say(f"{method}: skipped an item without a {field}: {item!r:.200}")
             cursor = page.get("nextCursor")
             if not isinstance(cursor, str) or not cursor or cursor in seen:
                 break
@@ -216,11 +218,11 @@ class LeanClient(CatalogPublisher):
         elif method == "notifications/resources/updated" and isinstance(params, dict):
             uri = params.get("uri")
             if isinstance(uri, str):
-                self.notify("resource_updated", uri)  # to the clients subscribed to it
+                self.notify(RESOURCE_UPDATED, uri)  # to the clients subscribed to it
         elif method == "notifications/message" and isinstance(params, dict):
             logger = params.get("logger")
             name = f" {logger}" if logger else ""
-            log(f"server log [{params.get('level')}]{name}: {params.get('data')}")
+            say(f"server log [{params.get('level')}]{name}: {params.get('data')}")
 
     # -- serving --------------------------------------------------------------------------
 
@@ -251,6 +253,6 @@ class LeanClient(CatalogPublisher):
 
     def _reporter(self, token: str | int) -> Progress:
         def report(progress: float, total: float | None, message: str | None) -> None:
-            self.notify("progress", token, progress, total, message)
+            self.notify(PROGRESS, token, progress, total, message)
 
         return report

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -31,10 +30,12 @@ from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from worker.kinds.publish import Catalog, CatalogPublisher, check_mcp_args
-from worker.rpc import INTERNAL_ERROR, INVALID_PARAMS, RpcError
+from worker.log import say
+from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
+from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS, PROGRESS, RESOURCE_UPDATED
+from worker.rpc import RpcError
 
-__all__ = ["Catalog", "McpClient", "Streams", "dump", "log"]
+__all__ = ["Catalog", "McpClient", "Streams", "dump"]
 
 Streams = TransportStreams
 MAX_PAGES = 1000
@@ -70,10 +71,6 @@ _CHANGED = (
     types.ResourceListChangedNotification,
     types.PromptListChangedNotification,
 )
-
-
-def log(message: str) -> None:
-    print(f"spctl-worker: {message}", file=sys.stderr, flush=True)
 
 
 def dump(model: BaseModel) -> Any:
@@ -164,7 +161,7 @@ class McpClient(CatalogPublisher):
             if not isinstance(e, Exception):
                 raise
             if not self._closing:
-                log(f"the session to the {self.label} ended: {type(cause).__name__}: {cause}")
+                say(f"the session to the {self.label} ended: {type(cause).__name__}: {cause}")
         finally:
             self._session_ended(error)
 
@@ -187,7 +184,7 @@ class McpClient(CatalogPublisher):
                 else:
                     page = await session.list_prompts(params=params)
             except (MCPError, ValidationError) as e:
-                log(f"{method} failed: {e}; keeping {len(items)} items")
+                say(f"{method} failed: {e}; keeping {len(items)} items")
                 break
             items += dump(page).get(key, [])
             cursor = getattr(page, "next_cursor", None)
@@ -211,13 +208,13 @@ class McpClient(CatalogPublisher):
         if isinstance(message, _CHANGED):
             self._changed()
         elif isinstance(message, types.ResourceUpdatedNotification):
-            self.notify("resource_updated", str(message.params.uri))
+            self.notify(RESOURCE_UPDATED, str(message.params.uri))
         elif isinstance(message, Exception):
-            log(f"{self.label} transport: {type(message).__name__}: {message}")
+            say(f"{self.label} transport: {type(message).__name__}: {message}")
 
     async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
         name = f" {params.logger}" if params.logger else ""
-        log(f"server log [{params.level}]{name}: {params.data}")
+        say(f"server log [{params.level}]{name}: {params.data}")
 
     # -- serving --------------------------------------------------------------------------
 
@@ -239,7 +236,7 @@ class McpClient(CatalogPublisher):
 
         async def report(progress: float, total: float | None, message: str | None) -> None:
             if not done:
-                self.notify("progress", token, progress, total, message)
+                self.notify(PROGRESS, token, progress, total, message)
 
         on_progress: ProgressFnT | None = None if token is None else report
         model = RESULTS.get(method, AnyResult)
