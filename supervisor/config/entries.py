@@ -320,6 +320,8 @@ def _account(r: Reader, item: MarkedMap, key: str, p: str) -> int | str | None:
         if isinstance(value, str):
             text = value.strip()
             if not (text.isascii() and text.isdigit()):
+                if "\0" in text:  # the databases raise ValueError on it, not KeyError
+                    raise ValueError(f"a {key} name cannot contain a NUL character")
                 if text:
                     return text
                 raise ValueError(f"expected a {key} name or a numeric id, got {show(value)}")

@@ -73,6 +73,11 @@ BAD: list[tuple[str, str, str, str, str]] = [
     ("empty user", "user: ''", "modules.yaml:6:11", "modules[0].user",
      "expected a user name or a numeric id, got ''"),
     ("unset variable", "user: ${NOPE}", "modules.yaml:6:11", "modules[0].user", "NOPE"),
+    # the user and group databases raise ValueError, not KeyError, on a NUL (found by hypothesis)
+    ("NUL in user", 'user: "ro\\0ot"', "modules.yaml:6:11", "modules[0].user",
+     "a user name cannot contain a NUL character"),
+    ("NUL in group", 'user: root\n    group: "wh\\0eel"', "modules.yaml:7:12",
+     "modules[0].group", "a group name cannot contain a NUL character"),
 ]  # fmt: skip
 
 
