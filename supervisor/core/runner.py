@@ -30,7 +30,7 @@ from supervisor.core.incarnation import Hooks, Incarnation, RunnerContext
 from supervisor.logs import debug_enabled_for
 from supervisor.rules.exits import Exit, describe, from_waitid
 from supervisor.rules.limits import Sample, WatchLimits, headroom
-from supervisor.rules.policy import GiveUp, Restart, RestartHistory, RestartSettings, Stay, decide
+from supervisor.rules.policy import GiveUp, Restart, RestartHistory, Stay, decide
 from supervisor.rules.states import COMING_BACK, State, StateMachine
 from worker.channel import ChannelClosed
 
@@ -68,7 +68,7 @@ class Runner:
         now = time.monotonic()
         initial = State.DISABLED if not ext.enabled else State.STOPPED
         self.sm = StateMachine(initial, now=now)
-        self.settings = _restart_settings(ext)
+        self.settings = ext.restart
         self.history = RestartHistory()
         self.restarts = 0
         self.metadata: dict[str, Any] = {}
@@ -140,7 +140,7 @@ class Runner:
     def update(self, ext: Extension) -> None:
         """Take a new configuration; the next worker started uses it."""
         self.ext = ext
-        self.settings = _restart_settings(ext)
+        self.settings = ext.restart
 
     async def retire(self) -> None:
         """Stop the worker and end the actor loop (the extension left the registry)."""
@@ -549,14 +549,3 @@ async def run_guarded(runner: Runner) -> None:
         await runner.run()
     except Exception:
         log.exception("runner crashed (a bug in spctl)", extension=runner.name)
-
-
-def _restart_settings(ext: Extension) -> RestartSettings:
-    r = ext.restart
-    return RestartSettings(
-        policy=r.policy,
-        max_restarts=r.max_restarts,
-        window=r.window,
-        backoff=r.backoff,
-        max_backoff=r.max_backoff,
-    )
