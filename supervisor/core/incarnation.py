@@ -21,7 +21,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -31,7 +31,7 @@ from supervisor.config import Extension
 from supervisor.core.cgroups import WorkerCgroup
 from supervisor.core.process import WorkerProcess
 from supervisor.core.worker_spec import build_spec
-from supervisor.rules.exits import describe, from_waitid
+from supervisor.rules.exits import Exit, describe, from_waitid
 from supervisor.rules.health import HealthSettings, HealthTracker, Unhealthy
 from supervisor.rules.limits import format_size
 from supervisor.rules.states import Transition
@@ -128,7 +128,7 @@ class Incarnation:
                 "service": self._service,
             },
             name=hooks.name,
-            on_notification=lambda method, params: hooks.on_notification(self, method, params),
+            on_notification=self._notified,
         )
         self.channel = channel
         await channel.connect(proc.sock)
@@ -155,16 +155,37 @@ class Incarnation:
             await proc.wait_output()
             if group is not None:
                 await anyio.to_thread.run_sync(group.remove)
+            # Its last reports (a load_error sent just before exiting) may still be unread:
+            # the whole group is gone, so the end of the stream is near.
+            with anyio.move_on_after(0.5):
+                await channel.wait_closed()
         ctx.keeper_unwatch(proc.pgid)
         if hooks.debug:
             hooks.log.debug("rpc traffic", **traffic(channel))
         channel.close(f"worker exited ({describe(from_waitid(result.si_code, result.si_status))})")
-        self._post(
-            "exited",
+        self._post("exited", self.exit(result))
+
+    def exit(self, result: os.waitid_result) -> Exit:
+        """How this worker ended: the status, what we did, and what it reported."""
+        error = self.error or {}
+        return replace(
             from_waitid(
                 result.si_code, result.si_status, cause=self.cause, requested=self.requested
             ),
+            load_error=error.get("kind") == "load_error",
+            detail=str(error["message"]) if error.get("message") else None,
         )
+
+    def _notified(self, method: str, params: list[Any]) -> None:
+        """The worker's reports about itself are this incarnation's; the rest go to the runner."""
+        payload = params[0] if params and isinstance(params[0], dict) else {}
+        if method in ("load_error", "error"):
+            self.error = {"kind": method, **payload}
+        elif method == "exiting":
+            if self.cause is None:
+                self.cause = str(payload.get("reason", "worker is exiting"))
+        else:
+            self.hooks.on_notification(self, method, params)
 
     async def _service(self, name: str, params: Any = None) -> Any:
         """The worker asks for a plugin's service (``worker.api.call_service``)."""

@@ -450,11 +450,7 @@ class Runner:
 
     def _notified(self, inc: Incarnation, method: str, params: list[Any]) -> None:
         payload = params[0] if params and isinstance(params[0], dict) else {}
-        if method in ("load_error", "error"):
-            inc.error = {"kind": method, **payload}
-        elif method == "exiting" and inc.cause is None:
-            inc.cause = str(payload.get("reason", "worker is exiting"))
-        elif method == "catalog" and payload:
+        if method == "catalog" and payload:
             self.catalog = payload
             if self.ctx.on_catalog is not None:
                 self.ctx.on_catalog(self.name)
@@ -486,10 +482,9 @@ class Runner:
     def _on_exit(self, inc: Incarnation, exit: Exit) -> None:
         inc.ended()
         self._inc = None
-        text = describe(exit)
+        text = describe(exit)  # with what the worker reported (exit.detail), shortened
         if inc.error:
             self.last_error = inc.error
-            text = f"{text}: {inc.error.get('message', '')}".rstrip(": ")
         self.last_exit = text
         state = self.sm.state
         if state is State.STOPPING or exit.requested:
