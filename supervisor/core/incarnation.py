@@ -4,8 +4,8 @@ Theory of operation: the runner (an actor, see ``runner.py``) decides; an incarn
 Each start of an extension's worker is one :class:`Incarnation`, numbered. Its tasks — spawn
 and supervise the process (:meth:`Incarnation.run`), watch the channel, ping for health, run
 the stop sequence — never change the extension's state: they post messages to the runner's
-inbox (``spawned``, ``spawn_failed``, ``ready``, ``kill``, ``exited``), tagged with the
-incarnation's number so a message about a worker that is already gone is ignored there.
+inbox (``Spawned``, ``SpawnFailed``, ``Ready``, ``Kill``, ``Exited``: ``inbox.py``), tagged with
+the incarnation's number so a message about a worker that is already gone is ignored there.
 :meth:`Incarnation.kill` is the one synchronous action, called by the runner.
 
 An incarnation uses the extension's configuration as it was when it started: a reload that
@@ -29,6 +29,7 @@ from anyio.abc import TaskGroup
 
 from supervisor.config import Extension
 from supervisor.core.cgroups import WorkerCgroup
+from supervisor.core.inbox import Exited, Kill, Ready, Spawned, SpawnFailed, WorkerMessage
 from supervisor.core.process import WorkerProcess
 from supervisor.core.worker_spec import build_spec
 from supervisor.rules.exits import Exit, describe, from_waitid
@@ -65,10 +66,10 @@ class Hooks:
     name: str
     ctx: RunnerContext
     tg: TaskGroup  # the runner's: helper tasks live as long as the runner
-    post: Callable[[tuple[Any, ...]], None]  # into the runner's inbox
+    post: Callable[[WorkerMessage], None]  # into the runner's inbox
     on_line: Callable[[str, str], None]  # (stream, line) of the worker's output
     on_notification: Callable[[Incarnation, str, list[Any]], None]
-    log: Any  # a bound structlog logger
+    log: Any = None  # a bound structlog logger
     debug: bool = False
 
 
@@ -98,9 +99,6 @@ class Incarnation:
         for scope in self.scopes:
             scope.cancel()
 
-    def _post(self, kind: str, *payload: Any) -> None:
-        self.hooks.post((kind, self.n, *payload))
-
     # -- the process ----------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -115,7 +113,7 @@ class Incarnation:
         except OSError as exc:
             if group is not None:
                 await anyio.to_thread.run_sync(group.remove)
-            self._post("spawn_failed", f"{exc.strerror or exc}")
+            hooks.post(SpawnFailed(self.n, f"{exc.strerror or exc}"))
             return
         self.proc = proc
         ctx.keeper_watch(proc.pgid)
@@ -124,7 +122,9 @@ class Incarnation:
         channel = Channel(
             {
                 "boot": lambda pid: build_spec(self.ext),
-                "ready": lambda info: self._post("ready", info if isinstance(info, dict) else {}),
+                "ready": lambda info: hooks.post(
+                    Ready(self.n, info if isinstance(info, dict) else {})
+                ),
                 "service": self._service,
             },
             name=hooks.name,
@@ -132,7 +132,7 @@ class Incarnation:
         )
         self.channel = channel
         await channel.connect(proc.sock)
-        self._post("spawned")
+        hooks.post(Spawned(self.n))
         hooks.tg.start_soon(self._watch_channel, channel, proc)
         timeout = self.ext.start_timeout
         with anyio.move_on_after(timeout) as timer:
@@ -140,7 +140,7 @@ class Incarnation:
                 race.start_soon(_cancel_when, self.ready_event.wait, race.cancel_scope)
                 race.start_soon(_cancel_when, proc.wait, race.cancel_scope)
         if timer.cancelled_caught and not self.ready and proc.alive:
-            self._post("kill", f"start timeout ({timeout:g}s)")
+            hooks.post(Kill(self.n, f"start timeout ({timeout:g}s)"))
         with anyio.CancelScope(shield=True):
             result = await proc.wait()
             if group is not None:
@@ -163,7 +163,7 @@ class Incarnation:
         if hooks.debug:
             hooks.log.debug("rpc traffic", **traffic(channel))
         channel.close(f"worker exited ({describe(from_waitid(result.si_code, result.si_status))})")
-        self._post("exited", self.exit(result))
+        hooks.post(Exited(self.n, self.exit(result)))
 
     def exit(self, result: os.waitid_result) -> Exit:
         """How this worker ended: the status, what we did, and what it reported."""
@@ -203,11 +203,11 @@ class Incarnation:
             if reason.startswith("protocol error"):
                 # The peer is not to be trusted any more: cut it off now, and make this the
                 # recorded reason whatever exit status follows.
-                self._post("kill", f"channel lost: {reason}")
+                self.hooks.post(Kill(self.n, f"channel lost: {reason}"))
                 return
             await anyio.sleep(0.2)  # a worker that is exiting anyway gets to report its own exit
             if proc.alive and not self.requested:
-                self._post("kill", f"channel lost: {reason}")
+                self.hooks.post(Kill(self.n, f"channel lost: {reason}"))
 
     async def health(self, settings: HealthSettings) -> None:
         """Ping every ``interval`` (from the previous ping's *sending*: an unanswered ping does
@@ -226,7 +226,7 @@ class Incarnation:
                 except TimeoutError:
                     verdict = tracker.missed(time.monotonic())
                     if isinstance(verdict, Unhealthy):
-                        self._post("kill", verdict.reason)
+                        self.hooks.post(Kill(self.n, verdict.reason))
                         return
                 except (ChannelClosed, RpcError):
                     return
