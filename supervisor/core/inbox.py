@@ -59,12 +59,15 @@ class Waiters:
     def __init__(self, name: str) -> None:
         self.name = name
         self._waiting: list[Waiter] = []
+        self.changed = anyio.Event()  # set (and replaced) at every move
 
     def add(self, w: Waiter) -> None:
         self._waiting.append(w)
 
     def moved(self, state: State, reason: str) -> None:
         """The state moved to ``state``: answer whoever waited for that (or for its failure)."""
+        self.changed.set()
+        self.changed = anyio.Event()
         for w in self._waiting:
             if w.wait is Wait.DOWN and state in _DOWN:
                 w.finish()

@@ -20,7 +20,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -68,8 +68,9 @@ class Hooks:
     tg: TaskGroup  # the runner's: helper tasks live as long as the runner
     post: Callable[[WorkerMessage], None]  # into the runner's inbox
     on_line: Callable[[str, str], None]  # (stream, line) of the worker's output
-    on_notification: Callable[[Incarnation, str, list[Any]], None]
-    log: Any = None  # a bound structlog logger
+    on_catalog: Callable[[dict[str, Any]], None]  # an MCP server's catalog changed
+    on_progress: Callable[[list[Any]], None]  # a call's progress report [token, …]
+    log: Any  # a bound structlog logger
     debug: bool = False
 
 
@@ -88,6 +89,15 @@ class Incarnation:
         self.error: dict[str, Any] | None = None  # load_error / error from the worker
         self.stop_launched = False
         self.scopes: list[anyio.CancelScope] = []
+
+    def became_ready(self, info: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """It said ``ready``: its metadata and, for an MCP server, its catalog."""
+        self.ready = True
+        self.ready_event.set()
+        meta, catalog = info.get("metadata"), info.get("catalog")
+        return (dict(meta) if isinstance(meta, dict) else {}), (
+            catalog if isinstance(catalog, dict) else None
+        )
 
     def scope(self) -> anyio.CancelScope:
         """A cancel scope for one helper task, cancelled when this worker is gone (``ended``)."""
@@ -177,15 +187,22 @@ class Incarnation:
         )
 
     def _notified(self, method: str, params: list[Any]) -> None:
-        """The worker's reports about itself are this incarnation's; the rest go to the runner."""
+        """The worker's notifications: its reports about itself, catalogs, resource updates,
+        progress of calls."""
         payload = params[0] if params and isinstance(params[0], dict) else {}
+        on_updated = self.hooks.ctx.on_resource_updated
         if method in ("load_error", "error"):
             self.error = {"kind": method, **payload}
         elif method == "exiting":
             if self.cause is None:
                 self.cause = str(payload.get("reason", "worker is exiting"))
-        else:
-            self.hooks.on_notification(self, method, params)
+        elif method == "catalog" and payload:
+            self.hooks.on_catalog(payload)
+        elif method == "resource_updated" and params and isinstance(params[0], str):
+            if on_updated is not None:
+                on_updated(self.hooks.name, params[0])
+        elif method == "progress":
+            self.hooks.on_progress(params)
 
     async def _service(self, name: str, params: Any = None) -> Any:
         """The worker asks for a plugin's service (``worker.api.call_service``)."""
@@ -261,8 +278,12 @@ class Incarnation:
             self.cause = f"did not stop within stopTimeout ({budget:g}s)"
             self.kill()
 
-    def kill(self) -> None:
-        """SIGKILL the whole tree: the cgroup (atomically), the process group, the descendants."""
+    def kill(self, reason: str | None = None) -> None:
+        """SIGKILL the whole tree: the cgroup (atomically), the process group, the descendants.
+        ``reason`` (if it is the first) becomes the recorded cause."""
+        if reason is not None:
+            self.cause = self.cause or reason
+            self.hooks.log.warning("killing worker", reason=reason)
         if self.cgroup is not None:
             # In a thread (freezing can take a while); the signals below do not wait for it.
             self.hooks.tg.start_soon(_in_thread, self.cgroup.kill)

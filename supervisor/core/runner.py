@@ -1,16 +1,14 @@
 """One runner per extension: the single owner of its worker's lifetime and state.
 
-Theory of operation: the runner is an actor. Everything that can happen to an extension —
-an operator's command, a worker becoming ready, a worker exiting, a failed health check, a
-start timeout, the end of a backoff delay — arrives as a typed message in its inbox
-(``inbox.py``), and ``_handle`` processes them one at a time on the event loop. Its state is
-(``State``, ``Goal``): where the worker is and where it should be. What to do in each pair is
-data in ``rules/goals.py``; only ``_to`` changes the state, through
-``StateMachine.transition``, which refuses illegal moves. Restart decisions are
-``policy.decide``; the I/O lives in small tasks (``incarnation.py``: spawn, exit watcher,
-health pinger, stop sequence) that post messages back, tagged with the incarnation's number
-so a late message about an old worker is ignored. Client calls are ``calls.py``; the output
-ring ``output_ring.py``; the status snapshot ``snapshot.py``.
+Theory of operation: the runner is an actor. Everything that can happen to an extension (a
+command, a worker ready or exiting, a failed health check, a start timeout, a backoff's end)
+arrives as a typed message in its inbox (``inbox.py``); ``_handle`` takes them one at a time.
+Its state is (``State``, ``Goal``): where the worker is and where it should be; what to do in
+each pair is data in ``rules/goals.py``, and only ``_to`` moves the state (through
+``StateMachine.transition``, which refuses illegal moves). The I/O lives in the tasks of one
+``Incarnation`` per worker, which post messages back tagged with its number (a late message
+about an old worker is ignored). Calls: ``calls.py``; output: ``output_ring.py``; status:
+``snapshot.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import replace
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -27,19 +25,9 @@ import structlog
 from anyio.abc import TaskGroup
 
 from supervisor.config import Extension
+from supervisor.core import inbox
 from supervisor.core.calls import Calls, CallTimeout, CommandFailed, Progress
-from supervisor.core.inbox import (
-    BackoffDone,
-    Command,
-    Exited,
-    Kill,
-    Message,
-    Ready,
-    Spawned,
-    SpawnFailed,
-    Waiter,
-    Waiters,
-)
+from supervisor.core.inbox import Command, Message
 from supervisor.core.incarnation import Hooks, Incarnation, RunnerContext
 from supervisor.core.output_ring import OUTPUT_RING, OutputRing
 from supervisor.core.snapshot import snapshot
@@ -48,7 +36,7 @@ from supervisor.rules import goals
 from supervisor.rules.exits import Exit, describe
 from supervisor.rules.goals import LEARNED_REASON, Cmd, Goal, Step
 from supervisor.rules.limits import Sample
-from supervisor.rules.policy import GiveUp, Restart, RestartHistory, Stay, decide
+from supervisor.rules.policy import RestartHistory
 from supervisor.rules.states import COMING_BACK, State, StateMachine
 
 __all__ = ["LEARNED", "OUTPUT_RING", "CallTimeout", "CommandFailed", "Runner", "RunnerContext"]
@@ -64,9 +52,8 @@ class Runner:
         self.ext = ext
         self.name = ext.name
         self.ctx = ctx
-        self.sm = StateMachine(
-            State.STOPPED if ext.enabled else State.DISABLED, now=time.monotonic()
-        )
+        initial = State.STOPPED if ext.enabled else State.DISABLED
+        self.sm = StateMachine(initial, now=time.monotonic())
         self.goal = Goal.DOWN if ext.enabled else Goal.DISABLED
         self.settings = ext.restart
         self.history = RestartHistory()
@@ -83,15 +70,12 @@ class Runner:
         self._inc: Incarnation | None = None
         self._n = 0
         self._backoff_token = 0
-        self._waiters = Waiters(self.name)
-        self._state_changed = anyio.Event()  # set (and replaced) at every transition
+        self._waiters = inbox.Waiters(self.name)
         self._tg: TaskGroup | None = None
         self.catalog: dict[str, Any] | None = None  # what an MCP server advertised (kept)
         self.usage: Sample | None = None  # the last watchdog / status sample of its tree
         self.attempted = False  # has tried to start at least once (serve's READY=1 waits on it)
-        # DEBUG=extensions:<name> or extensions:* (as in the seed) turns on this runner's
-        # debug events: spawn details, ping round trips and the msgpack-rpc traffic summary.
-        self.debug = debug_enabled_for(self.name)
+        self.debug = debug_enabled_for(self.name)  # DEBUG=extensions:<name> (or *)
 
     # ----- public API (called from the control server and serve) -----
 
@@ -108,7 +92,9 @@ class Runner:
         """The actor loop; runs until cancelled (serve owns it in its task group)."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            async with self._inbox:
+            on = (self._post, self.ring.add, self._catalog, self.calls.progress)
+            self._hooks = Hooks(self.name, self.ctx, tg, *on, self._log, self.debug)
+            async with self._send, self._inbox:  # both closed when the loop ends
                 async for msg in self._inbox:
                     self._handle(msg)
 
@@ -142,8 +128,7 @@ class Runner:
         self._send.close()
 
     async def ping(self, timeout: float = 5.0) -> float:
-        """Round trip to the worker over its channel; seconds. Raises CommandFailed at once when
-        the worker is not running or dies while the call is in flight."""
+        """Round trip to the worker; seconds. Raises CommandFailed (not running, went away)."""
         return await self.calls.ping(self._inc, self.state.value, timeout)
 
     async def mcp(
@@ -154,13 +139,8 @@ class Runner:
         on_progress: Progress | None = None,
         deadline: float | None = None,
     ) -> Any:
-        """One MCP request to this server's worker, within the extension's ``timeout`` (or
-        until ``deadline``, monotonic, when the caller already spent some of it waiting);
-        progress reports go to ``on_progress`` under the caller's own token.
-
-        Raises CommandFailed at once when the worker is not running or dies during the call
-        (naming the extension and, where it is known within 0.5 s, how the worker ended),
-        CallTimeout, or the worker's RpcError (MCP error codes pass through)."""
+        """One MCP request to this server's worker, within ``timeout`` or until ``deadline``;
+        progress reports under the caller's token. Raises as ``Calls.call``."""
         inc, state = self._inc, self.state.value
         return await self.calls.mcp(inc, state, method, params, meta or {}, on_progress, deadline)
 
@@ -177,7 +157,7 @@ class Runner:
         """Wait (at most ``timeout`` s) until the worker is back up or will not be."""
         with anyio.move_on_after(timeout):
             while self.restarting:
-                await self._state_changed.wait()
+                await self._waiters.changed.wait()
 
     def post_start(self) -> None:
         """Ask for a start without waiting (serve uses it at boot)."""
@@ -191,22 +171,13 @@ class Runner:
         self._post(Command(Cmd.DISCOVER))
 
     def snapshot(self) -> dict[str, Any]:
-        return snapshot(
-            self.ext,
-            self.sm,
-            pid=self.pid,
-            restarts=self.restarts,
-            last_exit=self.last_exit,
-            error=self.last_error,
-            metadata=self.metadata,
-            sample=self.usage,
-        )
+        return snapshot(self)
 
     def breach(self, reason: str) -> None:
         """A limit was breached (the watchdog says so): kill the current worker's tree."""
         inc = self._inc
         if inc is not None and inc.proc is not None and inc.proc.alive:
-            self._post(Kill(inc.n, reason))
+            self._post(inbox.Kill(inc.n, reason))
 
     # ----- the actor -----
 
@@ -215,7 +186,7 @@ class Runner:
             self._send.send_nowait(msg)  # closed: the runner was retired; the message is moot
 
     async def _command(self, cmd: Cmd) -> None:
-        waiter = Waiter(goals.WAITS[cmd])
+        waiter = inbox.Waiter(goals.WAITS[cmd])
         self._post(Command(cmd, waiter))
         await waiter.done.wait()
         if waiter.error is not None:
@@ -226,26 +197,21 @@ class Runner:
         match msg:
             case Command():
                 self._on_command(msg)
-            case BackoffDone(token):
+            case inbox.BackoffDone(token):
                 if token == self._backoff_token and self.sm.state is State.BACKOFF:
                     self._spawn("restarting after backoff")
             case _ if inc is None or inc.n != msg.n:
                 return  # about a worker that is already gone
-            case Spawned():
+            case inbox.Spawned():
                 if inc.requested or self.goal not in goals.WANTS_WORKER:
                     self._begin_stop(inc, "stop requested while starting")
-            case SpawnFailed(_, error):
-                self._on_exit(
-                    inc, Exit(code=None, signal=None, cause=f"cannot start worker: {error}")
-                )
-            case Ready(_, info) if self.sm.state is State.STARTING:
+            case inbox.SpawnFailed(_, error):
+                self._on_exit(inc, Exit(None, None, cause=f"cannot start worker: {error}"))
+            case inbox.Ready(_, info) if self.sm.state is State.STARTING:
                 self._on_ready(inc, info)
-            case Kill(_, reason):
-                if inc.cause is None:
-                    inc.cause = reason
-                self._log.warning("killing worker", reason=reason)
-                inc.kill()
-            case Exited(_, exit):
+            case inbox.Kill(_, reason):
+                inc.kill(reason)
+            case inbox.Exited(_, exit):
                 self._on_exit(inc, exit)
 
     def _on_command(self, msg: Command) -> None:
@@ -260,20 +226,17 @@ class Runner:
 
     def _do(self, step: Step, reason: str) -> None:
         if step is Step.RETRY:
-            self.history.reset()
+            self.history.reset()  # clears failed
+        to = goals.STEP_TARGET[step]
+        if step in (Step.SPAWN, Step.RETRY, Step.CANCEL_BACKOFF):
+            self._backoff_token += 1  # a backoff under way is over
         if step in (Step.SPAWN, Step.RETRY):
-            self._backoff_token += 1
             self._spawn(reason)
         elif step is Step.STOP:
             assert self._inc is not None
             self._begin_stop(self._inc, reason)
-        elif step is Step.CANCEL_BACKOFF:
-            self._backoff_token += 1
-            self._to(State.STOPPED, reason)
-        elif step is Step.ENABLE:
-            self._to(State.STOPPED, reason)
-        elif step is Step.DISABLE:
-            self._to(State.DISABLED, reason)
+        elif to is not None:
+            self._to(to, reason)
 
     def _settle(self) -> None:
         step = goals.settle(self.sm.state, self.goal)
@@ -285,31 +248,21 @@ class Runner:
         self._log.info("state", **{"from": old.value, "to": state.value, "reason": reason})
         if self.ctx.on_transition is not None:
             self.ctx.on_transition(self.name, tr)
-        self._state_changed.set()
-        self._state_changed = anyio.Event()
         self._waiters.moved(state, reason)
 
     def _spawn(self, reason: str) -> None:
         self.attempted = True
         self._n += 1
         assert self._tg is not None
-        hooks = Hooks(
-            self.name, self.ctx, self._tg, self._post, self.ring.add, self._notified, self._log
-        )
-        inc = Incarnation(self._n, self.ext, replace(hooks, debug=self.debug))
+        inc = Incarnation(self._n, self.ext, self._hooks)
         self._inc = inc
         self.history.record_start(time.monotonic())
         self._to(State.STARTING, reason)
         self._tg.start_soon(inc.run)
 
-    def _on_ready(self, inc: Incarnation, info: Any) -> None:
-        inc.ready = True
-        inc.ready_event.set()
-        meta = info.get("metadata")
-        self.metadata = dict(meta) if isinstance(meta, dict) else {}
-        catalog = info.get("catalog")
-        if isinstance(catalog, dict):
-            self.catalog = catalog
+    def _on_ready(self, inc: Incarnation, info: Mapping[str, Any]) -> None:
+        self.metadata, catalog = inc.became_ready(info)
+        self.catalog = catalog if catalog is not None else self.catalog
         self.history.record_running(time.monotonic())
         self._to(State.RUNNING, f"ready (pid {inc.proc.pid if inc.proc else '?'})")
         self.goal, step = goals.after_ready(self.goal)
@@ -323,17 +276,10 @@ class Runner:
             idle = partial(self._post, Command(Cmd.IDLE))
             self._tg.start_soon(self.calls.idle_watch, inc.scope(), self.ext.idle_timeout, idle)
 
-    def _notified(self, inc: Incarnation, method: str, params: list[Any]) -> None:
-        payload = params[0] if params and isinstance(params[0], dict) else {}
-        if method == "catalog" and payload:
-            self.catalog = payload
-            if self.ctx.on_catalog is not None:
-                self.ctx.on_catalog(self.name)
-        elif method == "resource_updated" and params and isinstance(params[0], str):
-            if self.ctx.on_resource_updated is not None:
-                self.ctx.on_resource_updated(self.name, params[0])
-        elif method == "progress":
-            self.calls.progress(params)
+    def _catalog(self, catalog: dict[str, Any]) -> None:
+        self.catalog = catalog
+        if self.ctx.on_catalog is not None:
+            self.ctx.on_catalog(self.name)
 
     def _begin_stop(self, inc: Incarnation, reason: str) -> None:
         """Mark the worker as asked to stop; the stop sequence runs once it exists."""
@@ -359,26 +305,19 @@ class Runner:
         now = time.monotonic()
         self.history.record_exit(exit, now)
         self._to(State.CRASHED, text)
-        self.goal, step = goals.after_crash(self.goal)
-        if step is Step.STAY:
-            self._to(State.STOPPED, goals.NOT_LEARNED_REASON)
-            return
-        decision = decide(self.settings, self.history, exit, now)
-        if isinstance(decision, Stay | GiveUp):
-            self.goal = Goal.DOWN
-            self._to(State.STOPPED if isinstance(decision, Stay) else State.FAILED, decision.reason)
-        elif isinstance(decision, Restart):
+        verdict = goals.after_crash(self.goal, self.settings, self.history, exit, now)
+        self.goal = verdict.goal
+        if verdict.to is State.BACKOFF:
             self.restarts += 1
             self._backoff_token += 1
-            delay = decision.delay
-            self._to(State.BACKOFF, f"restarting in {delay:.2f}s (attempt {decision.attempt})")
             assert self._tg is not None
-            self._tg.start_soon(self._backoff_timer, self._backoff_token, delay)
+            self._tg.start_soon(self._backoff_timer, self._backoff_token, verdict.delay)
+        self._to(verdict.to, verdict.reason)
 
     async def _backoff_timer(self, token: int, delay: float) -> None:
         if delay > 0 and math.isfinite(delay):
             await anyio.sleep(delay)
-        self._post(BackoffDone(token))
+        self._post(inbox.BackoffDone(token))
 
 
 async def run_guarded(runner: Runner) -> None:

@@ -3,43 +3,48 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from supervisor.config import Extension
 from supervisor.rules.limits import Sample, WatchLimits, headroom
 from supervisor.rules.states import State, StateMachine
 
-__all__ = ["snapshot", "usage"]
+__all__ = ["Observed", "snapshot", "usage"]
 
 
-def snapshot(
-    ext: Extension,
-    sm: StateMachine,
-    *,
-    pid: int | None,
-    restarts: int,
-    last_exit: str | None,
-    error: dict[str, Any] | None,
-    metadata: dict[str, Any],
-    sample: Sample | None,
-) -> dict[str, Any]:
+class Observed(Protocol):
+    """What a snapshot reads (a Runner)."""
+
+    ext: Extension
+    sm: StateMachine
+    restarts: int
+    last_exit: str | None
+    last_error: dict[str, Any] | None
+    metadata: dict[str, Any]
+    usage: Sample | None
+
+    @property
+    def pid(self) -> int | None: ...
+
+
+def snapshot(r: Observed) -> dict[str, Any]:
     now = time.monotonic()
-    state, since = sm.state, sm.since
-    live = sample if pid else None
+    ext, state, since, pid = r.ext, r.sm.state, r.sm.since, r.pid
+    live = r.usage if pid else None
     return {
         "name": ext.name,
         "kind": ext.kind,
         "type": ext.type,
         "enabled": ext.enabled,
         "state": state.value,
-        "reason": sm.reason,
+        "reason": r.sm.reason,
         "pid": pid,
         "since": time.time() - (now - since),
         "uptime": (now - since) if state is State.RUNNING else None,
-        "restarts": restarts,
-        "last_exit": last_exit,
-        "error": error,
-        "metadata": metadata,
+        "restarts": r.restarts,
+        "last_exit": r.last_exit,
+        "error": r.last_error,
+        "metadata": r.metadata,
         "usage": usage(live),
         "headroom": headroom(live, WatchLimits.from_config(ext.limits)) if live else {},
     }

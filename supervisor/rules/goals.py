@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
+from supervisor.rules.exits import Exit
+from supervisor.rules.policy import GiveUp, Restart, RestartHistory, RestartSettings, decide
 from supervisor.rules.states import State
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "Cmd",
     "Goal",
     "Step",
+    "Verdict",
     "Wait",
     "after_crash",
     "after_ready",
@@ -84,8 +88,6 @@ class Step(enum.Enum):
     NOTHING = "nothing"  # the goal alone is enough: an event under way reaches it
     REFUSE = "refuse"  # the command cannot be obeyed here (goal unchanged)
     IGNORE = "ignore"  # the command means nothing here (goal unchanged)
-    POLICY = "policy"  # a crash: ask the restart policy (rules/policy.decide)
-    STAY = "stay"  # a crash: stopped, no restart, no policy
 
 
 class Wait(enum.Enum):
@@ -111,8 +113,6 @@ STEP_TARGET: Mapping[Step, State | None] = MappingProxyType(
         _P.NOTHING: None,
         _P.REFUSE: None,
         _P.IGNORE: None,
-        _P.POLICY: None,
-        _P.STAY: _S.STOPPED,
     }
 )
 
@@ -244,12 +244,31 @@ def after_stop(goal: Goal) -> tuple[Goal, str | None]:
     return goal, None
 
 
-def after_crash(goal: Goal) -> tuple[Goal, Step]:
-    """An exit nobody asked for: a discovery gives up at once (nobody asked for this worker:
-    no restarts); otherwise the restart policy decides."""
+@dataclass(frozen=True)
+class Verdict:
+    """Where an exit nobody asked for leads: the goal, the state, why, and (to ``backoff``)
+    the delay before the next start."""
+
+    goal: Goal
+    to: State
+    reason: str
+    delay: float = 0.0
+
+
+def after_crash(
+    goal: Goal, settings: RestartSettings, history: RestartHistory, exit: Exit, now: float
+) -> Verdict:
+    """A discovery gives up at once (nobody asked for this worker: no restarts); otherwise the
+    restart policy decides (``policy.decide``, which counts the crash in ``history``)."""
     if goal is Goal.DISCOVER:
-        return Goal.DOWN, Step.STAY
-    return goal, Step.POLICY
+        return Verdict(Goal.DOWN, State.STOPPED, NOT_LEARNED_REASON)
+    decision = decide(settings, history, exit, now)
+    if isinstance(decision, Restart):
+        why = f"restarting in {decision.delay:.2f}s (attempt {decision.attempt})"
+        return Verdict(goal, State.BACKOFF, why, decision.delay)
+    return Verdict(
+        Goal.DOWN, State.FAILED if isinstance(decision, GiveUp) else State.STOPPED, decision.reason
+    )
 
 
 def reason(cmd: Cmd, step: Step, idle_timeout: float | None = None) -> str:
