@@ -39,9 +39,14 @@ Progress = Callable[[list[Any]], None]
 
 
 class Calls:
-    def __init__(self, name: str, timeout: float) -> None:
+    """``current()`` says which worker is up now and the state (for "not running (…)")."""
+
+    def __init__(
+        self, name: str, timeout: float, current: Callable[[], tuple[Incarnation | None, str]]
+    ) -> None:
         self.name = name
         self.timeout = timeout  # the extension's per-call timeout (the runner's update sets it)
+        self.current = current
         self.in_flight = 0
         self.last_activity = time.monotonic()
         self._progress: dict[int, tuple[Any, Progress]] = {}  # core token → caller's
@@ -52,14 +57,17 @@ class Calls:
         """Calls waiting for progress reports now."""
         return len(self._progress)
 
-    def _channel(self, inc: Incarnation | None, state: str) -> Channel:
+    def _channel(self) -> tuple[Incarnation, Channel]:
+        inc, state = self.current()
         if inc is None or not inc.ready or inc.channel is None:
             raise CommandFailed(f"{self.name} is not running ({state})")
-        return inc.channel
+        return inc, inc.channel
 
-    async def ping(self, inc: Incarnation | None, state: str, timeout: float) -> float:
-        """Round trip to the worker; seconds. Not a client's call: no activity, no budget."""
-        channel = self._channel(inc, state)
+    async def ping(self, timeout: float = 5.0) -> float:
+        """Round trip to the worker over its channel; seconds. Not a client's call: no
+        activity, no budget. Raises CommandFailed at once when the worker is not running or
+        dies while the ping is in flight."""
+        _, channel = self._channel()
         t0 = time.monotonic()
         try:
             await channel.request("ping", timeout=timeout)
@@ -72,27 +80,34 @@ class Calls:
 
     async def mcp(
         self,
-        inc: Incarnation | None,
-        state: str,
         method: str,
         params: dict[str, Any],
-        meta: dict[str, Any],
-        on_progress: Progress | None,
-        deadline: float | None,
+        meta: dict[str, Any] | None = None,
+        on_progress: Progress | None = None,
+        deadline: float | None = None,
     ) -> Any:
+        """One MCP request to this server's worker, within the extension's ``timeout`` (or
+        until ``deadline``, monotonic, when the caller already spent some of it waiting);
+        progress reports go to ``on_progress`` under the caller's own token. Raises as
+        :meth:`call`; the worker's RpcError (MCP error codes) passes through."""
+        meta = meta or {}
         token = meta.get("progressToken")
         if token is None:
-            return await self.call(inc, state, deadline, "mcp", method, params, meta)
+            return await self.call(deadline, "mcp", method, params, meta)
         meta = {k: v for k, v in meta.items() if k != "progressToken"}
         if on_progress is None:  # nobody to tell: the worker need not report
-            return await self.call(inc, state, deadline, "mcp", method, params, meta)
+            return await self.call(deadline, "mcp", method, params, meta)
         ours = next(self._tokens)
         self._progress[ours] = (token, on_progress)
         try:
             meta["progressToken"] = ours
-            return await self.call(inc, state, deadline, "mcp", method, params, meta)
+            return await self.call(deadline, "mcp", method, params, meta)
         finally:
             del self._progress[ours]
+
+    async def service(self, name: str, params: Any, deadline: float | None = None) -> Any:
+        """One ``"<service>.<method>"`` call to a plugin's worker, as :meth:`mcp`."""
+        return await self.call(deadline, "service", name, params)
 
     def progress(self, params: list[Any]) -> None:
         """A worker's ``progress`` [token, …]: to the call that owns the token, as the caller's."""
@@ -101,18 +116,18 @@ class Calls:
             caller_token, push = entry
             push([caller_token, *params[1:]])
 
-    async def call(
-        self, inc: Incarnation | None, state: str, deadline: float | None, *request: Any
-    ) -> Any:
-        """A request a client made: activity for ``idleTimeout``, the extension's ``timeout``,
-        errors that name the extension (and how the worker ended, when known within 0.5 s)."""
-        channel = self._channel(inc, state)
+    async def call(self, deadline: float | None, *request: Any) -> Any:
+        """A request a client made: activity for ``idleTimeout``, the extension's ``timeout``.
+        Raises CommandFailed at once when the worker is not running or dies during the call
+        (naming the extension and, when known within 0.5 s, how the worker ended), or
+        CallTimeout."""
+        inc, channel = self._channel()
         self.in_flight += 1
         try:
             return await channel.request(*request, timeout=self.budget(deadline))
         except ChannelClosed as exc:
             why = exc.message
-            if inc is not None and inc.proc is not None:
+            if inc.proc is not None:
                 with anyio.move_on_after(0.5):
                     result = await inc.proc.wait()
                     why = describe(from_waitid(result.si_code, result.si_status, cause=inc.cause))

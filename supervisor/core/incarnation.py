@@ -90,6 +90,11 @@ class Incarnation:
         self.stop_launched = False
         self.scopes: list[anyio.CancelScope] = []
 
+    @property
+    def pid(self) -> int | None:
+        """The worker's pid while it is alive."""
+        return self.proc.pid if self.proc is not None and self.proc.alive else None
+
     def became_ready(self, info: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """It said ``ready``: its metadata and, for an MCP server, its catalog."""
         self.ready = True

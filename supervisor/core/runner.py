@@ -1,14 +1,12 @@
 """One runner per extension: the single owner of its worker's lifetime and state.
 
-Theory of operation: the runner is an actor. Everything that can happen to an extension (a
-command, a worker ready or exiting, a failed health check, a start timeout, a backoff's end)
-arrives as a typed message in its inbox (``inbox.py``); ``_handle`` takes them one at a time.
-Its state is (``State``, ``Goal``): where the worker is and where it should be; what to do in
-each pair is data in ``rules/goals.py``, and only ``_to`` moves the state (through
-``StateMachine.transition``, which refuses illegal moves). The I/O lives in the tasks of one
-``Incarnation`` per worker, which post messages back tagged with its number (a late message
-about an old worker is ignored). Calls: ``calls.py``; output: ``output_ring.py``; status:
-``snapshot.py``.
+Theory of operation: an actor. Whatever happens to an extension (a command, a worker ready or
+gone, a failed health check, a start timeout, a backoff's end) is a typed message in its inbox
+(``inbox.py``), handled one at a time. Its state is (``State``, ``Goal``): where the worker is,
+where it should be; what to do in each pair is data (``rules/goals.py``); only ``_to`` moves the
+state (``StateMachine.transition`` refuses illegal moves). The I/O lives in the tasks of one
+``Incarnation`` per worker, whose messages carry its number (an old worker's are ignored).
+Calls: ``calls.py``; output: ``output_ring.py``; status: ``snapshot.py``.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from anyio.abc import TaskGroup
 
 from supervisor.config import Extension
 from supervisor.core import inbox
-from supervisor.core.calls import Calls, CallTimeout, CommandFailed, Progress
+from supervisor.core.calls import Calls, CallTimeout, CommandFailed
 from supervisor.core.inbox import Command, Message
 from supervisor.core.incarnation import Hooks, Incarnation, RunnerContext
 from supervisor.core.output_ring import OUTPUT_RING, OutputRing
@@ -34,17 +32,15 @@ from supervisor.core.snapshot import snapshot
 from supervisor.logs import debug_enabled_for
 from supervisor.rules import goals
 from supervisor.rules.exits import Exit, describe
-from supervisor.rules.goals import LEARNED_REASON, Cmd, Goal, Step
+from supervisor.rules.goals import Cmd, Goal, Step
 from supervisor.rules.limits import Sample
 from supervisor.rules.policy import RestartHistory
 from supervisor.rules.states import COMING_BACK, State, StateMachine
 
 __all__ = ["LEARNED", "OUTPUT_RING", "CallTimeout", "CommandFailed", "Runner", "RunnerContext"]
 __all__ += ["run_guarded"]
-
+LEARNED = goals.LEARNED_REASON
 log = structlog.get_logger("spctl.runner")
-
-LEARNED = LEARNED_REASON
 
 
 class Runner:
@@ -65,7 +61,8 @@ class Runner:
         self.ring = OutputRing(self._log)
         self.output = self.ring.lines
         self.subscribers = self.ring.subscribers
-        self.calls = Calls(self.name, ext.timeout)
+        self.calls = Calls(self.name, ext.timeout, lambda: (self._inc, self.sm.state.value))
+        self.ping, self.mcp, self.service = self.calls.ping, self.calls.mcp, self.calls.service
         self._send, self._inbox = anyio.create_memory_object_stream[Message](math.inf)
         self._inc: Incarnation | None = None
         self._n = 0
@@ -85,8 +82,7 @@ class Runner:
 
     @property
     def pid(self) -> int | None:
-        inc = self._inc
-        return inc.proc.pid if inc and inc.proc and inc.proc.alive else None
+        return self._inc.pid if self._inc is not None else None
 
     async def run(self) -> None:
         """The actor loop; runs until cancelled (serve owns it in its task group)."""
@@ -127,27 +123,6 @@ class Runner:
         await self.stop()
         self._send.close()
 
-    async def ping(self, timeout: float = 5.0) -> float:
-        """Round trip to the worker; seconds. Raises CommandFailed (not running, went away)."""
-        return await self.calls.ping(self._inc, self.state.value, timeout)
-
-    async def mcp(
-        self,
-        method: str,
-        params: dict[str, Any],
-        meta: dict[str, Any] | None = None,
-        on_progress: Progress | None = None,
-        deadline: float | None = None,
-    ) -> Any:
-        """One MCP request to this server's worker, within ``timeout`` or until ``deadline``;
-        progress reports under the caller's token. Raises as ``Calls.call``."""
-        inc, state = self._inc, self.state.value
-        return await self.calls.mcp(inc, state, method, params, meta or {}, on_progress, deadline)
-
-    async def service(self, name: str, params: Any, deadline: float | None = None) -> Any:
-        """One ``"<service>.<method>"`` call to this plugin's worker, as :meth:`mcp`."""
-        return await self.calls.call(self._inc, self.state.value, deadline, "service", name, params)
-
     @property
     def restarting(self) -> bool:
         """On its way back up by itself (after a crash, or a restart): not a stop."""
@@ -175,9 +150,8 @@ class Runner:
 
     def breach(self, reason: str) -> None:
         """A limit was breached (the watchdog says so): kill the current worker's tree."""
-        inc = self._inc
-        if inc is not None and inc.proc is not None and inc.proc.alive:
-            self._post(inbox.Kill(inc.n, reason))
+        if self._inc is not None and self._inc.pid is not None:  # alive
+            self._post(inbox.Kill(self._inc.n, reason))
 
     # ----- the actor -----
 
@@ -294,10 +268,7 @@ class Runner:
         text = self.last_exit = describe(exit)  # with what the worker said (exit.detail)
         if inc.error:
             self.last_error = inc.error
-        state = self.sm.state
-        if state is State.STOPPING or exit.requested:
-            if state is not State.STOPPING:
-                self._to(State.STOPPING, "stop requested")
+        if self.sm.state is State.STOPPING:  # asked to go (exit.requested): not a crash
             self.goal, because = goals.after_stop(self.goal)
             self._to(State.STOPPED, f"{because} ({text})" if because else text)
             self._settle()
