@@ -11,7 +11,8 @@ The rules, in order:
 2. Otherwise the exit is a crash, and *every* crash counts toward the intensity limit
    (Erlang/OTP's MaxR/MaxT, systemd's StartLimitBurst): more than ``max_restarts`` crashes
    within ``window`` seconds → GiveUp.
-3. A load error (exit 3) gives up after ``load_error_tries`` load errors in a row. Load errors
+3. A load error (``Exit.load_error``: the worker *reported* one before exiting; a bare exit
+   status 3 is an ordinary crash) gives up after ``load_error_tries`` in a row. Load errors
    are usually deterministic (an ImportError), but a deploy caught mid-write is not; so a load
    error *is* retried, never immediately: it waits at least one ``backoff`` step.
 4. Backoff: a one-off crash after a healthy run heals at once. The first crash ever, and the
