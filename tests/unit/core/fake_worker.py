@@ -52,11 +52,22 @@ class FakeWorker:
         loop = asyncio.get_running_loop()
         self.proc = FakeProcess(FAKE_PID + n, sock, loop.create_future())
         self.proc.worker = self
-        self.channel = Channel({"ping": self._ping, "shutdown": self._shutdown}, name="fake")
+        handlers = {"ping": self._ping, "shutdown": self._shutdown, "mcp": self._mcp}
+        self.channel = Channel(handlers, name="fake")
         self.task: asyncio.Task[None] | None = None
 
     async def _ping(self) -> None:
         return None
+
+    async def _mcp(self, method: str, params: Any, meta: dict[str, Any]) -> Any:
+        """Any MCP request: reports progress 1/2 and 2/2 under the token it was given (yielding
+        between them, so calls interleave), and answers with the token it saw."""
+        token = meta.get("progressToken")
+        for step in (1, 2):
+            if token is not None:
+                self.channel.notify("progress", token, step, 2, f"{method} {step}")
+            await asyncio.sleep(0)
+        return {"token_seen": token, "params": params}
 
     async def _shutdown(self) -> None:
         if not self.ignores_term:

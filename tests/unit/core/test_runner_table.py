@@ -281,3 +281,27 @@ async def test_a_late_message_about_an_old_worker_is_ignored() -> None:
         await r.runner.start()  # handled after it (the inbox is in order)
         assert r.runner.state is S.RUNNING and r.runner.restarts == 0
         assert r.runner.pid == r.spawn.last.proc.pid
+
+
+async def test_progress_of_concurrent_callers_with_one_token_stays_apart() -> None:
+    async with rig(_ext()) as r:
+        await r.runner.start()
+        got: dict[str, list[list[object]]] = {"a": [], "b": []}
+        seen: dict[str, object] = {}
+
+        async def call(who: str) -> None:
+            answer = await r.runner.mcp(
+                "tools/call", {"who": who}, {"progressToken": 7}, got[who].append
+            )
+            seen[who] = answer["token_seen"]
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call, "a")
+                tg.start_soon(call, "b")
+        assert got == {w: [[7, 1, 2, "tools/call 1"], [7, 2, 2, "tools/call 2"]] for w in "ab"}
+        assert seen["a"] != seen["b"]  # the worker saw tokens of the core's own
+        assert r.runner.calls.progress_in_flight == 0
+        # a token without a callback is not passed on: nobody would hear the reports
+        answer = await r.runner.mcp("tools/call", {}, {"progressToken": 7})
+        assert answer["token_seen"] is None
