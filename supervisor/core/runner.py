@@ -74,7 +74,7 @@ class Runner:
         self.attempted = False  # has tried to start at least once (serve's READY=1 waits on it)
         self.debug = debug_enabled_for(self.name)  # DEBUG=extensions:<name> (or *)
 
-    # ----- public API (called from the control server and serve) -----
+    # ----- public API (and ping, mcp, service: the Calls object's, bound in __init__) -----
 
     @property
     def state(self) -> State:
