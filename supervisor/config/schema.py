@@ -66,11 +66,40 @@ class Limits:
 
 @dataclass(frozen=True)
 class RestartConfig:
+    """``restart:`` of an entry: how it is restarted (the one type ``rules/policy.py`` reads,
+    also as ``RestartSettings``). Durations are seconds. The last three have no YAML key.
+
+    Raises:
+        ValueError: an unknown policy or a value out of range (the loader reports those as
+            config errors before it builds one).
+    """
+
     policy: str = "on-failure"  # always | on-failure | never
     max_restarts: int = 5  # within `window`, then the extension is failed
     window: float = 60.0
     backoff: float = 1.0  # first delay after consecutive crashes, doubled each time
     max_backoff: float = 30.0
+    jitter: float = 0.2  # each delay × a factor uniform in [1-jitter, 1+jitter]
+    reset_after: float = 60.0  # a run at least this long ends a streak of crashes
+    load_error_tries: int = 2  # load errors in a row before it is failed
+
+    def __post_init__(self) -> None:
+        if self.policy not in RESTART_POLICIES:
+            raise ValueError(
+                f"restart policy must be one of {sorted(RESTART_POLICIES)}: {self.policy!r}"
+            )
+        if self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {self.max_restarts}")
+        if self.window <= 0:
+            raise ValueError(f"window must be > 0, got {self.window}")
+        if self.backoff < 0 or self.max_backoff < 0:
+            raise ValueError("backoff and max_backoff must be >= 0")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
+        if self.reset_after < 0:
+            raise ValueError(f"reset_after must be >= 0, got {self.reset_after}")
+        if self.load_error_tries < 1:
+            raise ValueError(f"load_error_tries must be >= 1, got {self.load_error_tries}")
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ Theory of operation: the runner (an actor, see ``runner.py``) decides; an incarn
 Each start of an extension's worker is one :class:`Incarnation`, numbered. Its tasks — spawn
 and supervise the process (:meth:`Incarnation.run`), watch the channel, ping for health, run
 the stop sequence — never change the extension's state: they post messages to the runner's
-inbox (``spawned``, ``spawn_failed``, ``ready``, ``kill``, ``exited``), tagged with the
-incarnation's number so a message about a worker that is already gone is ignored there.
+inbox (``Spawned``, ``SpawnFailed``, ``Ready``, ``Kill``, ``Exited``: ``inbox.py``), tagged with
+the incarnation's number so a message about a worker that is already gone is ignored there.
 :meth:`Incarnation.kill` is the one synchronous action, called by the runner.
 
 An incarnation uses the extension's configuration as it was when it started: a reload that
@@ -20,8 +20,8 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -29,9 +29,10 @@ from anyio.abc import TaskGroup
 
 from supervisor.config import Extension
 from supervisor.core.cgroups import WorkerCgroup
+from supervisor.core.inbox import Exited, Kill, Ready, Spawned, SpawnFailed, WorkerMessage
 from supervisor.core.process import WorkerProcess
 from supervisor.core.worker_spec import build_spec
-from supervisor.rules.exits import describe, from_waitid
+from supervisor.rules.exits import Exit, describe, from_waitid
 from supervisor.rules.health import HealthSettings, HealthTracker, Unhealthy
 from supervisor.rules.limits import format_size
 from supervisor.rules.states import Transition
@@ -65,9 +66,10 @@ class Hooks:
     name: str
     ctx: RunnerContext
     tg: TaskGroup  # the runner's: helper tasks live as long as the runner
-    post: Callable[[tuple[Any, ...]], None]  # into the runner's inbox
+    post: Callable[[WorkerMessage], None]  # into the runner's inbox
     on_line: Callable[[str, str], None]  # (stream, line) of the worker's output
-    on_notification: Callable[[Incarnation, str, list[Any]], None]
+    on_catalog: Callable[[dict[str, Any]], None]  # an MCP server's catalog changed
+    on_progress: Callable[[list[Any]], None]  # a call's progress report [token, …]
     log: Any  # a bound structlog logger
     debug: bool = False
 
@@ -88,6 +90,20 @@ class Incarnation:
         self.stop_launched = False
         self.scopes: list[anyio.CancelScope] = []
 
+    @property
+    def pid(self) -> int | None:
+        """The worker's pid while it is alive."""
+        return self.proc.pid if self.proc is not None and self.proc.alive else None
+
+    def became_ready(self, info: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """It said ``ready``: its metadata and, for an MCP server, its catalog."""
+        self.ready = True
+        self.ready_event.set()
+        meta, catalog = info.get("metadata"), info.get("catalog")
+        return (dict(meta) if isinstance(meta, dict) else {}), (
+            catalog if isinstance(catalog, dict) else None
+        )
+
     def scope(self) -> anyio.CancelScope:
         """A cancel scope for one helper task, cancelled when this worker is gone (``ended``)."""
         scope = anyio.CancelScope()
@@ -97,9 +113,6 @@ class Incarnation:
     def ended(self) -> None:
         for scope in self.scopes:
             scope.cancel()
-
-    def _post(self, kind: str, *payload: Any) -> None:
-        self.hooks.post((kind, self.n, *payload))
 
     # -- the process ----------------------------------------------------------------------
 
@@ -115,7 +128,7 @@ class Incarnation:
         except OSError as exc:
             if group is not None:
                 await anyio.to_thread.run_sync(group.remove)
-            self._post("spawn_failed", f"{exc.strerror or exc}")
+            hooks.post(SpawnFailed(self.n, f"{exc.strerror or exc}"))
             return
         self.proc = proc
         ctx.keeper_watch(proc.pgid)
@@ -124,15 +137,17 @@ class Incarnation:
         channel = Channel(
             {
                 "boot": lambda pid: build_spec(self.ext),
-                "ready": lambda info: self._post("ready", info if isinstance(info, dict) else {}),
+                "ready": lambda info: hooks.post(
+                    Ready(self.n, info if isinstance(info, dict) else {})
+                ),
                 "service": self._service,
             },
             name=hooks.name,
-            on_notification=lambda method, params: hooks.on_notification(self, method, params),
+            on_notification=self._notified,
         )
         self.channel = channel
         await channel.connect(proc.sock)
-        self._post("spawned")
+        hooks.post(Spawned(self.n))
         hooks.tg.start_soon(self._watch_channel, channel, proc)
         timeout = self.ext.start_timeout
         with anyio.move_on_after(timeout) as timer:
@@ -140,7 +155,7 @@ class Incarnation:
                 race.start_soon(_cancel_when, self.ready_event.wait, race.cancel_scope)
                 race.start_soon(_cancel_when, proc.wait, race.cancel_scope)
         if timer.cancelled_caught and not self.ready and proc.alive:
-            self._post("kill", f"start timeout ({timeout:g}s)")
+            hooks.post(Kill(self.n, f"start timeout ({timeout:g}s)"))
         with anyio.CancelScope(shield=True):
             result = await proc.wait()
             if group is not None:
@@ -155,16 +170,44 @@ class Incarnation:
             await proc.wait_output()
             if group is not None:
                 await anyio.to_thread.run_sync(group.remove)
+            # Its last reports (a load_error sent just before exiting) may still be unread:
+            # the whole group is gone, so the end of the stream is near.
+            with anyio.move_on_after(0.5):
+                await channel.wait_closed()
         ctx.keeper_unwatch(proc.pgid)
         if hooks.debug:
             hooks.log.debug("rpc traffic", **traffic(channel))
         channel.close(f"worker exited ({describe(from_waitid(result.si_code, result.si_status))})")
-        self._post(
-            "exited",
+        hooks.post(Exited(self.n, self.exit(result)))
+
+    def exit(self, result: os.waitid_result) -> Exit:
+        """How this worker ended: the status, what we did, and what it reported."""
+        error = self.error or {}
+        return replace(
             from_waitid(
                 result.si_code, result.si_status, cause=self.cause, requested=self.requested
             ),
+            load_error=error.get("kind") == "load_error",
+            detail=str(error["message"]) if error.get("message") else None,
         )
+
+    def _notified(self, method: str, params: list[Any]) -> None:
+        """The worker's notifications: its reports about itself, catalogs, resource updates,
+        progress of calls."""
+        payload = params[0] if params and isinstance(params[0], dict) else {}
+        on_updated = self.hooks.ctx.on_resource_updated
+        if method in ("load_error", "error"):
+            self.error = {"kind": method, **payload}
+        elif method == "exiting":
+            if self.cause is None:
+                self.cause = str(payload.get("reason", "worker is exiting"))
+        elif method == "catalog" and payload:
+            self.hooks.on_catalog(payload)
+        elif method == "resource_updated" and params and isinstance(params[0], str):
+            if on_updated is not None:
+                on_updated(self.hooks.name, params[0])
+        elif method == "progress":
+            self.hooks.on_progress(params)
 
     async def _service(self, name: str, params: Any = None) -> Any:
         """The worker asks for a plugin's service (``worker.api.call_service``)."""
@@ -182,11 +225,11 @@ class Incarnation:
             if reason.startswith("protocol error"):
                 # The peer is not to be trusted any more: cut it off now, and make this the
                 # recorded reason whatever exit status follows.
-                self._post("kill", f"channel lost: {reason}")
+                self.hooks.post(Kill(self.n, f"channel lost: {reason}"))
                 return
             await anyio.sleep(0.2)  # a worker that is exiting anyway gets to report its own exit
             if proc.alive and not self.requested:
-                self._post("kill", f"channel lost: {reason}")
+                self.hooks.post(Kill(self.n, f"channel lost: {reason}"))
 
     async def health(self, settings: HealthSettings) -> None:
         """Ping every ``interval`` (from the previous ping's *sending*: an unanswered ping does
@@ -205,7 +248,7 @@ class Incarnation:
                 except TimeoutError:
                     verdict = tracker.missed(time.monotonic())
                     if isinstance(verdict, Unhealthy):
-                        self._post("kill", verdict.reason)
+                        self.hooks.post(Kill(self.n, verdict.reason))
                         return
                 except (ChannelClosed, RpcError):
                     return
@@ -240,8 +283,12 @@ class Incarnation:
             self.cause = f"did not stop within stopTimeout ({budget:g}s)"
             self.kill()
 
-    def kill(self) -> None:
-        """SIGKILL the whole tree: the cgroup (atomically), the process group, the descendants."""
+    def kill(self, reason: str | None = None) -> None:
+        """SIGKILL the whole tree: the cgroup (atomically), the process group, the descendants.
+        ``reason`` (if it is the first) becomes the recorded cause."""
+        if reason is not None:
+            self.cause = self.cause or reason
+            self.hooks.log.warning("killing worker", reason=reason)
         if self.cgroup is not None:
             # In a thread (freezing can take a while); the signals below do not wait for it.
             self.hooks.tg.start_soon(_in_thread, self.cgroup.kill)

@@ -77,6 +77,11 @@ class Exit:
     ``requested`` is true when we asked it to stop (stop, restart, shutdown).
     ``core_dumped`` is what the kernel said about a core dump (waitpid/waitid tell; a
     returncode does not: None, unknown).
+    ``load_error``: the worker *reported* (its ``load_error`` notification) that the extension
+    could not be loaded; retrying will rarely help. Never inferred from the status: an
+    extension may exit with 3 at run time too.
+    ``detail`` is what the worker said went wrong (the message of its ``load_error`` or
+    ``error``); its first line, shortened, ends the description.
     """
 
     code: int | None
@@ -85,15 +90,13 @@ class Exit:
     requested: bool = False
     core_dumped: bool | None = None
 
+    load_error: bool = False
+    detail: str | None = None
+
     @property
     def clean(self) -> bool:
         """Exited with status 0 and nothing of ours to blame."""
         return self.code == EXIT_OK and self.cause is None
-
-    @property
-    def load_error(self) -> bool:
-        """The extension failed to load (exit 3): retrying will rarely help."""
-        return self.code == EXIT_LOAD_ERROR
 
 
 def _signal_name(signum: int) -> str:
@@ -113,17 +116,35 @@ def _plain(exit: Exit) -> str | None:
     return None  # never ran, or someone else reaped it
 
 
+DETAIL_CHARS = 100  # of the worker's own message, in a one-line reason
+
+
 def describe(exit: Exit) -> str:
     """A one-line reason for people and logs.
 
     With a ``cause`` the cause leads and the facts follow in parentheses:
     "health check timeout (killed by SIGKILL)". Otherwise the facts are interpreted:
-    "load error (exit 3)", "killed by SIGKILL: perhaps out of memory?",
-    "killed by SIGSEGV (core dumped?)".
+    "load error (exit 3)" (reported by the worker), "killed by SIGKILL: perhaps out of
+    memory?", "killed by SIGSEGV (core dumped?)". The worker's ``detail`` follows after a
+    colon: "load error (exit 3): ModuleNotFoundError: No module named 'x'".
     """
+    text = _interpret(exit)
+    if not exit.detail:
+        return text
+    line = exit.detail.strip().splitlines()[0] if exit.detail.strip() else ""
+    if len(line) > DETAIL_CHARS:
+        line = line[: DETAIL_CHARS - 1] + "…"
+    return f"{text}: {line}" if line else text
+
+
+def _interpret(exit: Exit) -> str:
     facts = _plain(exit)
     if exit.cause is not None:
         return exit.cause if facts is None else f"{exit.cause} ({facts})"
+    if exit.load_error:
+        if exit.code is not None:
+            return f"load error (exit {exit.code})"
+        return "load error" if facts is None else f"load error ({facts})"
     if exit.signal is not None:
         name = _signal_name(exit.signal)
         if exit.core_dumped:
@@ -137,7 +158,7 @@ def describe(exit: Exit) -> str:
         return f"killed by {name}"
     if exit.code == EXIT_OK:
         return "exited cleanly"
-    if exit.code in _CODE_MEANINGS:
+    if exit.code in _CODE_MEANINGS and exit.code != EXIT_LOAD_ERROR:  # 3: only when reported
         return f"{_CODE_MEANINGS[exit.code]} (exit {exit.code})"
     return facts or "ended (status unknown)"
 

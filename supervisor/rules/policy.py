@@ -11,7 +11,8 @@ The rules, in order:
 2. Otherwise the exit is a crash, and *every* crash counts toward the intensity limit
    (Erlang/OTP's MaxR/MaxT, systemd's StartLimitBurst): more than ``max_restarts`` crashes
    within ``window`` seconds → GiveUp.
-3. A load error (exit 3) gives up after ``load_error_tries`` load errors in a row. Load errors
+3. A load error (``Exit.load_error``: the worker *reported* one before exiting; a bare exit
+   status 3 is an ordinary crash) gives up after ``load_error_tries`` in a row. Load errors
    are usually deterministic (an ImportError), but a deploy caught mid-write is not; so a load
    error *is* retried, never immediately: it waits at least one ``backoff`` step.
 4. Backoff: a one-off crash after a healthy run heals at once. The first crash ever, and the
@@ -38,6 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from supervisor.config.schema import RESTART_POLICIES, RestartConfig
 from supervisor.rules.exits import Exit, describe
 
 __all__ = [
@@ -52,44 +54,14 @@ __all__ = [
     "decide",
 ]
 
-POLICIES = frozenset({"always", "on-failure", "never"})
+POLICIES = frozenset(RESTART_POLICIES)
 
 # 2**64 × any sane backoff is far past any max_backoff; the cap keeps float maths finite.
 _MAX_EXPONENT = 64
 
 
-@dataclass(frozen=True)
-class RestartSettings:
-    """How one extension is restarted. Durations are seconds.
-
-    Raises:
-        ValueError: an unknown policy or a value out of range.
-    """
-
-    policy: str = "on-failure"
-    max_restarts: int = 5
-    window: float = 60.0
-    backoff: float = 1.0
-    max_backoff: float = 30.0
-    jitter: float = 0.2
-    reset_after: float = 60.0
-    load_error_tries: int = 2
-
-    def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ValueError(f"restart policy must be one of {sorted(POLICIES)}: {self.policy!r}")
-        if self.max_restarts < 0:
-            raise ValueError(f"max_restarts must be >= 0, got {self.max_restarts}")
-        if self.window <= 0:
-            raise ValueError(f"window must be > 0, got {self.window}")
-        if self.backoff < 0 or self.max_backoff < 0:
-            raise ValueError("backoff and max_backoff must be >= 0")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
-        if self.reset_after < 0:
-            raise ValueError(f"reset_after must be >= 0, got {self.reset_after}")
-        if self.load_error_tries < 1:
-            raise ValueError(f"load_error_tries must be >= 1, got {self.load_error_tries}")
+RestartSettings = RestartConfig
+"""How one extension is restarted: the config's ``restart:`` block, one type for both."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ restart policy, and moves on to ``backoff`` (restart), ``failed`` (give up) or `
 (the policy says not to restart). A worker that dies while ``stopping`` simply becomes
 ``stopped``: we asked it to go. ``disabled`` is the operator's "do not start this".
 
+What the runner does in each (state, goal) — where the worker is and where it should be — is
+data beside this table, in ``goals.py``; its unit tests check every reaction against it.
+
 Time is passed in (monotonic seconds); nothing here reads a clock.
 """
 

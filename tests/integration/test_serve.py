@@ -142,6 +142,36 @@ def test_crash_after_running_restarts(tmp_path: Path) -> None:
         assert "exited with status 1" in (e["last_exit"] or "")
 
 
+def test_exit_3_at_run_time_is_a_crash_not_a_load_error(tmp_path: Path) -> None:
+    # Status 3 is the worker's load-error code, but an extension may exit with it too: only
+    # what the worker reported over its channel makes a load error (never two tries and out).
+    mods = [
+        module_entry("three", "crash_later", config={"after": 0.3, "code": 3}, restart=FAST_RESTART)
+    ]
+    with serve_fixture(tmp_path, mods) as s:
+        s.start()
+        e = wait_for(lambda: s.ext("three")["restarts"] >= 3 and s.ext("three"), 20, "3 restarts")
+        assert e["state"] != "failed"
+        assert "exited with status 3" in (e["last_exit"] or "")
+        assert "load error" not in (e["last_exit"] or "") + e["reason"]
+        reasons = [x["reason"] for x in s.logs() if x.get("event") == "state"]
+        assert not [r for r in reasons if "load error" in r]
+
+
+def test_status_row_names_the_cause_of_a_load_error(tmp_path: Path) -> None:
+    mods = [module_entry("broken", "crash_import", restart={"backoff": "50ms"})]
+    with serve_fixture(tmp_path, mods) as s:
+        s.start()
+        e = s.wait_state("broken", "failed")
+        cause = "RuntimeError: crash_import: boom at import time"
+        assert cause in e["reason"]
+        assert e["reason"].startswith("load error twice: load error (exit 3)")
+        out = s.spctl("status")
+        assert out.returncode == 0, out.stderr
+        row = next(line for line in out.stdout.splitlines() if line.startswith("broken"))
+        assert cause in row
+
+
 def test_import_crash_loop_goes_to_failed_with_traceback(tmp_path: Path) -> None:
     mods = [module_entry("broken", "crash_import", restart={"backoff": "50ms"})]
     with serve_fixture(tmp_path, mods) as s:

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from supervisor.config import Extension, Source
+from supervisor.core.inbox import BackoffDone
 from supervisor.core.runner import Runner, RunnerContext, run_guarded
 from supervisor.rules.states import State
 
@@ -36,7 +37,7 @@ async def test_late_message_after_retire_is_ignored() -> None:
         tg.start_soon(run_guarded, runner)
         with anyio.fail_after(5):
             await runner.retire()
-        runner._post(("backoff_done", 1))  # what a sleeping backoff timer does later
+        runner._post(BackoffDone(1))  # what a sleeping backoff timer does later
     assert runner.state is State.STOPPED
 
 

@@ -22,7 +22,17 @@ DESCRIPTIONS = [
     (Exit(0, None), "exited cleanly"),
     (Exit(1, None), "exited with status 1"),
     (Exit(2, None), "worker usage error (exit 2)"),
-    (Exit(3, None), "load error (exit 3)"),
+    # A load error is what the worker reported before it exited, never the bare status 3.
+    (Exit(3, None, load_error=True), "load error (exit 3)"),
+    (Exit(3, None), "exited with status 3"),
+    (Exit(None, KILL, load_error=True), "load error (killed by SIGKILL)"),
+    # What the worker said (its load_error/error message) follows, shortened to one line.
+    (
+        Exit(3, None, load_error=True, detail="ModuleNotFoundError: No module named 'x'"),
+        "load error (exit 3): ModuleNotFoundError: No module named 'x'",
+    ),
+    (Exit(1, None, detail="ValueError: bad\nsecond line"), "exited with status 1: ValueError: bad"),
+    (Exit(1, None, detail="E: " + "x" * 200), "exited with status 1: E: " + "x" * 96 + "…"),
     (Exit(4, None), "daemon reports not running (exit 4)"),
     (Exit(5, None), "orphaned at start (exit 5)"),
     (Exit(6, None), "channel to supervisor lost (exit 6)"),
@@ -65,7 +75,8 @@ def test_describe(exit: Exit, text: str) -> None:
         (Exit(0, None, requested=True), True, False),
         (Exit(0, None, cause="start timeout (30s)"), False, False),
         (Exit(1, None), False, False),
-        (Exit(3, None), False, True),
+        (Exit(3, None), False, False),
+        (Exit(3, None, load_error=True), False, True),
         (Exit(None, KILL), False, False),
         (Exit(None, None), False, False),
     ],
@@ -128,7 +139,7 @@ def test_from_returncode(returncode: int, expected: Exit) -> None:
 @pytest.mark.parametrize(
     ("code", "kill", "text"),
     [
-        ("import sys; sys.exit(3)", None, "load error (exit 3)"),
+        ("import sys; sys.exit(3)", None, "exited with status 3"),
         ("import sys; sys.exit(1)", None, "exited with status 1"),
         ("import time; time.sleep(1000)", KILL, "killed by SIGKILL: perhaps out of memory?"),
     ],

@@ -30,7 +30,7 @@ def const(value: float) -> Callable[[], float]:
 
 CRASH = Exit(1, None)
 CLEAN = Exit(0, None)
-LOAD = Exit(3, None)
+LOAD = Exit(3, None, load_error=True)  # the worker reported a load error, then exited 3
 OOM = Exit(None, 9)
 ROOMY = RestartSettings(max_restarts=1000, window=60.0)
 
@@ -235,6 +235,16 @@ class TestLoadErrors:
         got = [w.life(LOAD) for _ in range(tries)]
         assert all(isinstance(d, Restart) for d in got[:-1])
         assert got[-1] == GiveUp(reason)
+
+    def test_an_unreported_exit_3_is_an_ordinary_crash(self) -> None:
+        # An extension may exit with status 3 at run time: only the worker's report of a load
+        # error makes one (the first restart is immediate, and two do not give up).
+        w = Worker()
+        got = [w.life(Exit(3, None), ran=5.0), w.life(Exit(3, None), ran=5.0)]
+        assert got == [
+            Restart(0.0, 1, "exited with status 3"),
+            Restart(1.0, 2, "exited with status 3"),
+        ]
 
     def test_a_load_error_in_a_streak_keeps_the_streak_delay(self) -> None:
         w = Worker()

@@ -1,0 +1,158 @@
+"""One runner's call path: client requests to its worker (mcp, service, ping).
+
+Each call goes to the worker that is up when it starts, within the extension's ``timeout``
+(or what is left of it: :meth:`Calls.budget`), and fails at once, naming the extension, when
+there is no worker or it dies meanwhile. Calls count as activity for a lazy server's
+``idleTimeout`` (:meth:`Calls.idle_watch`).
+
+Progress: clients fan in here (the HTTP front, ``spctl mcp``, each numbering its tokens from
+1), so the core gives every call that wants progress a token of its own towards the worker and
+maps each report back to the caller's token and callback.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from supervisor.core.incarnation import Incarnation
+from supervisor.rules.exits import describe, from_waitid
+from worker.channel import Channel, ChannelClosed
+
+__all__ = ["CallTimeout", "Calls", "CommandFailed", "Progress"]
+
+
+class CommandFailed(Exception):
+    """An operator command could not reach its goal; the message says why."""
+
+
+class CallTimeout(CommandFailed):
+    """An MCP call got no answer within the extension's ``timeout``."""
+
+
+Progress = Callable[[list[Any]], None]
+"""Gets a progress report ``[token, progress, total, message]`` under the caller's token."""
+
+
+class Calls:
+    """``current()`` says which worker is up now and the state (for "not running (…)")."""
+
+    def __init__(
+        self, name: str, timeout: float, current: Callable[[], tuple[Incarnation | None, str]]
+    ) -> None:
+        self.name = name
+        self.timeout = timeout  # the extension's per-call timeout (the runner's update sets it)
+        self.current = current
+        self.in_flight = 0
+        self.last_activity = time.monotonic()
+        self._progress: dict[int, tuple[Any, Progress]] = {}  # core token → caller's
+        self._tokens = itertools.count(1)
+
+    @property
+    def progress_in_flight(self) -> int:
+        """Calls waiting for progress reports now."""
+        return len(self._progress)
+
+    def _channel(self) -> tuple[Incarnation, Channel]:
+        inc, state = self.current()
+        if inc is None or not inc.ready or inc.channel is None:
+            raise CommandFailed(f"{self.name} is not running ({state})")
+        return inc, inc.channel
+
+    async def ping(self, timeout: float = 5.0) -> float:
+        """Round trip to the worker over its channel; seconds. Not a client's call: no
+        activity, no budget. Raises CommandFailed at once when the worker is not running or
+        dies while the ping is in flight."""
+        _, channel = self._channel()
+        t0 = time.monotonic()
+        try:
+            await channel.request("ping", timeout=timeout)
+        except ChannelClosed as exc:
+            why = f"{self.name}: worker went away during the call ({exc.message})"
+            raise CommandFailed(why) from None
+        except TimeoutError:
+            raise CommandFailed(f"{self.name}: no answer within {timeout:g}s") from None
+        return time.monotonic() - t0
+
+    async def mcp(
+        self,
+        method: str,
+        params: dict[str, Any],
+        meta: dict[str, Any] | None = None,
+        on_progress: Progress | None = None,
+        deadline: float | None = None,
+    ) -> Any:
+        """One MCP request to this server's worker, within the extension's ``timeout`` (or
+        until ``deadline``, monotonic, when the caller already spent some of it waiting);
+        progress reports go to ``on_progress`` under the caller's own token. Raises as
+        :meth:`call`; the worker's RpcError (MCP error codes) passes through."""
+        meta = meta or {}
+        token = meta.get("progressToken")
+        if token is None:
+            return await self.call(deadline, "mcp", method, params, meta)
+        meta = {k: v for k, v in meta.items() if k != "progressToken"}
+        if on_progress is None:  # nobody to tell: the worker need not report
+            return await self.call(deadline, "mcp", method, params, meta)
+        ours = next(self._tokens)
+        self._progress[ours] = (token, on_progress)
+        try:
+            meta["progressToken"] = ours
+            return await self.call(deadline, "mcp", method, params, meta)
+        finally:
+            del self._progress[ours]
+
+    async def service(self, name: str, params: Any, deadline: float | None = None) -> Any:
+        """One ``"<service>.<method>"`` call to a plugin's worker, as :meth:`mcp`."""
+        return await self.call(deadline, "service", name, params)
+
+    def progress(self, params: list[Any]) -> None:
+        """A worker's ``progress`` [token, …]: to the call that owns the token, as the caller's."""
+        entry = self._progress.get(params[0]) if params and type(params[0]) is int else None
+        if entry is not None:
+            caller_token, push = entry
+            push([caller_token, *params[1:]])
+
+    async def call(self, deadline: float | None, *request: Any) -> Any:
+        """A request a client made: activity for ``idleTimeout``, the extension's ``timeout``.
+        Raises CommandFailed at once when the worker is not running or dies during the call
+        (naming the extension and, when known within 0.5 s, how the worker ended), or
+        CallTimeout."""
+        inc, channel = self._channel()
+        self.in_flight += 1
+        try:
+            return await channel.request(*request, timeout=self.budget(deadline))
+        except ChannelClosed as exc:
+            why = exc.message
+            if inc.proc is not None:
+                with anyio.move_on_after(0.5):
+                    result = await inc.proc.wait()
+                    why = describe(from_waitid(result.si_code, result.si_status, cause=inc.cause))
+            raise CommandFailed(f"{self.name}: worker went away during the call ({why})") from None
+        except TimeoutError:
+            raise CallTimeout(f"{self.name}: no answer within timeout {self.timeout:g}s") from None
+        finally:
+            self.in_flight -= 1
+            self.last_activity = time.monotonic()
+
+    def budget(self, deadline: float | None) -> float:
+        """Seconds a call may take: the extension's ``timeout``, or what is left of it."""
+        if deadline is None:
+            return self.timeout
+        return max(0.001, deadline - time.monotonic())
+
+    async def idle_watch(
+        self, scope: anyio.CancelScope, idle: float, on_idle: Callable[[], None]
+    ) -> None:
+        """A lazy server with ``idleTimeout`` stops after that long without calls (``on_idle``);
+        the next call starts it again. Ends with ``scope`` (the worker's)."""
+        with scope:
+            while True:
+                quiet = time.monotonic() - self.last_activity
+                if self.in_flight == 0 and quiet >= idle:
+                    on_idle()
+                    return
+                await anyio.sleep(max(0.05, idle - quiet if self.in_flight == 0 else idle))

@@ -1,0 +1,145 @@
+"""The messages a runner's inbox takes, and the callers waiting on its commands.
+
+The messages are: typed, frozen, matched by type in ``Runner._handle``.
+
+``Command`` comes from the runner's public methods (an operator, serve, the idle watch);
+the others from the tasks of one worker incarnation (``incarnation.py``), each tagged with the
+incarnation's number ``n`` so a message about a worker that is already gone is ignored, and
+``BackoffDone`` from the backoff timer, tagged with the backoff it ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from supervisor.rules.exits import Exit
+from supervisor.rules.goals import Cmd, Step, Wait
+from supervisor.rules.states import State
+
+__all__ = [
+    "BackoffDone",
+    "Command",
+    "Exited",
+    "Kill",
+    "Message",
+    "Ready",
+    "SpawnFailed",
+    "Spawned",
+    "Waiter",
+    "Waiters",
+    "WorkerMessage",
+]
+
+
+@dataclass(eq=False)
+class Waiter:
+    """A caller of a command, waiting for its outcome (``error`` None: it was reached)."""
+
+    wait: Wait
+    done: anyio.Event = field(default_factory=anyio.Event)
+    seen_start: bool = False
+    error: str | None = None
+
+    def finish(self, error: str | None = None) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+_DOWN = (State.STOPPED, State.FAILED, State.DISABLED)
+
+
+class Waiters:
+    """The callers waiting on one runner's commands, answered as its state moves."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._waiting: list[Waiter] = []
+        self.changed = anyio.Event()  # set (and replaced) at every move
+
+    def add(self, w: Waiter) -> None:
+        self._waiting.append(w)
+
+    def moved(self, state: State, reason: str) -> None:
+        """The state moved to ``state``: answer whoever waited for that (or for its failure)."""
+        self.changed.set()
+        self.changed = anyio.Event()
+        for w in self._waiting:
+            if w.wait is Wait.DOWN and state in _DOWN:
+                w.finish()
+            elif w.wait is not Wait.UP:
+                continue
+            elif state is State.STARTING:
+                w.seen_start = True
+            elif state is State.RUNNING and w.seen_start:
+                w.finish()
+            elif w.seen_start and state in (State.CRASHED, State.FAILED, State.STOPPED):
+                w.finish(f"{self.name}: {state.value}: {reason}")
+        self._waiting = [w for w in self._waiting if not w.done.is_set()]
+
+    def handled(self, w: Waiter, step: Step, before: State, now: State) -> None:
+        """Its command was handled (``step``, from ``before`` to ``now``): answer what is
+        answered already; the rest is answered by :meth:`moved`."""
+        if step is Step.REFUSE:
+            w.finish(f"{self.name} is {before.value}")
+        elif (
+            w.wait is Wait.NOW
+            or (w.wait is Wait.DOWN and now in _DOWN)
+            or (w.wait is Wait.UP and now is State.RUNNING)
+        ):
+            w.finish()
+        elif w.wait is Wait.UP and now is State.STARTING:
+            w.seen_start = True
+        self._waiting = [w for w in self._waiting if not w.done.is_set()]
+
+
+@dataclass(frozen=True)
+class Command:
+    cmd: Cmd
+    waiter: Waiter | None = None
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """The worker process exists and its channel is connected."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class SpawnFailed:
+    n: int
+    error: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    n: int
+    info: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Kill:
+    """Kill the worker's tree now; ``reason`` becomes the recorded cause."""
+
+    n: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Exited:
+    n: int
+    exit: Exit
+
+
+@dataclass(frozen=True)
+class BackoffDone:
+    token: int
+
+
+WorkerMessage = Spawned | SpawnFailed | Ready | Kill | Exited
+Message = Command | WorkerMessage | BackoffDone

@@ -1,0 +1,61 @@
+"""One extension's status, as ``spctl status`` (and ``--json``) shows it: plain data."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+from supervisor.config import Extension
+from supervisor.rules.limits import Sample, WatchLimits, headroom
+from supervisor.rules.states import State, StateMachine
+
+__all__ = ["Observed", "snapshot", "usage"]
+
+
+class Observed(Protocol):
+    """What a snapshot reads (a Runner)."""
+
+    ext: Extension
+    sm: StateMachine
+    restarts: int
+    last_exit: str | None
+    last_error: dict[str, Any] | None
+    metadata: dict[str, Any]
+    usage: Sample | None
+
+    @property
+    def pid(self) -> int | None: ...
+
+
+def snapshot(r: Observed) -> dict[str, Any]:
+    now = time.monotonic()
+    ext, state, since, pid = r.ext, r.sm.state, r.sm.since, r.pid
+    live = r.usage if pid else None
+    return {
+        "name": ext.name,
+        "kind": ext.kind,
+        "type": ext.type,
+        "enabled": ext.enabled,
+        "state": state.value,
+        "reason": r.sm.reason,
+        "pid": pid,
+        "since": time.time() - (now - since),
+        "uptime": (now - since) if state is State.RUNNING else None,
+        "restarts": r.restarts,
+        "last_exit": r.last_exit,
+        "error": r.last_error,
+        "metadata": r.metadata,
+        "usage": usage(live),
+        "headroom": headroom(live, WatchLimits.from_config(ext.limits)) if live else {},
+    }
+
+
+def usage(sample: Sample | None) -> dict[str, Any] | None:
+    if sample is None:
+        return None
+    return {
+        "rss": sample.rss,
+        "cpu": round(sample.cpu, 4),
+        "processes": sample.processes,
+        "open_files": sample.open_files,
+    }
