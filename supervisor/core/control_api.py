@@ -20,6 +20,7 @@ import structlog
 from supervisor import __version__
 from supervisor.core.catalogs import Catalogs
 from supervisor.core.fleet import Fleet, NotHosted
+from supervisor.core.ordering import Ordering
 from supervisor.core.reloader import InvalidConfig, Reloader
 from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner
@@ -39,8 +40,6 @@ INVALID_CONFIG = -32012
 
 FOLLOW_BUFFER_LIMIT = 1 << 20  # a `logs -f` client that reads slower than this loses lines
 
-Verbs = Callable[[Runner], Awaitable[None]]
-
 
 class ControlApi:
     def __init__(
@@ -49,32 +48,31 @@ class ControlApi:
         catalogs: Catalogs,
         reloader: Reloader,
         relay: ResourceRelay,
-        *,
-        start: Verbs,
+        order: Ordering,
         limits: LimitsEnforcer,
+        *,
         about: dict[str, Any],
         front: Callable[[], dict[str, Any] | None],
     ) -> None:
-        """``start(runner)``: bring it up, dependencies first; ``about``: what ``status`` says
-        of the supervisor besides its uptime, limits and ``front()`` (the MCP front's row)."""
+        """``order`` starts dependencies first and stops dependents first; ``about``: what
+        ``status`` says of the supervisor besides uptime, limits and ``front()`` (its row)."""
         self.fleet = fleet
         self.catalogs = catalogs
         self.reloader = reloader
         self.relay = relay
-        self._start = start
+        self.order = order
         self._limits = limits
         self._about = about
         self._front = front
         self._started = time.monotonic()
-        self.snapshot = fleet.snapshot
 
     def handlers(self) -> dict[str, Callable[..., Any]]:
         return {
             "ping": lambda: "pong",
             "status": self.status,
-            "start": self._verb(self._start),
-            "stop": self._verb(Runner.stop),
-            "restart": self._verb(Runner.restart),
+            "start": self._verb(self.order.start),
+            "stop": self._verb(self.order.stop_one),
+            "restart": self._verb(self.order.restart),
             "enable": self.enable,
             "disable": self.disable,
             "reload": self.reload,
@@ -100,11 +98,13 @@ class ControlApi:
 
     # ----- verbs -----
 
-    def _verb(self, action: Verbs) -> Callable[[str], Awaitable[dict[str, Any]]]:
+    def _verb(
+        self, action: Callable[[Runner], Awaitable[None]]
+    ) -> Callable[[str], Awaitable[dict[str, Any]]]:
         async def handler(name: str) -> dict[str, Any]:
             runner = self.runner(name)
             await _refused(action(runner))
-            return self.snapshot(runner)
+            return self.fleet.snapshot(runner)
 
         return handler
 
@@ -115,14 +115,14 @@ class ControlApi:
         if runner.ext.lazy:
             self.catalogs.learn(runner)
         else:
-            await _refused(self._start(runner), "enabled, but ")
-        return self.snapshot(runner)
+            await _refused(self.order.start(runner), "enabled, but ")
+        return self.fleet.snapshot(runner)
 
     async def disable(self, name: str) -> dict[str, Any]:
         runner = self.runner(name)
         self.fleet.set_enabled(runner, False)
         await runner.disable()
-        return self.snapshot(runner)
+        return self.fleet.snapshot(runner)
 
     async def worker_ping(self, name: str) -> float:
         """Round trip supervisor ⇄ worker (tests, benchmarks, scripts checking liveness)."""
@@ -134,15 +134,16 @@ class ControlApi:
             "pid": os.getpid(),
             "version": __version__,
             **self._about,
+            "overrides": str(self.fleet.overrides.path),
             "uptime": time.monotonic() - self._started,
             "limits_enforcement": self._limits.mode,
             "mcp_front": self._front(),
             "limits_reason": self._limits.reason,
         }
         if name is not None:
-            exts = [self.snapshot(self.runner(name))]
+            exts = [self.fleet.snapshot(self.runner(name))]
         else:
-            exts = [self.snapshot(r) for r in self.fleet]
+            exts = [self.fleet.snapshot(r) for r in self.fleet]
             exts += [
                 {"name": n, "state": "failed", "reason": why}
                 for n, why in self.fleet.invalid.items()
@@ -221,13 +222,12 @@ class ControlApi:
     async def _call_extension(
         self, runner: Runner, call: Callable[[float | None], Awaitable[Any]]
     ) -> Any:
-        """``call(deadline)`` into ``runner``'s worker: a lazy one is started first; one coming
-        back after a crash (~0.1 s) is waited for, and the wait and the call share one timeout.
-        """
+        """``call(deadline)`` into ``runner``'s worker: a lazy one is started first (after its
+        dependencies); one coming back after a crash is waited for, within the call's timeout."""
         try:
             deadline = None
             if runner.ext.lazy and runner.state is not State.RUNNING:
-                await self._start(runner)  # lazy: started by the first call that needs it
+                await self.order.start(runner)  # lazy: started by the first call that needs it
             elif runner.restarting:
                 deadline = time.monotonic() + runner.ext.timeout
                 await runner.wait_while_restarting(runner.ext.timeout)

@@ -69,15 +69,21 @@ class Reloader:
             log.info("reload", **{k: v for k, v in p.as_dict().items() if v and k != "keep"})
             errors: list[str] = []
             runnable = new.runnable
-            await self.order.stop([fleet.require(n) for n in (*p.stop, *p.disable)])
+
+            async def stop_or_disable(runner: Runner) -> None:
+                if runner.name in p.disable:
+                    runner.update(runnable[runner.name])
+                    await runner.disable()
+                else:
+                    await runner.stop()
+
+            await self.order.stop(
+                [fleet.require(n) for n in (*p.stop, *p.disable)], stop_or_disable
+            )
             for name in p.stop:
                 await fleet.require(name).retire()
                 fleet.remove(name)
                 self.catalogs.forget(name)  # it left the registry: its cached tools go too
-            async with anyio.create_task_group() as tg:
-                for name in p.disable:
-                    fleet.require(name).update(runnable[name])
-                    tg.start_soon(fleet.require(name).disable)
             for name in p.update:
                 self.catalogs.learn(fleet.ensure(runnable[name]))
             async with anyio.create_task_group() as tg:

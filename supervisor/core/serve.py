@@ -80,17 +80,10 @@ class Supervisor:
             self.catalogs.load(self.fleet.ensure(ext))
         self.relay = ResourceRelay(self.fleet)
         self.reloader = Reloader(opts.extensions, self.fleet, self.catalogs, self.order)
-        parts = (self.fleet, self.catalogs, self.reloader, self.relay)
-        where = {
-            "extensions_dir": opts.extensions,
-            "socket": opts.socket,
-            "overrides": overrides.path,
-        }
-        about = {k: str(v) for k, v in where.items()}
+        about = {"extensions_dir": str(opts.extensions), "socket": str(opts.socket)}
         front = lambda: self.front.snapshot() if self.front is not None else None  # noqa: E731
-        self.api = ControlApi(
-            *parts, start=self.order.start, limits=self.limits, about=about, front=front
-        )
+        parts = (self.fleet, self.catalogs, self.reloader, self.relay, self.order, self.limits)
+        self.api = ControlApi(*parts, about=about, front=front)
         self.server = ControlServer(opts.socket, self.api.handlers(), self.api.stream_handlers())
         self._stop = anyio.Event()
         # The MCP front: built here, run in the task group, stopped first, shown in status.
