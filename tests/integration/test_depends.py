@@ -8,6 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.helpers import FIXTURES, Serve, module_entry, serve_fixture, wait_for
 
 
@@ -97,3 +99,26 @@ def test_start_of_a_dependent_starts_its_dependencies_first(tmp_path: Path) -> N
         assert s.ext("app")["state"] == "running"
         assert s.ext("base")["state"] == "running"
         assert _index(s, "app", "starting") > _index(s, "base", "running", last=True)
+
+
+def test_reload_starts_and_stops_in_dependency_order(tmp_path: Path) -> None:
+    with serve_fixture(tmp_path, [module_entry("other", "ok_daemon")]) as s:
+        s.start()
+        s.wait_state("other", "running")
+        both = [
+            module_entry("other", "ok_daemon"),
+            module_entry("app", "ok_daemon", dependsOn=["base"]),
+            module_entry("base", "slow_sync", config={"seconds": 0.5}),
+        ]
+        (s.extensions / "modules.yaml").write_text(yaml.safe_dump({"modules": both}))
+        shutil.copytree(FIXTURES / "slow_sync", s.extensions / "modules" / "slow_sync")
+        out = s.spctl("reload")
+        assert out.returncode == 0, out.stderr
+        assert s.ext("app")["state"] == "running"
+        assert _index(s, "app", "starting") > _index(s, "base", "running")
+        # both removed at once: the dependent goes first
+        (s.extensions / "modules.yaml").write_text(yaml.safe_dump({"modules": both[:1]}))
+        out = s.spctl("reload")
+        assert out.returncode == 0, out.stderr
+        assert _index(s, "app", "stopped") < _index(s, "base", "stopping")
+        assert s.ext("other")["state"] == "running"
