@@ -43,6 +43,7 @@ class Ordering:
         self.fleet = fleet
         self.catalogs = catalogs
         self.settled = anyio.Event()  # every eager extension has tried to start and settled
+        self._asked: set[str] = set()  # at boot: asked to start (each once)
 
     def _lookup(self, name: str) -> tuple[State, bool] | None:
         runner = self.fleet.get(name)
@@ -53,7 +54,7 @@ class Ordering:
     def boot(self) -> None:
         """Start every enabled eager extension (without waiting): its dependencies first."""
         for runner in self.fleet:
-            if runner.ext.enabled and not runner.ext.lazy:
+            if runner.ext.enabled and not runner.ext.lazy and runner.name not in self._asked:
                 self._want(runner)
         self._check_settled()  # nothing to start at all
 
@@ -67,6 +68,7 @@ class Ordering:
     def _want(self, runner: Runner) -> None:
         """Start ``runner`` as soon as its dependencies run (and ask for those that are
         merely stopped, never tried: a lazy one, say)."""
+        self._asked.add(runner.name)
         waiting = blockers(runner.ext.depends_on, self._lookup)
         if not waiting:
             self.fleet.held.pop(runner.name, None)
@@ -75,7 +77,7 @@ class Ordering:
         self.fleet.held[runner.name] = waiting_reason(waiting, self._lookup)
         for dep in filter(None, map(self.fleet.get, waiting)):
             idle = dep.state is State.STOPPED and not dep.attempted and dep.ext.enabled
-            if idle and dep.name not in self.fleet.held:
+            if idle and dep.name not in self._asked:
                 self._want(dep)
 
     def on_transition(self, runner: Runner, tr: Transition) -> None:
