@@ -1,37 +1,35 @@
-"""What the control socket offers: status, start/stop/restart, enable/disable, reload, logs.
+"""What the control socket offers: status, start/stop/restart, enable/disable, reload, logs, MCP.
 
-Each handler validates the name, delegates to the extension's runner and turns a refusal into
-an ``RpcError`` the CLI prints (exit 1). Reload re-reads both files, refuses the whole change
-if anything is invalid (nothing that runs is touched), and otherwise applies the plan from
-``reload.plan``: only added, removed, changed or (dis)enabled extensions move.
+Only a translation of RPC ⇄ calls: each handler finds the runner with ``Fleet.require``,
+calls the fleet, the catalogs, the reloader or the runner, and turns a refusal into an
+``RpcError`` the CLI prints (exit 1). Every call into an extension (an MCP request, a plugin
+service) goes through :meth:`ControlApi._call_extension`: a lazy one is started by the first
+call, one coming back after a crash is waited for within the same timeout as the call.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-import anyio
 import structlog
 
 from supervisor import __version__
-from supervisor.config import load_registry
+from supervisor.core.catalogs import Catalogs
+from supervisor.core.fleet import Fleet, NotHosted
+from supervisor.core.ordering import Ordering
+from supervisor.core.reloader import InvalidConfig, Reloader
 from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
-from supervisor.core.runner import CallTimeout, CommandFailed, Runner, run_guarded
-from supervisor.rules.reload_plan import plan
-from supervisor.rules.router import Catalog, Router
-from supervisor.rules.states import ACTIVE, LISTED, State
+from supervisor.core.runner import CallTimeout, CommandFailed, Runner
+from supervisor.core.watchdog import LimitsEnforcer
+from supervisor.rules.states import State
 from worker.channel import Channel, ChannelClosed
 from worker.protocol import INVALID_CONFIG, METHOD_NOT_FOUND, REFUSED, UNKNOWN_EXTENSION
 from worker.protocol import TIMEOUT as CALL_TIMEOUT
 from worker.rpc import RpcError
-
-if TYPE_CHECKING:
-    from supervisor.core.serve import Supervisor
 
 __all__ = ["INVALID_CONFIG", "REFUSED", "UNKNOWN_EXTENSION", "ControlApi"]
 
@@ -42,20 +40,37 @@ FOLLOW_BUFFER_LIMIT = 1 << 20  # a `logs -f` client that reads slower than this 
 
 
 class ControlApi:
-    def __init__(self, sup: Supervisor) -> None:
-        self.sup = sup
-        self._reload_lock = anyio.Lock()
-        self.relay = ResourceRelay(sup)
-        self.server_up = self.relay.server_up
-        self.resource_updated = self.relay.resource_updated
+    def __init__(
+        self,
+        fleet: Fleet,
+        catalogs: Catalogs,
+        reloader: Reloader,
+        relay: ResourceRelay,
+        order: Ordering,
+        limits: LimitsEnforcer,
+        *,
+        about: dict[str, Any],
+        front: Callable[[], dict[str, Any] | None],
+    ) -> None:
+        """``order`` starts dependencies first and stops dependents first; ``about``: what
+        ``status`` says of the supervisor besides uptime, limits and ``front()`` (its row)."""
+        self.fleet = fleet
+        self.catalogs = catalogs
+        self.reloader = reloader
+        self.relay = relay
+        self.order = order
+        self._limits = limits
+        self._about = about
+        self._front = front
+        self._started = time.monotonic()
 
     def handlers(self) -> dict[str, Callable[..., Any]]:
         return {
             "ping": lambda: "pong",
             "status": self.status,
-            "start": self._verb("start"),
-            "stop": self._verb("stop"),
-            "restart": self._verb("restart"),
+            "start": self._verb(self.order.start),
+            "stop": self._verb(self.order.stop_one),
+            "restart": self._verb(self.order.restart),
             "enable": self.enable,
             "disable": self.disable,
             "reload": self.reload,
@@ -69,178 +84,79 @@ class ControlApi:
     def stream_handlers(self) -> dict[str, Callable[..., Any]]:
         return {"logs": self.logs, "mcp": self.mcp, "mcp_watch": self.mcp_watch}
 
-    # ----- lookups -----
-
-    def runner(self, name: str) -> Runner:
-        runner = self.sup.runners.get(name)
-        if runner is None:
-            if name in self.sup.invalid:
-                raise RpcError(REFUSED, f"{name}: {self.sup.invalid[name]}")
-            raise RpcError(UNKNOWN_EXTENSION, f"no extension named {name!r}")
+    def runner(self, name: str, kind: str | None = None) -> Runner:
+        """The runner of ``name`` (of ``kind``: "server" refuses a module), or an RpcError."""
+        try:
+            runner = self.fleet.require(name)
+        except NotHosted as exc:
+            raise RpcError(UNKNOWN_EXTENSION if exc.reason is None else REFUSED, str(exc)) from None
+        if kind == "server" and runner.ext.kind != "server":
+            raise RpcError(REFUSED, f"{name} is a module, not an MCP server")
         return runner
-
-    def snapshot(self, runner: Runner) -> dict[str, Any]:
-        snap = runner.snapshot()
-        snap["enabled_source"] = self.sup.overrides.source(
-            runner.name, self.sup.sections.get(runner.name, runner.ext.section)
-        )
-        return snap
 
     # ----- verbs -----
 
-    def _verb(self, verb: str) -> Callable[[str], Any]:
+    def _verb(
+        self, action: Callable[[Runner], Awaitable[None]]
+    ) -> Callable[[str], Awaitable[dict[str, Any]]]:
         async def handler(name: str) -> dict[str, Any]:
             runner = self.runner(name)
-            try:
-                await getattr(runner, verb)()
-            except CommandFailed as exc:
-                raise RpcError(REFUSED, str(exc)) from None
-            return self.snapshot(runner)
+            await _refused(action(runner))
+            return self.fleet.snapshot(runner)
 
         return handler
 
     async def enable(self, name: str) -> dict[str, Any]:
         runner = self.runner(name)
-        self.sup.overrides.set(runner.ext, True, self.sup.yaml_enabled.get(name, True))
-        runner.update(dataclasses.replace(runner.ext, enabled=True))
+        self.fleet.set_enabled(runner, True)
         await runner.enable()
         if runner.ext.lazy:
-            self.sup.learn_catalog(runner)
+            self.catalogs.learn(runner)
         else:
-            try:
-                await runner.start()
-            except CommandFailed as exc:
-                raise RpcError(REFUSED, f"enabled, but {exc}") from None
-        return self.snapshot(runner)
+            await _refused(self.order.start(runner), "enabled, but ")
+        return self.fleet.snapshot(runner)
 
     async def disable(self, name: str) -> dict[str, Any]:
         runner = self.runner(name)
-        self.sup.overrides.set(runner.ext, False, self.sup.yaml_enabled.get(name, True))
-        runner.update(dataclasses.replace(runner.ext, enabled=False))
+        self.fleet.set_enabled(runner, False)
         await runner.disable()
-        return self.snapshot(runner)
+        return self.fleet.snapshot(runner)
 
     async def worker_ping(self, name: str) -> float:
         """Round trip supervisor ⇄ worker (tests, benchmarks, scripts checking liveness)."""
-        try:
-            return await self.runner(name).ping()
-        except CommandFailed as exc:
-            raise RpcError(REFUSED, str(exc)) from None
+        return float(await _refused(self.runner(name).ping()))
 
     def status(self, name: str | None = None) -> dict[str, Any]:
-        sup = self.sup
-        sup.limits.refresh_usage(sup.runners)
+        self._limits.refresh_usage(self.fleet.runners)
+        about = {
+            "pid": os.getpid(),
+            "version": __version__,
+            **self._about,
+            "overrides": str(self.fleet.overrides.path),
+            "uptime": time.monotonic() - self._started,
+            "limits_enforcement": self._limits.mode,
+            "mcp_front": self._front(),
+            "limits_reason": self._limits.reason,
+        }
         if name is not None:
-            exts = [self.snapshot(self.runner(name))]
+            exts = [self.fleet.snapshot(self.runner(name))]
         else:
-            exts = [self.snapshot(r) for r in sup.runners.values()]
+            exts = [self.fleet.snapshot(r) for r in self.fleet]
             exts += [
-                {"name": n, "state": "failed", "reason": why} for n, why in sup.invalid.items()
+                {"name": n, "state": "failed", "reason": why}
+                for n, why in self.fleet.invalid.items()
             ]
-        problems: dict[str, list[dict[str, str]]] = {}
-        for p in self.router().problems:  # tools, prompts, resources that cannot be routed
-            problems.setdefault(p.server, []).append(
-                {"kind": p.kind, "name": p.name, "reason": p.reason}
-            )
+        problems = self.catalogs.problems()
         for ext in exts:
             if ext.get("kind") == "server":
                 ext["routing_problems"] = problems.get(ext["name"], [])
-        return {
-            "supervisor": {
-                "pid": os.getpid(),
-                "version": __version__,
-                "uptime": time.monotonic() - sup.started,
-                "extensions_dir": str(sup.opts.extensions),
-                "socket": str(sup.opts.socket),
-                "overrides": str(sup.overrides.path),
-                "limits_enforcement": sup.limits.mode,
-                "mcp_front": sup.front.snapshot() if sup.front is not None else None,
-                "limits_reason": sup.limits.reason,
-            },
-            "extensions": exts,
-        }
-
-    # ----- reload -----
+        return {"supervisor": about, "extensions": exts}
 
     async def reload(self, dry_run: bool = False) -> dict[str, Any]:
-        """Apply the difference between what runs and the files; all or nothing on errors."""
-        async with self._reload_lock:
-            sup = self.sup
-            loaded = load_registry(sup.opts.extensions)
-            if loaded.errors:
-                raise RpcError(
-                    INVALID_CONFIG,
-                    f"configuration is invalid ({len(loaded.errors)} errors); nothing changed",
-                    {"errors": [str(e) for e in loaded.errors]},
-                )
-            old = {n: r.ext for n, r in sup.runners.items()}
-            saved = (dict(sup.yaml_enabled), dict(sup.sections))
-            new, invalid = sup.split(loaded)
-            running = frozenset(n for n, r in sup.runners.items() if r.state in ACTIVE)
-            p = plan(old, new, running)
-            if dry_run:
-                sup.yaml_enabled, sup.sections = saved
-                return {"plan": p.as_dict(), "applied": False, "errors": []}
-            sup.invalid = invalid
-            log.info("reload", **{k: v for k, v in p.as_dict().items() if v and k != "keep"})
-            errors: list[str] = []
-            async with anyio.create_task_group() as tg:
-                for name in p.stop:
-                    tg.start_soon(self._retire, name)
-                for name in p.disable:
-                    sup.runners[name].update(new[name])
-                    tg.start_soon(sup.runners[name].disable)
-                for name in p.update:
-                    sup.learn_catalog(self._ensure_runner(new[name]))
-                for name in p.restart:
-                    sup.runners[name].update(new[name])
-                    tg.start_soon(self._act, sup.runners[name].restart, errors)
-                for name in p.start:
-                    runner = self._ensure_runner(new[name])
-                    tg.start_soon(self._enable_and_start, runner, errors)
-            return {"plan": p.as_dict(), "applied": True, "errors": errors}
-
-    async def reload_quietly(self) -> None:
-        """SIGHUP: like ``spctl reload``; the outcome goes to the log."""
         try:
-            result = await self.reload()
-        except RpcError as exc:
-            log.error("reload refused", reason=exc.message, errors=(exc.data or {}).get("errors"))
-            return
-        if result["errors"]:
-            log.warning("reload applied with errors", errors=result["errors"])
-
-    def _ensure_runner(self, ext: Any) -> Runner:
-        sup = self.sup
-        runner = sup.runners.get(ext.name)
-        if runner is None:
-            runner = Runner(ext, sup.ctx)
-            sup.runners[ext.name] = runner
-            assert sup.tg is not None
-            sup.tg.start_soon(run_guarded, runner)
-        else:
-            runner.update(ext)
-        return runner
-
-    async def _retire(self, name: str) -> None:
-        runner = self.sup.runners[name]
-        await runner.retire()
-        self.sup.runners.pop(name, None)
-        self.sup.catalogs.forget(name)  # it left the registry: its cached tools go too
-
-    async def _enable_and_start(self, runner: Runner, errors: list[str]) -> None:
-        await runner.enable()
-        if runner.ext.lazy:
-            self.sup.learn_catalog(runner)
-        else:
-            await self._act(runner.start, errors)
-
-    @staticmethod
-    async def _act(action: Callable[[], Any], errors: list[str]) -> None:
-        try:
-            await action()
-        except CommandFailed as exc:
-            errors.append(str(exc))
+            return await self.reloader.reload(dry_run)
+        except InvalidConfig as exc:
+            raise RpcError(INVALID_CONFIG, str(exc), {"errors": exc.errors}) from None
 
     # ----- logs -----
 
@@ -273,33 +189,11 @@ class ControlApi:
 
     # ----- MCP -----
 
-    def _catalogs(self) -> dict[str, dict[str, Any]]:
-        """Catalogs of the MCP servers that are listed now (see :func:`listed`)."""
-        return {
-            n: r.catalog
-            for n, r in self.sup.runners.items()
-            if r.catalog is not None and listed(r, r.state)
-        }
-
     def mcp_catalogs(self) -> dict[str, Any]:
-        return {"version": self.sup.catalog_version, "servers": self._catalogs()}
+        return {"version": self.catalogs.version, "servers": self.catalogs.listed()}
 
     def mcp_watch(self, channel: Channel) -> dict[str, Any]:
-        """Push ``catalogs`` [version] on this connection whenever a catalog changes."""
-        self.sup.catalog_watchers.add(channel)
-        return {"version": self.sup.catalog_version}
-
-    def router(self) -> Router:
-        return Router(
-            Catalog(
-                server=name,
-                tools=tuple(c.get("tools") or ()),
-                resources=tuple(c.get("resources") or ()),
-                resource_templates=tuple(c.get("resourceTemplates") or ()),
-                prompts=tuple(c.get("prompts") or ()),
-            )
-            for name, c in sorted(self._catalogs().items())
-        )
+        return {"version": self.catalogs.watch(channel)}  # pushes ``catalogs`` [version]
 
     async def mcp(
         self,
@@ -311,74 +205,41 @@ class ControlApi:
     ) -> Any:
         """Forward one MCP request to ``server``'s worker; progress comes back on ``channel``.
         Resource (un)subscriptions are the relay's (see resource_relay)."""
+        runner = self.runner(server, "server")
         if method in SUBSCRIPTION_METHODS:
-            runner = self.runner(server)
-            if runner.ext.kind != "server":
-                raise RpcError(REFUSED, f"{server} is a module, not an MCP server")
             return await self.relay.request(channel, runner, method, params or {})
 
         def progress(params: list[Any]) -> None:
             with contextlib.suppress(ChannelClosed):
                 channel.notify("progress", *params)
 
-        return await self._forward(server, method, params or {}, meta or {}, progress)
+        return await self._call_extension(
+            runner, lambda d: runner.mcp(method, params or {}, meta or {}, progress, deadline=d)
+        )
 
-    async def _forward(
-        self,
-        server: str,
-        method: str,
-        params: dict[str, Any],
-        meta: dict[str, Any],
-        progress: Callable[[list[Any]], None] | None,
+    async def _call_extension(
+        self, runner: Runner, call: Callable[[float | None], Awaitable[Any]]
     ) -> Any:
-        runner = self.runner(server)
-        if runner.ext.kind != "server":
-            raise RpcError(REFUSED, f"{server} is a module, not an MCP server")
+        """``call(deadline)`` into ``runner``'s worker: a lazy one is started first (after its
+        dependencies); one coming back after a crash is waited for, within the call's timeout."""
         try:
             deadline = None
             if runner.ext.lazy and runner.state is not State.RUNNING:
-                await runner.start()  # lazy: started by the first call that needs it
-            elif runner.restarting:  # back in ~0.1 s after a crash: wait, within its timeout
+                await self.order.start(runner)  # lazy: started by the first call that needs it
+            elif runner.restarting:
                 deadline = time.monotonic() + runner.ext.timeout
                 await runner.wait_while_restarting(runner.ext.timeout)
-            return await runner.mcp(method, params, meta, progress, deadline=deadline)
+            return await call(deadline)
         except CallTimeout as exc:
             raise RpcError(CALL_TIMEOUT, str(exc)) from None
         except CommandFailed as exc:
             raise RpcError(REFUSED, str(exc)) from None
 
     def tools(self, name: str | None = None) -> dict[str, Any]:
-        """Every routed tool (aggregate name, extension, original name, description) and
-        every tool that could not be routed, with the reason."""
-        router = self.router()
+        """``spctl tools [EXT]``: every routed tool, and every one that could not be routed."""
         if name is not None:
-            runner = self.runner(name)
-            if runner.ext.kind != "server":
-                raise RpcError(REFUSED, f"{name} is a module, not an MCP server")
-        listed: list[dict[str, Any]] = []
-        for scope in [name] if name is not None else router.servers:
-            if scope not in router.servers:
-                continue
-            cursor: str | None = None
-            while True:
-                page, cursor = router.list_tools(scope, cursor, page_size=500)
-                for tool in page:
-                    listed.append(
-                        {
-                            "extension": scope,
-                            "tool": tool["name"],
-                            "name": _aggregate_name(router, scope, tool["name"]),
-                            "description": tool.get("description", ""),
-                        }
-                    )
-                if cursor is None:
-                    break
-        problems = [
-            {"extension": p.server, "kind": p.kind, "name": p.name, "reason": p.reason}
-            for p in router.problems
-            if name is None or p.server == name
-        ]
-        return {"tools": listed, "problems": problems}
+            self.runner(name, "server")
+        return self.catalogs.tools(name)
 
     async def call(self, server: str, tool: str, arguments: dict[str, Any] | None = None) -> Any:
         """``spctl call``: one tools/call through the supervisor; for a plugin module, one
@@ -387,7 +248,9 @@ class ControlApi:
         if runner.ext.kind == "module":
             return {"service": tool, "result": await self._service(runner, tool, arguments)}
         params = {"name": tool, "arguments": arguments or {}}
-        return await self._forward(server, "tools/call", params, {}, None)
+        return await self._call_extension(
+            runner, lambda d: runner.mcp("tools/call", params, {}, None, deadline=d)
+        )
 
     def services(self) -> dict[str, Any]:
         """``spctl services``: every service a plugin module provides, by name."""
@@ -399,7 +262,7 @@ class ControlApi:
                 "state": r.state.value,
                 "lazy": r.ext.lazy,
             }
-            for r in self.sup.runners.values()
+            for r in self.fleet
             if r.ext.kind == "module"
             for service in r.ext.provides
         ]
@@ -408,14 +271,7 @@ class ControlApi:
     async def service_for_worker(self, caller: str, name: str, params: Any) -> Any:
         """A worker's ``worker.api.call_service``: to whichever plugin provides the service."""
         service = name.split(".", 1)[0]
-        provider = next(
-            (
-                r
-                for r in self.sup.runners.values()
-                if r.ext.kind == "module" and service in r.ext.provides
-            ),
-            None,
-        )
+        provider = self.fleet.provider(service)
         if provider is None:
             raise RpcError(METHOD_NOT_FOUND, f"no module provides the service {service!r}")
         log.debug("service call", caller=caller, service=name, provider=provider.name)
@@ -425,42 +281,18 @@ class ControlApi:
         ext = runner.ext
         if ext.module_type != "plugin":
             raise RpcError(REFUSED, f"{ext.name} is a {ext.module_type} module: it has no services")
-        service = name.split(".", 1)[0]
-        if "." not in name or service not in ext.provides:
+        if "." not in name or name.split(".", 1)[0] not in ext.provides:
             provides = ", ".join(ext.provides) or "nothing"
             raise RpcError(
                 METHOD_NOT_FOUND,
                 f"{ext.name} provides no {name!r}: call '<service>.<method>' of {provides}",
             )
-        try:
-            deadline = None
-            if ext.lazy and runner.state is not State.RUNNING:
-                await runner.start()  # lazy: started by the first call that needs it
-            elif runner.restarting:  # the wait and the call share one timeout
-                deadline = time.monotonic() + ext.timeout
-                await runner.wait_while_restarting(ext.timeout)
-            return await runner.service(name, params, deadline)
-        except CallTimeout as exc:
-            raise RpcError(CALL_TIMEOUT, str(exc)) from None
-        except CommandFailed as exc:
-            raise RpcError(REFUSED, str(exc)) from None
+        return await self._call_extension(runner, lambda d: runner.service(name, params, d))
 
 
-def listed(runner: Runner, state: State) -> bool:
-    """Whether an MCP server in ``state`` is listed to MCP clients (given a catalog): up or
-    coming back up; a lazy one unless disabled (a call starts it)."""
-    if runner.ext.kind != "server":
-        return False
-    return state in LISTED or (runner.ext.lazy and state is not State.DISABLED)
-
-
-def _aggregate_name(router: Router, server: str, tool: str) -> str | None:
-    """The tool's name on ``/mcp`` (``server__tool``), or None when it cannot be formed."""
-    from supervisor.rules.router import RouterError, prefixed
-
-    name = prefixed(server, tool)
+async def _refused(action: Awaitable[Any], prefix: str = "") -> Any:
+    """Await ``action``; a CommandFailed becomes the REFUSED error the CLI prints."""
     try:
-        route = router.resolve_tool(None, name)
-    except RouterError:
-        return None
-    return name if (route.server, route.name) == (server, tool) else None
+        return await action
+    except CommandFailed as exc:
+        raise RpcError(REFUSED, f"{prefix}{exc}") from None

@@ -20,19 +20,17 @@ to that ``(server, uri)``, as ``resource_updated`` [server, uri].
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
+from supervisor.core.fleet import Fleet
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner
 from supervisor.rules.states import State
 from supervisor.rules.subscriptions import Subscriptions
 from worker.channel import Channel, ChannelClosed
 from worker.protocol import INVALID_PARAMS
 from worker.rpc import RpcError
-
-if TYPE_CHECKING:
-    from supervisor.core.serve import Supervisor
 
 __all__ = ["SUBSCRIPTION_METHODS", "ResourceRelay"]
 
@@ -42,8 +40,8 @@ SUBSCRIPTION_METHODS = ("resources/subscribe", "resources/unsubscribe")
 
 
 class ResourceRelay:
-    def __init__(self, sup: Supervisor) -> None:
-        self.sup = sup
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
         self.subs = Subscriptions()
         self._watched: set[Channel] = set()
 
@@ -79,7 +77,7 @@ class ResourceRelay:
         await channel.wait_closed()
         self._watched.discard(channel)
         for server, uri in self.subs.drop(channel):
-            runner = self.sup.runners.get(server)
+            runner = self.fleet.get(server)
             if runner is not None:
                 await self._tell(runner, "resources/unsubscribe", uri)
 
@@ -98,5 +96,4 @@ class ResourceRelay:
             )
 
     def _spawn(self, fn: Any, *args: Any) -> None:
-        if self.sup.tg is not None:  # None only before serving starts: nothing to tell then
-            self.sup.tg.start_soon(fn, *args)
+        self.fleet.start_soon(fn, *args)  # dropped only before serving starts: nothing to tell

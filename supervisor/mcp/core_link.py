@@ -40,6 +40,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from supervisor.rules.advertised import catalog_of
 from supervisor.rules.router import Catalog, Router
 from supervisor.rules.subscriptions import Subscriptions
 from worker.channel import Channel, ChannelClosed
@@ -55,25 +56,6 @@ ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 _FETCH_TIMEOUT = 30.0
 _RETRY_DELAY = 1.0  # after a failed catalog fetch; the core answers these from memory
 _END = object()
-
-
-def catalog_of(server: str, advertised: Mapping[str, Any]) -> Catalog:
-    """A router Catalog from the core's plain dict (``tools``, ``resources``, …).
-
-    Raises ValueError for a server name the router refuses.
-    """
-
-    def items(key: str) -> tuple[Mapping[str, Any], ...]:
-        value = advertised.get(key)
-        return tuple(value) if isinstance(value, list | tuple) else ()
-
-    return Catalog(
-        server=server,
-        tools=items("tools"),
-        resources=items("resources"),
-        resource_templates=items("resourceTemplates"),
-        prompts=items("prompts"),
-    )
 
 
 class CoreLink:

@@ -4,6 +4,9 @@ An extension is *changed* when any field that affects its worker differs (``Exte
 equality ignores only where the entry sits in the file, so moving an entry or adding a
 comment changes nothing). ``enabled`` is handled apart: turning it off stops the extension,
 turning it on starts it; neither counts as a change of the worker.
+
+:func:`hostable` is the other half of a reload: which entries of a loaded registry can run
+once the operator's ``enable``/``disable`` overrides are applied.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from supervisor.config import Extension
+from supervisor.config import Extension, LoadResult
 
-__all__ = ["Plan", "plan"]
+__all__ = ["Hostable", "Plan", "hostable", "plan"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +68,37 @@ def plan(
         else:
             keep.append(name)
     return Plan(*(tuple(x) for x in (start, stop, disable, restart, update, keep)))
+
+
+@dataclass(frozen=True)
+class Hostable:
+    """What a loaded registry means for the fleet, overrides applied (see :func:`hostable`)."""
+
+    runnable: Mapping[str, Extension]  # effective entries: what the runners run
+    invalid: Mapping[str, str]  # name → why it cannot run (``status`` shows it as failed)
+    declared: Mapping[str, Extension]  # every valid entry as written in the YAML
+
+
+def hostable(loaded: LoadResult, overrides: Mapping[str, bool]) -> Hostable:
+    """The extensions of ``loaded`` that can run, with the ``spctl enable/disable`` overrides
+    (name → enabled) applied, and why the others cannot run. Pure: ``reload --dry-run`` and
+    ``reload`` compute the same value and only the latter adopts it."""
+    invalid = {
+        name: "invalid configuration: " + "; ".join(str(e) for e in errs)
+        for name, errs in loaded.invalid.items()
+    }
+    declared = {e.name: e for e in loaded.registry.extensions}
+    runnable: dict[str, Extension] = {}
+    for ext in declared.values():
+        if ext.name in overrides:
+            ext = dataclasses.replace(ext, enabled=overrides[ext.name])
+        oauth2 = ext.auth if ext.auth is not None and ext.auth.type == "oauth2" else None
+        if oauth2 is not None and oauth2.token_url is None:  # valid, but not enough to run
+            what = "module" if ext.kind == "module" else "server"
+            invalid[ext.name] = (
+                f"auth.tokenUrl is required to host an oauth2 remote {what} "
+                "(spctl does not discover the token endpoint)"
+            )
+            continue
+        runnable[ext.name] = ext
+    return Hostable(runnable, invalid, declared)
