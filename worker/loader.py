@@ -137,3 +137,24 @@ def apply_rlimits(rlimits: Mapping[str, Any]) -> None:
             resource.setrlimit(which, (pair[0], pair[1]))
         except (ValueError, OSError) as e:
             raise LoadError(f"cannot apply rlimit {key}={list(value)}: {e}") from None
+
+
+SDK_ATTRIBUTES = ("mcp", "server", "app")
+"""Where a package without ``create_handler`` may export an MCP SDK server (kind ``sdk``)."""
+SDK_EXPECTED = "a module-level mcp, server or app holding an MCPServer or a Server"
+
+
+def sdk_attribute(module: ModuleType) -> str | None:
+    """The attribute holding an MCP SDK server object when the module has no create_handler
+    (then the worker serves it as kind ``sdk``); None otherwise. Imports nothing: an object
+    whose class (or a base) is defined under ``mcp.server`` qualifies, and
+    :func:`worker.kinds.sdk.find_server` checks it."""
+    if callable(getattr(module, "create_handler", None)):
+        return None
+    for name in SDK_ATTRIBUTES:
+        obj = getattr(module, name, None)
+        if obj is not None and any(
+            c.__module__.startswith("mcp.server.") for c in type(obj).__mro__
+        ):
+            return name
+    return None

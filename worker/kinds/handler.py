@@ -39,7 +39,15 @@ from worker import api
 from worker.kinds.base import Kind, Notify, Verdict
 from worker.kinds.daemon import call_hook
 from worker.kinds.handler_data import fetch_catalog, normalise, text_block
-from worker.loader import LoadError, Metadata, check_metadata, import_extension
+from worker.loader import (
+    SDK_ATTRIBUTES,
+    SDK_EXPECTED,
+    LoadError,
+    Metadata,
+    check_metadata,
+    import_extension,
+    sdk_attribute,
+)
 from worker.log import say
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.protocol import EXIT_OK, INTERNAL_ERROR, MCP, PROGRESS, RESOURCE_UPDATED, BootSpec
@@ -65,9 +73,6 @@ CALL_THREADS = 32
 """Threads for sync calls: a cancelled sync call keeps its thread until it returns."""
 CLOSE_TIMEOUT = 2.0
 """How long ``shutdown`` waits for cancelled calls to unwind before the module's shutdown()."""
-SDK_ATTRIBUTES = ("mcp", "server", "app")
-"""Where a package without ``create_handler`` may export an MCP SDK server (kind ``sdk``)."""
-SDK_EXPECTED = "a module-level mcp, server or app holding an MCPServer or a Server"
 
 
 def use_call_threads(loop: asyncio.AbstractEventLoop) -> None:
@@ -127,22 +132,6 @@ def _metadata(name: str, module: ModuleType, where: str) -> Metadata:
     if caps is not None and not (isinstance(caps, list) and all(isinstance(c, str) for c in caps)):
         raise LoadError(f"bad metadata in {where}: 'capabilities' must be a list of strings")
     return meta
-
-
-def sdk_attribute(module: ModuleType) -> str | None:
-    """The attribute holding an MCP SDK server object when the module has no create_handler
-    (then the worker serves it as kind ``sdk``); None otherwise. Imports nothing: an object
-    whose class (or a base) is defined under ``mcp.server`` qualifies, and
-    :func:`worker.kinds.sdk.find_server` checks it."""
-    if callable(getattr(module, "create_handler", None)):
-        return None
-    for name in SDK_ATTRIBUTES:
-        obj = getattr(module, name, None)
-        if obj is not None and any(
-            c.__module__.startswith("mcp.server.") for c in type(obj).__mro__
-        ):
-            return name
-    return None
 
 
 async def load_handler(

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from worker import api
 from worker.log import say
 from worker.mcp.publish import Catalog
 
-if TYPE_CHECKING:
-    from worker.kinds.handler import Handler
+
+class Handler(Protocol):
+    """What the catalog fetch needs of a handler (:class:`worker.kinds.handler.Handler`)."""
+
+    @property
+    def capabilities(self) -> list[str]: ...
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any: ...
+
 
 __all__ = ["LISTS", "MAX_PAGES", "fetch_catalog", "normalise", "text_block"]
 

@@ -2,7 +2,7 @@
 
 Theory of operation. A ``path:`` server entry is booted as kind ``handler``; when its module
 has no ``create_handler`` but a module-level ``mcp``, ``server`` or ``app`` whose class comes
-from the SDK (:func:`worker.kinds.handler.sdk_attribute`, which imports nothing), the host
+from the SDK (:func:`worker.loader.sdk_attribute`, which imports nothing), the host
 hands it here instead. :func:`find_server` checks it really is an :class:`MCPServer` (the SDK's
 high-level, FastMCP-style server) or a low-level :class:`Server`. :class:`SdkServer` then runs
 it in the worker's own loop through the SDK's in-memory transport, with an SDK client session
@@ -28,8 +28,7 @@ from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
 
 from worker.kinds.base import Notify, ServerKind
-from worker.kinds.handler import SDK_ATTRIBUTES, SDK_EXPECTED
-from worker.loader import LoadError
+from worker.loader import SDK_ATTRIBUTES, SDK_EXPECTED, LoadError
 from worker.mcp.client import McpClient, Streams
 from worker.protocol import BootSpec
 
