@@ -10,9 +10,10 @@ incarnation's number ``n`` so a message about a worker that is already gone is i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import anyio
 
@@ -33,6 +34,38 @@ __all__ = [
     "Waiters",
     "WorkerMessage",
 ]
+
+
+_M = TypeVar("_M")
+
+
+class Mailbox(Generic[_M]):
+    """An unbounded, in-order inbox for one consumer on the event loop. It holds no resource
+    (an anyio memory stream warns when a runner that never ran is collected): ``put`` after
+    ``close`` is dropped, and iteration ends once it is closed and drained."""
+
+    def __init__(self) -> None:
+        self._items: deque[_M] = deque()
+        self._wake = anyio.Event()
+        self.closed = False
+
+    def put(self, item: _M) -> None:
+        if not self.closed:
+            self._items.append(item)
+            self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    async def __aiter__(self) -> AsyncIterator[_M]:
+        while True:
+            while self._items:
+                yield self._items.popleft()
+            if self.closed:
+                return
+            self._wake = anyio.Event()  # no await since the check: nothing is missed
+            await self._wake.wait()
 
 
 @dataclass(eq=False)

@@ -11,7 +11,6 @@ Calls: ``calls.py``; output: ``output_ring.py``; status: ``snapshot.py``.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ from anyio.abc import TaskGroup
 from supervisor.config import Extension
 from supervisor.core import inbox
 from supervisor.core.calls import Calls, CallTimeout, CommandFailed
-from supervisor.core.inbox import Command, Message
+from supervisor.core.inbox import Command, Mailbox, Message
 from supervisor.core.incarnation import Hooks, Incarnation, RunnerContext
 from supervisor.core.output_ring import OUTPUT_RING, OutputRing
 from supervisor.core.snapshot import snapshot
@@ -63,7 +62,7 @@ class Runner:
         self.subscribers = self.ring.subscribers
         self.calls = Calls(self.name, ext.timeout, lambda: (self._inc, self.sm.state.value))
         self.ping, self.mcp, self.service = self.calls.ping, self.calls.mcp, self.calls.service
-        self._send, self._inbox = anyio.create_memory_object_stream[Message](math.inf)
+        self._inbox: Mailbox[Message] = Mailbox()
         self._inc: Incarnation | None = None
         self._n = 0
         self._backoff_token = 0
@@ -90,9 +89,11 @@ class Runner:
             self._tg = tg
             on = (self._post, self.ring.add, self._catalog, self.calls.progress)
             self._hooks = Hooks(self.name, self.ctx, tg, *on, self._log, self.debug)
-            async with self._send, self._inbox:  # both closed when the loop ends
+            try:
                 async for msg in self._inbox:
                     self._handle(msg)
+            finally:
+                self._inbox.close()  # the loop ended: later messages are moot
 
     async def start(self) -> None:
         """Start (or clear ``failed`` and start); returns when running. Raises CommandFailed."""
@@ -121,7 +122,7 @@ class Runner:
     async def retire(self) -> None:
         """Stop the worker and end the actor loop (the extension left the registry)."""
         await self.stop()
-        self._send.close()
+        self._inbox.close()
 
     @property
     def restarting(self) -> bool:
@@ -156,8 +157,7 @@ class Runner:
     # ----- the actor -----
 
     def _post(self, msg: Message) -> None:
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._send.send_nowait(msg)  # closed: the runner was retired; the message is moot
+        self._inbox.put(msg)  # dropped once closed: the runner was retired; the message is moot
 
     async def _command(self, cmd: Cmd) -> None:
         waiter = inbox.Waiter(goals.WAITS[cmd])
