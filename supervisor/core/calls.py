@@ -22,6 +22,7 @@ import anyio
 from supervisor.core.incarnation import Incarnation
 from supervisor.rules.exits import describe, from_waitid
 from worker.channel import Channel, ChannelClosed
+from worker.protocol import MCP, PING, SERVICE
 
 __all__ = ["CallTimeout", "Calls", "CommandFailed", "Progress"]
 
@@ -70,7 +71,7 @@ class Calls:
         _, channel = self._channel()
         t0 = time.monotonic()
         try:
-            await channel.request("ping", timeout=timeout)
+            await channel.request(PING, timeout=timeout)
         except ChannelClosed as exc:
             why = f"{self.name}: worker went away during the call ({exc.message})"
             raise CommandFailed(why) from None
@@ -93,21 +94,21 @@ class Calls:
         meta = meta or {}
         token = meta.get("progressToken")
         if token is None:
-            return await self.call(deadline, "mcp", method, params, meta)
+            return await self.call(deadline, MCP, method, params, meta)
         meta = {k: v for k, v in meta.items() if k != "progressToken"}
         if on_progress is None:  # nobody to tell: the worker need not report
-            return await self.call(deadline, "mcp", method, params, meta)
+            return await self.call(deadline, MCP, method, params, meta)
         ours = next(self._tokens)
         self._progress[ours] = (token, on_progress)
         try:
             meta["progressToken"] = ours
-            return await self.call(deadline, "mcp", method, params, meta)
+            return await self.call(deadline, MCP, method, params, meta)
         finally:
             del self._progress[ours]
 
     async def service(self, name: str, params: Any, deadline: float | None = None) -> Any:
         """One ``"<service>.<method>"`` call to a plugin's worker, as :meth:`mcp`."""
-        return await self.call(deadline, "service", name, params)
+        return await self.call(deadline, SERVICE, name, params)
 
     def progress(self, params: list[Any]) -> None:
         """A worker's ``progress`` [token, …]: to the call that owns the token, as the caller's."""

@@ -11,15 +11,16 @@ incarnation's number ``n`` so a message about a worker that is already gone is i
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import anyio
 
 from supervisor.rules.exits import Exit
 from supervisor.rules.goals import Cmd, Step, Wait
 from supervisor.rules.states import State
+from worker.protocol import ReadyInfo
 
 __all__ = [
     "BackoffDone",
@@ -152,7 +153,7 @@ class SpawnFailed:
 @dataclass(frozen=True)
 class Ready:
     n: int
-    info: Mapping[str, Any]
+    info: ReadyInfo
 
 
 @dataclass(frozen=True)

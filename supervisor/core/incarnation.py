@@ -20,7 +20,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,6 +37,22 @@ from supervisor.rules.health import HealthSettings, HealthTracker, Unhealthy
 from supervisor.rules.limits import format_size
 from supervisor.rules.states import Transition
 from worker.channel import Channel, ChannelClosed
+from worker.protocol import (
+    BOOT,
+    CATALOG,
+    ERROR,
+    EXITING,
+    INVALID_PARAMS,
+    LOAD_ERROR,
+    METHOD_NOT_FOUND,
+    PING,
+    PROGRESS,
+    READY,
+    RESOURCE_UPDATED,
+    SERVICE,
+    SHUTDOWN,
+    ReadyInfo,
+)
 from worker.rpc import RpcError
 
 __all__ = ["Hooks", "Incarnation", "RunnerContext", "traffic"]
@@ -95,14 +111,11 @@ class Incarnation:
         """The worker's pid while it is alive."""
         return self.proc.pid if self.proc is not None and self.proc.alive else None
 
-    def became_ready(self, info: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    def became_ready(self, info: ReadyInfo) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """It said ``ready``: its metadata and, for an MCP server, its catalog."""
         self.ready = True
         self.ready_event.set()
-        meta, catalog = info.get("metadata"), info.get("catalog")
-        return (dict(meta) if isinstance(meta, dict) else {}), (
-            catalog if isinstance(catalog, dict) else None
-        )
+        return dict(info.metadata), (dict(info.catalog) if info.catalog is not None else None)
 
     def scope(self) -> anyio.CancelScope:
         """A cancel scope for one helper task, cancelled when this worker is gone (``ended``)."""
@@ -136,11 +149,9 @@ class Incarnation:
             hooks.log.debug("worker spawned", pid=proc.pid, incarnation=self.n)
         channel = Channel(
             {
-                "boot": lambda pid: build_spec(self.ext),
-                "ready": lambda info: hooks.post(
-                    Ready(self.n, info if isinstance(info, dict) else {})
-                ),
-                "service": self._service,
+                BOOT: lambda pid: build_spec(self.ext),
+                READY: self._ready,
+                SERVICE: self._service,
             },
             name=hooks.name,
             on_notification=self._notified,
@@ -187,7 +198,7 @@ class Incarnation:
             from_waitid(
                 result.si_code, result.si_status, cause=self.cause, requested=self.requested
             ),
-            load_error=error.get("kind") == "load_error",
+            load_error=error.get("kind") == LOAD_ERROR,
             detail=str(error["message"]) if error.get("message") else None,
         )
 
@@ -196,24 +207,34 @@ class Incarnation:
         progress of calls."""
         payload = params[0] if params and isinstance(params[0], dict) else {}
         on_updated = self.hooks.ctx.on_resource_updated
-        if method in ("load_error", "error"):
+        if method in (LOAD_ERROR, ERROR):
             self.error = {"kind": method, **payload}
-        elif method == "exiting":
+        elif method == EXITING:
             if self.cause is None:
                 self.cause = str(payload.get("reason", "worker is exiting"))
-        elif method == "catalog" and payload:
+        elif method == CATALOG and payload:
             self.hooks.on_catalog(payload)
-        elif method == "resource_updated" and params and isinstance(params[0], str):
+        elif method == RESOURCE_UPDATED and params and isinstance(params[0], str):
             if on_updated is not None:
                 on_updated(self.hooks.name, params[0])
-        elif method == "progress":
+        elif method == PROGRESS:
             self.hooks.on_progress(params)
+
+    def _ready(self, raw: object) -> None:
+        """The worker's ``ready`` request: checked against the contract; a worker that breaks
+        it is not to be trusted and is killed (the reason says which field)."""
+        try:
+            info = ReadyInfo.parse(raw)
+        except ValueError as exc:
+            self.hooks.post(Kill(self.n, f"protocol error: {exc}"))
+            raise RpcError(INVALID_PARAMS, str(exc)) from None
+        self.hooks.post(Ready(self.n, info))
 
     async def _service(self, name: str, params: Any = None) -> Any:
         """The worker asks for a plugin's service (``worker.api.call_service``)."""
         on_service = self.hooks.ctx.on_service
         if on_service is None:
-            raise RpcError(-32601, "service calls are not offered here")
+            raise RpcError(METHOD_NOT_FOUND, "service calls are not offered here")
         return await on_service(self.hooks.name, name, params)
 
     async def _watch_channel(self, channel: Channel, proc: WorkerProcess) -> None:
@@ -244,7 +265,7 @@ class Incarnation:
                 sent = time.monotonic()
                 tracker.ping_sent(sent)
                 try:
-                    await channel.request("ping", timeout=settings.deadline)
+                    await channel.request(PING, timeout=settings.deadline)
                 except TimeoutError:
                     verdict = tracker.missed(time.monotonic())
                     if isinstance(verdict, Unhealthy):
@@ -267,14 +288,15 @@ class Incarnation:
             self.hooks.tg.start_soon(self._stop_sequence, self.proc, self.channel)
 
     async def _stop_sequence(self, proc: WorkerProcess, channel: Channel) -> None:
-        """shutdown RPC → SIGTERM (at half the budget) → SIGKILL of the group (at the end)."""
+        """shutdown RPC → SIGTERM (at half the budget) → SIGKILL of the group (at the end).
+        A worker not ready yet has nobody to answer the request: SIGTERM at once."""
         budget = self.ext.stop_timeout
         t0 = time.monotonic()
-        with anyio.move_on_after(budget / 2):
-            if self.ready:
+        if self.ready:
+            with anyio.move_on_after(budget / 2):
                 with contextlib.suppress(TimeoutError, RpcError):
-                    await channel.request("shutdown", timeout=budget / 2)
-            await proc.wait()
+                    await channel.request(SHUTDOWN, timeout=budget / 2)
+                await proc.wait()
         if proc.alive:
             proc.signal_group(15)
             with anyio.move_on_after(max(0.0, budget - (time.monotonic() - t0))):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -35,6 +34,7 @@ from supervisor.rules.goals import Cmd, Goal, Step
 from supervisor.rules.limits import Sample
 from supervisor.rules.policy import RestartHistory
 from supervisor.rules.states import COMING_BACK, State, StateMachine
+from worker.protocol import ReadyInfo
 
 __all__ = ["LEARNED", "OUTPUT_RING", "CallTimeout", "CommandFailed", "Runner", "RunnerContext"]
 __all__ += ["run_guarded"]
@@ -234,7 +234,7 @@ class Runner:
         self._to(State.STARTING, reason)
         self._tg.start_soon(inc.run)
 
-    def _on_ready(self, inc: Incarnation, info: Mapping[str, Any]) -> None:
+    def _on_ready(self, inc: Incarnation, info: ReadyInfo) -> None:
         self.metadata, catalog = inc.became_ready(info)
         self.catalog = catalog if catalog is not None else self.catalog
         self.history.record_running(time.monotonic())

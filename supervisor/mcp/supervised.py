@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 from worker.channel import Channel
 from worker.privileges import arm_pdeathsig, guard_parent
+from worker.protocol import PING, READY, SHUTDOWN, ReadyInfo
 
 __all__ = ["CHANNEL_FD", "SupervisorChannel", "attach"]
 
@@ -42,20 +43,15 @@ class SupervisorChannel:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.on_shutdown: Callable[[], None] = lambda: None  # set by whoever serves
-        self.channel = Channel({"ping": self._ping, "shutdown": self._shutdown}, name="front")
+        self.channel = Channel({PING: self._ping, SHUTDOWN: self._shutdown}, name="front")
 
     async def connect(self) -> None:
         await self.channel.connect(self._sock)
 
     async def ready(self, url: str) -> None:
         """Tell the core the front accepts connections at ``url``. Raises RpcError."""
-        info = {
-            "pid": os.getpid(),
-            "kind": "front",
-            "metadata": {"url": url},
-            "python": sys.version.split()[0],
-        }
-        await self.channel.request("ready", info)
+        info = ReadyInfo(os.getpid(), "front", {"url": url}, sys.version.split()[0])
+        await self.channel.request(READY, info.to_wire())
 
     async def wait_closed(self) -> str:
         return await self.channel.wait_closed()

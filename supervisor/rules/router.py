@@ -37,6 +37,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from worker.protocol import INVALID_PARAMS, RESOURCE_NOT_FOUND
+
 __all__ = [
     "MAX_NAME_LENGTH",
     "SEPARATOR",
@@ -79,7 +81,7 @@ def valid_tool_name(name: str) -> bool:
 class RouterError(Exception):
     """A request the router cannot serve. ``code`` is the JSON-RPC error code for the reply."""
 
-    code: ClassVar[int] = -32602  # Invalid params: what MCP answers for unknown names and cursors
+    code: ClassVar[int] = INVALID_PARAMS  # what MCP answers for unknown names and cursors
 
 
 class UnknownServer(RouterError):
@@ -118,7 +120,7 @@ class UnknownResource(UnknownName):
     """No server of the aggregate owns the URI, nor does any template match it."""
 
     kind = "resource"
-    code = -32002  # MCP: "Resource not found"
+    code = RESOURCE_NOT_FOUND  # MCP: "Resource not found"
 
 
 class InvalidCursor(RouterError):

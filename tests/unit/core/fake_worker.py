@@ -21,6 +21,7 @@ import anyio
 from supervisor.config import Extension
 from supervisor.core.process import WorkerProcess
 from worker.channel import Channel
+from worker.protocol import ReadyInfo
 
 # Far above any pid_max: never a real process (and the fake never signals it anyway).
 FAKE_PID = 1 << 30
@@ -83,8 +84,8 @@ class FakeWorker:
             return
         if self.behaviour == "hold":
             await self.release.wait()
-        info = {"kind": "fake", "metadata": {"n": self.n}, "catalog": {"tools": []}}
-        await self.channel.request("ready", info, timeout=5)
+        info = ReadyInfo(self.proc.pid, "fake", {"n": self.n}, "3.11", {"tools": []})
+        await self.channel.request("ready", info.to_wire(), timeout=5)
         if self.behaviour.startswith("exit:"):
             self.exit(int(self.behaviour[5:]))
 
