@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from supervisor.config import Extension, Source
 from supervisor.core.inbox import BackoffDone
@@ -42,18 +43,18 @@ async def test_late_message_after_retire_is_ignored() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_crashing_runner_does_not_take_its_task_group_down(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+async def test_a_crashing_runner_does_not_take_its_task_group_down() -> None:
     async def buggy_spawn(*args: object) -> None:
         raise RuntimeError("a bug")  # not an OSError: a bug in spctl, not a failed start
 
     runner = _runner(buggy_spawn)
-    with anyio.fail_after(5):
+    with capture_logs() as logged, anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(run_guarded, runner)
             runner.post_start()
     # reaching here means the task group survived; the crash was logged, naming the extension
-    logged = capsys.readouterr()
-    assert "runner crashed (a bug in spctl)" in logged.out + logged.err
-    assert "gone" in logged.out + logged.err
+    crashed = [e for e in logged if e["event"] == "runner crashed (a bug in spctl)"]
+    assert len(crashed) == 1, logged
+    assert crashed[0]["extension"] == "gone"
+    assert crashed[0]["log_level"] == "error"
+    assert crashed[0]["exc_info"] is True  # the traceback goes with it
