@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -137,13 +136,11 @@ class Supervisor:
                     from supervisor.core.watch import watch_config
 
                     tg.start_soon(watch_config, self.opts.extensions, self.reloader.reload_quietly)
-                front_scope = anyio.CancelScope()
-                if self.front is not None:
-                    tg.start_soon(_run_in, front_scope, self.front.run)
+                if self.front is not None:  # until the task group ends (stopping it is idempotent)
+                    tg.start_soon(self.front.run)
                 await self._stop.wait()
                 if self.front is not None:  # the front goes first: no new calls while workers stop
                     await self.front.stop()
-                front_scope.cancel()
                 self.notifier.send("STOPPING=1", "STATUS=stopping extensions")
                 log.info("stopping all extensions")
                 await self.order.stop(list(self.fleet))
@@ -180,11 +177,6 @@ class Supervisor:
                     tg.start_soon(self.reloader.reload_quietly)
                 elif signum == signal.SIGCHLD:
                     reap_orphans({self.keeper.pid} if self.keeper.pid else set())
-
-
-async def _run_in(scope: anyio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
-    with scope:
-        await fn()
 
 
 def serve(opts: ServeOptions) -> int:
