@@ -261,10 +261,15 @@ def test_a_restarted_supervisor_is_reconnected_and_changes_announced(tmp_path: P
             second.log_path = tmp_path / "serve2.log"
             try:
                 await anyio.to_thread.run_sync(second.start)
-                await anyio.to_thread.run_sync(second.wait_state, "extra", "running")
+                # both servers start at once: wait for each, not only the one the test adds
+                for name in ("solo", "extra"):
+                    await anyio.to_thread.run_sync(second.wait_state, name, "running")
                 with anyio.fail_after(20):
                     await heard.wait()
-                assert "extra__echo" in names(await c.list_tools())
+                    while not {"solo__echo", "extra__echo"} <= set(names(await c.list_tools())):
+                        heard = anyio.Event()  # the next announcement (one per server up),
+                        with anyio.move_on_after(1):  # or look again: one may have come
+                            await heard.wait()  # while we were listing
                 result = await c.call_tool("solo__echo", {"text": "back"})
                 assert result.content[0].text == "back"  # type: ignore[union-attr]
             finally:
