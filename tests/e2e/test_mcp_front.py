@@ -53,6 +53,8 @@ class Front:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()  # our end of its stdout pipe
 
 
 def start_front(sock: Path, log: Path, *extra: str) -> Front:

@@ -194,22 +194,25 @@ def test_logs_tail_and_follow_across_restart(tmp_path: Path) -> None:
         proc = subprocess.Popen(
             [SPCTL, "logs", "p", "-n", "0", "-f"], env=s.env, stdout=subprocess.PIPE, text=True
         )
+        seen: list[str] = []
+
+        def reader() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                seen.append(line)
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
         try:
-            seen: list[str] = []
-
-            def reader() -> None:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    seen.append(line)
-
-            t = threading.Thread(target=reader, daemon=True)
-            t.start()
             restarts = s.ext("p")["restarts"]
             wait_for(lambda: s.ext("p")["restarts"] >= restarts + 2, 10, "two more restarts")
             wait_for(lambda: sum("first line" in x for x in seen) >= 2, 10, "followed lines")
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(10)
+            t.join(10)  # the pipe's EOF ends it
+            assert proc.stdout is not None
+            proc.stdout.close()
 
 
 def test_a_megabyte_line_breaks_nothing(tmp_path: Path) -> None:
