@@ -5,6 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PINS   := .ci/constraints.txt
+TOOLS  := $(VENV)/tools
+TOOLS_STAMP := $(TOOLS)/.installed
 
 .PHONY: run test lint imports typecheck docs unit bench validate clean
 
@@ -12,6 +14,13 @@ $(STAMP): pyproject.toml $(PINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-input -c $(PINS) -e '.[dev]'
 	touch $(STAMP)
+
+# import-linter and mkdocs live in a venv of their own: what they pull in (rich, pygments,
+# colorama) would otherwise be picked up by structlog and typer in spctl itself.
+$(TOOLS_STAMP): .ci/tools.txt $(PINS)
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check --no-input -c $(PINS) -r .ci/tools.txt
+	touch $(TOOLS_STAMP)
 
 run: $(STAMP)
 	$(BIN)/spctl serve --extensions extensions
@@ -24,8 +33,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check supervisor worker tests extensions
 
 # The dependency rules of DESIGN.md §2 ([tool.importlinter] in pyproject.toml).
-imports: $(STAMP)
-	$(BIN)/lint-imports --no-cache
+imports: $(TOOLS_STAMP)
+	PYTHONPATH=. $(TOOLS)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -33,8 +42,8 @@ typecheck: $(STAMP)
 # The documentation site (mkdocs.yml, docs/): --strict fails on a broken link or a page left
 # out of the nav. No -q: mkdocs then drops the warnings that --strict counts. Built outside
 # the tree.
-docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d $(VENV)/site
+docs: $(TOOLS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(TOOLS)/bin/mkdocs build --strict -d $(VENV)/site
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
