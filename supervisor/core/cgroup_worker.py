@@ -18,7 +18,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from supervisor.core.cgroup_io import keyed as _keyed
@@ -35,10 +35,17 @@ CFS_PERIOD_US = 100_000
 class WorkerCgroup:
     """One worker's cgroup (one directory per hierarchy in v1, a single one in v2)."""
 
-    def __init__(self, mode: str, dirs: Mapping[str, Path], paths: tuple[Path, ...]) -> None:
+    def __init__(
+        self,
+        mode: str,
+        dirs: Mapping[str, Path],
+        paths: tuple[Path, ...],
+        on_removed: Callable[[WorkerCgroup], None] | None = None,
+    ) -> None:
         self.mode = mode
         self._dirs = dict(dirs)  # controller → directory ("" → the v2 directory)
         self.paths = paths
+        self._on_removed = on_removed  # the registry forgets it once its directories are gone
 
     def _dir(self, controller: str) -> Path | None:
         return self._dirs.get("" if self.mode == "cgroup v2" else controller)
@@ -151,7 +158,10 @@ class WorkerCgroup:
         Waits up to ``timeout`` s for members to leave; it kills nothing (see :meth:`kill`).
         """
         deadline = time.monotonic() + timeout
-        return all([_rmdir(path, deadline) for path in self.paths])
+        gone = all([_rmdir(path, deadline) for path in self.paths])
+        if gone and self._on_removed is not None:
+            self._on_removed(self)
+        return gone
 
 
 def apply_limits(group: WorkerCgroup, limits: LimitsLike, controllers: frozenset[str]) -> None:

@@ -19,6 +19,7 @@ import errno
 import itertools
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -61,7 +62,10 @@ class Cgroups:
         self.support = support
         self._prefix = prefix
         self._parents: dict[Hierarchy, Path] = {}
-        self._children: list[WorkerCgroup] = []
+        # The live worker groups (create and remove run in threads: the lock guards it). A
+        # group leaves when it is removed, so a crash loop does not grow it.
+        self._children: set[WorkerCgroup] = set()
+        self._lock = threading.Lock()
         self._numbers = itertools.count(1)  # next() is atomic: create() runs in threads
         try:
             for h in support.hierarchies:
@@ -141,23 +145,37 @@ class Cgroups:
                 paths.append(path)
                 for controller in [""] if v2 else sorted(h.controllers):
                     dirs[controller] = path
-            group = WorkerCgroup(self.support.mode, dirs, tuple(paths))
+            group = WorkerCgroup(self.support.mode, dirs, tuple(paths), self._forget)
             _apply(group, limits, self.support.controllers)
         except OSError:
             for path in paths:
                 _rmdir(path, 0)
             raise
-        self._children.append(group)
+        with self._lock:
+            self._children.add(group)
         return group
+
+    @property
+    def tracked(self) -> int:
+        """How many worker groups exist (created and not yet removed)."""
+        with self._lock:
+            return len(self._children)
+
+    def _forget(self, group: WorkerCgroup) -> None:
+        with self._lock:
+            self._children.discard(group)
 
     def close(self, timeout: float = 1.0) -> None:
         """Kill what is left in our children, remove them and the parent(s)."""
         deadline = time.monotonic() + timeout
-        for group in list(self._children):
+        with self._lock:
+            children = list(self._children)
+        for group in children:
             if group.pids():
                 group.kill(max(0.0, deadline - time.monotonic()))
             group.remove(max(0.0, deadline - time.monotonic()))
-        self._children.clear()
+        with self._lock:
+            self._children.clear()
         for parent in self._parents.values():
             _rmdir(parent, deadline)
         self._parents.clear()

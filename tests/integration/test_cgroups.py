@@ -345,6 +345,21 @@ def test_names_are_made_safe_and_unique(cgroups: Cgroups) -> None:
 
 
 @needs_cgroups
+def test_a_removed_group_is_forgotten(cgroups: Cgroups) -> None:
+    """A crash-looping worker makes a group per start: each one removed must leave the
+    registry too (they were kept until shutdown: the supervisor grew with every crash)."""
+    groups = [cgroups.create("loop", Limits()) for _ in range(3)]
+    assert all(g is not None for g in groups) and cgroups.tracked == 3
+    for group in groups[:2]:
+        assert group is not None and group.remove()
+    assert cgroups.tracked == 1
+    assert groups[0] is not None and groups[0].remove()  # idempotent: forgotten once
+    assert cgroups.tracked == 1
+    cgroups.close()
+    assert cgroups.tracked == 0
+
+
+@needs_cgroups
 def test_close_kills_and_removes_everything(cgroups: Cgroups) -> None:
     group = cgroups.create("left", Limits(memory=64 * MiB))
     assert group is not None
