@@ -2,8 +2,8 @@
 
 ``LineSplitter`` is pure: bytes in, complete lines out, a partial line kept until the next
 chunk or EOF, over-long lines cut (and marked) so a worker without newlines cannot make us
-buffer without bound. Non-UTF-8 bytes survive as backslash escapes. ``PipeReader`` is the
-asyncio protocol that feeds it from a pipe.
+buffer without bound. Non-UTF-8 bytes and control characters (but tab) survive as backslash
+escapes. ``PipeReader`` is the asyncio protocol that feeds it from a pipe.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ __all__ = ["MAX_LINE", "LineSplitter", "PipeReader"]
 
 MAX_LINE = 64 * 1024
 
+# C0 controls but tab, DEL and C1 controls, shown as \xNN: a worker must not be able to drive
+# the operator's terminal (escape sequences, carriage returns, bells) through `spctl logs`.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0))}
+
 
 class LineSplitter:
     def __init__(self, max_line: int = MAX_LINE) -> None:
@@ -23,7 +27,8 @@ class LineSplitter:
 
     @staticmethod
     def _text(raw: bytes | bytearray) -> str:
-        return bytes(raw).rstrip(b"\r").decode("utf-8", errors="backslashreplace")
+        text = bytes(raw).rstrip(b"\r").decode("utf-8", errors="backslashreplace")
+        return text.translate(_CONTROLS)
 
     def feed(self, data: bytes) -> list[str]:
         self._buf += data

@@ -19,6 +19,15 @@ from supervisor.core.output import LineSplitter
         ([b""], [], []),
         ([b"\n\n"], ["", ""], []),
         ([b"partial at exit"], [], ["partial at exit"]),
+        # control characters never reach an operator's terminal raw (escape-sequence
+        # injection through `spctl logs`): shown as \xNN like invalid UTF-8; a tab stays
+        (
+            [b"a\x1b[31mred\rb\x08\x07\x00z\tq\x7f\n"],
+            ["a\\x1b[31mred\\x0db\\x08\\x07\\x00z\tq\\x7f"],
+            [],
+        ),
+        (["\u009b2J csi\n".encode()], ["\\x9b2J csi"], []),  # C1 controls too
+        (["é ✓\n".encode()], ["é ✓"], []),  # printable text untouched
     ],
 )
 def test_split(chunks: list[bytes], lines: list[str], rest: list[str]) -> None:
