@@ -191,7 +191,8 @@ class Face:
         except UnknownServer:
             if cursor is not None:
                 raise MCPError(INVALID_PARAMS, "invalid cursor: the listing has changed") from None
-            return {key: []}  # the server is not running now; a list_changed follows its return
+            # not running now (an empty, complete page); a list_changed follows its return
+            return {key: [], "resultType": "complete"}
         except RouterError as exc:
             raise MCPError(exc.code, str(exc)) from None
         page: dict[str, Any] = {key: items, "resultType": "complete"}

@@ -589,6 +589,9 @@ def test_stop_start_and_the_core_going_away(tmp_path: Path) -> None:
                         await sub.__anext__()
                     assert names(await c.list_tools()) == []
                     async with Client(front.url("/mcp/echo")) as one:
+                        # 2026-07-28: an empty, valid listing (it was "invalid result")
+                        assert names(await one.list_tools()) == []
+                        assert names(await one.list_prompts(), "prompts") == []
                         with pytest.raises(MCPError) as err:
                             await one.call_tool("echo", {"text": "x"})
                         assert err.value.code == -32011
