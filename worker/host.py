@@ -56,7 +56,7 @@ from worker.protocol import (
     BootSpec,
     ReadyInfo,
 )
-from worker.rpc import RpcError
+from worker.rpc import MAX_FRAME_DEFAULT, LocalProtocolError, RpcError
 
 __all__ = ["Host", "failure", "run"]
 
@@ -178,7 +178,13 @@ class Host:
         self.channel.handlers.update(kind.handlers)
         self._serving = True  # a ping may overtake the answer to ready
         info = ReadyInfo(os.getpid(), kind.kind, dict(kind.metadata), PYTHON, catalog)
-        await self.channel.request(READY, info.to_wire())
+        try:
+            await self.channel.request(READY, info.to_wire())
+        except LocalProtocolError as e:  # never sent: said in a small frame instead
+            items = sum(len(v) for v in (catalog or {}).values())
+            cap = f"{MAX_FRAME_DEFAULT // 2**20} MiB"
+            why = f"catalog over the {cap} frame cap ({items} items; {e})"
+            return await self._failed(ERROR, RuntimeError(why), EXIT_ERROR)
         try:
             verdict = await kind.wait()
         except Exception as e:
