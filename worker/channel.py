@@ -105,9 +105,11 @@ class Channel:
         name: str = "",
         max_frame: int = MAX_FRAME_DEFAULT,
         on_notification: Callable[[str, list[Any]], None] | None = None,
+        max_unsent: int | None = None,  # a peer leaving more than this unread is cut off
     ) -> None:
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self.name = name
+        self._max_unsent = max_unsent
         self._on_notification = on_notification
         self._conn = Connection(max_frame=max_frame)
         self._protocol = _Protocol(self)
@@ -225,6 +227,11 @@ class Channel:
     # -- writer ---------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
+        self._queue(data)
+        if self._max_unsent is not None and self.write_buffer_size() > self._max_unsent:
+            self._close(f"peer left over {self._max_unsent} bytes unread", abort=True)
+
+    def _queue(self, data: bytes) -> None:
         stats = self.stats
         stats[1] += 1
         stats[3] += len(data)

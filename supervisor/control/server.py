@@ -25,11 +25,15 @@ import structlog
 from supervisor.control.paths import ensure_private_dir
 from worker.channel import Channel
 
-__all__ = ["AlreadyRunning", "ControlServer", "peer_credentials"]
+__all__ = ["MAX_UNSENT", "AlreadyRunning", "ControlServer", "peer_credentials"]
 
 log = structlog.get_logger("spctl.control")
 
 _UCRED = struct.Struct("3i")
+# A client that leaves more than this of our answers unread is cut off: two full frames, so a
+# slow reader of one large answer is fine, and one that pipelines requests and reads nothing
+# cannot make the supervisor buffer without bound.
+MAX_UNSENT = 32 * 1024 * 1024
 
 
 class AlreadyRunning(Exception):
@@ -111,7 +115,7 @@ class ControlServer:
                 log.warning("control connection refused", peer_pid=pid, peer_uid=uid)
                 conn.close()
                 continue
-            channel = Channel(self.handlers, name=f"control:{pid}")
+            channel = Channel(self.handlers, name=f"control:{pid}", max_unsent=MAX_UNSENT)
             for method, handler in self.stream_handlers.items():
                 channel.handlers[method] = functools.partial(handler, channel)
             await channel.connect(conn)
@@ -121,8 +125,10 @@ class ControlServer:
             task.add_done_callback(self._tasks.discard)
 
     async def _forget(self, channel: Channel) -> None:
-        await channel.wait_closed()
+        reason = await channel.wait_closed()
         self._channels.discard(channel)
+        if reason.startswith("peer left over"):
+            log.warning("control connection cut off", client=channel.name, reason=reason)
 
     def close(self) -> None:
         for channel in list(self._channels):
