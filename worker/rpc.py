@@ -32,30 +32,10 @@ from typing import Any, Final, final
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
-# The wire error codes live in worker.protocol; re-exported here for users of the codec.
-from worker.protocol import (
-    APPLICATION_ERROR,
-    CANCELLED,
-    CONNECTION_LOST,
-    INTERNAL_ERROR,
-    INVALID_PARAMS,
-    INVALID_REQUEST,
-    METHOD_NOT_FOUND,
-    PARSE_ERROR,
-    TIMEOUT,
-)
+from worker.protocol import INTERNAL_ERROR  # every wire code lives in worker.protocol
 
 __all__ = [
-    "APPLICATION_ERROR",
-    "CANCELLED",
-    "CONNECTION_LOST",
-    "INTERNAL_ERROR",
-    "INVALID_PARAMS",
-    "INVALID_REQUEST",
     "MAX_FRAME_DEFAULT",
-    "METHOD_NOT_FOUND",
-    "PARSE_ERROR",
-    "TIMEOUT",
     "Connection",
     "Event",
     "LocalProtocolError",

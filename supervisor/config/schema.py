@@ -66,8 +66,8 @@ class Limits:
 
 @dataclass(frozen=True)
 class RestartConfig:
-    """``restart:`` of an entry: how it is restarted (the one type ``rules/policy.py`` reads,
-    also as ``RestartSettings``). Durations are seconds. The last three have no YAML key.
+    """``restart:`` of an entry: how it is restarted (the one restart-settings type:
+    ``rules/policy.py`` reads it too). Durations are seconds. The last three have no YAML key.
 
     Raises:
         ValueError: an unknown policy or a value out of range (the loader reports those as

@@ -48,7 +48,7 @@ from supervisor.rules.router import Router
 from worker.channel import ChannelClosed
 from worker.rpc import RpcError
 
-__all__ = ["Front", "Guard", "allowed_hosts", "main", "parse_listen"]
+__all__ = ["Front", "main"]
 
 log = structlog.get_logger("spctl.front")
 

@@ -25,8 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from supervisor.config.schema import RestartConfig
 from supervisor.rules.exits import Exit
-from supervisor.rules.policy import GiveUp, Restart, RestartHistory, RestartSettings, decide
+from supervisor.rules.policy import GiveUp, Restart, RestartHistory, decide
 from supervisor.rules.states import State
 
 __all__ = [
@@ -256,7 +257,7 @@ class Verdict:
 
 
 def after_crash(
-    goal: Goal, settings: RestartSettings, history: RestartHistory, exit: Exit, now: float
+    goal: Goal, settings: RestartConfig, history: RestartHistory, exit: Exit, now: float
 ) -> Verdict:
     """A discovery gives up at once (nobody asked for this worker: no restarts); otherwise the
     restart policy decides (``policy.decide``, which counts the crash in ``history``)."""

@@ -48,7 +48,6 @@ __all__ = [
     "GiveUp",
     "Restart",
     "RestartHistory",
-    "RestartSettings",
     "Stay",
     "backoff_delay",
     "decide",
@@ -58,10 +57,6 @@ POLICIES = frozenset(RESTART_POLICIES)
 
 # 2**64 × any sane backoff is far past any max_backoff; the cap keeps float maths finite.
 _MAX_EXPONENT = 64
-
-
-RestartSettings = RestartConfig
-"""How one extension is restarted: the config's ``restart:`` block, one type for both."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +122,7 @@ class RestartHistory:
             self.load_errors = self.load_errors + 1 if exit.load_error else 0
             self._unjudged = True
 
-    def record_crash(self, now: float, settings: RestartSettings) -> None:
+    def record_crash(self, now: float, settings: RestartConfig) -> None:
         """Count a crash (an exit that will be restarted or given up on); used by decide()."""
         healed = self.consecutive == 0 or self.last_run >= settings.reset_after
         self.consecutive = 1 if healed else self.consecutive + 1
@@ -146,7 +141,7 @@ class RestartHistory:
 
 
 def backoff_delay(
-    settings: RestartSettings, n: int, rand: Callable[[], float] = random.random
+    settings: RestartConfig, n: int, rand: Callable[[], float] = random.random
 ) -> float:
     """The wait before restart number ``n`` beyond the first of a streak (n <= 0: no wait).
 
@@ -165,7 +160,7 @@ def _times(n: int) -> str:
 
 
 def decide(
-    settings: RestartSettings,
+    settings: RestartConfig,
     history: RestartHistory,
     exit: Exit,
     now: float,

@@ -27,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from supervisor.control.client import ControlClient
-from supervisor.mcp.front import parse_listen
+from supervisor.mcp.guard import parse_listen
 from tests.helpers import Serve, make_extensions, server_entry, wait_for
 
 MODES = ["auto", "legacy"]

@@ -40,7 +40,6 @@ from worker.kinds.base import Kind, Notify, Verdict
 from worker.kinds.daemon import call_hook
 from worker.kinds.handler_data import fetch_catalog, normalise, text_block
 from worker.loader import (
-    SDK_ATTRIBUTES,
     SDK_EXPECTED,
     LoadError,
     Metadata,
@@ -55,8 +54,6 @@ from worker.rpc import RpcError
 
 __all__ = [
     "CALL_THREADS",
-    "SDK_ATTRIBUTES",
-    "SDK_EXPECTED",
     "CallContext",
     "Handler",
     "HandlerKind",
@@ -65,7 +62,6 @@ __all__ = [
     "load",
     "load_handler",
     "normalise",
-    "sdk_attribute",
     "use_call_threads",
 ]
 

@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 import pytest
 
+from supervisor.config.schema import RestartConfig
 from supervisor.rules.exits import Exit
 from supervisor.rules.policy import (
     Decision,
     GiveUp,
     Restart,
     RestartHistory,
-    RestartSettings,
     Stay,
     backoff_delay,
     decide,
@@ -32,13 +32,13 @@ CRASH = Exit(1, None)
 CLEAN = Exit(0, None)
 LOAD = Exit(3, None, load_error=True)  # the worker reported a load error, then exited 3
 OOM = Exit(None, 9)
-ROOMY = RestartSettings(max_restarts=1000, window=60.0)
+ROOMY = RestartConfig(max_restarts=1000, window=60.0)
 
 
 class Worker:
     """Drives a RestartHistory the way a runner does: start, maybe run, exit, decide."""
 
-    def __init__(self, settings: RestartSettings = ROOMY, *, record_first: bool = False) -> None:
+    def __init__(self, settings: RestartConfig = ROOMY, *, record_first: bool = False) -> None:
         self.settings = settings
         self.history = RestartHistory()
         self.now = 1000.0
@@ -85,7 +85,7 @@ class TestBackoffDelay:
         ],
     )
     def test_schedule_without_jitter(self, n: int, delay: float) -> None:
-        assert backoff_delay(RestartSettings(), n, half) == delay
+        assert backoff_delay(RestartConfig(), n, half) == delay
 
     @pytest.mark.parametrize(
         ("n", "rand", "delay"),
@@ -100,11 +100,11 @@ class TestBackoffDelay:
         ],
     )
     def test_jitter_bounds(self, n: int, rand: float, delay: float) -> None:
-        assert backoff_delay(RestartSettings(), n, const(rand)) == pytest.approx(delay, abs=1e-5)
+        assert backoff_delay(RestartConfig(), n, const(rand)) == pytest.approx(delay, abs=1e-5)
 
     @pytest.mark.parametrize("n", range(1, 12))
     def test_jitter_stays_within_bounds(self, n: int) -> None:
-        s = RestartSettings(jitter=0.3)
+        s = RestartConfig(jitter=0.3)
         base = min(2.0 ** (n - 1), s.max_backoff)
         for i in range(101):
             got = backoff_delay(s, n, const(i / 101))
@@ -114,10 +114,10 @@ class TestBackoffDelay:
         def boom() -> float:
             raise AssertionError("rand drawn for an immediate restart")
 
-        assert backoff_delay(RestartSettings(), 0, boom) == 0.0
+        assert backoff_delay(RestartConfig(), 0, boom) == 0.0
 
     def test_custom_base_and_cap(self) -> None:
-        s = RestartSettings(backoff=0.5, max_backoff=3.0, jitter=0.0)
+        s = RestartConfig(backoff=0.5, max_backoff=3.0, jitter=0.0)
         assert [backoff_delay(s, n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
 
@@ -146,7 +146,7 @@ class TestSchedule:
         assert healed.attempt == 1
 
     def test_a_run_of_exactly_reset_after_heals(self, record_first: bool) -> None:
-        s, h = RestartSettings(), RestartHistory()
+        s, h = RestartConfig(), RestartHistory()
         assert isinstance(decide(s, h, CRASH, 0.0, half), Restart)
         h.record_start(0.0)
         h.record_running(100.0)
@@ -160,7 +160,7 @@ class TestSchedule:
         assert decide(s, h, CRASH, 260.0, half) == Restart(0.0, 1, "exited with status 1")
 
     def test_custom_reset_after(self, record_first: bool) -> None:
-        w = Worker(RestartSettings(max_restarts=100, reset_after=5.0), record_first=record_first)
+        w = Worker(RestartConfig(max_restarts=100, reset_after=5.0), record_first=record_first)
         assert delays([w.life(), w.life(ran=4.9), w.life(ran=5.5), w.life(ran=0)]) == [0, 1, 0, 1]
 
     def test_jitter_applies_to_waits_only(self, record_first: bool) -> None:
@@ -173,13 +173,13 @@ class TestIntensity:
     """More than max_restarts crashes within window: give up. Every crash counts."""
 
     def test_sixth_crash_within_a_minute_gives_up(self) -> None:
-        w = Worker(RestartSettings())  # 5 within 60s
+        w = Worker(RestartConfig())  # 5 within 60s
         got = [w.life() for _ in range(6)]
         assert delays(got) == [0, 1, 2, 4, 8]
         assert got[-1] == GiveUp("5 restarts within 60s: exited with status 1")
 
     def test_crashes_after_healthy_runs_count_too(self) -> None:
-        w = Worker(RestartSettings(max_restarts=3, window=600.0, reset_after=10.0))
+        w = Worker(RestartConfig(max_restarts=3, window=600.0, reset_after=10.0))
         got = [w.life(OOM, ran=20.0) for _ in range(4)]
         assert delays(got) == [0, 0, 0]
         assert got[-1] == GiveUp(
@@ -187,7 +187,7 @@ class TestIntensity:
         )
 
     def test_crashes_that_leave_the_window_are_forgotten(self) -> None:
-        s = RestartSettings(max_restarts=5, window=60.0)
+        s = RestartConfig(max_restarts=5, window=60.0)
         history = RestartHistory()
         for i in range(20):  # one every 13 s: never more than 5 within 60 s
             d = decide(s, history, CRASH, now=13.0 * i, rand=half)
@@ -195,18 +195,18 @@ class TestIntensity:
         assert len(history.crash_times) == 5
 
     def test_window_edge(self) -> None:
-        s = RestartSettings(max_restarts=1, window=10.0)
+        s = RestartConfig(max_restarts=1, window=10.0)
         h = RestartHistory()
         assert isinstance(decide(s, h, CRASH, now=0.0, rand=half), Restart)
         assert isinstance(decide(s, h, CRASH, now=10.0, rand=half), Restart)  # 0.0 fell out
         assert isinstance(decide(s, h, CRASH, now=19.9, rand=half), GiveUp)
 
     def test_zero_restarts_gives_up_at_once(self) -> None:
-        w = Worker(RestartSettings(max_restarts=0))
+        w = Worker(RestartConfig(max_restarts=0))
         assert w.life() == GiveUp("0 restarts within 60s: exited with status 1")
 
     def test_operator_reset_clears_failed(self) -> None:
-        w = Worker(RestartSettings(max_restarts=2))
+        w = Worker(RestartConfig(max_restarts=2))
         assert isinstance([w.life() for _ in range(3)][-1], GiveUp)
         w.history.reset()
         again = [w.life() for _ in range(3)]
@@ -231,7 +231,7 @@ class TestLoadErrors:
         ],
     )
     def test_tries(self, tries: int, reason: str) -> None:
-        w = Worker(RestartSettings(load_error_tries=tries))
+        w = Worker(RestartConfig(load_error_tries=tries))
         got = [w.life(LOAD) for _ in range(tries)]
         assert all(isinstance(d, Restart) for d in got[:-1])
         assert got[-1] == GiveUp(reason)
@@ -268,35 +268,35 @@ class TestPolicies:
         "exit", [CLEAN, CRASH, LOAD, OOM], ids=["clean", "crash", "load", "oom"]
     )
     def test_never_stays_for_any_exit(self, exit: Exit) -> None:
-        d = Worker(RestartSettings(policy="never")).life(exit)
+        d = Worker(RestartConfig(policy="never")).life(exit)
         assert isinstance(d, Stay)
         assert d.reason.startswith("policy never: ")
 
     def test_on_failure_stays_after_a_clean_exit(self) -> None:
-        d = Worker(RestartSettings(policy="on-failure")).life(CLEAN, ran=5.0)
+        d = Worker(RestartConfig(policy="on-failure")).life(CLEAN, ran=5.0)
         assert d == Stay("exited cleanly (policy on-failure)")
 
     def test_on_failure_restarts_a_clean_exit_we_caused(self) -> None:
         exit = Exit(0, None, cause="memory limit 256MiB exceeded (rss 301MiB)")
-        d = Worker(RestartSettings(policy="on-failure")).life(exit)
+        d = Worker(RestartConfig(policy="on-failure")).life(exit)
         assert d == Restart(
             0.0, 1, "memory limit 256MiB exceeded (rss 301MiB) (exited with status 0)"
         )
 
     def test_always_restarts_a_clean_exit_and_counts_it(self) -> None:
-        w = Worker(RestartSettings(policy="always", max_restarts=2))
+        w = Worker(RestartConfig(policy="always", max_restarts=2))
         got = [w.life(CLEAN) for _ in range(3)]
         assert delays(got) == [0, 1]
         assert got[-1] == GiveUp("2 restarts within 60s: exited cleanly")
 
     def test_a_stay_does_not_count_as_a_crash(self) -> None:
-        w = Worker(RestartSettings(policy="on-failure"))
+        w = Worker(RestartConfig(policy="on-failure"))
         w.life(CLEAN)
         assert (w.history.consecutive, len(w.history.crash_times)) == (0, 0)
 
     def test_requested_stop_is_not_the_policys_business(self) -> None:
         with pytest.raises(ValueError, match="requested"):
-            decide(RestartSettings(), RestartHistory(), Exit(0, None, requested=True), 0.0)
+            decide(RestartConfig(), RestartHistory(), Exit(0, None, requested=True), 0.0)
 
 
 class TestHistory:
@@ -347,4 +347,4 @@ class TestHistory:
 )
 def test_settings_are_checked(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        RestartSettings(**kwargs)  # type: ignore[arg-type]
+        RestartConfig(**kwargs)  # type: ignore[arg-type]
