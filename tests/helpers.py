@@ -79,7 +79,13 @@ def server_entry(name: str, fixture: str, **extra: Any) -> dict[str, Any]:
 def make_extensions(
     root: Path, modules: list[dict[str, Any]], servers: list[dict[str, Any]] | None = None
 ) -> Path:
-    """An extensions/ dir with copies of the fixtures the entries use."""
+    """An extensions/ dir with copies of the fixtures the entries use.
+
+    Every entry runs in its sandbox (the default, strict); one without a ``sandbox`` of its own
+    may also write anywhere under ``root``, where tests have their fixtures write what they saw.
+    """
+    for entry in (*modules, *(servers or [])):
+        entry.setdefault("sandbox", {"writable": [str(root)]})
     ext = root / "extensions"
     (ext / "modules").mkdir(parents=True, exist_ok=True)
     (ext / "servers").mkdir(parents=True, exist_ok=True)

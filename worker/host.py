@@ -32,7 +32,7 @@ import time
 import traceback
 from typing import Any, NoReturn
 
-from worker import api
+from worker import api, sandbox
 from worker.channel import Channel, ChannelClosed
 from worker.kinds import load_kind
 from worker.kinds.base import Kind, LoadFailed, Unavailable
@@ -80,6 +80,20 @@ def switch_user(uid: int, gid: int) -> None:
         say(f"EXTENSION_STATE_DIR {state} is not writable by uid {uid} (can it reach it?)")
 
 
+def confine(raw: dict[str, Any]) -> str:
+    """Apply the boot spec's sandbox (none when it has no ``sandbox``); what ``status`` shows.
+    Raises LoadError when it cannot be applied as required."""
+    if not raw:
+        return ""
+    try:
+        summary = sandbox.apply(sandbox.Policy.parse(raw))
+    except (ValueError, sandbox.SandboxError) as e:
+        raise LoadError(str(e)) from None
+    if "not enforced" in summary:
+        say(f"sandbox: {summary}")
+    return summary
+
+
 def failure(exc: BaseException) -> dict[str, str]:
     """The ``{message, traceback}`` payload of ``load_error``/``error``; also logs it."""
     if isinstance(exc, LoadError | Unavailable) and exc.__cause__ is None:
@@ -99,6 +113,7 @@ class Host:
     def __init__(self) -> None:
         self.channel = Channel({PING: self._ping, SHUTDOWN: self._shutdown}, name="worker")
         self.kind: Kind | None = None
+        self.sandbox = ""  # what the sandbox enforces, for status ("" when there is none)
         self._serving = False  # started: the kind's ping hook runs from now on
         self._verdict: asyncio.Future[int] | None = None
         self._lifecycle: asyncio.Task[int] | None = None
@@ -166,6 +181,7 @@ class Host:
             apply_rlimits(spec.rlimits)  # while still root, if it is to switch user
             if spec.uid is not None and spec.gid is not None:
                 switch_user(spec.uid, spec.gid)
+            self.sandbox = confine(spec.sandbox)  # after rlimits and user:, before its code
             self.kind = kind = await load_kind(spec, self.channel.notify)
         except Exception as e:
             return await self._failed(LOAD_ERROR, e, EXIT_LOAD_ERROR)
@@ -177,7 +193,10 @@ class Host:
             return await self._failed(ERROR, e, EXIT_ERROR)
         self.channel.handlers.update(kind.handlers)
         self._serving = True  # a ping may overtake the answer to ready
-        info = ReadyInfo(os.getpid(), kind.kind, dict(kind.metadata), PYTHON, catalog)
+        metadata = dict(kind.metadata)
+        if self.sandbox:
+            metadata["sandbox"] = self.sandbox
+        info = ReadyInfo(os.getpid(), kind.kind, metadata, PYTHON, catalog)
         try:
             await self.channel.request(READY, info.to_wire())
         except LocalProtocolError as e:  # never sent: said in a small frame instead

@@ -234,6 +234,7 @@ class BootSpec:
     provides: tuple[str, ...] = ()  # kind "plugin"/"remote_module": the services it provides
     uid: int | None = None  # user:/group: the ids to switch to before the extension runs
     gid: int | None = None
+    sandbox: dict[str, Any] = field(default_factory=dict)  # worker.sandbox.Policy's wire form
 
     @classmethod
     def parse(cls, raw: object) -> BootSpec:
@@ -279,12 +280,13 @@ class BootSpec:
             provides=_strings(raw, "provides"),
             uid=uid,
             gid=gid,
+            sandbox=_map(raw, "sandbox"),
         )
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack-able map :meth:`parse` reads back (fields at their default left out)."""
         out: dict[str, Any] = {"name": self.name, "kind": self.kind, "path": self.path}
-        for key in ("config", "rlimits", "env", "auth", "headers"):
+        for key in ("config", "rlimits", "env", "auth", "headers", "sandbox"):
             if getattr(self, key):
                 out[key] = dict(getattr(self, key))
         out["check_interval"] = self.check_interval

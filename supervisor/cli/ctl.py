@@ -92,6 +92,9 @@ def status(
         for p in ext.get("routing_problems", []):
             print(f"not routed: {ext['name']}: {p['kind']} {p['name']!r}: {p['reason']}")
     for ext in exts:
+        box = (ext.get("metadata") or {}).get("sandbox")
+        if extension is not None and box:
+            print(f"sandbox: {box}")
         err = ext.get("error")
         if extension is not None and err and err.get("traceback"):
             print(f"\nlast error of {ext['name']}:\n{err['traceback'].rstrip()}")

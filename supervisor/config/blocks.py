@@ -6,8 +6,10 @@ rest of the entry is still checked; see ``fields``.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -25,6 +27,7 @@ __all__ = [
     "read_auth",
     "read_limits",
     "read_restart",
+    "read_sandbox",
     "read_url",
 ]
 
@@ -36,6 +39,7 @@ _AUTH_FIELDS = {
 _AUTH_KEYS = ("type", *(key for keys in _AUTH_FIELDS.values() for key in keys))
 _LIMIT_KEYS = ("memory", "cpu", "cpuTime", "openFiles", "processes")
 _RESTART_KEYS = ("policy", "maxRestarts", "window", "backoff", "maxBackoff")
+_SANDBOX_KEYS = ("filesystem", "network", "readable", "writable", "required")
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _N = TypeVar("_N", int, float)
 
@@ -133,6 +137,51 @@ def read_restart(r: Reader, item: MarkedMap, p: str) -> schema.RestartConfig:
         window=r.typed(found, "window", path, positive(parse_duration), 60.0),
         backoff=backoff,
         max_backoff=max_backoff,
+    )
+
+
+def read_sandbox(r: Reader, item: MarkedMap, p: str, root: Path, *, remote: bool) -> schema.Sandbox:
+    """``sandbox:`` — a mapping, or ``off`` for no sandbox at all. Relative paths are resolved
+    against the extensions directory ``root``; they need not exist yet."""
+    value, path = item.get("sandbox"), join(p, "sandbox")
+    if value is None:
+        return schema.Sandbox()
+    if value == "off" or value is False:
+        return schema.Sandbox(filesystem="off", network="any")
+    found = r.mapping(item, "sandbox", p)
+    if found is None:
+        return schema.Sandbox()
+    r.keys(found, _SANDBOX_KEYS, path)
+    fs = r.choice(found, "filesystem", path, schema.SANDBOX_FILESYSTEM, default="strict")
+    network = r.choice(found, "network", path, schema.SANDBOX_NETWORK, default="outbound")
+    if remote and network == "none":
+        r.fail(
+            found.mark_of("network"),
+            join(path, "network"),
+            "a remote extension connects to its url: use outbound (or any), not none",
+        )
+    paths: dict[str, tuple[Path, ...]] = {}
+    for key in ("readable", "writable"):
+        items = r.strings(found, key, path) or []
+        resolved: list[Path] = []
+        for text, mark, field in items:
+            if not text or "\0" in text:
+                r.fail(mark, field, "expected a path")
+                continue
+            candidate = Path(text)
+            if not candidate.is_absolute():
+                if not text.startswith("./"):
+                    r.fail(mark, field, f"expected an absolute path or ./…, got {show(text)}")
+                    continue
+                candidate = root / candidate
+            resolved.append(Path(os.path.normpath(candidate)))
+        paths[key] = tuple(resolved)
+    return schema.Sandbox(
+        filesystem=fs or "strict",
+        network=network or "outbound",
+        readable=paths["readable"],
+        writable=paths["writable"],
+        required=r.typed(found, "required", path, boolean, False),
     )
 
 

@@ -25,6 +25,7 @@ from supervisor.config.blocks import (
     read_auth,
     read_limits,
     read_restart,
+    read_sandbox,
     read_url,
 )
 from supervisor.config.fields import Problem, Reader, join
@@ -39,6 +40,7 @@ ENTRY_KEYS = (
     *("name", "type", "enabled", "path", "command", "python", "url", "auth", "headers"),
     *("config", "env", "limits", "restart", "timeout", "startTimeout", "stopTimeout"),
     *("lazy", "idleTimeout", "dependsOn", "moduleType", "provides", "user", "group"),
+    *("sandbox", "passEnv"),
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
@@ -109,6 +111,11 @@ def read_entry(
     if kind != "local":
         headers = r.string_map(item, "headers", p, key_pattern=HEADER_NAME, what="header name")
     env = r.string_map(item, "env", p, key_pattern=_ENV_NAME, what="environment variable name")
+    pass_env = _unique_strings(r, item, "passEnv", p)
+    for variable, variable_mark, variable_field in pass_env:
+        if not _ENV_NAME.fullmatch(variable):
+            r.fail(variable_mark, variable_field, f"{show(variable)} is not a valid variable name")
+    sandbox = read_sandbox(r, item, p, root, remote=kind == "remote")
     config = _config(r, item, p)
     python = _python(r, item, p, root)
     run_as = _run_as(r, item, p)
@@ -149,6 +156,8 @@ def read_entry(
         python=python,
         run_as=run_as,
         depends_on=tuple(dep for dep, _, _ in entry.depends),
+        sandbox=sandbox,
+        pass_env=tuple(variable for variable, _, _ in pass_env),
     )
     entry.problems = r.problems
     entry.extension = None if r.problems else extension

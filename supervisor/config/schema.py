@@ -23,6 +23,8 @@ __all__ = [
     "FRONT_SECTION",
     "MODULE_TYPES",
     "RESTART_POLICIES",
+    "SANDBOX_FILESYSTEM",
+    "SANDBOX_NETWORK",
     "SECTIONS",
     "Auth",
     "Extension",
@@ -31,6 +33,7 @@ __all__ = [
     "Registry",
     "RestartConfig",
     "RunAs",
+    "Sandbox",
     "Source",
 ]
 
@@ -40,6 +43,8 @@ EXTENSION_TYPES = ("local", "remote")
 MODULE_TYPES = ("daemon", "plugin")
 AUTH_TYPES = ("bearer", "apikey", "oauth2")
 RESTART_POLICIES = ("always", "on-failure", "never")
+SANDBOX_FILESYSTEM = ("strict", "off")
+SANDBOX_NETWORK = ("none", "outbound", "any")
 
 _EMPTY: FrozenDict[Any, Any] = FrozenDict()
 
@@ -103,6 +108,27 @@ class RestartConfig:
 
 
 @dataclass(frozen=True)
+class Sandbox:
+    """``sandbox:`` of an entry (DESIGN §11): what its worker may reach, enforced by Landlock.
+
+    ``filesystem: strict`` allows the system's programs and libraries, the interpreter, the
+    extension's own directory and installation (read-only), its state dir (read-write) and
+    ``readable``/``writable``; ``network`` is TCP: ``none``, ``outbound`` (connect, no bind) or
+    ``any``; ``required`` refuses to start where the kernel cannot enforce all of it.
+    """
+
+    filesystem: str = "strict"
+    network: str = "outbound"
+    readable: tuple[Path, ...] = ()
+    writable: tuple[Path, ...] = ()
+    required: bool = False
+
+    @property
+    def off(self) -> bool:
+        return self.filesystem == "off" and self.network == "any"
+
+
+@dataclass(frozen=True)
 class RunAs:
     """``user:``/``group:``: the ids the worker switches to before importing the extension.
 
@@ -157,6 +183,8 @@ class Extension:
     python: Path | None = None  # absolute, symlinks kept (a venv's python is a symlink)
     run_as: RunAs | None = None  # user:/group:; None = the supervisor's own user
     depends_on: tuple[str, ...] = ()
+    sandbox: Sandbox = Sandbox()
+    pass_env: tuple[str, ...] = ()  # passEnv: names of the supervisor's variables passed on
 
     @property
     def kind(self) -> str:

@@ -6,12 +6,14 @@ in ``ps``) or the environment (inherited by the extension's own children).
 
 from __future__ import annotations
 
+import os
 import resource
 from dataclasses import replace
 from typing import Any
 
 from supervisor.config import Auth, Extension, Secret
 from supervisor.config.schema import RunAs
+from supervisor.core.confine import DEFAULT_PATH, sandbox_policy, state_dirs
 from worker.protocol import BootSpec
 
 __all__ = [
@@ -110,7 +112,9 @@ def boot_spec(ext: Extension) -> BootSpec:
     spec = _kind_spec(ext)
     if ext.run_as is not None:  # switched to after the rlimits, before the import
         spec = replace(spec, uid=ext.run_as.uid, gid=ext.run_as.gid)
-    return spec
+    state, _ = state_dirs(ext)
+    path_env = ext.env.get("PATH") or os.environ.get("PATH") or DEFAULT_PATH
+    return replace(spec, sandbox=sandbox_policy(ext, state, path_env))  # applied after user:
 
 
 def _kind_spec(ext: Extension) -> BootSpec:
