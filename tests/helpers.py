@@ -59,19 +59,31 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
+TEST_SANDBOX: dict[str, Any] = {"writable": [tempfile.gettempdir()]}
+"""The sandbox of test entries that do not set one: strict, and the temporary directory (where
+pytest's ``tmp_path`` is) writable, for fixtures that write what they saw beside the test.
+Tests of the sandbox itself set theirs (tests/chaos/test_confinement.py)."""
+
+
 def module_entry(name: str, fixture: str, **extra: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": name,
         "type": "local",
         "path": f"./modules/{fixture}",
         "moduleType": "daemon",
+        "sandbox": TEST_SANDBOX,
     }
     entry.update(extra)
     return entry
 
 
 def server_entry(name: str, fixture: str, **extra: Any) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": name, "type": "local", "path": f"./servers/{fixture}"}
+    entry: dict[str, Any] = {
+        "name": name,
+        "type": "local",
+        "path": f"./servers/{fixture}",
+        "sandbox": TEST_SANDBOX,
+    }
     entry.update(extra)
     return entry
 
@@ -81,11 +93,11 @@ def make_extensions(
 ) -> Path:
     """An extensions/ dir with copies of the fixtures the entries use.
 
-    Every entry runs in its sandbox (the default, strict); one without a ``sandbox`` of its own
-    may also write anywhere under ``root``, where tests have their fixtures write what they saw.
+    Every entry runs in its sandbox (strict); one without a ``sandbox`` of its own gets
+    :data:`TEST_SANDBOX`, as from :func:`module_entry`.
     """
     for entry in (*modules, *(servers or [])):
-        entry.setdefault("sandbox", {"writable": [str(root)]})
+        entry.setdefault("sandbox", TEST_SANDBOX)
     ext = root / "extensions"
     (ext / "modules").mkdir(parents=True, exist_ok=True)
     (ext / "servers").mkdir(parents=True, exist_ok=True)

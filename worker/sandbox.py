@@ -72,7 +72,7 @@ SYSTEM_FILES = (
     *("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/nsswitch.conf", "/etc/gai.conf"),
     *("/etc/services", "/etc/protocols", "/etc/localtime", "/etc/timezone", "/etc/mime.types"),
     *("/etc/passwd", "/etc/group", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d"),
-    *("/etc/os-release", "/sys/devices/system/cpu", "/proc/self", "/proc/sys"),
+    *("/etc/os-release", "/etc/gitconfig", "/sys/devices/system/cpu", "/proc/self", "/proc/sys"),
     *("/proc/meminfo", "/proc/cpuinfo", "/proc/stat", "/proc/loadavg", "/proc/uptime"),
     *("/proc/version", "/proc/filesystems", "/proc/mounts"),
     *("/dev/zero", "/dev/random", "/dev/urandom"),

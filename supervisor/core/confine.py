@@ -165,4 +165,4 @@ def _venv_of(path: Path) -> list[Path]:
 
 
 def _unique(paths: Iterable[Path]) -> list[str]:
-    return list(dict.fromkeys(str(p) for p in paths))
+    return list(dict.fromkeys(os.path.abspath(p) for p in paths))

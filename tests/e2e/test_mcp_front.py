@@ -28,7 +28,7 @@ from mcp.shared.exceptions import MCPError
 
 from supervisor.control.client import ControlClient
 from supervisor.mcp.guard import parse_listen
-from tests.helpers import Serve, make_extensions, server_entry, wait_for
+from tests.helpers import Serve, make_extensions, pid_gone, server_entry, wait_for
 
 MODES = ["auto", "legacy"]
 TOKEN = "s3cret-token"
@@ -291,11 +291,15 @@ def test_timeout_is_an_error_naming_the_extension(env: Env) -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_worker_death_is_an_error_naming_the_extension_and_cause(env: Env, mode: str) -> None:
-    env.serve.wait_state("victim", "running")
+    def alive_pid() -> int | None:  # the last case's kill may not be noticed yet: "running"
+        e = env.serve.ext("victim")
+        pid = e.get("pid")
+        return pid if e["state"] == "running" and pid and not pid_gone(pid) else None
+
+    pid = wait_for(alive_pid, 20, "victim running in a live process")
     marker = env.markers["victim"]
     for f in marker.iterdir():
         f.unlink()
-    pid = env.serve.ext("victim")["pid"]
 
     async def body() -> None:
         async with (

@@ -90,6 +90,7 @@ def test_mcp_server_sqlite_on_an_old_sdk(tmp_path: Path) -> None:
         "name": "sqlite",
         "type": "local",
         "command": [str(bin_dir / "mcp-server-sqlite"), "--db-path", str(db)],
+        "sandbox": {"writable": [str(tmp_path)]},  # the db and its journal beside it
     }
     with serve_fixture(tmp_path, [], [entry]) as s:
         hosted(s, "sqlite", "sqlite")
@@ -115,7 +116,7 @@ def test_mcp_server_sqlite_on_an_old_sdk(tmp_path: Path) -> None:
 
 def test_node_server_everything_echo(tmp_path: Path) -> None:
     command = npm_server(EVERYTHING_NPM)
-    entry = {"name": "everything", "type": "local", "command": [*command, "stdio"]}
+    entry = {"name": "everything", "type": "local", "command": [*command, "stdio"], "sandbox": {}}
     with serve_fixture(tmp_path, [], [entry]) as s:
         hosted(s, "everything", "mcp-servers/everything")
         assert "echo" in tool_names(s, "everything")
@@ -127,7 +128,12 @@ def test_node_server_filesystem_list_directory(tmp_path: Path) -> None:
     shared = tmp_path / "shared"
     (shared / "sub").mkdir(parents=True)
     (shared / "a.txt").write_text("alpha\n")
-    entry = {"name": "fs", "type": "local", "command": [*command, str(shared)]}
+    entry = {
+        "name": "fs",
+        "type": "local",
+        "command": [*command, str(shared)],
+        "sandbox": {"readable": [str(shared)]},
+    }
     with serve_fixture(tmp_path, [], [entry]) as s:
         hosted(s, "fs", "secure-filesystem-server")
         assert {"list_directory", "read_text_file"} <= tool_names(s, "fs")

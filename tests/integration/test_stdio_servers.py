@@ -225,7 +225,12 @@ def time_server() -> Path:
 
 
 def test_published_mcp_server_time(tmp_path: Path, time_server: Path) -> None:
-    entry = {"name": "time", "type": "local", "command": [str(time_server), "--local-timezone=UTC"]}
+    entry = {
+        "name": "time",
+        "type": "local",
+        "command": [str(time_server), "--local-timezone=UTC"],
+        "sandbox": {},  # the default: strict, outbound
+    }
     with serve_fixture(tmp_path, [], [entry]) as s:
         s.start()
         s.wait_state("time", "running", timeout=30)
@@ -277,7 +282,12 @@ def test_published_mcp_server_git(tmp_path: Path) -> None:
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     (repo / "hello.txt").write_text("hi\n")
-    entry = {"name": "git", "type": "local", "command": [str(git), "--repository", str(repo)]}
+    entry = {
+        "name": "git",
+        "type": "local",
+        "command": [str(git), "--repository", str(repo)],
+        "sandbox": {"writable": [str(repo)]},
+    }
     with serve_fixture(tmp_path, [], [entry]) as s:
         s.start()
         s.wait_state("git", "running", timeout=30)

@@ -128,6 +128,7 @@ def _every_block_registry(root: Path) -> None:
         "    path: ./servers/one\n"
         "    limits: {memory: 1GiB}\n"
         "    restart: {policy: always}\n"
+        "    sandbox: {network: none}\n"
         "  - name: two\n"
         "    type: remote\n"
         "    url: https://example.com/mcp\n"
