@@ -252,11 +252,14 @@ def abi_version() -> int:
         return 0
 
 
-def apply(policy: Policy) -> str:
+def apply(policy: Policy, abi_cap: int | None = None) -> str:
     """Confine this process (and all it will start) to ``policy``; returns the summary that
     ``spctl status`` shows. Raises SandboxError when ``policy.required`` and the kernel cannot
-    enforce all of it, or when Landlock refuses."""
-    abi = abi_version()
+    enforce all of it, or when Landlock refuses.
+
+    ``abi_cap`` uses at most that ABI, as on an older kernel (Landlock is backward compatible):
+    how the tests see what a weaker kernel enforces."""
+    abi = abi_version() if abi_cap is None else min(abi_cap, abi_version())
     p = plan(policy, abi, interpreter_paths() if policy.filesystem == "strict" else ())
     if p.missing and policy.required:
         raise SandboxError(f"sandbox required but {p.summary}")
