@@ -19,6 +19,7 @@ import typer
 from supervisor.cli.render import duration, front_entry, table
 from supervisor.control.client import ControlClient, NotRunning, RpcError
 from supervisor.control.paths import client_socket_path
+from supervisor.rules.text import safe, safe_lines
 
 __all__ = ["disable", "enable", "logs", "reload", "restart", "start", "status", "stop"]
 
@@ -90,14 +91,14 @@ def status(
     print(table(["NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "REASON"], rows))
     for ext in exts:
         for p in ext.get("routing_problems", []):
-            print(f"not routed: {ext['name']}: {p['kind']} {p['name']!r}: {p['reason']}")
+            print(safe(f"not routed: {ext['name']}: {p['kind']} {p['name']!r}: {p['reason']}"))
     for ext in exts:
         box = (ext.get("metadata") or {}).get("sandbox")
         if extension is not None and box:
-            print(f"sandbox: {box}")
+            print(safe(f"sandbox: {box}"))
         err = ext.get("error")
         if extension is not None and err and err.get("traceback"):
-            print(f"\nlast error of {ext['name']}:\n{err['traceback'].rstrip()}")
+            print(f"\nlast error of {ext['name']}:\n{safe_lines(err['traceback'].rstrip())}")
 
 
 def _verb(method: str, done: str) -> Any:

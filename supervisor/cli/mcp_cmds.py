@@ -11,6 +11,7 @@ import typer
 
 from supervisor.cli.ctl import EXIT_REFUSED, JsonOpt, SocketOpt, call_supervisor
 from supervisor.cli.render import table
+from supervisor.rules.text import safe, safe_lines
 
 __all__ = ["call", "parse_args", "services", "tools"]
 
@@ -31,7 +32,7 @@ def tools(
     ]
     print(table(["NAME ON /mcp", "EXTENSION", "TOOL", "DESCRIPTION"], rows))
     for p in result["problems"]:
-        print(f"not routed: {p['extension']}: {p['kind']} {p['name']!r}: {p['reason']}")
+        print(safe(f"not routed: {p['extension']}: {p['kind']} {p['name']!r}: {p['reason']}"))
 
 
 def services(json_: JsonOpt = False, sock: SocketOpt = None) -> None:
@@ -88,14 +89,14 @@ def call(
     result = call_supervisor(sock, "call", extension, tool, arguments, timeout=3600.0)
     if "service" in result and "content" not in result:  # a plugin module's service
         value = result.get("result")
-        print(value if isinstance(value, str) else json.dumps(value, indent=2))
+        print(safe_lines(value) if isinstance(value, str) else json.dumps(value, indent=2))
         return
     if output_json:
         print(json.dumps(result, indent=2))
     else:
         for item in result.get("content", []):
             if item.get("type") == "text":
-                print(item.get("text", ""))
+                print(safe_lines(item.get("text", "")))
             else:
                 print(json.dumps(item))
         if "structuredContent" in result and not result.get("content"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from supervisor.rules.text import safe
+
 __all__ = ["duration", "front_entry", "table"]
 
 
@@ -22,6 +24,9 @@ def duration(seconds: float | None) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned columns; every cell's control characters are escaped (an extension's reason or
+    tool description must not drive the terminal)."""
+    rows = [[safe(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row[:-1]):

@@ -11,13 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from supervisor.rules.text import safe
+
 __all__ = ["MAX_LINE", "LineSplitter", "PipeReader"]
 
 MAX_LINE = 64 * 1024
-
-# C0 controls but tab, DEL and C1 controls, shown as \xNN: a worker must not be able to drive
-# the operator's terminal (escape sequences, carriage returns, bells) through `spctl logs`.
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x09), *range(0x0A, 0x20), *range(0x7F, 0xA0))}
 
 
 class LineSplitter:
@@ -28,7 +26,7 @@ class LineSplitter:
     @staticmethod
     def _text(raw: bytes | bytearray) -> str:
         text = bytes(raw).rstrip(b"\r").decode("utf-8", errors="backslashreplace")
-        return text.translate(_CONTROLS)
+        return safe(text)
 
     def feed(self, data: bytes) -> list[str]:
         self._buf += data
