@@ -21,7 +21,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from supervisor.config import Extension
-from supervisor.core import inbox
+from supervisor.core import inbox, memory
 from supervisor.core.calls import Calls, CallTimeout, CommandFailed
 from supervisor.core.inbox import Command, Mailbox, Message
 from supervisor.core.incarnation import Hooks, Incarnation, RunnerContext
@@ -265,6 +265,7 @@ class Runner:
     def _on_exit(self, inc: Incarnation, exit: Exit) -> None:
         inc.ended()
         self._inc = None
+        memory.trim_soon()  # what the incarnation held is freed: give it back to the system
         text = self.last_exit = describe(exit)  # with what the worker said (exit.detail)
         if inc.error:
             self.last_error = inc.error
