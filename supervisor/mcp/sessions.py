@@ -88,7 +88,9 @@ class Sessions:
         now = time.monotonic()
         if now - self._logged >= _LOG_EVERY:
             self._logged = now
-            log.warning("session cap reached: dropping the oldest idle", cap=self.cap)
+            log.warning(
+                "session cap reached: dropping the oldest idle", cap=self.cap, dropped=self.dropped
+            )
         return True
 
     def add(self, transport: StreamableHTTPServerTransport) -> None:

@@ -17,6 +17,8 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import anyio
 import psutil
@@ -25,6 +27,18 @@ from mcp import Client
 
 from tests.e2e.test_mcp_front import INIT, Front, start_front
 from tests.helpers import Serve, make_extensions, server_entry, wait_for
+
+
+class Listening(Protocol):
+    """Where a front listens (a :class:`Front` we started, or the one ``spctl serve`` did)."""
+
+    port: int
+
+
+@dataclass
+class Port:
+    port: int
+
 
 PING = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "ping"})
 
@@ -77,7 +91,7 @@ class Raw:
     closed: bool = False
 
     @classmethod
-    def connect(cls, f: Front, first: bytes = b"") -> Raw:
+    def connect(cls, f: Listening, first: bytes = b"") -> Raw:
         sock = socket.create_connection(("127.0.0.1", f.port), timeout=10)
         sock.setblocking(False)
         raw = cls(sock)
@@ -108,13 +122,13 @@ class Raw:
         self.sock.close()
 
 
-def head(f: Front, method: str = "POST", path: str = "/mcp", **extra: str) -> bytes:
+def head(f: Listening, method: str = "POST", path: str = "/mcp", **extra: str) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{f.port}"]
     lines += [f"{k.replace('_', '-')}: {v}" for k, v in extra.items()]
     return ("\r\n".join(lines) + "\r\n").encode()
 
 
-def request(f: Front, body: str = INIT, path: str = "/mcp", **extra: str) -> bytes:
+def request(f: Listening, body: str = INIT, path: str = "/mcp", **extra: str) -> bytes:
     data = body.encode()
     more = {
         "Content_Type": "application/json",
@@ -126,7 +140,7 @@ def request(f: Front, body: str = INIT, path: str = "/mcp", **extra: str) -> byt
 
 
 def post(
-    f: Front, headers: dict[str, str], body: str = INIT, path: str = "/mcp"
+    f: Listening, headers: dict[str, str], body: str = INIT, path: str = "/mcp"
 ) -> http.client.HTTPResponse:
     conn = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
     try:
@@ -146,7 +160,7 @@ def post(
 def sdk_client_works(f: Front) -> None:
     async def body() -> None:
         for mode in ("auto", "legacy"):
-            async with Client(f.url(), mode=mode) as c:  # type: ignore[arg-type]
+            async with Client(f.url(), mode=mode) as c:
                 result = await c.call_tool("echo__echo", {"text": "still here"})
                 assert result.content[0].text == "still here"  # type: ignore[union-attr]
 
@@ -239,7 +253,7 @@ def test_connections_beyond_the_cap_are_refused_and_a_client_gets_through_afterw
 # -- legacy sessions -------------------------------------------------------------------------
 
 
-def initialize(conn: http.client.HTTPConnection, f: Front, path: str) -> tuple[int, str, bytes]:
+def initialize(conn: http.client.HTTPConnection, f: Listening, path: str) -> tuple[int, str, bytes]:
     headers = {
         "Host": f"127.0.0.1:{f.port}",
         "Content-Type": "application/json",
@@ -250,12 +264,12 @@ def initialize(conn: http.client.HTTPConnection, f: Front, path: str) -> tuple[i
     return response.status, response.getheader("mcp-session-id") or "", response.read()
 
 
-def ping(f: Front, session: str, path: str) -> int:
+def ping(f: Listening, session: str, path: str) -> int:
     headers = {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
     return post(f, headers, PING, path).status
 
 
-def open_sessions(f: Front, path: str, count: int) -> list[str]:
+def open_sessions(f: Listening, path: str, count: int) -> list[str]:
     conn = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
     try:
         sessions = []
@@ -401,3 +415,32 @@ def test_duplicate_origin_headers_are_refused(
     assert raw.received.startswith(b"HTTP/1.1 400 "), raw.received[:200]
     assert b"Duplicate Origin header" in raw.received
     raw.close()
+
+
+# -- through spctl serve ---------------------------------------------------------------------
+
+
+def test_spctl_serve_hands_the_limits_to_its_front(tmp_path: Path) -> None:
+    """``spctl serve --front-max-sessions 2 --front-header-timeout 1``: the front it starts
+    runs with them (a third session drops the first; a silent connection is closed)."""
+    servers = [server_entry("echo", "mcp_echo", config={"markers": str(tmp_path)})]
+    flags = ["--listen", "127.0.0.1:0", "--front-max-sessions", "2", "--front-header-timeout", "1"]
+    s = Serve(tmp_path, make_extensions(tmp_path, [], servers), tmp_path / "run" / "control.sock")
+    s.front, s.extra_args = True, flags
+    try:
+        s.start()
+        url = wait_for(
+            lambda: (s.try_status() or {}).get("supervisor", {}).get("mcp_front", {}).get("url"),
+            30,
+            "the front's URL",
+        )
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        f = Port(port)
+        sessions = open_sessions(f, "/mcp", 3)
+        assert [ping(f, sid, "/mcp") for sid in sessions] == [404, 200, 200]
+        silent = Raw.connect(f)
+        wait_for(silent.poll, 10, "the silent connection closed")
+        assert b"408 Request Timeout" in silent.received
+        silent.close()
+    finally:
+        s.stop()
