@@ -10,7 +10,9 @@ process's file descriptors. :func:`limited_protocol` makes the subclass uvicorn 
 
 - **header timeout**: a new connection, and a kept-alive one from the first byte of its next
   request, must deliver the whole request head within ``header_timeout`` seconds; otherwise it
-  is answered ``408`` and closed. The gap between requests is uvicorn's keep-alive timeout,
+  is answered ``408`` and closed. Its body, if any, then has as long again (a body dripped
+  byte by byte would otherwise hold the connection, and a slot under the cap, for ever); a
+  late body closes the connection. The gap between requests is uvicorn's keep-alive timeout,
   which also closes a connection that is only idle.
 - **connection cap**: while ``max_connections`` connections are open, a new one is still read,
   but its request is answered ``503`` (a JSON-RPC error saying so, ``Retry-After: 1``) and the
@@ -82,6 +84,7 @@ class _LimitedH11(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._reading: str | None = None  # the part of a request being timed: head or body
         self._dropped = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -115,35 +118,42 @@ class _LimitedH11(H11Protocol):
         super().connection_lost(exc)
 
     def _watch_head(self) -> None:
-        """Time the head being read: from the connection's start or the first byte of a later
-        request (``trailing_data``: bytes h11 holds that make no whole event yet)."""
-        reading = self.conn.their_state is h11.IDLE and (
-            self.cycle is None or bool(self.conn.trailing_data[0])
-        )
-        if reading and self._head_timer is None and not self.transport.is_closing():
-            self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_late)
-        elif not reading:
+        """Time the part of a request being read: its head, from the connection's start or
+        the first byte of a later request (``trailing_data``: bytes h11 holds that make no
+        whole event yet); then its body, afresh from the end of the head."""
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            part: str | None = "body"
+        elif state is h11.IDLE and (self.cycle is None or bool(self.conn.trailing_data[0])):
+            part = "head"
+        else:
+            part = None
+        if part != self._reading:
             self._stop_head_timer()
+            self._reading = part
+            if part is not None and not self.transport.is_closing():
+                self._head_timer = self.loop.call_later(self.limits.header_timeout, self._late)
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _head_late(self) -> None:
+    def _late(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing():
             return
-        timeout = self.limits.header_timeout
-        self.warnings.warn("connection closed: request head too slow", header_timeout=timeout)
-        self.transport.write(
-            _raw_response(
-                "408 Request Timeout",
-                f"the request's head did not arrive within {timeout:g} s (the front's "
-                "--header-timeout)",
+        part, timeout = self._reading, self.limits.header_timeout
+        self.warnings.warn(f"connection closed: request {part} too slow", header_timeout=timeout)
+        if part == "head":  # nothing answered yet on this request: say why
+            self.transport.write(
+                _raw_response(
+                    "408 Request Timeout",
+                    f"the request's head did not arrive within {timeout:g} s (the front's "
+                    "--header-timeout)",
+                )
             )
-        )
-        self.transport.close()
+        self.transport.close()  # a body too slow: the app sees a disconnect
 
     async def _too_many(self, scope: Scope, receive: Receive, send: Send) -> None:
         cap = self.limits.max_connections

@@ -25,7 +25,9 @@ class FrontLimits:
     Raises ValueError on a value that is not positive (and finite, for times)."""
 
     max_connections: int = 1000  # served at once; more get 503 (and past twice this: closed)
-    header_timeout: float = 10.0  # seconds to send a request's head, from its first byte
+    header_timeout: float = (
+        10.0  # seconds to send a request's head (from its first byte), and its body
+    )
     keepalive_timeout: float = 5.0  # seconds a connection may idle between requests
     max_sessions: int = 1000  # 2025-era sessions across all URLs; then the oldest idle goes
     session_idle_timeout: float = 1800.0  # seconds a session may idle before it is closed

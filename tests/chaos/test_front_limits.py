@@ -197,6 +197,25 @@ def test_connections_dripping_headers_are_closed_after_the_header_timeout(serve:
         sdk_client_works(f)
 
 
+def test_a_connection_dripping_its_body_is_closed(serve: Serve) -> None:
+    """A whole head, then a body dripped a byte at a time: closed once --header-timeout has
+    passed since the head (it would otherwise hold its slot under the cap for ever)."""
+    with front(serve, "--header-timeout", "1") as f:
+        base = open_fds(f)
+        dripper = Raw.connect(f, request(f, body="{", Content_Length="100000"))
+        wait_for(lambda: open_fds(f) >= base + 1, 10, "the front to accept it")
+        start = time.monotonic()
+
+        def dripped_and_closed() -> bool:
+            dripper.send(b" ")
+            return dripper.poll()
+
+        wait_for(dripped_and_closed, 10, "the front to close the dripping body")
+        assert 1.0 <= time.monotonic() - start < 6
+        dripper.close()
+        sdk_client_works(f)
+
+
 def test_a_kept_alive_connection_is_closed_when_idle_and_when_it_drips_the_next_request(
     serve: Serve,
 ) -> None:
@@ -264,6 +283,32 @@ def initialize(conn: http.client.HTTPConnection, f: Listening, path: str) -> tup
     return response.status, response.getheader("mcp-session-id") or "", response.read()
 
 
+@dataclass
+class Stream:
+    """A session's standalone GET stream, held open (the session is busy while it is)."""
+
+    conn: http.client.HTTPConnection
+    response: http.client.HTTPResponse
+
+    @classmethod
+    def open(cls, f: Listening, path: str, session: str) -> Stream:
+        conn = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
+        headers = {
+            "Host": f"127.0.0.1:{f.port}",
+            "Accept": "text/event-stream",
+            "Mcp-Session-Id": session,
+            "MCP-Protocol-Version": "2025-11-25",
+        }
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        assert response.status == 200
+        return cls(conn, response)
+
+    def close(self) -> None:
+        self.response.close()
+        self.conn.close()
+
+
 def ping(f: Listening, session: str, path: str) -> int:
     headers = {"Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
     return post(f, headers, PING, path).status
@@ -294,18 +339,8 @@ def test_legacy_sessions_share_one_cap_across_urls_and_the_oldest_idle_goes(
         assert [ping(f, s, "/mcp") for s in first] == [404, 404, 200, 200, 200, 200]
         assert [ping(f, s, "/mcp/echo") for s in second] == [200] * 6
         live = [("/mcp", s) for s in first[2:]] + [("/mcp/echo", s) for s in second]
-        streams = []
-        for path, session in live:  # every session busy: a standalone GET stream each
-            conn = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
-            headers = {
-                "Host": f"127.0.0.1:{f.port}",
-                "Accept": "text/event-stream",
-                "Mcp-Session-Id": session,
-                "MCP-Protocol-Version": "2025-11-25",
-            }
-            conn.request("GET", path, headers=headers)
-            assert conn.getresponse().status == 200
-            streams.append(conn)
+        # every session busy: a standalone GET stream each
+        streams = [Stream.open(f, path, session) for path, session in live]
         refused = post(f, {})
         assert refused.status == 503
         assert refused.getheader("retry-after") == "5"
@@ -323,22 +358,14 @@ def test_the_front_refuses_with_a_clear_message_when_every_session_is_busy(serve
     """The 503's body names the limit and what to do."""
     with front(serve, "--max-sessions", "1") as f:
         (session,) = open_sessions(f, "/mcp", 1)
-        conn = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
-        headers = {
-            "Host": f"127.0.0.1:{f.port}",
-            "Accept": "text/event-stream",
-            "Mcp-Session-Id": session,
-            "MCP-Protocol-Version": "2025-11-25",
-        }
-        conn.request("GET", "/mcp", headers=headers)
-        assert conn.getresponse().status == 200
+        stream = Stream.open(f, "/mcp", session)
         c2 = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
         status, _, body = initialize(c2, f, "/mcp/echo")
         assert status == 503
         message = json.loads(body)["error"]["message"]
         assert "too many MCP sessions" in message and "--max-sessions" in message
         c2.close()
-        conn.close()
+        stream.close()
 
 
 def test_front_rss_stays_bounded_under_a_flood_of_legacy_sessions(serve: Serve) -> None:
@@ -361,15 +388,7 @@ def test_idle_legacy_sessions_expire(serve: Serve) -> None:
     GET stream open is kept."""
     with front(serve, "--session-idle-timeout", "1") as f:
         idle, busy = open_sessions(f, "/mcp", 2)
-        conn = http.client.HTTPConnection("127.0.0.1", f.port, timeout=30)
-        headers = {
-            "Host": f"127.0.0.1:{f.port}",
-            "Accept": "text/event-stream",
-            "Mcp-Session-Id": busy,
-            "MCP-Protocol-Version": "2025-11-25",
-        }
-        conn.request("GET", "/mcp", headers=headers)
-        assert conn.getresponse().status == 200
+        stream = Stream.open(f, "/mcp", busy)
         start = last = time.monotonic()
 
         def expired() -> bool:
@@ -385,7 +404,7 @@ def test_idle_legacy_sessions_expire(serve: Serve) -> None:
         wait_for(expired, 10, "the idle session to expire")
         assert time.monotonic() - start < 5
         assert ping(f, busy, "/mcp") == 200
-        conn.close()
+        stream.close()
 
 
 # -- headers ---------------------------------------------------------------------------------
