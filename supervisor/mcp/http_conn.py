@@ -83,7 +83,7 @@ class _LimitedH11(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._read_timer: asyncio.TimerHandle | None = None
         self._reading: str | None = None  # the part of a request being timed: head or body
         self._dropped = False
 
@@ -103,21 +103,21 @@ class _LimitedH11(H11Protocol):
                 open=open_now,
                 max_connections=self.limits.max_connections,
             )
-        self._watch_head()
+        self._watch_reading()
 
     def data_received(self, data: bytes) -> None:
         if self._dropped:
             return
         super().data_received(data)
-        self._watch_head()
+        self._watch_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
+        self._stop_read_timer()
         if self._dropped:
             return
         super().connection_lost(exc)
 
-    def _watch_head(self) -> None:
+    def _watch_reading(self) -> None:
         """Time the part of a request being read: its head, from the connection's start or
         the first byte of a later request (``trailing_data``: bytes h11 holds that make no
         whole event yet); then its body, afresh from the end of the head."""
@@ -129,18 +129,18 @@ class _LimitedH11(H11Protocol):
         else:
             part = None
         if part != self._reading:
-            self._stop_head_timer()
+            self._stop_read_timer()
             self._reading = part
             if part is not None and not self.transport.is_closing():
-                self._head_timer = self.loop.call_later(self.limits.header_timeout, self._late)
+                self._read_timer = self.loop.call_later(self.limits.header_timeout, self._late)
 
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _stop_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
 
     def _late(self) -> None:
-        self._head_timer = None
+        self._read_timer = None
         if self.transport.is_closing():
             return
         part, timeout = self._reading, self.limits.header_timeout
