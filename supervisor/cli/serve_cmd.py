@@ -44,6 +44,44 @@ def serve(
     front: Annotated[
         bool, typer.Option("--front/--no-front", help="Run the MCP front (/mcp over HTTP).")
     ] = True,
+    front_max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--front-max-connections",
+            min=1,
+            help="Connections the MCP front serves at once; more get 503 (default 1000).",
+        ),
+    ] = None,
+    front_header_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--front-header-timeout",
+            help="Seconds an MCP client has to send a request's head (default 10).",
+        ),
+    ] = None,
+    front_keepalive_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--front-keepalive-timeout",
+            help="Seconds the MCP front keeps an idle connection between requests (default 5).",
+        ),
+    ] = None,
+    front_max_sessions: Annotated[
+        int | None,
+        typer.Option(
+            "--front-max-sessions",
+            min=1,
+            help="2025-era MCP sessions kept across all URLs; then the oldest idle goes "
+            "(default 1000).",
+        ),
+    ] = None,
+    front_session_idle_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--front-session-idle-timeout",
+            help="Seconds an idle 2025-era MCP session is kept (default 1800).",
+        ),
+    ] = None,
     watch: Annotated[
         bool,
         typer.Option(
@@ -71,6 +109,14 @@ def serve(
         health = HealthSettings(interval=health_interval, deadline=health_timeout)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    times = {
+        "--front-header-timeout": front_header_timeout,
+        "--front-keepalive-timeout": front_keepalive_timeout,
+        "--front-session-idle-timeout": front_session_idle_timeout,
+    }
+    for flag, seconds in times.items():
+        if seconds is not None and not 0 < seconds < float("inf"):
+            raise typer.BadParameter(f"{flag} must be a positive number of seconds")
     from supervisor.core.front import FrontOptions
 
     opts = ServeOptions(
@@ -78,7 +124,17 @@ def serve(
         socket=sock or socket_path(),
         health=health,
         cgroups=cgroups,
-        front=FrontOptions(listen=listen, token_file=token_file) if front else None,
+        front=FrontOptions(
+            listen=listen,
+            token_file=token_file,
+            max_connections=front_max_connections,
+            header_timeout=front_header_timeout,
+            keepalive_timeout=front_keepalive_timeout,
+            max_sessions=front_max_sessions,
+            session_idle_timeout=front_session_idle_timeout,
+        )
+        if front
+        else None,
         watch=watch,
     )
     code = run_serve(opts)

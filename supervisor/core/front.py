@@ -56,8 +56,35 @@ STOP_TIMEOUT = 10.0  # uvicorn lets requests finish for up to 3 s (timeout_grace
 
 @dataclass(frozen=True)
 class FrontOptions:
+    """How ``serve`` starts the front. The limits are the front's flags of the same names
+    (``--max-connections`` …); None leaves the front's default (``supervisor.mcp.limits``,
+    which the core does not import)."""
+
     listen: str = "127.0.0.1:8765"
     token_file: Path | None = None
+    max_connections: int | None = None
+    header_timeout: float | None = None
+    keepalive_timeout: float | None = None
+    max_sessions: int | None = None
+    session_idle_timeout: float | None = None
+
+    def limit_flags(self) -> list[str]:
+        """The front's command-line flags for the limits that are set."""
+        flags: list[str] = []
+        for name in _LIMITS:
+            value = getattr(self, name)
+            if value is not None:
+                flags += [f"--{name.replace('_', '-')}", str(value)]
+        return flags
+
+
+_LIMITS = (
+    "max_connections",
+    "header_timeout",
+    "keepalive_timeout",
+    "max_sessions",
+    "session_idle_timeout",
+)
 
 
 def front_extension(restart: RestartConfig = RESTART) -> Extension:
@@ -111,7 +138,7 @@ class Front:
         argv += ["--socket", str(self.socket), "--listen", self.opts.listen]
         if self.opts.token_file is not None:
             argv += ["--token-file", str(self.opts.token_file)]
-        return argv
+        return argv + self.opts.limit_flags()
 
     async def _spawn(
         self,

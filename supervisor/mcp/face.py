@@ -39,7 +39,6 @@ from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
     ListenHandler,
@@ -51,9 +50,13 @@ from mcp.server.subscriptions import (
 )
 from mcp.shared.exceptions import MCPError
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from starlette.types import Receive, Scope, Send
 
 from supervisor import __version__
 from supervisor.mcp.core_link import CoreLink
+from supervisor.mcp.guard import reject
+from supervisor.mcp.limits import FrontLimits
+from supervisor.mcp.sessions import SessionManager, Sessions, opens_session
 from supervisor.rules.router import (
     ListKind,
     Route,
@@ -134,7 +137,9 @@ class _FaceServer(Server[Any]):
 class Face:
     """The MCP endpoint for ``scope``. ``await tg.start(face.run)``, then serve ``face.asgi``."""
 
-    def __init__(self, scope: str | None, link: CoreLink, *, max_body: int) -> None:
+    def __init__(
+        self, scope: str | None, link: CoreLink, *, max_body: int, sessions: Sessions | None = None
+    ) -> None:
         self.scope = scope
         self.link = link
         self.bus = InMemorySubscriptionBus()
@@ -165,8 +170,23 @@ class Face:
         self.server.add_notification_handler(
             "notifications/initialized", types.NotificationParams, self._on_initialized
         )
-        self.manager = StreamableHTTPSessionManager(self.server, max_request_body_size=max_body)
-        self.asgi = self.manager.handle_request
+        if sessions is None:  # spctl mcp: stdio has no HTTP sessions
+            defaults = FrontLimits()
+            sessions = Sessions(defaults.max_sessions, defaults.session_idle_timeout)
+        self.sessions = sessions
+        self.manager = SessionManager(self.server, sessions, max_body=max_body)
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request; a new 2025-era session while every one of the front's
+        ``--max-sessions`` is busy gets a 503 saying so (see :mod:`supervisor.mcp.sessions`)."""
+        if self.sessions.full() and opens_session(scope):
+            message = (
+                f"too many MCP sessions: all {self.sessions.cap} the spctl front keeps (its "
+                "--max-sessions) are in use; retry later, or end a session (DELETE)"
+            )
+            await reject(503, message, {"Retry-After": "5"})(scope, receive, send)
+            return
+        await self.manager.handle_request(scope, receive, send)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the session manager until cancelled."""

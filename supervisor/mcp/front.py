@@ -1,7 +1,8 @@
 """The MCP front: Streamable HTTP on ``/mcp`` and ``/mcp/<server>``, forwarding to the core.
 
 ``python -m supervisor.mcp.front --socket PATH --listen 127.0.0.1:8765 [--token-file F]
-[--max-body BYTES] [--allow-host HOST:PORT …]``
+[--max-body BYTES] [--allow-host HOST:PORT …] [--max-connections N] [--header-timeout S]
+[--keepalive-timeout S] [--max-sessions N] [--session-idle-timeout S]``
 
 Theory of operation: the front is its own process (the SDK's import and per-call CPU stay out
 of the core). It connects to the core's control socket (:class:`CoreLink`), then serves HTTP
@@ -12,6 +13,11 @@ control connection ends the front exits (1): it is the core's child and comes ba
 Every request passes :class:`Guard` first (:mod:`supervisor.mcp.guard`: Host → 421, Origin →
 403, bearer token with ``--token-file`` → 401), before any MCP parsing. Bodies over
 ``--max-body`` get 413 from the SDK's limit.
+
+The limits of :class:`FrontLimits` hold against a hostile local client: a cap on connections
+and a header-read timeout (:mod:`supervisor.mcp.http_conn`, the protocol uvicorn runs),
+uvicorn's keep-alive timeout, and one cap on 2025-era sessions across all URLs
+(:mod:`supervisor.mcp.sessions`).
 
 With ``--supervised`` (how ``spctl serve`` starts it) the front is also the worker end of an
 fd-3 channel to the core (:mod:`supervisor.mcp.supervised`): it says ``ready`` with its URL,
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
+import resource
 import signal
 import socket
 import sys
@@ -42,7 +49,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.face import Face, changed_kinds
 from supervisor.mcp.guard import Guard, allowed_hosts, parse_listen, reject
-from supervisor.mcp.limits import DEFAULT_MAX_BODY
+from supervisor.mcp.http_conn import limited_protocol
+from supervisor.mcp.limits import DEFAULT_MAX_BODY, FrontLimits
+from supervisor.mcp.sessions import Sessions
 from supervisor.mcp.supervised import SupervisorChannel, attach
 from supervisor.rules.router import Router
 from worker.channel import ChannelClosed
@@ -80,10 +89,14 @@ class _Endpoint:
 class Front:
     """The faces by scope, created on first use, and the app that routes to them."""
 
-    def __init__(self, link: CoreLink, tg: TaskGroup, *, max_body: int) -> None:
+    def __init__(
+        self, link: CoreLink, tg: TaskGroup, *, max_body: int, limits: FrontLimits | None = None
+    ) -> None:
         self.link = link
         self.tg = tg
         self.max_body = max_body
+        limits = limits or FrontLimits()
+        self.sessions = Sessions(limits.max_sessions, limits.session_idle_timeout)  # all faces'
         self.faces: dict[str | None, Face] = {}
         self._starting: dict[str | None, anyio.Event] = {}
         link.on_change = self.on_change
@@ -112,7 +125,7 @@ class Front:
                 _SERVER_NAME.fullmatch(scope) and await self.link.is_server(scope)
             ):
                 return None
-            face = Face(scope, self.link, max_body=self.max_body)
+            face = Face(scope, self.link, max_body=self.max_body, sessions=self.sessions)
             await self.tg.start(face.run)
             self.faces[scope] = face
         finally:
@@ -154,6 +167,18 @@ def _bind(host: str, port: int) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+def _raise_nofile(limits: FrontLimits) -> None:
+    """Raise the soft RLIMIT_NOFILE (systemd's default is 1024) so the connection caps, not
+    the descriptors, are what bounds connections."""
+    want = limits.hard_connections + 256  # the front's own files, sockets to the core
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        soft = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < want:
+        log.warning("open-file limit below the connection cap", nofile=soft, wanted=want)
 
 
 def _is_loopback(host: str) -> bool:
@@ -199,16 +224,21 @@ async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None =
         port = sock.getsockname()[1]
         if not _is_loopback(host):
             log.warning("listening beyond loopback", host=host, token=token is not None)
-        front = Front(link, tg, max_body=args.max_body)
+        limits = _limits(args)
+        _raise_nofile(limits)
+        front = Front(link, tg, max_body=args.max_body, limits=limits)
         await front.face(None)
         hosts = allowed_hosts(host, port, args.allow_host)
         config = uvicorn.Config(
             front.app(hosts, token),
+            http=limited_protocol(limits),
+            ws="none",  # no WebSocket upgrade: it would leave the limits of http_conn behind
             lifespan="off",
             access_log=False,
             server_header=False,
             log_level="warning",
             timeout_graceful_shutdown=3,
+            timeout_keep_alive=limits.keepalive_timeout,  # type: ignore[arg-type]  # a float is fine
         )
         server = uvicorn.Server(config)
 
@@ -246,6 +276,17 @@ async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None =
     return code
 
 
+def _limits(args: argparse.Namespace) -> FrontLimits:
+    """The --max-connections … --session-idle-timeout flags. Raises ValueError."""
+    return FrontLimits(
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        keepalive_timeout=args.keepalive_timeout,
+        max_sessions=args.max_sessions,
+        session_idle_timeout=args.session_idle_timeout,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m supervisor.mcp.front",
@@ -262,6 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--allow-host", action="append", default=[], help="another accepted Host header value"
     )
+    defaults = FrontLimits()
+    limit_flags: list[tuple[str, type, str]] = [
+        ("--max-connections", int, "connections served at once; more get 503"),
+        ("--header-timeout", float, "seconds a client has to send a request's head"),
+        ("--keepalive-timeout", float, "seconds an idle connection is kept between requests"),
+        ("--max-sessions", int, "2025-era sessions across all URLs; then the oldest idle goes"),
+        ("--session-idle-timeout", float, "seconds an idle 2025-era session is kept"),
+    ]
+    for flag, kind, text in limit_flags:
+        default = getattr(defaults, flag[2:].replace("-", "_"))
+        parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
     parser.add_argument(
         "--supervised",
         action="store_true",
@@ -272,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_listen(args.listen)
         if args.max_body <= 0:
             raise ValueError("--max-body must be positive")
+        _limits(args)
         if args.token_file:
             _read_token(args.token_file)
         supervised = attach() if args.supervised else None

@@ -1,6 +1,8 @@
 """The front's door: what every HTTP request must pass before any MCP parsing.
 
-:class:`Guard` checks, in this order, each answered at once: Host must name this server
+:class:`Guard` checks, in this order, each answered at once: Host, Origin and Authorization
+must each come at most once → 400 (two ``Origin`` headers, one loopback and one not, must not
+let whichever is read last decide); Host must name this server
 (DNS rebinding: a page of ``evil.example.com`` resolving to 127.0.0.1 sends
 ``Host: evil.example.com``) → 421; an Origin, if present, must be a loopback one → 403; with a
 token, an ``Authorization: Bearer`` equal to it (constant-time compare) → 401.
@@ -19,6 +21,7 @@ __all__ = ["Guard", "allowed_hosts", "parse_listen", "reject"]
 
 _LOOPBACK_ORIGIN = re.compile(rb"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+_CHECKED = (b"host", b"origin", b"authorization")  # each at most once
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -45,7 +48,8 @@ def reject(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 class Guard:
-    """Pure ASGI middleware: Host allowlist, loopback Origin, optional bearer token."""
+    """Pure ASGI middleware: one of each checked header, Host allowlist, loopback Origin,
+    optional bearer token."""
 
     def __init__(self, app: ASGIApp, *, hosts: frozenset[bytes], token: bytes | None) -> None:
         self.app = app
@@ -56,16 +60,19 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        host = origin = auth = None
+        seen: dict[bytes, bytes] = {}
+        repeated: bytes | None = None
         for key, value in scope["headers"]:
-            if key == b"host":
-                host = value
-            elif key == b"origin":
-                origin = value
-            elif key == b"authorization":
-                auth = value
+            if key in _CHECKED:
+                if key in seen and repeated is None:
+                    repeated = key
+                seen[key] = value
+        host, origin, auth = (seen.get(key) for key in _CHECKED)
         problem: ASGIApp | None = None
-        if host is None or host.lower() not in self.hosts:
+        if repeated is not None:
+            name = repeated.decode().title()
+            problem = reject(400, f"Duplicate {name} header: a request may carry only one")
+        elif host is None or host.lower() not in self.hosts:
             shown = "" if host is None else host.decode("latin-1")[:100]
             problem = reject(421, f"Invalid Host header: {shown!r}")
         elif origin is not None and _LOOPBACK_ORIGIN.fullmatch(origin.lower()) is None:
