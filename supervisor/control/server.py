@@ -2,7 +2,9 @@
 
 Security: the socket file is 0600 in a 0700 directory we own, and every accepted
 connection's peer credentials (SO_PEERCRED) must be our own uid or root; anything else is
-logged and closed before a single byte is read. A lock file held for the supervisor's
+logged and closed before a single byte is read. What a connection may make us buffer is
+bounded (:mod:`supervisor.control.intake`): unfinished frames per connection, in total and in
+time; unread answers by ``MAX_UNSENT``. A lock file held for the supervisor's
 lifetime makes a second ``spctl serve`` refuse to start instead of stealing the socket; a
 socket file left by a crashed supervisor (lock free) is replaced.
 """
@@ -22,10 +24,11 @@ from typing import Any
 
 import structlog
 
+from supervisor.control.intake import Intake, IntakeLimits
 from supervisor.control.paths import ensure_private_dir
 from worker.channel import Channel
 
-__all__ = ["MAX_UNSENT", "AlreadyRunning", "ControlServer", "peer_credentials"]
+__all__ = ["MAX_UNSENT", "MCP_FACE_METHODS", "AlreadyRunning", "ControlServer", "peer_credentials"]
 
 log = structlog.get_logger("spctl.control")
 
@@ -34,6 +37,11 @@ _UCRED = struct.Struct("3i")
 # slow reader of one large answer is fine, and one that pipelines requests and reads nothing
 # cannot make the supervisor buffer without bound.
 MAX_UNSENT = 32 * 1024 * 1024
+# Calling one of these makes a connection an MCP face, whose requests carry tool arguments:
+# it may send whole frames (IntakeLimits.mcp_face) instead of small requests only.
+MCP_FACE_METHODS = frozenset({"mcp_watch"})
+# How a connection ends without anything wrong: not worth a warning.
+_ORDINARY_ENDS = ("peer closed the connection", "supervisor shutting down", "connection lost")
 
 
 class AlreadyRunning(Exception):
@@ -55,11 +63,15 @@ class ControlServer:
         path: Path,
         handlers: Mapping[str, Callable[..., Any]],
         stream_handlers: Mapping[str, Callable[..., Any]] | None = None,
+        *,
+        limits: IntakeLimits | None = None,
     ) -> None:
-        """``stream_handlers`` get the connection's Channel first (to push notifications)."""
+        """``stream_handlers`` get the connection's Channel first (to push notifications);
+        ``limits``: what unfinished frames may hold (default: ``IntakeLimits.from_env()``)."""
         self.path = path
         self.handlers = dict(handlers)
         self.stream_handlers = dict(stream_handlers or {})
+        self.intake = Intake(limits or IntakeLimits.from_env())
         self._listener: socket.socket | None = None
         self._lock_fd: int | None = None
         self._channels: set[Channel] = set()
@@ -115,24 +127,39 @@ class ControlServer:
                 log.warning("control connection refused", peer_pid=pid, peer_uid=uid)
                 conn.close()
                 continue
-            channel = Channel(self.handlers, name=f"control:{pid}", max_unsent=MAX_UNSENT)
+            channel = Channel(
+                self.handlers,
+                name=f"control:{pid}",
+                max_unsent=MAX_UNSENT,
+                on_read=self.intake.on_read,
+            )
+            self.intake.admit(channel)
             for method, handler in self.stream_handlers.items():
-                channel.handlers[method] = functools.partial(handler, channel)
+                bound = functools.partial(handler, channel)
+                if method in MCP_FACE_METHODS:
+                    bound = functools.partial(self._as_face, channel, bound)
+                channel.handlers[method] = bound
             await channel.connect(conn)
             self._channels.add(channel)
             task = loop.create_task(self._forget(channel))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _as_face(self, channel: Channel, handler: Callable[..., Any], *params: Any) -> Any:
+        self.intake.widen(channel)
+        return handler(*params)
+
     async def _forget(self, channel: Channel) -> None:
         reason = await channel.wait_closed()
         self._channels.discard(channel)
-        if reason.startswith("peer left over"):
+        self.intake.release(channel)
+        if not reason.startswith(_ORDINARY_ENDS):
             log.warning("control connection cut off", client=channel.name, reason=reason)
 
     def close(self) -> None:
         for channel in list(self._channels):
             channel.close("supervisor shutting down")
+        self.intake.close()
         if self._listener is not None:
             self._listener.close()
             self._listener = None
