@@ -2,11 +2,13 @@
 
 Security: the socket file is 0600 in a 0700 directory we own, and every accepted
 connection's peer credentials (SO_PEERCRED) must be our own uid or root; anything else is
-logged and closed before a single byte is read. What a connection may make us buffer is
-bounded (:mod:`supervisor.control.intake`): unfinished frames per connection, in total and in
-time; unread answers by ``MAX_UNSENT``. A lock file held for the supervisor's
-lifetime makes a second ``spctl serve`` refuse to start instead of stealing the socket; a
-socket file left by a crashed supervisor (lock free) is replaced.
+logged and closed before a single byte is read. A peer of the right uid that ``refuse(pid)``
+turns away (an extension's process: :mod:`supervisor.rules.peers`) is logged, and its first
+request is answered with a REFUSED error saying why before the connection is closed. What a
+connection may make us buffer is bounded (:mod:`supervisor.control.intake`): unfinished frames
+per connection, in total and in time; unread answers by ``MAX_UNSENT``. A lock file held for
+the supervisor's lifetime makes a second ``spctl serve`` refuse to start instead of stealing
+the socket; a socket file left by a crashed supervisor (lock free) is replaced.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import structlog
 from supervisor.control.intake import Intake, IntakeLimits
 from supervisor.control.paths import ensure_private_dir
 from worker.channel import Channel
+from worker.protocol import REFUSED
+from worker.rpc import Connection, RemoteProtocolError, Request, RpcError
 
 __all__ = ["MAX_UNSENT", "MCP_FACE_METHODS", "AlreadyRunning", "ControlServer", "peer_credentials"]
 
@@ -40,6 +44,11 @@ MAX_UNSENT = 32 * 1024 * 1024
 # Calling one of these makes a connection an MCP face, whose requests carry tool arguments:
 # it may send whole frames (IntakeLimits.mcp_face) instead of small requests only.
 MCP_FACE_METHODS = frozenset({"mcp_watch"})
+# A refused peer is told why in answer to its first request, read within these bounds; beyond
+# _MAX_REFUSING at once, refused connections are closed without a word.
+_REFUSAL_FRAME = 64 * 1024
+_REFUSAL_TIMEOUT = 5.0
+_MAX_REFUSING = 16
 # How a connection ends without anything wrong: not worth a warning.
 _ORDINARY_ENDS = ("peer closed the connection", "supervisor shutting down", "connection lost")
 
@@ -65,9 +74,11 @@ class ControlServer:
         stream_handlers: Mapping[str, Callable[..., Any]] | None = None,
         *,
         limits: IntakeLimits | None = None,
+        refuse: Callable[[int], str | None] | None = None,
     ) -> None:
         """``stream_handlers`` get the connection's Channel first (to push notifications);
-        ``limits``: what unfinished frames may hold (default: ``IntakeLimits.from_env()``)."""
+        ``limits``: what unfinished frames may hold (default: ``IntakeLimits.from_env()``);
+        ``refuse(peer_pid)``: why that peer may not connect, or None."""
         self.path = path
         self.handlers = dict(handlers)
         self.stream_handlers = dict(stream_handlers or {})
@@ -77,6 +88,8 @@ class ControlServer:
         self._channels: set[Channel] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.refused = 0
+        self._refuse = refuse
+        self._refusing: set[asyncio.Task[None]] = set()
 
     def bind(self) -> None:
         """Take the lock and bind; raises AlreadyRunning or OSError (nothing half-done)."""
@@ -127,6 +140,12 @@ class ControlServer:
                 log.warning("control connection refused", peer_pid=pid, peer_uid=uid)
                 conn.close()
                 continue
+            reason = self._refuse(pid) if self._refuse is not None else None
+            if reason is not None:
+                self.refused += 1
+                log.warning("control connection refused", peer_pid=pid, reason=reason)
+                self._tell_refused(conn, f"refused: {reason}")
+                continue
             channel = Channel(
                 self.handlers,
                 name=f"control:{pid}",
@@ -145,6 +164,14 @@ class ControlServer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _tell_refused(self, conn: socket.socket, message: str) -> None:
+        if len(self._refusing) >= _MAX_REFUSING:
+            conn.close()
+            return
+        task = asyncio.get_running_loop().create_task(_answer_refused(conn, message))
+        self._refusing.add(task)
+        task.add_done_callback(self._refusing.discard)
+
     def _as_face(self, channel: Channel, handler: Callable[..., Any], *params: Any) -> Any:
         self.intake.widen(channel)
         return handler(*params)
@@ -159,6 +186,8 @@ class ControlServer:
     def close(self) -> None:
         for channel in list(self._channels):
             channel.close("supervisor shutting down")
+        for task in list(self._refusing):
+            task.cancel()
         self.intake.close()
         if self._listener is not None:
             self._listener.close()
@@ -168,3 +197,23 @@ class ControlServer:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+async def _answer_refused(conn: socket.socket, message: str) -> None:
+    """Answer the peer's first request with REFUSED ``message``, then close (bounded in size
+    and time: a refused peer is not served, only told)."""
+    loop = asyncio.get_running_loop()
+    codec = Connection(max_frame=_REFUSAL_FRAME)
+    conn.setblocking(False)
+    try:
+        async with asyncio.timeout(_REFUSAL_TIMEOUT):
+            while data := await loop.sock_recv(conn, 4096):
+                for event in codec.receive_data(data):
+                    if type(event) is Request:
+                        answer = codec.send_response(event.msgid, error=RpcError(REFUSED, message))
+                        await loop.sock_sendall(conn, answer)
+                        return
+    except (TimeoutError, OSError, RemoteProtocolError):
+        pass
+    finally:
+        conn.close()

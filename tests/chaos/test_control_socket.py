@@ -8,6 +8,7 @@ stalling held +486 MiB in the supervisor, never given back after they closed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -226,3 +227,56 @@ class TestHeldWell:
             after = s.ext("quiet")
             assert (after["state"], after["pid"]) == (before["state"], before["pid"])
             assert _ask(idle[-1], 1, "ping") == "pong"
+
+
+class TestExtensionsAreRefused:
+    """A process of an extension's tree or cgroup is refused whatever its uid (here: root)."""
+
+    @pytest.mark.parametrize("cgroups", [True, False], ids=["cgroups", "no-cgroups"])
+    def test_a_worker_and_its_double_forked_orphan_cannot_stop_a_neighbour(
+        self, tmp_path: Path, cgroups: bool
+    ) -> None:
+        out = tmp_path / "report.json"
+        sock = tmp_path / "run" / "control.sock"
+        probe = {"socket": str(sock), "victim": "victim", "out": str(out)}
+        mods = [
+            module_entry("victim", "ok_daemon"),
+            module_entry("intruder", "control_peer", config=probe, dependsOn=["victim"]),
+        ]
+        extra = [] if cgroups else ["--no-cgroups"]
+        s = Serve(tmp_path, make_extensions(tmp_path, mods), sock, extra_args=extra)
+        try:
+            s.start()
+            text = wait_for(lambda: out.exists() and out.read_text(), 30, "the intruder's report")
+            report = json.loads(text)
+            intruder = s.wait_state("intruder", "running")
+            assert s.ext("victim")["state"] == "running"  # neither attempt stopped it
+            direct, orphan = report["direct"], report["orphan"]
+            tree = f"pid {intruder['pid']} is in extension intruder's process tree"
+            assert direct == {
+                "pid": intruder["pid"],
+                "ppid": s.proc.pid if s.proc else None,
+                "outcome": "error",
+                "message": f"refused: {tree}",
+            }, report
+            assert orphan["outcome"] == "error", report
+            assert orphan["ppid"] == s.proc.pid if s.proc else None  # adopted by the subreaper
+            mode = s.try_status()["supervisor"]["limits_enforcement"]  # type: ignore[index]
+            if mode.startswith("cgroup"):
+                want = f"refused: pid {orphan['pid']} is in extension intruder's cgroup"
+            else:
+                want = (
+                    f"refused: pid {orphan['pid']} was adopted by the supervisor: "
+                    "a process an extension left behind"
+                )
+            assert orphan["message"] == want, (mode, report)
+            refused = [e for e in s.logs() if e.get("event") == "control connection refused"]
+            reasons = {e["peer_pid"]: "refused: " + e["reason"] for e in refused}
+            assert reasons == {direct["pid"]: direct["message"], orphan["pid"]: want}, refused
+            # the operator's CLI (not a descendant of the supervisor) is let in
+            r = s.spctl("stop", "victim")
+            assert r.returncode == 0, r.stderr
+            s.wait_state("victim", "stopped")
+            assert s.stop() == 0
+        finally:
+            s.kill()
