@@ -19,27 +19,43 @@ if TYPE_CHECKING:
     from supervisor.core.keeper import Keeper
     from supervisor.core.watchdog import LimitsEnforcer
 
-__all__ = ["PeerGuard", "read_cgroup", "read_ppid"]
+__all__ = ["PeerGuard", "read_cgroup", "read_stat"]
 
 
-def read_ppid(pid: int) -> int | None:
-    """The parent pid from ``/proc/<pid>/stat`` (None when it is gone or a zombie)."""
+def _read(path: str) -> bytes | None:
+    # os.open/os.read: a file object costs more than the read, and every connection walks
+    # a handful of these
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()  # the name may hold spaces and ")"
-    except (OSError, IndexError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
         return None
-    if len(fields) < 2 or fields[0] == b"Z":
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
         return None
-    return int(fields[1])
+    finally:
+        os.close(fd)
+
+
+def read_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks) from ``/proc/<pid>/stat``; None when it is
+    gone or a zombie."""
+    data = _read(f"/proc/{pid}/stat")
+    if data is None:
+        return None
+    fields = data.rpartition(b")")[2].split()  # the name may hold spaces and ")"
+    if len(fields) < 20 or fields[0] == b"Z":
+        return None
+    return int(fields[1]), int(fields[19])  # fields 4 and 22 of stat(5)
 
 
 def read_cgroup(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            return f.read()
-    except OSError:
-        return None
+    """The text of ``/proc/<pid>/cgroup`` (None when it is gone)."""
+    data = _read(f"/proc/{pid}/cgroup")
+    return data.decode(errors="replace") if data is not None else None
 
 
 def _path_safe(name: str) -> str:
@@ -58,13 +74,18 @@ class PeerGuard:
         front: Callable[[], Front | None],
     ) -> None:
         self._fleet, self._keeper, self._limits, self._front = fleet, keeper, limits, front
+        self._core_start: int | None = None
 
     def known(self) -> Known:
         core = os.getpid()
+        if self._core_start is None:
+            stat = read_stat(core)
+            self._core_start = stat[1] if stat is not None else 0
         runners = self._fleet.runners
         front = self._front()
         return Known(
             core=core,
+            core_start=self._core_start,
             workers={r.pid: name for name, r in runners.items() if r.pid is not None},
             front=front.pid if front is not None else None,
             keeper=self._keeper.pid,
@@ -74,4 +95,4 @@ class PeerGuard:
         )
 
     def __call__(self, pid: int) -> str | None:
-        return refusal(pid, self.known(), read_ppid, read_cgroup)
+        return refusal(pid, self.known(), read_stat, read_cgroup)

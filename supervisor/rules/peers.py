@@ -3,8 +3,10 @@
 Theory of operation: the socket's file mode lets in our uid and root, and an extension may well
 run as either. So each connection's peer pid (SO_PEERCRED) is judged by where the process sits:
 
-1. its ancestry is walked (``/proc/<pid>/stat``'s ppid) up to the supervisor or pid 1: a peer
-   that is a worker or descends from one is in that extension's process tree;
+1. its ancestry is walked (``/proc/<pid>/stat``'s ppid) up to the supervisor, pid 1 or a
+   process older than the supervisor (which cannot descend from it: an operator's shell ends
+   the walk after a step or two): a peer that is a worker or descends from one is in that
+   extension's process tree;
 2. a peer in one of the workers' cgroups (below ``spctl-<core pid>/``) belongs to that
    extension, whatever its ancestry (an extension can double-fork, not leave its cgroup);
 3. a peer whose ancestry reaches the supervisor through a direct child that is neither the MCP
@@ -36,6 +38,7 @@ class Known:
     """What the supervisor knows of its own processes when a peer connects."""
 
     core: int  # the supervisor's pid
+    core_start: int = 0  # its start time (``/proc/<pid>/stat`` field 22, clock ticks)
     workers: Mapping[int, str] = field(default_factory=dict)  # worker pid → extension name
     front: int | None = None  # the MCP front's pid, when it runs
     keeper: int | None = None  # the keeper's pid
@@ -48,18 +51,18 @@ class Known:
 def refusal(
     pid: int,
     known: Known,
-    read_ppid: Callable[[int], int | None],
+    read_stat: Callable[[int], tuple[int, int] | None],
     read_cgroup: Callable[[int], str | None],
 ) -> str | None:
     """Why peer ``pid`` is refused (the text after "refused: "), or None to let it in.
 
-    ``read_ppid(p)``: the parent pid of ``p``; ``read_cgroup(p)``: the text of
+    ``read_stat(p)``: the parent pid and start time of ``p``; ``read_cgroup(p)``: the text of
     ``/proc/<p>/cgroup``; both None when ``p`` is gone.
     """
     if pid <= 0:
         return "the peer's pid is not visible in the supervisor's pid namespace"
     for _ in range(_WALKS):
-        walk = _walk(pid, known, read_ppid)
+        walk = _walk(pid, known, read_stat)
         if walk is not None:
             break
     else:
@@ -79,7 +82,7 @@ def refusal(
 
 
 def _walk(
-    pid: int, known: Known, read_ppid: Callable[[int], int | None]
+    pid: int, known: Known, read_stat: Callable[[int], tuple[int, int] | None]
 ) -> tuple[str | None, int | None] | None:
     """One walk up from ``pid``: (a refusal or None, the unknown direct child of the core on the
     way: an adopted orphan, or None); None when an ancestor vanished meanwhile (walk again)."""
@@ -91,9 +94,12 @@ def _walk(
             return None, adopted
         if depth > _MAX_DEPTH:
             return f"cannot trace pid {pid}'s ancestry (deeper than {_MAX_DEPTH})", None
-        parent = read_ppid(p)
-        if parent is None:
+        stat = read_stat(p)
+        if stat is None:
             return (f"pid {pid} is gone", None) if p == pid else None
+        parent, started = stat
+        if started < known.core_start:  # older than the supervisor: not one of its descendants
+            return None, adopted
         if parent == known.core and p not in (known.front, known.keeper):
             adopted = p
         p, depth = parent, depth + 1

@@ -8,16 +8,24 @@ import pytest
 from supervisor.rules.peers import Known, refusal
 
 CORE, FRONT, KEEPER, WORKER = 100, 101, 102, 200
-# pid → ppid: a shell (1 → 10 → 11) with an operator's spctl (12); the supervisor (100) with its
-# front, keeper and a worker of "weather" (200 → 201 → 202); an orphan of it (300) and its
-# child (301); the front's own child (400)
+# pid → ppid: a shell (1 → 10 → 11, older than the supervisor) with an operator's spctl (12,
+# younger); the supervisor (100) with its front, keeper and a worker of "weather" (200 → 201 →
+# 202); an orphan of it (300) and its child (301); the front's own child (400)
 TREE = {10: 1, 11: 10, 12: 11, CORE: 1, FRONT: CORE, KEEPER: CORE, WORKER: CORE, 201: WORKER,
         202: 201, 300: CORE, 301: 300, 400: FRONT}  # fmt: skip
+OLDER = {1, 10, 11}  # started before the supervisor (start time 5; the supervisor's is 1000)
+
+
+def stat(p: int) -> tuple[int, int] | None:
+    return (TREE[p], 5 if p in OLDER else 2000) if p in TREE else None
+
+
 PLAIN = "0::/user.slice/session-1.scope\n"
 WORKER_GROUP = "0::/system.slice/spctl.service/spctl-100/weather-3\n"
-KNOWN = Known(core=CORE, workers={WORKER: "weather"}, front=FRONT, keeper=KEEPER)
+KNOWN = Known(core=CORE, core_start=1000, workers={WORKER: "weather"}, front=FRONT, keeper=KEEPER)
 WITH_CGROUPS = Known(
     core=CORE,
+    core_start=1000,
     workers={WORKER: "weather"},
     front=FRONT,
     keeper=KEEPER,
@@ -31,7 +39,7 @@ def judge(pid: int, known: Known = KNOWN, cgroups: dict[int, str] | None = None)
     return refusal(
         pid,
         known,
-        TREE.get,
+        stat,
         lambda p: groups.get(p, PLAIN) if p in TREE else None,
     )
 
@@ -71,28 +79,41 @@ def test_a_cgroup_rule_names_the_orphan_by_its_extension() -> None:
     assert judge(300, WITH_CGROUPS, groups) == "pid 300 is in extension weather's cgroup"
 
 
+def test_an_operators_walk_ends_at_the_first_process_older_than_the_supervisor() -> None:
+    reads: list[int] = []
+
+    def counted(p: int) -> tuple[int, int] | None:
+        reads.append(p)
+        return stat(p)
+
+    assert refusal(12, KNOWN, counted, lambda p: PLAIN) is None
+    assert reads == [12, 11]
+
+
 def test_an_ancestor_vanishing_mid_walk_is_walked_again() -> None:
     reads: list[int] = []
 
-    def ppid(p: int) -> int | None:
+    def flaky(p: int) -> tuple[int, int] | None:
         reads.append(p)
-        if p == 11 and reads.count(11) == 1:
-            return None  # gone on the first walk; then 12 was reparented (here: unchanged)
-        return TREE.get(p)
+        if p == 201 and reads.count(201) == 1:
+            return None  # gone on the first walk; then 202 was reparented (here: unchanged)
+        return stat(p)
 
-    assert refusal(12, KNOWN, ppid, lambda p: PLAIN) is None
-    assert reads.count(12) == 2
+    assert refusal(202, KNOWN, flaky, lambda p: PLAIN) == (
+        "pid 202 is in extension weather's process tree"
+    )
+    assert reads.count(202) == 2
 
 
 def test_ancestry_that_keeps_changing_is_refused() -> None:
-    def ppid(p: int) -> int | None:
-        return None if p == 11 else TREE.get(p)
+    def flaky(p: int) -> tuple[int, int] | None:
+        return None if p == 201 else stat(p)
 
-    assert refusal(12, KNOWN, ppid, lambda p: PLAIN) == (
-        "cannot trace pid 12's ancestry (its parents keep changing)"
+    assert refusal(202, KNOWN, flaky, lambda p: PLAIN) == (
+        "cannot trace pid 202's ancestry (its parents keep changing)"
     )
 
 
 def test_a_loop_in_racing_reads_ends_refused() -> None:
-    verdict = refusal(5, KNOWN, lambda p: 6 if p == 5 else 5, lambda p: PLAIN)
+    verdict = refusal(5, KNOWN, lambda p: (6 if p == 5 else 5, 2000), lambda p: PLAIN)
     assert verdict == "cannot trace pid 5's ancestry (deeper than 4096)"
