@@ -64,7 +64,9 @@ class IntakeLimits:
 
 
 def _size(n: int) -> str:
-    return f"{n // MiB} MiB" if n % MiB == 0 else f"{n} bytes"
+    if n % MiB == 0:
+        return f"{n // MiB} MiB"
+    return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} bytes"
 
 
 class Intake:

@@ -82,7 +82,13 @@ class ControlServer:
         self.path = path
         self.handlers = dict(handlers)
         self.stream_handlers = dict(stream_handlers or {})
-        self.intake = Intake(limits or IntakeLimits.from_env())
+        if limits is None:
+            try:
+                limits = IntakeLimits.from_env()
+            except ValueError as exc:
+                log.warning("ignored", error=str(exc), using=IntakeLimits().frame_timeout)
+                limits = IntakeLimits()
+        self.intake = Intake(limits)
         self._listener: socket.socket | None = None
         self._lock_fd: int | None = None
         self._channels: set[Channel] = set()
@@ -143,7 +149,7 @@ class ControlServer:
             reason = self._refuse(pid) if self._refuse is not None else None
             if reason is not None:
                 self.refused += 1
-                log.warning("control connection refused", peer_pid=pid, reason=reason)
+                log.warning("control connection refused", peer_pid=pid, peer_uid=uid, reason=reason)
                 self._tell_refused(conn, f"refused: {reason}")
                 continue
             channel = Channel(

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from tests.helpers import Serve, make_extensions, module_entry, wait_for
+from tests.helpers import Serve, make_extensions, module_entry, server_entry, wait_for
 
 MiB = 1 << 20
 
@@ -163,6 +163,11 @@ class TestBoundedPartialFrames:
             assert s.call("ping") == "pong"
             cut = [e for e in s.logs() if e.get("event") == "control connection cut off"]
             assert len(cut) >= 30, cut[:3]
+            reasons = " ".join(e["reason"] for e in cut)
+            # plain connections at 1 MiB, MCP faces by the 64 MiB budget, the rest timed out
+            assert "frame exceeds 1 MiB cap" in reasons, reasons[:500]
+            assert "budget for unfinished frames" in reasons, reasons[:500]
+            assert "partial frame stalled" in reasons, reasons[:500]
             assert s.stop() == 0
 
     def test_a_partial_frame_over_the_connection_cap_is_cut_off_at_once(
@@ -201,6 +206,33 @@ class TestBoundedPartialFrames:
             unpacker = msgpack.Unpacker(raw=False)
             unpacker.feed(c.recv(1 << 16))
             assert next(unpacker) == [1, 3, None, "pong"]
+
+
+class TestMcpFacesSendWholeFrames:
+    """The 1 MiB cap is for plain control requests: an MCP face's tool arguments may be large."""
+
+    def test_a_3_mib_tool_argument_passes_on_a_face_and_is_cut_on_a_plain_connection(
+        self, tmp_path: Path, connect: Connect
+    ) -> None:
+        servers = [server_entry("echo", "mcp_echo", config={"markers": str(tmp_path)})]
+        s = Serve(
+            tmp_path, make_extensions(tmp_path, [], servers), tmp_path / "run" / "control.sock"
+        )
+        try:
+            s.start()
+            s.wait_state("echo", "running")
+            text = "x" * (3 * MiB)
+            call = ["echo", "tools/call", {"name": "echo", "arguments": {"text": text}}, {}]
+            face = connect(s.socket)
+            assert "version" in _ask(face, 1, "mcp_watch")
+            result = _ask(face, 2, "mcp", *call)
+            assert result["content"][0]["text"] == text, str(result)[:200]
+            plain = connect(s.socket)
+            _send(plain, msgpack.packb([0, 1, "mcp", call]))
+            wait_for(lambda: _closed_by_peer(plain), 5, "the plain connection cut off")
+            assert s.call("ping") == "pong"
+        finally:
+            s.kill()
 
 
 class TestHeldWell:
