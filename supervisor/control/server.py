@@ -86,7 +86,7 @@ class ControlServer:
             try:
                 limits = IntakeLimits.from_env()
             except ValueError as exc:
-                log.warning("ignored", error=str(exc), using=IntakeLimits().frame_timeout)
+                log.warning("invalid setting ignored", error=str(exc), default=IntakeLimits())
                 limits = IntakeLimits()
         self.intake = Intake(limits)
         self._listener: socket.socket | None = None
