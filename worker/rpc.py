@@ -191,12 +191,14 @@ class Connection:
         return self._fed - self._frame_start
 
     def close(self) -> None:
-        """Free what is buffered of an unfinished frame now, not when the garbage collector
-        gets to this object (its owner may sit in a reference cycle). Receiving raises
-        RemoteProtocolError afterwards; sending still works."""
+        """Free the buffers (an unfinished frame's, the packer's) now, not when the garbage
+        collector gets to this object: its owner may sit in a reference cycle, and an idle
+        process collects rarely. Afterwards receiving raises RemoteProtocolError and sending
+        LocalProtocolError."""
         if self._error is None:
             self._error = "connection closed"
         self._unpacker = None
+        self._packer = None
         self._fed = self._frame_start = self._buffered = 0
         self._head = b""
 
@@ -409,6 +411,8 @@ class Connection:
             self._forgotten.add(msgid)
 
     def _pack(self, message: tuple[Any, ...]) -> bytes:
+        if self._packer is None:
+            raise LocalProtocolError("connection closed")
         data: bytes = self._packer.pack(message)
         if len(data) > self._max_frame:
             raise LocalProtocolError(

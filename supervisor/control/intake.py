@@ -9,10 +9,11 @@ the whole 16 MiB frame: a connection that subscribes as a face (``mcp_watch``) g
 :attr:`IntakeLimits.mcp_face`. Across all connections, unfinished frames may hold
 :attr:`IntakeLimits.total`; the connection whose bytes would pass it is cut off. A frame must be
 whole within :attr:`IntakeLimits.frame_timeout` of its first byte, or its connection is cut off
-(a drip of one byte a second does not keep it alive). Once a large unfinished frame is freed
-(its connection gone, or the frame complete and the codec's buffer renewed), glibc is asked to
-give the memory back to the kernel (:func:`supervisor.control.heap.trim`): it would otherwise
-keep it for later allocations, and the RSS would stay up.
+(a drip of one byte a second does not keep it alive). Once 4 MiB of unfinished frames have
+been freed (their connections gone, or the frames complete and the codec's buffers renewed),
+glibc is asked to give the memory back to the kernel (:func:`supervisor.control.heap.trim`,
+at most once a second): it would otherwise keep it for later allocations, and the RSS would
+stay up.
 
 Answers the supervisor owes a client are bounded elsewhere (``Channel(max_unsent=…)``).
 """
@@ -32,7 +33,8 @@ __all__ = ["FRAME_TIMEOUT_ENV", "Intake", "IntakeLimits"]
 
 MiB = 1024 * 1024
 FRAME_TIMEOUT_ENV = "SPCTL_CONTROL_FRAME_TIMEOUT"
-_TRIM_ABOVE = MiB  # freeing an unfinished frame larger than this asks glibc to trim
+_SMALL = 64 * 1024  # the codec's initial buffer
+_TRIM_AFTER = 4 * MiB  # unfinished frames freed since the last trim: then glibc is asked
 _TRIM_DELAY = 0.05  # seconds: connections closing together cost one trim
 _TRIM_INTERVAL = 1.0  # seconds between trims at least: a trim walks the whole heap
 
@@ -79,6 +81,7 @@ class Intake:
         self._timers: dict[Channel, tuple[int, asyncio.TimerHandle]] = {}
         self._trim: asyncio.TimerHandle | None = None
         self._trimmed_at = -_TRIM_INTERVAL
+        self._freed = 0  # bytes of unfinished frames freed since the last trim
 
     def admit(self, channel: Channel) -> None:
         """A new connection: small requests only until it becomes an MCP face."""
@@ -106,16 +109,14 @@ class Intake:
         else:
             self._held.pop(channel, None)
             self._disarm(channel)
-            if before > _TRIM_ABOVE:
-                self._schedule_trim()
+            self._freed_frame(before)
 
     def release(self, channel: Channel) -> None:
         """The connection is closed: what its unfinished frame held is free again."""
         before = self._held.pop(channel, 0)
         self.held -= before
         self._disarm(channel)
-        if before > _TRIM_ABOVE:
-            self._schedule_trim()
+        self._freed_frame(before)
 
     def _arm(self, channel: Channel) -> None:
         frame = channel.stats[0]  # messages received so far: a new partial frame changes it
@@ -143,15 +144,20 @@ class Intake:
         )
         self.release(channel)
 
-    def _schedule_trim(self) -> None:
-        if self._trim is None:
-            loop = asyncio.get_running_loop()
-            at = max(loop.time() + _TRIM_DELAY, self._trimmed_at + _TRIM_INTERVAL)
-            self._trim = loop.call_at(at, self._trimmed)
+    def _freed_frame(self, size: int) -> None:
+        if size <= _SMALL:
+            return  # fits the codec's initial buffer: nothing grew for it
+        self._freed += size
+        if self._freed < _TRIM_AFTER or self._trim is not None:
+            return
+        loop = asyncio.get_running_loop()
+        at = max(loop.time() + _TRIM_DELAY, self._trimmed_at + _TRIM_INTERVAL)
+        self._trim = loop.call_at(at, self._trimmed)
 
     def _trimmed(self) -> None:
         self._trim = None
         self._trimmed_at = asyncio.get_running_loop().time()
+        self._freed = 0
         trim()
 
     def close(self) -> None:

@@ -146,7 +146,7 @@ class ControlServer:
                 log.warning("control connection refused", peer_pid=pid, peer_uid=uid)
                 conn.close()
                 continue
-            reason = self._refuse(pid) if self._refuse is not None else None
+            reason = self._judge(pid)
             if reason is not None:
                 self.refused += 1
                 log.warning("control connection refused", peer_pid=pid, peer_uid=uid, reason=reason)
@@ -170,6 +170,15 @@ class ControlServer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _judge(self, pid: int) -> str | None:
+        if self._refuse is None:
+            return None
+        try:
+            return self._refuse(pid)
+        except Exception as exc:  # a bug in the rule must not end the accept loop: refuse
+            log.exception("cannot judge a control peer", peer_pid=pid)
+            return f"cannot judge pid {pid}: {type(exc).__name__}"
+
     def _tell_refused(self, conn: socket.socket, message: str) -> None:
         if len(self._refusing) >= _MAX_REFUSING:
             conn.close()
@@ -186,6 +195,7 @@ class ControlServer:
         reason = await channel.wait_closed()
         self._channels.discard(channel)
         self.intake.release(channel)
+        channel.handlers.clear()  # its stream handlers hold it: no cycle left for the collector
         if not reason.startswith(_ORDINARY_ENDS):
             log.warning("control connection cut off", client=channel.name, reason=reason)
 

@@ -170,6 +170,34 @@ class TestBoundedPartialFrames:
             assert "partial frame stalled" in reasons, reasons[:500]
             assert s.stop() == 0
 
+    def test_rounds_of_stalled_requests_under_the_cap_leave_the_rss_where_it_was(
+        self, tmp_path: Path, connect: Connect
+    ) -> None:
+        """60 plain connections, each 100 bytes short of a 1 MiB request, three times over."""
+        with _serve(tmp_path, SPCTL_CONTROL_FRAME_TIMEOUT="1") as s:
+            assert s.proc is not None
+            pid = s.proc.pid
+            for _ in range(20):
+                assert s.try_status() is not None
+            start = _rss(pid)
+            blob = {"a": b"\0" * MiB}
+            frame = msgpack.packb([0, 1, "call", ["quiet", "t", blob]])[: MiB - 100]
+            for round_ in range(3):
+                conns = [connect(s.socket) for _ in range(60)]
+                for c in conns:
+                    assert _send(c, frame)  # under the cap: held until the timeout
+                assert s.try_status() is not None
+                cut = lambda conns=conns: all(_closed_by_peer(c) for c in conns)  # noqa: E731
+                wait_for(cut, 20, "all cut off")
+                for c in conns:
+                    c.close()
+                wait_for(
+                    lambda: _rss(pid) < start + 8 * MiB,
+                    10,
+                    f"RSS back near {start / MiB:.0f} MiB after round {round_} "
+                    f"(now {_rss(pid) / MiB:.0f} MiB)",
+                )
+
     def test_a_partial_frame_over_the_connection_cap_is_cut_off_at_once(
         self, tmp_path: Path, connect: Connect
     ) -> None:

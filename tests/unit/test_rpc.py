@@ -537,4 +537,5 @@ class TestIncomingCap:
         assert conn.partial_bytes == 0
         with pytest.raises(RemoteProtocolError, match="connection closed"):
             conn.receive_data(b"\x90")
-        assert conn.send_notification("still", [])  # sending still works
+        with pytest.raises(LocalProtocolError, match="connection closed"):
+            conn.send_notification("no more", [])
