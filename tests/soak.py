@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         mods = [module_entry("looper", "crash_later", config={"after": 0.01}, restart=LOOP)]
-        servers = [server_entry("echo", "mcp_echo", restart={"policy": "always", "backoff": "0s"})]
+        servers = [server_entry("echo", "mcp_echo", restart=LOOP)]
         s = Serve(root, make_extensions(root, mods, servers), root / "run" / "control.sock")
         if args.no_cgroups:
             s.extra_args.append("--no-cgroups")

@@ -106,12 +106,17 @@ class Channel:
         max_frame: int = MAX_FRAME_DEFAULT,
         on_notification: Callable[[str, list[Any]], None] | None = None,
         max_unsent: int | None = None,  # a peer leaving more than this unread is cut off
+        max_incoming: int | None = None,  # a cap on the peer's frames below max_frame
+        on_read: Callable[[Channel], None] | None = None,  # after each read is handled
     ) -> None:
         self.handlers: dict[str, Handler] = dict(handlers or {})
         self.name = name
         self._max_unsent = max_unsent
         self._on_notification = on_notification
+        self._on_read = on_read
         self._conn = Connection(max_frame=max_frame)
+        if max_incoming is not None:
+            self._conn.max_incoming = max_incoming
         self._protocol = _Protocol(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transport: asyncio.Transport | None = None
@@ -140,6 +145,20 @@ class Channel:
     @property
     def close_reason(self) -> str | None:
         return self._close_reason
+
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes received of a frame not complete yet (what the codec buffers for the peer)."""
+        return self._conn.partial_bytes
+
+    @property
+    def max_incoming(self) -> int:
+        return self._conn.max_incoming
+
+    @max_incoming.setter
+    def max_incoming(self, value: int) -> None:
+        """Raise or lower the cap on the peer's frames (ValueError above ``max_frame``)."""
+        self._conn.max_incoming = value
 
     # -- public API -----------------------------------------------------------------------
 
@@ -191,6 +210,11 @@ class Channel:
         """Close (idempotent): pending requests fail with ChannelClosed(reason), handlers are
         cancelled, queued frames are handed to the transport, which closes once it has sent them."""
         self._close(reason, abort=False)
+
+    def abort(self, reason: str) -> None:
+        """Close at once (idempotent), dropping whatever is queued: for a peer not trusted with
+        another byte. Pending requests fail with ChannelClosed(reason)."""
+        self._close(reason, abort=True)
 
     async def wait_closed(self) -> str:
         """Wait until the channel is closed; return the reason."""
@@ -310,6 +334,8 @@ class Channel:
         finally:
             self._in_read = False
         self._send_out()
+        if self._on_read is not None and self._close_reason is None:
+            self._on_read(self)
 
     def _on_response(self, event: Response) -> None:
         fut = self._pending.pop(event.msgid, None)
@@ -424,6 +450,7 @@ class Channel:
                 self._send_out()
                 transport.close()
         self._out.clear()
+        self._conn.close()  # frees an unfinished frame's buffer at once
         self._closed_event.set()
         self._wake_drainers()
 

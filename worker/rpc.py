@@ -22,6 +22,12 @@ below the cap: ``_watch_partial`` reads the header of the element decoding is st
 frame's start, cheaply) and refuses it at once. Array and map headers are limited to
 ``max_frame // 8`` entries (a list spends 8 bytes a slot); msgpack preallocates at most ~10k slots
 per container, so a lying header costs little.
+
+``max_incoming`` (settable, at most ``max_frame``) caps incoming frames only: the control socket
+accepts small requests from most clients while its answers may use the whole frame. The
+unpacker never shrinks its buffer, so one large frame would pin up to ``max_frame`` bytes for the
+connection's lifetime: once a frame larger than :data:`_RENEW_ABOVE` is decoded and nothing
+follows it, a fresh unpacker replaces the old one and the memory is freed.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ _MSGID_LIMIT: Final = 2**32
 _LONGEST_HEADER: Final = 9  # bytes: a float64, or ext32's type, length and tag
 _PROBE_SPAN: Final = 512  # how far into a frame _watch_partial looks for a header
 _PROBES_PER_FRAME: Final = 2
+_READ_SIZE: Final = 64 * 1024  # the unpacker's initial buffer
+_RENEW_ABOVE: Final = 1024 * 1024  # an unpacker that buffered more is replaced once empty
 _REQUEST: Final = 0
 _RESPONSE: Final = 1
 _NOTIFICATION: Final = 2
@@ -145,15 +153,12 @@ class Connection:
             "max_array_len": max(max_frame // 8, 16),
             "max_map_len": max(max_frame // 8, 16),
         }
-        # read_size is the unpacker's *initial* buffer (msgpack's default is 1 MiB per
-        # connection); it grows on demand up to max_frame. A small start keeps the supervisor's
-        # RSS flat with many workers and avoids heap fragmentation across restarts.
-        self._unpacker = msgpack.Unpacker(
-            max_buffer_size=max_frame, read_size=min(max_frame, 64 * 1024), **self._limits
-        )
+        self._max_incoming = max_frame
+        self._unpacker = self._new_unpacker()
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
         self._fed = 0  # bytes handed to the unpacker so far
         self._frame_start = 0  # stream offset where the message being decoded began
+        self._buffered = 0  # the most the unpacker has held at once (its buffer grew to that)
         self._error: str | None = None
         self._head = b""  # the first bytes of a frame still arriving, for _watch_partial
         self._probes = 0
@@ -166,6 +171,46 @@ class Connection:
     @property
     def max_frame(self) -> int:
         return self._max_frame
+
+    @property
+    def max_incoming(self) -> int:
+        """The cap on frames from the peer (``max_frame`` unless lowered)."""
+        return self._max_incoming
+
+    @max_incoming.setter
+    def max_incoming(self, value: int) -> None:
+        """Raises ValueError outside 16 … ``max_frame``; a partial frame already over a new,
+        lower cap is refused with the peer's next byte."""
+        if not 16 <= value <= self._max_frame:
+            raise ValueError(f"max_incoming must be 16 … {self._max_frame}, got {value}")
+        self._max_incoming = value
+
+    @property
+    def partial_bytes(self) -> int:
+        """Bytes of a frame that has begun to arrive and is not complete yet."""
+        return self._fed - self._frame_start
+
+    def close(self) -> None:
+        """Free the buffers (an unfinished frame's, the packer's) now, not when the garbage
+        collector gets to this object: its owner may sit in a reference cycle, and an idle
+        process collects rarely. Afterwards receiving raises RemoteProtocolError and sending
+        LocalProtocolError."""
+        if self._error is None:
+            self._error = "connection closed"
+        self._unpacker = None
+        self._packer = None
+        self._fed = self._frame_start = self._buffered = 0
+        self._head = b""
+
+    def _new_unpacker(self) -> Any:
+        # read_size is the unpacker's *initial* buffer (msgpack's default is 1 MiB per
+        # connection); it grows on demand up to max_frame. A small start keeps the supervisor's
+        # RSS flat with many workers and avoids heap fragmentation across restarts.
+        return msgpack.Unpacker(
+            max_buffer_size=self._max_frame,
+            read_size=min(self._max_frame, _READ_SIZE),
+            **self._limits,
+        )
 
     @property
     def outstanding(self) -> frozenset[int]:
@@ -200,10 +245,11 @@ class Connection:
     def _receive(self, data: bytes | memoryview, events: list[Event]) -> None:
         unpacker = self._unpacker
         decode = self._decode
+        cap = self._max_incoming
         while data:
-            room = self._max_frame - (self._fed - self._frame_start)
+            room = cap - (self._fed - self._frame_start)
             if room <= 0:
-                raise RemoteProtocolError(f"frame exceeds {_size(self._max_frame)} cap")
+                raise RemoteProtocolError(f"frame exceeds {_size(cap)} cap")
             if len(data) <= room:  # the usual case: all of it fits under the cap
                 chunk, data = data, b""
             else:
@@ -212,6 +258,7 @@ class Connection:
             chunk_start = self._fed
             unpacker.feed(chunk)
             self._fed += len(chunk)
+            self._buffered = max(self._buffered, self._fed - self._frame_start)
             for obj in unpacker:
                 self._frame_start = unpacker.tell()
                 event = decode(obj)
@@ -221,8 +268,13 @@ class Connection:
                 self._watch_partial(chunk, chunk_start)
         # A partial frame that has already used the whole cap can only grow past it: say so now
         # rather than when (if ever) the peer sends its next byte.
-        if self._fed - self._frame_start >= self._max_frame:
-            raise RemoteProtocolError(f"frame exceeds {_size(self._max_frame)} cap")
+        if self._fed - self._frame_start >= cap:
+            raise RemoteProtocolError(f"frame exceeds {_size(cap)} cap")
+        if self._buffered > _RENEW_ABOVE and self._fed == self._frame_start:
+            # Everything fed is decoded: a fresh unpacker frees the grown buffer (offsets restart).
+            self._unpacker = self._new_unpacker()
+            self._fed = self._frame_start = self._buffered = 0
+            self._head, self._probes, self._probed_at = b"", 0, -1
 
     def _watch_partial(self, chunk: bytes | memoryview, chunk_start: int) -> None:
         """Refuse an oversized str/bin/ext as soon as its header is in, when that is cheap.
@@ -359,6 +411,8 @@ class Connection:
             self._forgotten.add(msgid)
 
     def _pack(self, message: tuple[Any, ...]) -> bytes:
+        if self._packer is None:
+            raise LocalProtocolError("connection closed")
         data: bytes = self._packer.pack(message)
         if len(data) > self._max_frame:
             raise LocalProtocolError(

@@ -31,6 +31,7 @@ from supervisor.core.front import Front
 from supervisor.core.keeper import Keeper
 from supervisor.core.options import ServeOptions
 from supervisor.core.ordering import Ordering
+from supervisor.core.peer_guard import PeerGuard
 from supervisor.core.process import reap_orphans, set_child_subreaper
 from supervisor.core.reloader import Reloader
 from supervisor.core.resource_relay import ResourceRelay
@@ -83,7 +84,10 @@ class Supervisor:
         front = lambda: self.front.snapshot() if self.front is not None else None  # noqa: E731
         parts = (self.fleet, self.catalogs, self.reloader, self.relay, self.order, self.limits)
         self.api = ControlApi(*parts, about=about, front=front)
-        self.server = ControlServer(opts.socket, self.api.handlers(), self.api.stream_handlers())
+        guard = PeerGuard(self.fleet, self.keeper, self.limits, lambda: self.front)
+        self.server = ControlServer(
+            opts.socket, self.api.handlers(), self.api.stream_handlers(), refuse=guard
+        )
         self._stop = anyio.Event()
         # The MCP front: built here, run in the task group, stopped first, shown in status.
         self.front: Front | None = None

@@ -486,3 +486,56 @@ class TestRpcError:
     def test_tolerant_from_wire(self, wire: Any, message: str) -> None:
         err = RpcError.from_wire(wire)
         assert (err.code, err.message) == (INTERNAL_ERROR, message)
+
+
+class TestIncomingCap:
+    """``max_incoming`` caps the peer's frames below ``max_frame``; ours may use all of it."""
+
+    def test_a_frame_over_the_incoming_cap_is_refused(self) -> None:
+        conn = Connection()
+        conn.max_incoming = 64 * 1024
+        assert conn.receive_data(pack([0, 1, "m", [b"x" * 1000]])) == [
+            Request(1, "m", [b"x" * 1000])
+        ]
+        with pytest.raises(RemoteProtocolError, match="frame exceeds 64 KiB cap"):
+            conn.receive_data(pack([0, 2, "m", [b"x" * (64 * 1024)]]))
+
+    def test_the_partial_frame_is_counted_and_the_cap_can_be_raised(self) -> None:
+        conn = Connection()
+        conn.max_incoming = 64 * 1024
+        frame = pack([0, 1, "m", [b"x" * (100 * 1024)]])
+        assert conn.receive_data(frame[:60_000]) == []
+        assert conn.partial_bytes == 60_000
+        conn.max_incoming = MAX_FRAME_DEFAULT  # an MCP face: whole frames
+        assert conn.receive_data(frame[60_000:]) == [Request(1, "m", [b"x" * (100 * 1024)])]
+        assert conn.partial_bytes == 0
+        assert len(conn.send_response(1, result=b"y" * (2 * MiB))) > 2 * MiB  # ours: max_frame
+
+    @pytest.mark.parametrize("value", [15, MAX_FRAME_DEFAULT + 1])
+    def test_the_cap_stays_within_the_frame_cap(self, value: int) -> None:
+        with pytest.raises(ValueError, match="max_incoming"):
+            Connection().max_incoming = value
+
+    def test_decoding_goes_on_after_the_buffer_of_a_large_frame_is_renewed(self) -> None:
+        conn = Connection()
+        big = pack([2, "big", [b"z" * (3 * MiB)]])
+        small = pack([2, "small", [1]])
+        stream = big + small + big[:100]
+        events = feed_in_pieces(conn, stream, [len(big) // 2, len(big), len(big) + 3])
+        assert events == [Notification("big", [b"z" * (3 * MiB)]), Notification("small", [1])]
+        assert conn.partial_bytes == 100
+        assert conn.receive_data(big[100:] + small) == [
+            Notification("big", [b"z" * (3 * MiB)]),
+            Notification("small", [1]),
+        ]
+        assert conn.partial_bytes == 0
+
+    def test_close_frees_the_partial_frame(self) -> None:
+        conn = asking(0)
+        assert conn.receive_data(pack([2, "n", [b"z" * MiB]])[:-1]) == []
+        conn.close()
+        assert conn.partial_bytes == 0
+        with pytest.raises(RemoteProtocolError, match="connection closed"):
+            conn.receive_data(b"\x90")
+        with pytest.raises(LocalProtocolError, match="connection closed"):
+            conn.send_notification("no more", [])
