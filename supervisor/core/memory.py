@@ -6,33 +6,21 @@ pages resident, so a crash-looping extension grew the core's RSS ≈ 19 kB per c
 (the soak: +5.8 MiB over 300 crashes and 3,000 calls; ``malloc_trim`` gave 85 % of it back).
 :func:`trim_soon` asks for one ``malloc_trim(0)`` — at most one per :data:`INTERVAL`, coalesced,
 and only after something was freed, so an idle supervisor does no work at all. Without glibc
-(musl) it does nothing.
+(musl) it does nothing (:mod:`supervisor.control.heap`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-from typing import Any
 
-__all__ = ["INTERVAL", "trim_now", "trim_soon"]
+from supervisor.control.heap import trim
+
+__all__ = ["INTERVAL", "trim_soon"]
 
 INTERVAL = 2.0  # seconds between trims at most (a trim of a 40 MB heap takes ~1 ms)
 
-_libc: Any = None
 _pending: asyncio.TimerHandle | None = None
 _last = float("-inf")
-
-
-def trim_now() -> bool:
-    """``malloc_trim(0)``: True when memory was released to the system."""
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(None).malloc_trim
-        except (AttributeError, OSError):
-            _libc = False
-    return bool(_libc and _libc(0))
 
 
 def trim_soon() -> None:
@@ -47,4 +35,4 @@ def trim_soon() -> None:
 def _run(loop: asyncio.AbstractEventLoop) -> None:
     global _pending, _last
     _pending, _last = None, loop.time()
-    trim_now()
+    trim()

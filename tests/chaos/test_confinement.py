@@ -108,6 +108,7 @@ def test_a_confined_extension_reaches_only_its_own(
             "tcp_connect": "ok",  # outbound: connect, no bind
             "tcp_bind": "EACCES",
             "kill_sibling": "EPERM",
+            "control_socket": "refused",  # its pid is in a worker's tree, whatever its uid
         }
         for who in ("self", "child"):  # what it starts is confined the same way
             got = {k: v for k, v in out[who].items() if k in expected}
@@ -143,6 +144,7 @@ def test_the_same_extension_unconfined_reaches_what_the_host_allows(
             assert out[probe] == "ok", probe
         assert out["supervisor_environ"] == "present"  # root may read it: the sandbox is the wall
         assert out["env_secret"] == "absent"
+        assert out["control_socket"] == "refused"  # not the sandbox's doing: the peer rule
         wait_for(lambda: s.ext("victim")["pid"] not in (None, victim_pid), 20, "victim restarted")
         assert "sandbox off" in s.spctl("status", "hostile").stdout
     finally:
