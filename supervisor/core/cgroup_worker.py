@@ -62,6 +62,11 @@ class WorkerCgroup:
         """Every process in the group (zombies are not listed)."""
         return {int(p) for path in self.paths for p in _read(path / "cgroup.procs").split()}
 
+    def members(self) -> list[set[int]]:
+        """The processes of the group in each of its directories (one per hierarchy): a
+        process moved out of one hierarchy's group shows missing from that set only."""
+        return [{int(p) for p in _read(path / "cgroup.procs").split()} for path in self.paths]
+
     def kill(self, timeout: float = 1.0) -> bool:
         """SIGKILL every process in the group; True when it is empty within ``timeout`` s."""
         deadline = time.monotonic() + timeout

@@ -21,6 +21,7 @@ import os
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.core.cgroup_detect import (
@@ -44,11 +45,23 @@ __all__ = [
     "Hierarchy",
     "Mount",
     "Support",
+    "Swept",
     "WorkerCgroup",
     "detect",
     "parse_mountinfo",
     "parse_proc_cgroup",
 ]
+
+
+@dataclass(frozen=True)
+class Swept:
+    """A stale parent of a dead supervisor: its directories, the pids killed in it, whether
+    every directory could be removed."""
+
+    name: str
+    paths: tuple[Path, ...]
+    killed: list[int]
+    removed: bool
 
 
 class Cgroups:
@@ -67,7 +80,9 @@ class Cgroups:
         self._children: set[WorkerCgroup] = set()
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)  # next() is atomic: create() runs in threads
+        self.swept: list[Swept] = []  # what _sweep_stale found, for serve's log
         try:
+            owns: list[tuple[Hierarchy, Path]] = []
             for h in support.hierarchies:
                 own = h.path
                 if support.mode == "cgroup v2":
@@ -75,7 +90,9 @@ class Cgroups:
                         own = own.parent
                     if h.controllers:
                         self._enable_v2(own, h.controllers)
-                self._sweep_stale(own)
+                owns.append((h, own))
+            self._sweep_stale(owns)
+            for h, own in owns:
                 parent = own / f"{prefix}-{os.getpid()}"
                 parent.mkdir(exist_ok=True)
                 self._parents[h] = parent
@@ -91,23 +108,57 @@ class Cgroups:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _sweep_stale(self, own: Path) -> None:
+    def _sweep_stale(self, owns: list[tuple[Hierarchy, Path]]) -> None:
+        """Empty and remove the ``<prefix>-<pid>`` parents of dead supervisors.
+
+        A supervisor killed with its keeper (or before it) leaves its groups behind, maybe
+        with processes in them: each leaf (and the parent itself) is frozen, SIGKILLed and
+        thawed across every hierarchy at once, then removed. What was found is kept in
+        ``swept`` for serve's log.
+        """
         pattern = re.compile(rf"{re.escape(self._prefix)}-(\d+)")
-        for entry in own.iterdir():
-            match = pattern.fullmatch(entry.name)
-            if not match or not entry.is_dir() or int(match.group(1)) == os.getpid():
-                continue
-            try:
-                os.kill(int(match.group(1)), 0)
-                continue  # its supervisor is alive
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-            for child in entry.iterdir():
-                if child.is_dir():
-                    _rmdir(child, 0)
-            _rmdir(entry, 0)
+        stale: dict[str, list[tuple[Hierarchy, Path]]] = {}
+        for h, own in owns:
+            for entry in own.iterdir():
+                match = pattern.fullmatch(entry.name)
+                if not match or not entry.is_dir() or int(match.group(1)) == os.getpid():
+                    continue
+                try:
+                    os.kill(int(match.group(1)), 0)
+                    continue  # its supervisor is alive
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    continue
+                stale.setdefault(entry.name, []).append((h, entry))
+        for name, parents in stale.items():
+            leaves: dict[str, list[tuple[Hierarchy, Path]]] = {}
+            for h, parent in parents:
+                for child in parent.iterdir():
+                    if child.is_dir():
+                        leaves.setdefault(child.name, []).append((h, child))
+            killed: set[int] = set()
+            for dirs in [*leaves.values(), parents]:  # the parent last: its own members
+                group = self._group(dirs)
+                if members := group.pids():
+                    killed |= members
+                    group.kill(1.0)
+                if dirs is not parents:
+                    group.remove(1.0)
+            deadline = time.monotonic() + 1.0
+            removed = all([_rmdir(p, deadline) for _, p in parents])
+            self.swept.append(Swept(name, tuple(p for _, p in parents), sorted(killed), removed))
+
+    def _group(self, dirs: list[tuple[Hierarchy, Path]]) -> WorkerCgroup:
+        """A handle on existing directories (one per hierarchy) to kill and remove them."""
+        v2 = self.support.mode == "cgroup v2"
+        by_controller = {c: p for h, p in dirs for c in ([""] if v2 else sorted(h.controllers))}
+        return WorkerCgroup(self.support.mode, by_controller, tuple(p for _, p in dirs))
+
+    @property
+    def parents(self) -> tuple[Path, ...]:
+        """Our ``<prefix>-<pid>`` directories, one per hierarchy (the keeper watches them)."""
+        return tuple(self._parents.values())
 
     def _enable_v2(self, own: Path, controllers: frozenset[str]) -> None:
         """Enable our controllers for our children. Processes in our own cgroup forbid that

@@ -1,21 +1,29 @@
-"""The keeper: a tiny process that kills every worker's process group when the supervisor dies.
+"""The keeper: a tiny process that kills everything of the workers when the supervisor dies.
 
 Theory of operation: workers get PR_SET_PDEATHSIG, but the processes an extension starts the
 ordinary way (``subprocess.Popen``, an npm child) do not; they only share the worker's process
-group. So the supervisor starts the keeper first, holding the write end of a pipe to the
-keeper's stdin, and tells it each worker's process group:
+group, and a ``setsid`` child not even that. So the supervisor starts the keeper first, holding
+the write end of a pipe to the keeper's stdin, and tells it what to kill:
 
-    +<pgid>\\n    watch this group
-    -<pgid>\\n    stop watching it (the supervisor reaped the worker and its group)
+    +<pgid>\\n          watch this process group
+    -<pgid>\\n          stop watching it (the supervisor reaped the worker and its group)
+    +p<pid>.<start>\\n  watch this process (and its descendants): one that left its worker's
+    -p<pid>.<start>\\n  group, told apart from a later one with its pid by its start time
+    +c<path>\\n         a cgroup directory of ours (``<own>/spctl-<pid>``, one per hierarchy)
 
 Anything else is ignored. When the pipe reaches EOF — the supervisor exited, or died, even by
-SIGKILL — the keeper sends SIGKILL to every watched group and exits 0. It ignores SIGINT,
-SIGTERM, SIGHUP and SIGPIPE, and runs in its own session: a terminal's Ctrl-C or systemd's
-SIGTERM must not kill it before the supervisor's orderly stop; it leaves when the pipe closes.
-(Measured here: 41 descendants gone 14–15 ms after ``kill -9`` of the supervisor.)
+SIGKILL — the keeper kills: every process in the cgroups beneath each watched directory (frozen
+first where a freezer is, so none can fork away; ``cgroup.kill`` on v2), every watched process
+and what descends from it (each stopped with SIGSTOP before its children are listed), every
+watched group, and every process whose environment carries its supervisor's lineage mark
+(``SPCTL_LINEAGE=<pid>.<start>.``, set for every worker and kept by it for the extension's
+processes: see :mod:`supervisor.core.orphans`); then it removes the emptied cgroups and exits 0.
+It ignores SIGINT, SIGTERM, SIGHUP and SIGPIPE, and runs in its own session: a terminal's Ctrl-C
+or systemd's SIGTERM must not kill it before the supervisor's orderly stop; it leaves when the
+pipe closes. (Measured here: 41 descendants gone 14–15 ms after ``kill -9`` of the supervisor.)
 
-Run as ``python -m supervisor.core.keeper``. The keeper side imports only os, sys and signal;
-the supervisor-side handle, :class:`Keeper`, imports ``subprocess`` lazily so the keeper
+Run as ``python -m supervisor.core.keeper``. The keeper side imports only os, sys, signal and
+time; the supervisor-side handle, :class:`Keeper`, imports ``subprocess`` lazily so the keeper
 process never pays for it. The pipe's write end is close-on-exec, so workers never inherit it
 (an inherited copy would keep the pipe open after the supervisor died).
 """
@@ -25,40 +33,74 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing into the keeper
 if TYPE_CHECKING:
     import subprocess
 
-__all__ = ["Keeper", "main"]
+__all__ = ["LINEAGE", "Keeper", "kill_trees", "lineage_prefix", "main", "start_time"]
 
+LINEAGE = "SPCTL_LINEAGE"  # the worker's mark, inherited by what the extension starts
 _MAX_LINE = 32  # "+" and a pgid fit easily; a longer line is garbage and is skipped whole
+_MAX_PATH_LINE = 4098  # "+c" and a path (PATH_MAX)
 _MAX_PID = 2**22  # the kernel's PID_MAX_LIMIT: anything larger is garbage, not a group
 
+Watch = tuple[str, object]  # ("g", pgid) | ("p", (pid, start)) | ("c", path)
 
-def _parse(line: bytes, forbidden: frozenset[int]) -> tuple[bool, int] | None:
-    """``(watch?, pgid)`` for a well-formed line, else None."""
+
+def start_time(pid: int | str) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat`` (clock ticks since boot); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rfind(b")") + 2 :].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def lineage_prefix(pid: int) -> str | None:
+    """``<pid>.<start>.``: what every worker's mark of supervisor ``pid`` starts with."""
+    start = start_time(pid)
+    return None if start is None else f"{pid}.{start}."
+
+
+def _parse(line: bytes, forbidden: frozenset[int]) -> tuple[bool, Watch] | None:
+    """``(watch?, what)`` for a well-formed line, else None."""
+    if line.startswith(b"+c") and 3 <= len(line) <= _MAX_PATH_LINE:
+        path = os.fsdecode(line[2:])
+        if not path.startswith("/") or "\0" in path or "/.." in path:
+            return None
+        return True, ("c", path)
     if not 2 <= len(line) <= _MAX_LINE or line[:1] not in (b"+", b"-"):
         return None
+    add = line[:1] == b"+"
+    if line[1:2] == b"p":
+        pid, dot, start = line[2:].partition(b".")
+        if not (dot and pid.isdigit() and start.isdigit()) or not 1 < int(pid) <= _MAX_PID:
+            return None
+        return add, ("p", (int(pid), int(start)))
     if not line[1:].isdigit():
         return None
     pgid = int(line[1:])
     # 0 means "my own group" to killpg and 1 is init's: never kill either, nor our parent's.
     if pgid <= 1 or pgid > _MAX_PID or pgid in forbidden:
         return None
-    return line[:1] == b"+", pgid
+    return add, ("g", pgid)
 
 
 def main() -> int:
-    """Read watch/unwatch lines from stdin until EOF, then kill every watched group."""
+    """Read watch/unwatch lines from stdin until EOF, then kill everything watched."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_IGN)
+    parent = os.getppid()
+    mark = lineage_prefix(parent)
     try:
-        parent_group = os.getpgid(os.getppid())
+        parent_group = os.getpgid(parent)
     except OSError:  # the parent is already gone; EOF follows at once
         parent_group = os.getpgrp()
     forbidden = frozenset({os.getpgrp(), parent_group})
-    watched: set[int] = set()
+    watched: set[Watch] = set()
     pending = b""
     skipping = False  # inside an overlong line: drop bytes up to its newline
     fd = sys.stdin.fileno()
@@ -77,19 +119,160 @@ def main() -> int:
             parsed = _parse(line.strip(), forbidden)
             if parsed is None:
                 continue
-            add, pgid = parsed
+            add, what = parsed
             if add:
-                watched.add(pgid)
+                watched.add(what)
             else:
-                watched.discard(pgid)
-        if len(pending) > _MAX_LINE:
+                watched.discard(what)
+        if len(pending) > _MAX_PATH_LINE:
             pending, skipping = b"", True
-    for pgid in watched:
-        try:  # noqa: SIM105 (contextlib would be one more import in the keeper)
-            os.killpg(pgid, signal.SIGKILL)
-        except OSError:
-            pass  # already gone (ProcessLookupError), or not ours to kill (PermissionError)
+    cgroups = [str(w) for kind, w in watched if kind == "c"]
+    procs = {w for kind, w in watched if kind == "p"}
+    frozen = [c for c in cgroups if _freeze(c, True)]  # nothing in them forks from now on
+    if mark is not None:
+        procs |= _marked(f"{LINEAGE}={mark}".encode())
+    kill_trees(procs)  # type: ignore[arg-type]
+    for kind, pgid in watched:
+        if kind == "g":
+            try:  # noqa: SIM105 (contextlib would be one more import in the keeper)
+                os.killpg(pgid, signal.SIGKILL)  # type: ignore[arg-type]
+            except OSError:
+                pass  # already gone (ProcessLookupError), or not ours to kill (PermissionError)
+    _kill_cgroups(cgroups, frozen)
     return 0
+
+
+def _signal(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def kill_trees(roots: set[tuple[int, int]] | frozenset[tuple[int, int]]) -> list[int]:
+    """SIGKILL each ``(pid, start)`` that is still that process, and its descendants.
+
+    Each is stopped (SIGSTOP) before its children are listed, so none forks away between the
+    listing and the kill. Returns the pids signalled.
+    """
+    stack = [pid for pid, start in roots if pid > 1 and start_time(pid) == start]
+    found: list[int] = []
+    seen: set[int] = {os.getpid()}
+    while stack:
+        pid = stack.pop()
+        if pid in seen or not _signal(pid, signal.SIGSTOP):
+            continue
+        seen.add(pid)
+        found.append(pid)
+        stack.extend(_children(pid))
+    for pid in found:
+        _signal(pid, signal.SIGKILL)
+    return found
+
+
+def _marked(needle: bytes) -> set[tuple[int, int]]:
+    """Every process whose environment has an entry starting with ``needle``."""
+    out: set[tuple[int, int]] = set()
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if env.startswith(needle) or b"\0" + needle in env:
+            start = start_time(name)
+            if start is not None:
+                out.add((int(name), start))
+    return out
+
+
+def _write(path: str, value: str) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        os.write(fd, value.encode())
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _freeze(cgroup: str, frozen: bool) -> bool:
+    """Freeze (or thaw) a whole subtree: v1 freezer.state, v2 cgroup.freeze."""
+    if os.path.exists(f"{cgroup}/freezer.state"):
+        state = "FROZEN" if frozen else "THAWED"
+        if not _write(f"{cgroup}/freezer.state", state):
+            return False
+        deadline = time.monotonic() + 0.5
+        while frozen and state not in _read(f"{cgroup}/freezer.state"):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.001)  # FREEZING → FROZEN: the kernel has no event for it here
+        return True
+    return _write(f"{cgroup}/cgroup.freeze", "1" if frozen else "0")
+
+
+def _tree(cgroup: str) -> list[str]:
+    """``cgroup`` and every cgroup beneath it, deepest first (the order to remove them)."""
+    out: list[str] = []
+    for top, dirs, _ in os.walk(cgroup, topdown=False):
+        out.extend(f"{top}/{d}" for d in dirs)
+    return [*out, cgroup]
+
+
+def _kill_cgroups(cgroups: list[str], frozen: list[str]) -> None:
+    """SIGKILL every member of every watched cgroup tree, thaw, remove the emptied dirs."""
+    for cgroup in cgroups:
+        if os.path.exists(f"{cgroup}/cgroup.kill"):
+            _write(f"{cgroup}/cgroup.kill", "1")  # v2: atomic, forks included
+        for path in _tree(cgroup):
+            for pid in _read(f"{path}/cgroup.procs").split():
+                _signal(int(pid), signal.SIGKILL)
+    for cgroup in frozen:
+        _freeze(cgroup, False)  # frozen tasks die only once thawed
+    deadline = time.monotonic() + 1.0
+    for cgroup in cgroups:
+        for path in _tree(cgroup):
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.002)  # tasks leave a cgroup a moment after they die
 
 
 class Keeper:
@@ -103,6 +286,8 @@ class Keeper:
         self._python = python
         self._proc: subprocess.Popen[bytes] | None = None
         self._watched: set[int] = set()
+        self._procs: set[tuple[int, int]] = set()
+        self._cgroups: list[str] = []
 
     @property
     def pid(self) -> int | None:
@@ -130,8 +315,11 @@ class Keeper:
         )
         # Popen's pipe ends are non-inheritable (PEP 446): spawned workers never hold it.
         assert self._proc.stdin is not None
-        if self._watched:
-            self._send(b"".join(b"+%d\n" % pgid for pgid in sorted(self._watched)))
+        told = [b"+c%s\n" % os.fsencode(path) for path in self._cgroups]
+        told += [b"+%d\n" % pgid for pgid in sorted(self._watched)]
+        told += [b"+p%d.%d\n" % key for key in sorted(self._procs)]
+        if told:
+            self._send(b"".join(told))
 
     def watch(self, pgid: int) -> None:
         """Kill group ``pgid`` if the supervisor dies. Restarts a dead keeper."""
@@ -142,6 +330,31 @@ class Keeper:
         """Stop watching ``pgid`` (its worker was reaped). Restarts a dead keeper."""
         self._watched.discard(pgid)
         self._write(b"-%d\n" % pgid)
+
+    def watch_process(self, pid: int, start: int) -> None:
+        """Kill process ``pid`` (if it still started at ``start``) and its descendants if the
+        supervisor dies. Restarts a dead keeper."""
+        if (pid, start) not in self._procs:
+            self._procs.add((pid, start))
+            self._write(b"+p%d.%d\n" % (pid, start))
+
+    def unwatch_process(self, pid: int, start: int) -> None:
+        """Forget process ``pid`` (it is gone). Restarts a dead keeper."""
+        if (pid, start) in self._procs:
+            self._procs.discard((pid, start))
+            self._write(b"-p%d.%d\n" % (pid, start))
+
+    @property
+    def processes(self) -> frozenset[tuple[int, int]]:
+        return frozenset(self._procs)
+
+    def watch_cgroup(self, path: str) -> None:
+        """Kill every process in and beneath cgroup directory ``path`` (and remove them) if
+        the supervisor dies. Told to a keeper that starts later."""
+        if path not in self._cgroups:
+            self._cgroups.append(path)
+            if self._proc is not None:
+                self._write(b"+c%s\n" % os.fsencode(path))
 
     def close(self, timeout: float = 5.0) -> None:
         """Close the pipe and wait for the keeper to exit.
