@@ -119,9 +119,9 @@ class Cgroups:
         pattern = re.compile(rf"{re.escape(self._prefix)}-(\d+)")
         stale: dict[str, list[tuple[Hierarchy, Path]]] = {}
         for h, own in owns:
-            for entry in own.iterdir():
+            for entry in _subdirs(own):
                 match = pattern.fullmatch(entry.name)
-                if not match or not entry.is_dir() or int(match.group(1)) == os.getpid():
+                if not match or int(match.group(1)) == os.getpid():
                     continue
                 try:
                     os.kill(int(match.group(1)), 0)
@@ -133,10 +133,9 @@ class Cgroups:
                 stale.setdefault(entry.name, []).append((h, entry))
         for name, parents in stale.items():
             leaves: dict[str, list[tuple[Hierarchy, Path]]] = {}
-            for h, parent in parents:
-                for child in parent.iterdir():
-                    if child.is_dir():
-                        leaves.setdefault(child.name, []).append((h, child))
+            for h, parent in parents:  # another serve may be sweeping them too: never raises
+                for child in _subdirs(parent):
+                    leaves.setdefault(child.name, []).append((h, child))
             killed: set[int] = set()
             for dirs in [*leaves.values(), parents]:  # the parent last: its own members
                 group = self._group(dirs)
@@ -230,3 +229,11 @@ class Cgroups:
         for parent in self._parents.values():
             _rmdir(parent, deadline)
         self._parents.clear()
+
+
+def _subdirs(path: Path) -> list[Path]:
+    """The directories in ``path``; none when it is gone (or unreadable)."""
+    try:
+        return [entry for entry in path.iterdir() if entry.is_dir()]
+    except OSError:
+        return []

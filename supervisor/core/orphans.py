@@ -121,7 +121,7 @@ class Lineage:
             members = self._learn(worker, table)
             if worker.cgroup is not None:
                 self._check_confined(worker, members, table)
-        self._tell_keeper()
+        self._tell_keeper(table)
 
     # -- attribution ----------------------------------------------------------------------
 
@@ -204,14 +204,14 @@ class Lineage:
             kill_trees({(pid, start)})
             worker.kill(f"pid {pid} ({comm}) moved out of its cgroup {leaf}")
 
-    def _tell_keeper(self) -> None:
+    def _tell_keeper(self, table: ProcessTable) -> None:
         """The keeper watches every live descendant that left its worker's process group."""
         if self._keeper is None:
             return
         wanted: set[Key] = set()
         for worker in self._workers.values():
             for pid, start in worker.known:
-                if _pgid(pid) != worker.pgid:
+                if table.pgrp(pid) != worker.pgid:
                     wanted.add((pid, start))
         for key in wanted - self._told:
             self._keeper.watch_process(*key)
@@ -227,13 +227,6 @@ class Lineage:
 
 def _in_all(pid: int, inside: list[set[int]]) -> bool:
     return all(pid in members for members in inside)
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return None
 
 
 def _comm(pid: int) -> str:

@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +114,11 @@ def run(tmp_path: Path) -> Iterator[Any]:
         r.cleanup()
 
 
-def gone(e: Escapee, what: str, timeout: float = DEADLINE) -> None:
+def gone(e: Escapee, what: str, timeout: float = DEADLINE) -> float:
+    """Seconds until the escapee died; fails after ``timeout``."""
+    t0 = time.monotonic()
     wait_for(lambda: not e.alive, timeout, f"escapee {e.pid} to die ({what})")
+    return time.monotonic() - t0
 
 
 def kill_9(serve: Serve) -> None:
@@ -139,9 +143,10 @@ def test_kill_9_of_serve_with_cgroups_kills_the_escapee(run: Any) -> None:
     r.serve.wait_state("escaper", "running")
     e = r.escapee()
     groups = ours(r.serve)
-    assert all(g.is_dir() for g in groups)
+    mode = [ev for ev in r.serve.logs() if ev.get("event") == "limits enforcement"]
+    assert all(g.is_dir() for g in groups), (groups, mode)
     kill_9(r.serve)
-    gone(e, "kill -9 of serve, cgroups")
+    print(f"\nescapee gone {gone(e, 'kill -9 of serve, cgroups') * 1000:.0f} ms after kill -9")
     wait_for(lambda: not any(g.exists() for g in groups), DEADLINE, f"{groups} to be removed")
 
 
@@ -152,7 +157,7 @@ def test_kill_9_of_serve_without_cgroups_kills_the_escapee(run: Any) -> None:
     r.serve.wait_state("escaper", "running")
     e = r.escapee()
     kill_9(r.serve)
-    gone(e, "kill -9 of serve, no cgroups")
+    print(f"\nescapee gone {gone(e, 'kill -9 of serve, no cgroups') * 1000:.0f} ms after kill -9")
 
 
 # -- without cgroups: stop, exit, graceful shutdown ------------------------------------------------
@@ -192,6 +197,24 @@ def test_graceful_stop_of_serve_kills_the_adopted_escapee(run: Any) -> None:
     e = r.escapee()
     assert r.serve.stop() == 0
     gone(e, "graceful stop of serve", timeout=1.0)
+
+
+def test_an_unattributable_orphan_is_killed_on_adoption(run: Any) -> None:
+    """An orphan without the lineage mark (``env -i``) and never seen in a tree walk cannot be
+    told from another's: it is killed as soon as it is adopted; its worker runs on."""
+    r = run(cgroups=False, scrub=True)
+    r.serve.start()
+    worker = r.serve.wait_state("escaper", "running")["pid"]
+    e = r.escapee()
+    gone(e, "adoption of an unattributable orphan")
+    assert any(
+        ev.get("event") == "orphan killed"
+        and ev.get("pid") == e.pid
+        and ev.get("reason") == "unattributable"
+        for ev in r.serve.logs()
+    )
+    ext = r.serve.ext("escaper")
+    assert (ext["state"], ext["pid"]) == ("running", worker)
 
 
 # -- a root extension moves its child out of its cgroup -------------------------------------------
