@@ -5,11 +5,11 @@ Theory of operation: an extension may start processes that leave its worker's pr
 subreaper. Nothing of an extension may outlive it, so every such process is attributed to the
 worker it came from, and killed with it:
 
-- **Known descendants.** Every ``SAMPLE_PERIOD`` (:meth:`Lineage.sweep`) each worker's tree is
-  read (:class:`~supervisor.core.sampler.ProcessTable`: parents, groups) and every member is
-  remembered as ``(pid, start time)``, so a later process with a reused pid is never taken
-  for it. A member that leaves the worker's group is told to the keeper too, which kills it
-  if spctl dies (``+p``).
+- **Known descendants.** Every other watchdog sweep, 500 ms (:meth:`Lineage.sweep`), each
+  worker's tree is read (:class:`~supervisor.core.sampler.ProcessTable`: parents, groups)
+  and every member is remembered as ``(pid, start time)``, so a later process with a reused
+  pid is never taken for it. A member that leaves the worker's group is told to the keeper
+  too, which kills it if spctl dies (``+p``).
 - **The lineage mark.** Every worker is started with ``SPCTL_LINEAGE=<spctl pid>.<spctl
   start>.<serial>`` in its environment; the worker keeps it for the extension, so whatever it
   starts inherits it (``/proc/<pid>/environ`` is the environment a process was started with).
@@ -24,8 +24,8 @@ worker it came from, and killed with it:
   hears of the exit: "stopped" means the whole tree is gone) kills every live known
   descendant and adopted orphan of that worker, then looks for new orphans. ``spctl stop``,
   a crash and a graceful shutdown all end this way; :meth:`Lineage.close` kills what is left.
-- **cgroup escapes.** A worker in a cgroup of its own must keep its tree in it. A member seen
-  outside the worker's cgroup (in any hierarchy) in two sweeps in a row — a root extension
+- **cgroup escapes.** A worker in a cgroup of its own must keep its tree in it (or beneath
+  it). A member seen outside it (in any hierarchy) in two sweeps in a row — a root extension
   can write a pid into another cgroup's ``cgroup.procs`` — is killed, and so is the worker,
   with the reason recorded ("pid N (comm) moved out of its cgroup …").
 

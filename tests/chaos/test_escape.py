@@ -169,7 +169,14 @@ def test_stop_kills_the_adopted_escapee(run: Any) -> None:
     r.serve.start()
     r.serve.wait_state("escaper", "running")
     e = r.escapee()
-    assert e.alive
+    wait_for(
+        lambda: any(
+            ev.get("event") == "orphan adopted" and ev.get("pid") == e.pid for ev in r.serve.logs()
+        ),
+        DEADLINE,
+        "the orphan to be adopted",
+    )
+    assert e.alive  # adopted, not killed: its worker lives
     done = r.serve.spctl("stop", "escaper")
     assert done.returncode == 0, done.stderr
     gone(e, "spctl stop", timeout=1.0)  # stopped means the whole tree is gone

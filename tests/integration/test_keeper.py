@@ -353,8 +353,9 @@ def test_a_watched_process_dies_with_its_descendants_but_never_a_reused_pid() ->
         assert watch.alive() == {bystander.pid}
         watch.close()
     finally:
-        for proc in (tree, bystander):
-            proc.kill()
+        for proc in (tree, bystander):  # each leads its own group (the child is in tree's)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if tree.stdout is not None:
             tree.stdout.close()
