@@ -19,6 +19,7 @@ import errno
 import itertools
 import os
 import re
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from supervisor.core.cgroup_detect import (
 from supervisor.core.cgroup_io import plus as _plus
 from supervisor.core.cgroup_io import read as _read
 from supervisor.core.cgroup_io import rmdir as _rmdir
+from supervisor.core.cgroup_io import tree as _tree
 from supervisor.core.cgroup_io import write as _write
 from supervisor.core.cgroup_worker import WorkerCgroup
 from supervisor.core.cgroup_worker import apply_limits as _apply
@@ -112,8 +114,7 @@ class Cgroups:
         """Empty and remove the ``<prefix>-<pid>`` parents of dead supervisors.
 
         A supervisor killed with its keeper (or before it) leaves its groups behind, maybe
-        with processes in them: each leaf (and the parent itself) is frozen, SIGKILLed and
-        thawed across every hierarchy at once, then removed. What was found is kept in
+        with processes in them, maybe frozen: see :meth:`_empty`. What was found is kept in
         ``swept`` for serve's log.
         """
         pattern = re.compile(rf"{re.escape(self._prefix)}-(\d+)")
@@ -131,28 +132,53 @@ class Cgroups:
                 except PermissionError:
                     continue
                 stale.setdefault(entry.name, []).append((h, entry))
+        budget = time.monotonic() + 5.0  # serve's start must not wait on stuck tasks for long
         for name, parents in stale.items():
-            leaves: dict[str, list[tuple[Hierarchy, Path]]] = {}
-            for h, parent in parents:  # another serve may be sweeping them too: never raises
-                for child in _subdirs(parent):
-                    leaves.setdefault(child.name, []).append((h, child))
-            killed: set[int] = set()
-            for dirs in [*leaves.values(), parents]:  # the parent last: its own members
-                group = self._group(dirs)
-                if members := group.pids():
-                    killed |= members
-                    group.kill(1.0)
-                if dirs is not parents:
-                    group.remove(1.0)
-            deadline = time.monotonic() + 1.0
-            removed = all([_rmdir(p, deadline) for _, p in parents])
-            self.swept.append(Swept(name, tuple(p for _, p in parents), sorted(killed), removed))
+            killed, removed = self._empty(parents) if time.monotonic() < budget else ([], False)
+            self.swept.append(Swept(name, tuple(p for _, p in parents), killed, removed))
 
-    def _group(self, dirs: list[tuple[Hierarchy, Path]]) -> WorkerCgroup:
-        """A handle on existing directories (one per hierarchy) to kill and remove them."""
+    def _empty(self, parents: list[tuple[Hierarchy, Path]]) -> tuple[list[int], bool]:
+        """Freeze a stale parent (its freezer freezes every cgroup beneath), SIGKILL every
+        member of every cgroup beneath it in every hierarchy, thaw them all — a keeper killed
+        halfway may have left them frozen, and frozen tasks die only once thawed — then remove
+        them, deepest first. Bounded: at most ~2 s however stuck. Returns (pids, removed)."""
+        deadline = time.monotonic() + 2.0
+        dirs = [d for _, parent in parents for d in _tree(parent)]
+        freezers = [p for h, p in parents if "freezer" in h.controllers]
         v2 = self.support.mode == "cgroup v2"
-        by_controller = {c: p for h, p in dirs for c in ([""] if v2 else sorted(h.controllers))}
-        return WorkerCgroup(self.support.mode, by_controller, tuple(p for _, p in dirs))
+
+        def members() -> set[int]:
+            return {int(p) for d in dirs for p in _read(d / "cgroup.procs").split()}
+
+        killed = members()
+        if killed:
+            for _, parent in parents:
+                if v2 and (parent / "cgroup.kill").exists():
+                    _write(parent / "cgroup.kill", 1)  # atomic, forks included
+            for freezer in freezers:
+                with contextlib.suppress(OSError):
+                    _write(freezer / "freezer.state", "FROZEN")
+                while "FROZEN" not in _read(freezer / "freezer.state"):
+                    if time.monotonic() > deadline - 1.5:
+                        break
+                    time.sleep(0.001)
+            while pids := members():
+                killed |= pids
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                for d in dirs:
+                    state = "freezer.state" if not v2 else "cgroup.freeze"
+                    if (d / state).exists():
+                        with contextlib.suppress(OSError):
+                            _write(d / state, "THAWED" if not v2 else 0)
+                wait = min(deadline, time.monotonic() + 0.05)
+                while members() and time.monotonic() < wait:
+                    time.sleep(0.002)  # tasks leave a cgroup a moment after they die
+                if time.monotonic() > deadline:
+                    break
+        removed = all([_rmdir(d, deadline) for d in dirs])
+        return sorted(killed), removed
 
     @property
     def parents(self) -> tuple[Path, ...]:

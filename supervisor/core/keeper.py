@@ -130,9 +130,11 @@ def main() -> int:
                 watched.discard(what)
         if len(pending) > _MAX_PATH_LINE:
             pending, skipping = b"", True
+    # The cgroups first: frozen, killed and thawed at once (a keeper killed in between would
+    # leave them frozen; the next serve thaws what it finds), then the slower rest.
     cgroups = [str(w) for kind, w in watched if kind == "c"]
+    _kill_cgroups(cgroups, [c for c in cgroups if _freeze(c, True)])
     procs = {w for kind, w in watched if kind == "p"}
-    frozen = [c for c in cgroups if _freeze(c, True)]  # nothing in them forks from now on
     if mark:
         procs |= _marked(f"{LINEAGE}={mark}".encode())
     kill_trees(procs)  # type: ignore[arg-type]
@@ -142,7 +144,7 @@ def main() -> int:
                 os.killpg(pgid, signal.SIGKILL)  # type: ignore[arg-type]
             except OSError:
                 pass  # already gone (ProcessLookupError), or not ours to kill (PermissionError)
-    _kill_cgroups(cgroups, frozen)
+    _remove_cgroups(cgroups)
     return 0
 
 
@@ -255,7 +257,7 @@ def _tree(cgroup: str) -> list[str]:
 
 
 def _kill_cgroups(cgroups: list[str], frozen: list[str]) -> None:
-    """SIGKILL every member of every watched cgroup tree, thaw, remove the emptied dirs."""
+    """SIGKILL every member of every watched cgroup tree, then thaw the frozen ones."""
     for cgroup in cgroups:
         if os.path.exists(f"{cgroup}/cgroup.kill"):
             _write(f"{cgroup}/cgroup.kill", "1")  # v2: atomic, forks included
@@ -264,6 +266,10 @@ def _kill_cgroups(cgroups: list[str], frozen: list[str]) -> None:
                 _signal(int(pid), signal.SIGKILL)
     for cgroup in frozen:
         _freeze(cgroup, False)  # frozen tasks die only once thawed
+
+
+def _remove_cgroups(cgroups: list[str]) -> None:
+    """Remove the emptied cgroups, deepest first, waiting at most 1 s for members to leave."""
     deadline = time.monotonic() + 1.0
     for cgroup in cgroups:
         for path in _tree(cgroup):

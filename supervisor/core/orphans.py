@@ -193,7 +193,10 @@ class Lineage:
         """Members outside the worker's cgroup in two sweeps in a row: kill them and it."""
         assert worker.cgroup is not None
         inside = worker.cgroup.members()
-        outside = {key for key in members | worker.adopted if not _in_all(key[0], inside)}
+        tree = members | worker.adopted
+        if (start := table.start(worker.pid)) is not None:
+            tree.add((worker.pid, start))  # the worker itself may move out too
+        outside = {key for key in tree if not _in_all(key[0], inside)}
         confirmed, worker.suspects = outside & worker.suspects, outside - worker.suspects
         for pid, start in sorted(confirmed):
             if table.start(pid) != start:
@@ -201,8 +204,8 @@ class Lineage:
             comm = _comm(pid)
             leaf = worker.cgroup.paths[0].name if worker.cgroup.paths else "?"
             log.warning("escaped its cgroup", extension=worker.name, pid=pid, comm=comm)
+            worker.kill(f"pid {pid} ({comm}) moved out of its cgroup {leaf}")  # the reason first
             kill_trees({(pid, start)})
-            worker.kill(f"pid {pid} ({comm}) moved out of its cgroup {leaf}")
 
     def _tell_keeper(self, table: ProcessTable) -> None:
         """The keeper watches every live descendant that left its worker's process group."""

@@ -95,6 +95,8 @@ class Run:
         return escapee
 
     def cleanup(self) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.serve.stop(DEADLINE)  # gracefully: a killed keeper would leave cgroups behind
         self.serve.kill()
         for e in self.escapees:
             e.kill()
@@ -252,6 +254,22 @@ def test_an_extension_that_moves_its_child_out_of_its_cgroup_is_killed(run: Any)
     e3 = r.escapee()
     assert r.serve.stop() == 0
     gone(e3, "graceful stop of serve", timeout=1.0)
+
+
+@needs_cgroups
+def test_a_worker_that_moves_itself_out_of_its_cgroup_is_killed(run: Any) -> None:
+    """The worker process itself written into another cgroup: killed with the reason, and
+    its child (still in the cgroup, but in a session of its own) with it."""
+    r = run(cgroups=True, escape="worker")
+    r.serve.start()
+    e = r.escapee()
+    worker = r.serve.ext("escaper")["pid"]
+    ext = wait_for(
+        lambda: (x := r.serve.ext("escaper"))["state"] == "stopped" and x, DEADLINE, "stopped"
+    )
+    assert f"pid {worker} (python" in ext["reason"], ext
+    assert "out of its cgroup" in ext["reason"], ext
+    gone(e, "its worker left its cgroup")
 
 
 # -- stale cgroups of a dead supervisor ------------------------------------------------------------
