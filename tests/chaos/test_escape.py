@@ -276,8 +276,12 @@ def test_a_worker_that_moves_itself_out_of_its_cgroup_is_killed(run: Any) -> Non
 
 
 @needs_cgroups
-def test_serve_empties_stale_cgroups_of_a_dead_supervisor(run: Any, tmp_path: Path) -> None:
-    """(g) `spctl-<dead pid>/<leaf>` still holding a process: killed, removed, logged."""
+@pytest.mark.parametrize("frozen", [False, True], ids=["thawed", "frozen"])
+def test_serve_empties_stale_cgroups_of_a_dead_supervisor(
+    run: Any, tmp_path: Path, frozen: bool
+) -> None:
+    """(g) `spctl-<dead pid>/<leaf>` still holding a process: killed, removed, logged; also
+    when it was left frozen (a keeper killed between its freeze and its thaw)."""
     dead = subprocess.Popen(["true"])
     dead.wait()
     assert pid_gone(dead.pid)
@@ -287,6 +291,11 @@ def test_serve_empties_stale_cgroups_of_a_dead_supervisor(run: Any, tmp_path: Pa
         for parent in stale:
             (parent / "left-1").mkdir(parents=True)
             (parent / "left-1" / "cgroup.procs").write_text(str(sleeper.pid))
+        if frozen:
+            freezer = [p for p in stale if (p / "freezer.state").exists()]
+            if not freezer:
+                pytest.skip("no freezer hierarchy")
+            (freezer[0] / "freezer.state").write_text("FROZEN")
         r = run(cgroups=True)
         r.serve.start()
         assert sleeper.wait(DEADLINE) == -signal.SIGKILL
@@ -294,6 +303,10 @@ def test_serve_empties_stale_cgroups_of_a_dead_supervisor(run: Any, tmp_path: Pa
         swept = [ev for ev in r.serve.logs() if ev.get("event") == "stale cgroup emptied"]
         assert any(ev.get("killed") == [sleeper.pid] for ev in swept), swept
     finally:
+        for parent in stale:
+            if (parent / "freezer.state").exists():
+                with contextlib.suppress(OSError):
+                    (parent / "freezer.state").write_text("THAWED")
         if sleeper.poll() is None:
             sleeper.kill()
             sleeper.wait()
