@@ -45,7 +45,7 @@ from typing import Protocol
 import structlog
 
 from supervisor.core.cgroups import WorkerCgroup
-from supervisor.core.keeper import LINEAGE, kill_trees, lineage_prefix, start_time
+from supervisor.core.kill import LINEAGE, kill_trees, lineage_prefix, start_time
 from supervisor.core.process import WorkerProcess, managed
 from supervisor.core.sampler import ProcessTable
 

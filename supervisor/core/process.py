@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from supervisor.core.keeper import LINEAGE, lineage_prefix
+from supervisor.core.kill import LINEAGE, lineage_prefix
 from supervisor.core.output import PipeReader
 
 __all__ = ["WorkerProcess", "managed", "reap_orphans", "set_child_subreaper", "spawn_worker"]
