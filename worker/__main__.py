@@ -10,8 +10,10 @@ first acts, before anything but the standard library is imported:
    does them again after switching to an entry's ``user:``);
 3. move the channel to fd 3 if ``SPCTL_CHANNEL_FD`` names another number (``pass_fds`` keeps
    numbers); drop ``SPCTL_*`` from the environment (extension subprocesses must not inherit
-   them); make fd 3 close-on-exec (a grandchild holding it would hide the worker's death from the
-   supervisor) and make stdout/stderr line-buffered (``print()`` goes to the pipes, never fd 3);
+   them) but ``SPCTL_LINEAGE``, the mark by which the supervisor knows the processes the
+   extension starts, even after they left its process group and session; make fd 3
+   close-on-exec (a grandchild holding it would hide the worker's death from the supervisor)
+   and make stdout/stderr line-buffered (``print()`` goes to the pipes, never fd 3);
 4. hand over to :mod:`worker.host`, which only then imports asyncio and msgpack.
 """
 
@@ -53,7 +55,7 @@ def main() -> None:
         die(EXIT_USAGE, "SPCTL_PARENT_PID is not set: python -m worker is started by spctl")
     guard_parent(int(parent), "before the worker was armed")
     _move_channel(os.environ.get("SPCTL_CHANNEL_FD", ""))
-    for key in [k for k in os.environ if k.startswith("SPCTL_")]:
+    for key in [k for k in os.environ if k.startswith("SPCTL_") and k != "SPCTL_LINEAGE"]:
         del os.environ[key]
     try:
         is_socket = stat.S_ISSOCK(os.fstat(CHANNEL_FD).st_mode)

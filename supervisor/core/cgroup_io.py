@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["keyed", "plus", "read", "rmdir", "write"]
+__all__ = ["keyed", "plus", "read", "rmdir", "tree", "write"]
 
 
 def read(path: Path) -> str:
@@ -56,3 +56,9 @@ def rmdir(path: Path, deadline: float) -> bool:
 
 def plus(controllers: frozenset[str] | set[str]) -> str:
     return " ".join(f"+{c}" for c in sorted(controllers))
+
+
+def tree(path: Path) -> list[Path]:
+    """``path`` and every cgroup beneath it, deepest first (the order to remove them)."""
+    below = [Path(top) / d for top, dirs, _ in os.walk(path, topdown=False) for d in dirs]
+    return [*below, path]

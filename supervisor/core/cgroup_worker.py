@@ -62,6 +62,16 @@ class WorkerCgroup:
         """Every process in the group (zombies are not listed)."""
         return {int(p) for path in self.paths for p in _read(path / "cgroup.procs").split()}
 
+    def members(self) -> list[set[int]]:
+        """The processes of the group in each of its directories (one per hierarchy), with
+        those of the cgroups an extension made beneath it (still under its limits): a process
+        moved out of one hierarchy's group shows missing from that set only."""
+        out: list[set[int]] = []
+        for path in self.paths:
+            dirs = [path, *(Path(top) / d for top, sub, _ in os.walk(path) for d in sub)]
+            out.append({int(p) for d in dirs for p in _read(d / "cgroup.procs").split()})
+        return out
+
     def kill(self, timeout: float = 1.0) -> bool:
         """SIGKILL every process in the group; True when it is empty within ``timeout`` s."""
         deadline = time.monotonic() + timeout

@@ -19,8 +19,10 @@ import errno
 import itertools
 import os
 import re
+import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.core.cgroup_detect import (
@@ -34,6 +36,7 @@ from supervisor.core.cgroup_detect import (
 from supervisor.core.cgroup_io import plus as _plus
 from supervisor.core.cgroup_io import read as _read
 from supervisor.core.cgroup_io import rmdir as _rmdir
+from supervisor.core.cgroup_io import tree as _tree
 from supervisor.core.cgroup_io import write as _write
 from supervisor.core.cgroup_worker import WorkerCgroup
 from supervisor.core.cgroup_worker import apply_limits as _apply
@@ -44,11 +47,23 @@ __all__ = [
     "Hierarchy",
     "Mount",
     "Support",
+    "Swept",
     "WorkerCgroup",
     "detect",
     "parse_mountinfo",
     "parse_proc_cgroup",
 ]
+
+
+@dataclass(frozen=True)
+class Swept:
+    """A stale parent of a dead supervisor: its directories, the pids killed in it, whether
+    every directory could be removed."""
+
+    name: str
+    paths: tuple[Path, ...]
+    killed: list[int]
+    removed: bool
 
 
 class Cgroups:
@@ -67,7 +82,9 @@ class Cgroups:
         self._children: set[WorkerCgroup] = set()
         self._lock = threading.Lock()
         self._numbers = itertools.count(1)  # next() is atomic: create() runs in threads
+        self.swept: list[Swept] = []  # what _sweep_stale found, for serve's log
         try:
+            owns: list[tuple[Hierarchy, Path]] = []
             for h in support.hierarchies:
                 own = h.path
                 if support.mode == "cgroup v2":
@@ -75,7 +92,9 @@ class Cgroups:
                         own = own.parent
                     if h.controllers:
                         self._enable_v2(own, h.controllers)
-                self._sweep_stale(own)
+                owns.append((h, own))
+            self._sweep_stale(owns)
+            for h, own in owns:
                 parent = own / f"{prefix}-{os.getpid()}"
                 parent.mkdir(exist_ok=True)
                 self._parents[h] = parent
@@ -91,23 +110,80 @@ class Cgroups:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _sweep_stale(self, own: Path) -> None:
+    def _sweep_stale(self, owns: list[tuple[Hierarchy, Path]]) -> None:
+        """Empty and remove the ``<prefix>-<pid>`` parents of dead supervisors.
+
+        A supervisor killed with its keeper (or before it) leaves its groups behind, maybe
+        with processes in them, maybe frozen: see :meth:`_empty`. What was found is kept in
+        ``swept`` for serve's log.
+        """
         pattern = re.compile(rf"{re.escape(self._prefix)}-(\d+)")
-        for entry in own.iterdir():
-            match = pattern.fullmatch(entry.name)
-            if not match or not entry.is_dir() or int(match.group(1)) == os.getpid():
-                continue
-            try:
-                os.kill(int(match.group(1)), 0)
-                continue  # its supervisor is alive
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-            for child in entry.iterdir():
-                if child.is_dir():
-                    _rmdir(child, 0)
-            _rmdir(entry, 0)
+        stale: dict[str, list[tuple[Hierarchy, Path]]] = {}
+        for h, own in owns:
+            for entry in _subdirs(own):
+                match = pattern.fullmatch(entry.name)
+                if not match or int(match.group(1)) == os.getpid():
+                    continue
+                try:
+                    os.kill(int(match.group(1)), 0)
+                    continue  # its supervisor is alive
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    continue
+                stale.setdefault(entry.name, []).append((h, entry))
+        budget = time.monotonic() + 5.0  # serve's start must not wait on stuck tasks for long
+        for name, parents in stale.items():
+            killed, removed = self._empty(parents) if time.monotonic() < budget else ([], False)
+            self.swept.append(Swept(name, tuple(p for _, p in parents), killed, removed))
+
+    def _empty(self, parents: list[tuple[Hierarchy, Path]]) -> tuple[list[int], bool]:
+        """Freeze a stale parent (its freezer freezes every cgroup beneath), SIGKILL every
+        member of every cgroup beneath it in every hierarchy, thaw them all — a keeper killed
+        halfway may have left them frozen, and frozen tasks die only once thawed — then remove
+        them, deepest first. Bounded: at most ~2 s however stuck. Returns (pids, removed)."""
+        deadline = time.monotonic() + 2.0
+        dirs = [d for _, parent in parents for d in _tree(parent)]
+        freezers = [p for h, p in parents if "freezer" in h.controllers]
+        v2 = self.support.mode == "cgroup v2"
+
+        def members() -> set[int]:
+            return {int(p) for d in dirs for p in _read(d / "cgroup.procs").split()}
+
+        killed = members()
+        if killed:
+            for _, parent in parents:
+                if v2 and (parent / "cgroup.kill").exists():
+                    _write(parent / "cgroup.kill", 1)  # atomic, forks included
+            for freezer in freezers:
+                with contextlib.suppress(OSError):
+                    _write(freezer / "freezer.state", "FROZEN")
+                while "FROZEN" not in _read(freezer / "freezer.state"):
+                    if time.monotonic() > deadline - 1.5:
+                        break
+                    time.sleep(0.001)
+            while pids := members():
+                killed |= pids
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                for d in dirs:
+                    state = "freezer.state" if not v2 else "cgroup.freeze"
+                    if (d / state).exists():
+                        with contextlib.suppress(OSError):
+                            _write(d / state, "THAWED" if not v2 else 0)
+                wait = min(deadline, time.monotonic() + 0.05)
+                while members() and time.monotonic() < wait:
+                    time.sleep(0.002)  # tasks leave a cgroup a moment after they die
+                if time.monotonic() > deadline:
+                    break
+        removed = all([_rmdir(d, deadline) for d in dirs])
+        return sorted(killed), removed
+
+    @property
+    def parents(self) -> tuple[Path, ...]:
+        """Our ``<prefix>-<pid>`` directories, one per hierarchy (the keeper watches them)."""
+        return tuple(self._parents.values())
 
     def _enable_v2(self, own: Path, controllers: frozenset[str]) -> None:
         """Enable our controllers for our children. Processes in our own cgroup forbid that
@@ -179,3 +255,11 @@ class Cgroups:
         for parent in self._parents.values():
             _rmdir(parent, deadline)
         self._parents.clear()
+
+
+def _subdirs(path: Path) -> list[Path]:
+    """The directories in ``path``; none when it is gone (or unreadable)."""
+    try:
+        return [entry for entry in path.iterdir() if entry.is_dir()]
+    except OSError:
+        return []

@@ -30,6 +30,7 @@ from anyio.abc import TaskGroup
 from supervisor.config import Extension
 from supervisor.core.cgroups import WorkerCgroup
 from supervisor.core.inbox import Exited, Kill, Ready, Spawned, SpawnFailed, WorkerMessage
+from supervisor.core.orphans import Lineage
 from supervisor.core.process import WorkerProcess
 from supervisor.core.worker_spec import build_spec
 from supervisor.rules.exits import Exit, describe, from_waitid
@@ -73,6 +74,7 @@ class RunnerContext:
     kill_tree: Callable[[int], None] | None = None  # SIGKILL a pid's whole process tree
     # A worker calls a plugin's service: (caller, "<service>.<method>", params) -> result
     on_service: Callable[[str, str, Any], Awaitable[Any]] | None = None
+    lineage: Lineage | None = None  # whose each process is: what dies with the worker
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class Incarnation:
         self.requested = False  # an operator or shutdown asked it to stop
         self.error: dict[str, Any] | None = None  # load_error / error from the worker
         self.stop_launched = False
+        self.confined = False  # the worker is in its cgroup
         self.scopes: list[anyio.CancelScope] = []
 
     @property
@@ -145,6 +148,9 @@ class Incarnation:
             return
         self.proc = proc
         ctx.keeper_watch(proc.pgid)
+        if ctx.lineage is not None:
+            confined = group if self.confined else None
+            ctx.lineage.add(proc, hooks.name, confined, lambda why: hooks.post(Kill(self.n, why)))
         if hooks.debug:
             hooks.log.debug("worker spawned", pid=proc.pid, incarnation=self.n)
         channel = Channel(
@@ -178,6 +184,8 @@ class Incarnation:
                 # v1 OOM kills one process; the rest of the group goes too
                 await anyio.to_thread.run_sync(group.kill)
             await proc.reap_group()
+            if ctx.lineage is not None:  # what left the group: setsid children, orphans
+                ctx.lineage.exited(proc.pid)
             await proc.wait_output()
             if group is not None:
                 await anyio.to_thread.run_sync(group.remove)
@@ -339,6 +347,7 @@ class Incarnation:
         async def add(pid: int) -> None:
             try:
                 await anyio.to_thread.run_sync(group.add, pid)
+                self.confined = True
             except OSError as exc:
                 self.hooks.log.warning("cannot move worker into its cgroup", error=str(exc))
 

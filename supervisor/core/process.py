@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -22,15 +23,22 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from supervisor.core.kill import LINEAGE, lineage_prefix
 from supervisor.core.output import PipeReader
 
-__all__ = ["WorkerProcess", "reap_orphans", "set_child_subreaper", "spawn_worker"]
+__all__ = ["WorkerProcess", "managed", "reap_orphans", "set_child_subreaper", "spawn_worker"]
 
 PR_SET_CHILD_SUBREAPER = 36
 
 # Pids we spawned and whose exit we collect through their pidfd: the orphan reaper must
 # never take their status. Added synchronously right after posix_spawn.
 _managed: set[int] = set()
+_serials = itertools.count(1)
+
+
+def managed(pid: int) -> bool:
+    """Did we spawn ``pid`` (a worker, not yet reaped)? Orphan handling must leave it alone."""
+    return pid in _managed
 
 
 def set_child_subreaper() -> bool:
@@ -50,6 +58,7 @@ class WorkerProcess:
     sock: socket.socket
     exited: asyncio.Future[os.waitid_result]
     readers: list[PipeReader] = field(default_factory=list)
+    mark: str = ""  # SPCTL_LINEAGE: inherited by what it starts (see supervisor.core.orphans)
 
     @property
     def pgid(self) -> int:
@@ -158,6 +167,8 @@ async def spawn_worker(
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     full_env = dict(env)
     full_env["SPCTL_PARENT_PID"] = str(os.getpid())
+    mark = f"{lineage_prefix(os.getpid()) or ''}{next(_serials)}"
+    full_env[LINEAGE] = mark
     try:
         # Spawned from the loop thread on purpose (PDEATHSIG is per thread); it takes ~1 ms.
         pid = os.posix_spawn(  # noqa: ASYNC221
@@ -199,7 +210,7 @@ async def spawn_worker(
             exited.set_result(result)
 
     loop.add_reader(pidfd, _on_exit)
-    proc = WorkerProcess(pid=pid, sock=parent_sock, exited=exited)
+    proc = WorkerProcess(pid=pid, sock=parent_sock, exited=exited, mark=mark)
     for stream, fd in (("stdout", out_r), ("stderr", err_r)):
 
         def _make(stream: str = stream) -> PipeReader:

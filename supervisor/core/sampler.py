@@ -32,7 +32,7 @@ import psutil
 
 from supervisor.rules.limits import Sample
 
-__all__ = ["Sampler", "tree_pids"]
+__all__ = ["ProcessTable", "Sampler", "tree_pids"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,18 @@ class _Row:
     ppid: int
     pgrp: int
     start: int  # clock ticks since boot: with the pid, the identity of a process
+    gone: bool = False  # a zombie, or exiting (PF_EXITING): no longer in any cgroup
+
+
+_PF_EXITING = 0x4
+
+
+def _row(data: bytes) -> _Row:
+    """``/proc/<pid>/stat`` → row. Raises IndexError/ValueError on garbage."""
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rfind(b")") + 2 :].split()
+    gone = fields[0] in (b"Z", b"X") or bool(int(fields[6]) & _PF_EXITING)
+    return _Row(int(fields[1]), int(fields[2]), int(fields[19]), gone)
 
 
 def _read_table(proc: str = "/proc") -> dict[int, _Row]:
@@ -53,10 +65,8 @@ def _read_table(proc: str = "/proc") -> dict[int, _Row]:
                 data = f.read()
         except OSError:  # it exited after the directory listing
             continue
-        # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-        fields = data[data.rfind(b")") + 2 :].split()
         try:
-            table[int(entry.name)] = _Row(int(fields[1]), int(fields[2]), int(fields[19]))
+            table[int(entry.name)] = _row(data)
         except (IndexError, ValueError):
             continue
     return table
@@ -68,9 +78,8 @@ def _read_row(pid: int, proc: str = "/proc") -> _Row | None:
             data = f.read()
     except OSError:
         return None
-    fields = data[data.rfind(b")") + 2 :].split()
     try:
-        return _Row(int(fields[1]), int(fields[2]), int(fields[19]))
+        return _row(data)
     except (IndexError, ValueError):
         return None
 
@@ -159,6 +168,31 @@ class _Index:
             index.children.setdefault(row.ppid, []).append(pid)
             index.groups.setdefault(row.pgrp, []).append(pid)
         return index
+
+
+class ProcessTable:
+    """One read of the part of the process table that can hold our workers' trees (and the
+    orphans re-parented to us): for :mod:`supervisor.core.orphans`."""
+
+    def __init__(self, roots: Iterable[int]) -> None:
+        self._rows = _tree_table(roots)
+        self._index = _Index.of(self._rows)
+
+    def tree(self, root: int) -> list[int]:
+        """``root`` and its tree (descendants, its group and theirs), as the sampler sees it."""
+        return _members(root, self._rows, self._index)
+
+    def children(self, pid: int) -> list[int]:
+        return list(self._index.children.get(pid, ()))
+
+    def start(self, pid: int) -> int | None:
+        """The start time of a live process (None when absent, a zombie or exiting)."""
+        row = self._rows.get(pid)
+        return None if row is None or row.gone else row.start
+
+    def pgrp(self, pid: int) -> int | None:
+        row = self._rows.get(pid)
+        return None if row is None else row.pgrp
 
 
 def tree_pids(root: int) -> list[int]:

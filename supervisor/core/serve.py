@@ -57,7 +57,8 @@ class Supervisor:
 
     def __init__(self, opts: ServeOptions, loaded: LoadResult) -> None:
         self.opts = opts
-        self.keeper, self.notifier, self.limits = Keeper(), Notifier(), LimitsEnforcer()
+        self.keeper, self.notifier = Keeper(), Notifier()
+        self.limits = LimitsEnforcer(self.keeper)
         overrides = Overrides(state_dir())
         self.ctx = RunnerContext(
             spawn=spawn_extension,
@@ -70,6 +71,7 @@ class Supervisor:
             on_resource_updated=lambda name, uri: self.relay.resource_updated(name, uri),
             on_service=lambda caller, name, arg: self.api.service_for_worker(caller, name, arg),
             kill_tree=self.limits.kill_tree,
+            lineage=self.limits.lineage,
         )
         self.fleet = Fleet(self.ctx, overrides)
         self.catalogs = Catalogs(self.fleet, CatalogCache(state_dir() / "catalogs"))
@@ -151,8 +153,8 @@ class Supervisor:
                 tg.cancel_scope.cancel()
         finally:
             self.server.close()
+            self.limits.close()  # kills what is left of the workers' trees; then the keeper
             self.keeper.close()
-            self.limits.close()
             self.notifier.close()
         log.info("stopped")
         return 0

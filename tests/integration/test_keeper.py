@@ -316,7 +316,8 @@ def test_keeper_imports_nothing_heavy() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, check=True, cwd=ROOT, timeout=DEADLINE
     ).stdout.split()
-    assert set(out) <= {b"signal", b"supervisor", b"supervisor.core", b"supervisor.core.keeper"}
+    light = {b"signal", b"supervisor", b"supervisor.core", b"supervisor.core.keeper"}
+    assert set(out) <= light | {b"supervisor.core.kill"}
 
 
 def test_keeper_with_nothing_watched_leaves_on_eof() -> None:
@@ -324,3 +325,86 @@ def test_keeper_with_nothing_watched_leaves_on_eof() -> None:
     assert keeper.stdin is not None
     keeper.stdin.close()
     assert keeper.wait(DEADLINE) == 0
+
+
+def _start_time(pid: int) -> int:
+    data = Path(f"/proc/{pid}/stat").read_bytes()
+    return int(data.rsplit(b")", 1)[1].split()[19])
+
+
+def test_a_watched_process_dies_with_its_descendants_but_never_a_reused_pid() -> None:
+    """``+p<pid>.<start>``: the process (it left every watched group) and what it started; a
+    pid whose start time is not the one told is another process and is left alone."""
+    tree = subprocess.Popen(
+        [sys.executable, "-c", WORKER], start_new_session=True, stdout=subprocess.PIPE
+    )
+    bystander = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    try:
+        assert tree.stdout is not None
+        child = int(read_line(tree.stdout.fileno()))
+        keeper = raw_keeper()
+        assert keeper.stdin is not None
+        keeper.stdin.write(b"+p%d.%d\n" % (tree.pid, _start_time(tree.pid)))
+        keeper.stdin.write(b"+p%d.%d\n" % (bystander.pid, _start_time(bystander.pid) + 1))
+        keeper.stdin.write(b"+p%d.%d\n-p%d.%d\n" % ((child, _start_time(child)) * 2))
+        watch = Watch([tree.pid, child, bystander.pid])
+        keeper.stdin.close()
+        assert keeper.wait(DEADLINE) == 0
+        watch.wait_gone([tree.pid, child])  # the child died as the tree's descendant
+        assert watch.alive() == {bystander.pid}
+        watch.close()
+    finally:
+        for proc in (tree, bystander):  # each leads its own group (the child is in tree's)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if tree.stdout is not None:
+            tree.stdout.close()
+
+
+# A supervisor stand-in that starts its keeper and two sleepers in sessions of their own: one
+# with its lineage mark in the environment, one with another supervisor's.
+MARKED = """
+import json, os, subprocess, sys
+from supervisor.core.keeper import Keeper
+from supervisor.core.kill import LINEAGE, lineage_prefix
+
+keeper = Keeper()
+keeper.start()
+ours = {**os.environ, LINEAGE: lineage_prefix(os.getpid()) + "7"}
+other = {**os.environ, LINEAGE: "1.1.7"}
+pids = [
+    subprocess.Popen(["sleep", "1000"], env=env, start_new_session=True).pid
+    for env in (ours, other)
+]
+print(json.dumps({"keeper": keeper.pid, "pids": pids}), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_kill_9_of_the_supervisor_kills_what_carries_its_lineage_mark() -> None:
+    fake = subprocess.Popen(
+        [sys.executable, "-c", MARKED], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
+    )
+    assert fake.stdout is not None
+    pids: list[int] = []
+    try:
+        report = json.loads(read_line(fake.stdout.fileno()))
+        pids = report["pids"]
+        marked, other = pids
+        watch = Watch([marked, other, report["keeper"]])
+        os.kill(fake.pid, signal.SIGKILL)
+        fake.wait(DEADLINE)
+        watch.wait_gone([marked, report["keeper"]])
+        assert watch.alive() == {other}
+        watch.close()
+    finally:
+        if fake.poll() is None:
+            fake.kill()
+            fake.wait()
+        for pipe in (fake.stdin, fake.stdout):
+            if pipe is not None:
+                pipe.close()
+        for pid in pids:  # the other supervisor's sleeper survives by design
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
