@@ -5,6 +5,7 @@ host. Real supervisors, real workers, Landlock of this kernel (skipped, saying w
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -57,7 +58,14 @@ def _start(
     return s
 
 
-def _probe(s: Serve, name: str, port: int) -> dict[str, Any]:
+CGROUP_PROCS = next(
+    (p for p in ("/sys/fs/cgroup/pids/cgroup.procs", "/sys/fs/cgroup/cgroup.procs")
+     if os.path.exists(p)),
+    None,
+)  # fmt: skip
+
+
+def _probe(s: Serve, name: str, port: int, **extra: Any) -> dict[str, Any]:
     """Hand the hostile extension its targets and wait for its report."""
     state = s.root / "state" / "extensions"
     (state / "victim" / "private.txt").write_text("the victim's own state\n")
@@ -71,6 +79,7 @@ def _probe(s: Serve, name: str, port: int) -> dict[str, Any]:
         "sibling": s.ext("victim")["pid"],
         "port": port,
         "control": str(s.socket),
+        **extra,
     }
     (state / name / "go.json").write_text(json.dumps(args))
     report = state / name / "report.json"
@@ -99,7 +108,8 @@ def test_a_confined_extension_reaches_only_its_own(
     s = _start(tmp_path, monkeypatch, hostiles)
     try:
         victim_pid = s.ext("victim")["pid"]
-        out = _probe(s, "hostile", listener)
+        more = {"cgroup_procs": CGROUP_PROCS} if CGROUP_PROCS else {}
+        out = _probe(s, "hostile", listener, **more)
         expected = {
             **DENIED_FS,
             "write_state": "ok",
@@ -109,6 +119,7 @@ def test_a_confined_extension_reaches_only_its_own(
             "tcp_bind": "EACCES",
             "kill_sibling": "EPERM",
             "control_socket": "refused",  # its pid is in a worker's tree, whatever its uid
+            **({"move_cgroup": "EACCES"} if CGROUP_PROCS else {}),  # it cannot leave its cgroup
         }
         for who in ("self", "child"):  # what it starts is confined the same way
             got = {k: v for k, v in out[who].items() if k in expected}
@@ -200,6 +211,7 @@ def test_pass_env_passes_only_the_named_variables(
         assert env["EXTENSION_STATE_DIR"] == state
         assert set(env) <= {
             *("PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "EXTENSION_STATE_DIR", "SHARED_ONE"),
+            "SPCTL_LINEAGE",  # the mark by which spctl knows what the extension started
             *("LANG", "LANGUAGE", "TZ"),
             *(k for k in env if k.startswith("LC_")),
         }

