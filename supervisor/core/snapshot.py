@@ -36,6 +36,7 @@ def snapshot(r: Observed) -> dict[str, Any]:
         "kind": ext.kind,
         "type": ext.type,
         "enabled": ext.enabled,
+        "lazy": ext.lazy,
         "state": state.value,
         "reason": r.sm.reason,
         "pid": pid,
@@ -56,6 +57,7 @@ def usage(sample: Sample | None) -> dict[str, Any] | None:
     return {
         "rss": sample.rss,
         "cpu": round(sample.cpu, 4),
+        "cpu_seconds": round(sample.cpu_seconds, 4),
         "processes": sample.processes,
         "open_files": sample.open_files,
     }
