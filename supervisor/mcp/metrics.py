@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram
-from prometheus_client.exposition import generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
@@ -32,7 +32,9 @@ from supervisor.rules.states import State
 
 __all__ = ["CONTENT_TYPE", "OTHER", "Metrics", "Operations", "core_families"]
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The classic text format's type, which every Prometheus (and scraper) accepts; the body is
+# that format, since every name here is a legacy one.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 OTHER = "other"  # the tool label of a name not in the catalog
 
 # The OpenTelemetry MCP semantic conventions' advice for mcp.server.operation.duration.

@@ -321,3 +321,41 @@ def test_probes_say_503_when_the_core_does_not_answer(tmp_path: Path) -> None:
         if front is not None:
             front.stop()
         serve.stop()
+
+
+def test_metrics_content_type_is_the_classic_text_format(env: Env) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", env.port, timeout=10)
+    try:
+        conn.request("GET", "/metrics", headers=AUTH)
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200
+        assert response.getheader("content-type") == "text/plain; version=0.0.4; charset=utf-8"
+    finally:
+        conn.close()
+
+
+def test_a_cancelled_call_is_counted_as_cancelled(env: Env) -> None:
+    def cancelled() -> float:
+        labels = {
+            "mcp_method_name": "tools/call",
+            "gen_ai_tool_name": "slow",
+            "error_type": "cancelled",
+            "extension": "echo",
+        }
+        counts = env.metrics().get("mcp_server_operation_duration_seconds_count", {})
+        return counts.get(tuple(sorted(labels.items())), 0.0)
+
+    before = cancelled()
+
+    async def body() -> None:
+        http = httpx2.AsyncClient(headers=AUTH)
+        url = f"http://127.0.0.1:{env.port}/mcp"
+        async with http, Client(streamable_http_client(url, http_client=http)) as c:
+            with anyio.move_on_after(0.5):
+                await c.call_tool("echo__slow", {"seconds": 30})
+
+    anyio.run(body)
+    wait_for(lambda: cancelled() == before + 1, 10, "the cancelled call in the histogram")
+    in_flight = env.metrics()["mcp_server_operations_in_flight"]
+    assert in_flight[(("mcp_method_name", "tools/call"),)] == 0
