@@ -55,6 +55,7 @@ class Runner:
         self.restarts = 0
         self.metadata: dict[str, Any] = {}
         self.last_exit: str | None = None
+        self.start_duration: float | None = None  # seconds from starting to running, last time
         self.last_error: dict[str, Any] | None = None
         self._log = log.bind(extension=self.name)
         self.ring = OutputRing(self._log)
@@ -217,8 +218,10 @@ class Runner:
         self._do(step, goals.settle_reason(step))
 
     def _to(self, state: State, reason: str) -> None:
-        old = self.sm.state
-        tr = self.sm.transition(state, reason, time.monotonic())
+        old, since, now = self.sm.state, self.sm.since, time.monotonic()
+        tr = self.sm.transition(state, reason, now)
+        if old is State.STARTING and state is State.RUNNING:
+            self.start_duration = now - since
         self._log.info("state", **{"from": old.value, "to": state.value, "reason": reason})
         if self.ctx.on_transition is not None:
             self.ctx.on_transition(self.name, tr)

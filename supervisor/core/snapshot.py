@@ -19,6 +19,7 @@ class Observed(Protocol):
     sm: StateMachine
     restarts: int
     last_exit: str | None
+    start_duration: float | None
     last_error: dict[str, Any] | None
     metadata: dict[str, Any]
     usage: Sample | None
@@ -43,6 +44,7 @@ def snapshot(r: Observed) -> dict[str, Any]:
         "since": time.time() - (now - since),
         "uptime": (now - since) if state is State.RUNNING else None,
         "restarts": r.restarts,
+        "start_duration": r.start_duration,
         "last_exit": r.last_exit,
         "error": r.last_error,
         "metadata": r.metadata,

@@ -82,6 +82,11 @@ def core_families(status: Mapping[str, Any]) -> Iterator[Metric]:
         "Processes in the worker's tree",
         labels=["extension"],
     )
+    start = GaugeMetricFamily(
+        "spctl_extension_start_duration_seconds",
+        "How long the last start took, from starting to running",
+        labels=["extension"],
+    )
     for ext in exts:
         name = str(ext["name"])
         now = ext.get("state")
@@ -90,12 +95,14 @@ def core_families(status: Mapping[str, Any]) -> Iterator[Metric]:
             state.add_metric([name, s], 1.0 if now == s else 0.0)
         if (n := _number(ext.get("restarts"))) is not None:
             restarts.add_metric([name], n)
+        if (n := _number(ext.get("start_duration"))) is not None:
+            start.add_metric([name], n)
         usage = ext.get("usage")
         if isinstance(usage, Mapping):
             for family, key in ((memory, "rss"), (cpu, "cpu_seconds"), (procs, "processes")):
                 if (n := _number(usage.get(key))) is not None:
                     family.add_metric([name], n)
-    yield from (up, state, restarts, memory, cpu, procs)
+    yield from (up, state, restarts, memory, cpu, procs, start)
     yield from _supervisor_families(status.get("supervisor"))
 
 

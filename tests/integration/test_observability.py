@@ -211,6 +211,11 @@ def test_extension_metrics_match_status_json(env: Env) -> None:
         }
         assert every == {s.value for s in State}
         assert metrics["spctl_extension_restarts_total"][key] == ext["restarts"]
+        if ext["start_duration"] is None:  # never started (lazy)
+            assert key not in metrics["spctl_extension_start_duration_seconds"]
+        else:
+            assert metrics["spctl_extension_start_duration_seconds"][key] == ext["start_duration"]
+            assert 0 < ext["start_duration"] < 60
         if ext["usage"]:
             # RSS and processes move between two reads; a scrape is its own moment.
             assert metrics["spctl_extension_memory_bytes"][key] > 0

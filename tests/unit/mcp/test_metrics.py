@@ -23,6 +23,7 @@ STATUS: dict[str, Any] = {
             "name": "weather",
             "state": "running",
             "restarts": 3,
+            "start_duration": 0.25,
             "usage": {"rss": 1000, "cpu": 0.5, "cpu_seconds": 4.5, "processes": 2},
         },
         {"name": "backup", "state": "backoff", "restarts": 1, "usage": None},
@@ -52,6 +53,7 @@ def test_extension_metrics_of_a_status_answer() -> None:
     assert got["spctl_extension_memory_bytes", w] == 1000
     assert got["spctl_extension_cpu_seconds_total", w] == 4.5
     assert got["spctl_extension_processes", w] == 2
+    assert got["spctl_extension_start_duration_seconds", w] == 0.25
     assert got["spctl_supervisor_memory_bytes", ()] == 26_000_000
     assert got["spctl_supervisor_cpu_seconds_total", ()] == 1.25
     assert got["spctl_supervisor_uptime_seconds", ()] == 12.5
@@ -128,3 +130,4 @@ def test_core_families_is_pure() -> None:
         "spctl_extension_cpu_seconds",
         "spctl_extension_processes",
     ]
+    assert [name for name, _ in first][6] == "spctl_extension_start_duration_seconds"
