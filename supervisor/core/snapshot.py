@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from supervisor.config import Extension
@@ -25,6 +26,9 @@ class Observed(Protocol):
     usage: Sample | None
 
     @property
+    def crashes(self) -> Mapping[str, int]: ...  # by rules.exits.crash_reason
+
+    @property
     def pid(self) -> int | None: ...
 
 
@@ -45,6 +49,7 @@ def snapshot(r: Observed) -> dict[str, Any]:
         "uptime": (now - since) if state is State.RUNNING else None,
         "restarts": r.restarts,
         "start_duration": r.start_duration,
+        "crashes": dict(r.crashes),
         "last_exit": r.last_exit,
         "error": r.last_error,
         "metadata": r.metadata,

@@ -28,6 +28,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from supervisor.rules.exits import CRASH_REASONS
 from supervisor.rules.states import State
 
 __all__ = ["CONTENT_TYPE", "OTHER", "Metrics", "Operations", "core_families"]
@@ -82,6 +83,11 @@ def core_families(status: Mapping[str, Any]) -> Iterator[Metric]:
         "Processes in the worker's tree",
         labels=["extension"],
     )
+    crashes = CounterMetricFamily(
+        "spctl_extension_crashes",
+        "Crashes since the supervisor started, by reason (exit, signal, limit, health, load)",
+        labels=["extension", "reason"],
+    )
     start = GaugeMetricFamily(
         "spctl_extension_start_duration_seconds",
         "How long the last start took, from starting to running",
@@ -95,6 +101,10 @@ def core_families(status: Mapping[str, Any]) -> Iterator[Metric]:
             state.add_metric([name, s], 1.0 if now == s else 0.0)
         if (n := _number(ext.get("restarts"))) is not None:
             restarts.add_metric([name], n)
+        counted = ext.get("crashes")
+        if isinstance(counted, Mapping):
+            for reason in CRASH_REASONS:
+                crashes.add_metric([name, reason], _number(counted.get(reason)) or 0.0)
         if (n := _number(ext.get("start_duration"))) is not None:
             start.add_metric([name], n)
         usage = ext.get("usage")
@@ -102,7 +112,7 @@ def core_families(status: Mapping[str, Any]) -> Iterator[Metric]:
             for family, key in ((memory, "rss"), (cpu, "cpu_seconds"), (procs, "processes")):
                 if (n := _number(usage.get(key))) is not None:
                     family.add_metric([name], n)
-    yield from (up, state, restarts, memory, cpu, procs, start)
+    yield from (up, state, restarts, memory, cpu, procs, start, crashes)
     yield from _supervisor_families(status.get("supervisor"))
 
 

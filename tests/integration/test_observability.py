@@ -248,7 +248,9 @@ def test_usage_matches_status_when_sampled_together(env: Env) -> None:
 
 def test_a_crash_shows_in_restarts_total(env: Env) -> None:
     key = (("extension", "victim"),)
+    signalled = (("extension", "victim"), ("reason", "signal"))
     before = env.metrics()["spctl_extension_restarts_total"][key]
+    crashes = env.metrics()["spctl_extension_crashes_total"][signalled]
     pid = env.ext("victim")["pid"]
     os.kill(pid, signal.SIGKILL)
 
@@ -261,6 +263,26 @@ def test_a_crash_shows_in_restarts_total(env: Env) -> None:
     assert metrics["spctl_extension_restarts_total"][key] == before + 1
     assert metrics["spctl_extension_restarts_total"][key] == env.ext("victim")["restarts"]
     assert metrics["spctl_extension_up"][key] == 1.0
+    assert metrics["spctl_extension_crashes_total"][signalled] == crashes + 1
+    assert env.ext("victim")["crashes"]["signal"] == crashes + 1
+
+
+def test_a_hung_worker_is_counted_as_a_health_crash(tmp_path: Path) -> None:
+    """Killed for missed health pings: the crash counts under ``health``, not ``signal``."""
+    ext = make_extensions(tmp_path, [], [server_entry("stuck", "mcp_echo")])
+    serve = Serve(tmp_path, ext, tmp_path / "run" / "control.sock")
+    serve.extra_args = ["--health-interval", "0.3", "--health-timeout", "0.5"]
+    try:
+        serve.start()
+        pid = serve.wait_state("stuck", "running")["pid"]
+        os.kill(pid, signal.SIGSTOP)  # alive, answering nothing
+        crashes = wait_for(
+            lambda: serve.ext("stuck").get("crashes", {}).get("health"), 30, "a health crash"
+        )
+        assert crashes == 1
+        assert not serve.ext("stuck")["crashes"].get("signal")
+    finally:
+        serve.stop()
 
 
 def test_operations_are_measured_with_bounded_labels(env: Env) -> None:

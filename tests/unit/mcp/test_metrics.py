@@ -24,6 +24,7 @@ STATUS: dict[str, Any] = {
             "state": "running",
             "restarts": 3,
             "start_duration": 0.25,
+            "crashes": {"signal": 2, "health": 1},
             "usage": {"rss": 1000, "cpu": 0.5, "cpu_seconds": 4.5, "processes": 2},
         },
         {"name": "backup", "state": "backoff", "restarts": 1, "usage": None},
@@ -54,6 +55,12 @@ def test_extension_metrics_of_a_status_answer() -> None:
     assert got["spctl_extension_cpu_seconds_total", w] == 4.5
     assert got["spctl_extension_processes", w] == 2
     assert got["spctl_extension_start_duration_seconds", w] == 0.25
+    crashes = {
+        dict(labels)["reason"]: value
+        for (metric, labels), value in got.items()
+        if metric == "spctl_extension_crashes_total" and dict(labels)["extension"] == "weather"
+    }
+    assert crashes == {"exit": 0, "signal": 2, "limit": 0, "health": 1, "load": 0}
     assert got["spctl_supervisor_memory_bytes", ()] == 26_000_000
     assert got["spctl_supervisor_cpu_seconds_total", ()] == 1.25
     assert got["spctl_supervisor_uptime_seconds", ()] == 12.5
