@@ -40,6 +40,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -60,7 +61,7 @@ from supervisor.mcp.metrics import CONTENT_TYPE, Metrics
 from supervisor.mcp.sessions import Sessions
 from supervisor.mcp.supervised import SupervisorChannel, attach
 from supervisor.rules.readiness import not_ready
-from supervisor.rules.router import Router
+from supervisor.rules.router import Router, RouterError
 from worker.channel import ChannelClosed
 from worker.rpc import RpcError
 
@@ -194,10 +195,20 @@ class Front:
             self.tg.start_soon(face.resource_updated, server, uri)
 
     def on_change(self, old: Router, new: Router) -> None:
+        if self.metrics is not None:
+            self.metrics.operations.retain(partial(_lists_tool, new))
         for scope, face in list(self.faces.items()):
             kinds = changed_kinds(scope, old, new)
             if kinds:
                 self.tg.start_soon(face.announce, kinds)
+
+
+def _lists_tool(router: Router, server: str, tool: str) -> bool:
+    try:
+        router.resolve_tool(server, tool)  # its own name, as /mcp/<server> lists it
+    except RouterError:
+        return False
+    return True
 
 
 def _unavailable(exc: BaseException) -> Response:

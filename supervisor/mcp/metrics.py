@@ -19,7 +19,7 @@ call was routed by (anything else is ``other``), ``extension`` a configured MCP 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
@@ -168,6 +168,14 @@ class Operations:
         )
         self._children: dict[tuple[str, str, str, str], Any] = {}
         self._gauges: dict[str, Any] = {}
+
+    def retain(self, listed: Callable[[str, str], bool]) -> None:
+        """Drop the series of tools no longer listed (``listed(extension, tool)`` false), so
+        the label set follows the catalog instead of growing with every tool ever seen."""
+        for key in [k for k in self._children if k[1] not in ("", OTHER)]:
+            if not listed(key[3], key[1]):
+                del self._children[key]
+                self.duration.remove(*key)
 
     def begin(self, method: str) -> None:
         gauge = self._gauges.get(method)

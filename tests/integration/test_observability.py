@@ -82,6 +82,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         server_entry("echo", "mcp_echo"),
         server_entry("victim", "mcp_echo"),
         server_entry("sleepy", "mcp_echo", lazy=True),
+        server_entry("passing", "mcp_echo"),
     ]
     modules = [module_entry("daemon", "ok_daemon")]
     token = root / "token"
@@ -92,7 +93,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     serve.extra_args = ["--listen", "127.0.0.1:0", "--token-file", str(token)]
     try:
         serve.start()
-        for name in ("echo", "victim", "daemon"):
+        for name in ("echo", "victim", "daemon", "passing"):
             serve.wait_state(name, "running")
         port = wait_for(lambda: _front_port(serve), 60, f"the front (log: {serve.log_path})")
         yield Env(serve, port)
@@ -348,6 +349,20 @@ def test_probes_say_503_when_the_core_does_not_answer(tmp_path: Path) -> None:
         if front is not None:
             front.stop()
         serve.stop()
+
+
+def test_a_tool_leaves_the_labels_when_it_leaves_the_catalog(env: Env) -> None:
+    def tools() -> set[str]:
+        counts = env.metrics().get("mcp_server_operation_duration_seconds_count", {})
+        return {dict(k)["gen_ai_tool_name"] for k in counts if dict(k)["extension"] == "passing"}
+
+    assert call_tools(env, [("passing__echo", {"text": "x"})]) == [False]
+    assert tools() == {"echo"}
+    try:
+        assert env.serve.spctl("stop", "passing").returncode == 0
+        wait_for(lambda: not tools(), 10, "the series gone with the catalog")
+    finally:
+        assert env.serve.spctl("start", "passing").returncode == 0
 
 
 def test_metrics_content_type_is_the_classic_text_format(env: Env) -> None:

@@ -138,3 +138,23 @@ def test_core_families_is_pure() -> None:
         "spctl_extension_processes",
     ]
     assert [name for name, _ in first][6] == "spctl_extension_start_duration_seconds"
+
+
+def test_retain_drops_the_series_of_tools_no_longer_listed() -> None:
+    metrics = Metrics()
+    ops = metrics.operations
+    for tool, ext in (("echo", "a"), ("gone", "a"), (OTHER, "a"), ("", "b")):
+        method = "tools/call" if tool else "resources/read"
+        ops.begin(method)
+        ops.end(method, tool, "", ext, 0.001)
+    ops.retain(lambda ext, tool: (ext, tool) == ("a", "echo"))
+    tools = {
+        dict(labels)["gen_ai_tool_name"]
+        for (metric, labels) in samples(metrics.render({}).decode())
+        if metric == "mcp_server_operation_duration_seconds_count"
+    }
+    assert tools == {"echo", OTHER, ""}  # 'other' and non-tool methods are never dropped
+    ops.begin("tools/call")
+    ops.end("tools/call", "gone", "", "a", 0.001)  # listed again later: a new series
+    counts = samples(metrics.render({}).decode())
+    assert any(dict(labels).get("gen_ai_tool_name") == "gone" for _, labels in counts)
