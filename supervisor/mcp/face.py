@@ -7,6 +7,10 @@ can never be used on another and list-change announcements reach exactly the cli
 listing changed. The SDK does the protocol (both eras, sessions, SSE, version headers, result
 validation); this module only answers from the current :class:`Router` and forwards calls.
 
+On the HTTP front each forwarded request (tools/call, resources/read, prompts/get,
+completion/complete) is measured into :class:`Operations` (``/metrics``); ``spctl mcp`` passes
+none and measures nothing.
+
 The per-call path is kept short: the raw wire params are forwarded (no model dumps), results
 go back as the worker's plain dicts, and the SDK's per-request tracing middleware (a no-op
 without an exporter, but not free) is left out.
