@@ -19,6 +19,7 @@ import typer
 from supervisor.cli.render import duration, front_entry, table
 from supervisor.control.client import ControlClient, NotRunning, RpcError
 from supervisor.control.paths import client_socket_path
+from supervisor.rules.readiness import not_ready
 from supervisor.rules.text import safe, safe_lines
 
 __all__ = ["disable", "enable", "logs", "reload", "restart", "start", "status", "stop"]
@@ -78,10 +79,21 @@ def _row(ext: dict[str, Any]) -> list[str]:
 def status(
     extension: Annotated[str | None, typer.Argument(help="Only this extension.")] = None,
     json_: JsonOpt = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Exit 0 when every enabled non-lazy extension is running, else 1, printing "
+            "who is not and why (for scripts; the front's /readyz says the same).",
+        ),
+    ] = False,
     sock: SocketOpt = None,
 ) -> None:
     """Show every extension's state, pid, uptime, restarts and last reason."""
     result = call_supervisor(sock, "status", extension)
+    if check:
+        _check(result["extensions"], json_)
+        return
     if json_:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -99,6 +111,21 @@ def status(
         err = ext.get("error")
         if extension is not None and err and err.get("traceback"):
             print(f"\nlast error of {ext['name']}:\n{safe_lines(err['traceback'].rstrip())}")
+
+
+def _check(exts: list[dict[str, Any]], json_: bool) -> None:
+    """``status --check``: ready (exit 0) or who is not (exit 1)."""
+    waiting = not_ready(exts)
+    if json_:
+        print(json.dumps({"ready": not waiting, "not_ready": waiting}, indent=2, default=str))
+    elif waiting:
+        for ext in waiting:
+            why = f": {ext['reason']}" if ext.get("reason") else ""
+            print(safe(f"not ready: {ext['name']} is {ext['state']}{why}"))
+    else:
+        print("ready")
+    if waiting:
+        raise typer.Exit(EXIT_REFUSED)
 
 
 def _verb(method: str, done: str) -> Any:

@@ -134,6 +134,7 @@ class ControlApi:
             **self._about,
             "overrides": str(self.fleet.overrides.path),
             "uptime": time.monotonic() - self._started,
+            **_own_usage(),
             "limits_enforcement": self._limits.mode,
             "mcp_front": self._front(),
             "limits_reason": self._limits.reason,
@@ -288,6 +289,17 @@ class ControlApi:
                 f"{ext.name} provides no {name!r}: call '<service>.<method>' of {provides}",
             )
         return await self._call_extension(runner, lambda d: runner.service(name, params, d))
+
+
+def _own_usage() -> dict[str, Any]:
+    """The supervisor's own RSS (bytes) and CPU time (seconds): two cheap reads, no psutil."""
+    times = os.times()
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        rss = None
+    return {"rss": rss, "cpu_seconds": round(times.user + times.system, 4)}
 
 
 async def _refused(action: Awaitable[Any], prefix: str = "") -> Any:

@@ -162,6 +162,7 @@ class Kill:
 
     n: int
     reason: str
+    kind: str | None = None  # "limit" or "health": what the crash is counted as
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ class Incarnation:
         self.ready = False
         self.ready_event = anyio.Event()
         self.cause: str | None = None  # why *we* ended it (health, timeout, limit)
+        self.cause_kind: str | None = None  # "limit", "health" or None (see rules.exits)
         self.requested = False  # an operator or shutdown asked it to stop
         self.error: dict[str, Any] | None = None  # load_error / error from the worker
         self.stop_launched = False
@@ -172,7 +173,7 @@ class Incarnation:
                 race.start_soon(_cancel_when, self.ready_event.wait, race.cancel_scope)
                 race.start_soon(_cancel_when, proc.wait, race.cancel_scope)
         if timer.cancelled_caught and not self.ready and proc.alive:
-            hooks.post(Kill(self.n, f"start timeout ({timeout:g}s)"))
+            hooks.post(Kill(self.n, f"start timeout ({timeout:g}s)", "health"))
         with anyio.CancelScope(shield=True):
             result = await proc.wait()
             if group is not None:
@@ -181,6 +182,7 @@ class Incarnation:
                     self.cause = (
                         f"{_memory_limit(self.ext)} exceeded (killed by the kernel OOM killer)"
                     )
+                    self.cause_kind = "limit"
                 # v1 OOM kills one process; the rest of the group goes too
                 await anyio.to_thread.run_sync(group.kill)
             await proc.reap_group()
@@ -208,6 +210,7 @@ class Incarnation:
             ),
             load_error=error.get("kind") == LOAD_ERROR,
             detail=str(error["message"]) if error.get("message") else None,
+            cause_kind=self.cause_kind,
         )
 
     def _notified(self, method: str, params: list[Any]) -> None:
@@ -277,7 +280,7 @@ class Incarnation:
                 except TimeoutError:
                     verdict = tracker.missed(time.monotonic())
                     if isinstance(verdict, Unhealthy):
-                        self.hooks.post(Kill(self.n, verdict.reason))
+                        self.hooks.post(Kill(self.n, verdict.reason, "health"))
                         return
                 except (ChannelClosed, RpcError):
                     return
@@ -313,11 +316,12 @@ class Incarnation:
             self.cause = f"did not stop within stopTimeout ({budget:g}s)"
             self.kill()
 
-    def kill(self, reason: str | None = None) -> None:
+    def kill(self, reason: str | None = None, kind: str | None = None) -> None:
         """SIGKILL the whole tree: the cgroup (atomically), the process group, the descendants.
-        ``reason`` (if it is the first) becomes the recorded cause."""
+        ``reason`` (if it is the first) becomes the recorded cause, ``kind`` its kind."""
         if reason is not None:
-            self.cause = self.cause or reason
+            if self.cause is None:
+                self.cause, self.cause_kind = reason, kind
             self.hooks.log.warning("killing worker", reason=reason)
         if self.cgroup is not None:
             # In a thread (freezing can take a while); the signals below do not wait for it.

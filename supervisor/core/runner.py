@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from functools import partial
 from typing import Any
 
@@ -29,7 +30,7 @@ from supervisor.core.output_ring import OUTPUT_RING, OutputRing
 from supervisor.core.snapshot import snapshot
 from supervisor.logs import debug_enabled_for
 from supervisor.rules import goals
-from supervisor.rules.exits import Exit, describe
+from supervisor.rules.exits import Exit, crash_reason, describe
 from supervisor.rules.goals import Cmd, Goal, Step
 from supervisor.rules.limits import Sample
 from supervisor.rules.policy import RestartHistory
@@ -55,6 +56,8 @@ class Runner:
         self.restarts = 0
         self.metadata: dict[str, Any] = {}
         self.last_exit: str | None = None
+        self.start_duration: float | None = None  # seconds from starting to running, last time
+        self.crashes: Counter[str] = Counter()  # by rules.exits.crash_reason
         self.last_error: dict[str, Any] | None = None
         self._log = log.bind(extension=self.name)
         self.ring = OutputRing(self._log)
@@ -152,7 +155,7 @@ class Runner:
     def breach(self, reason: str) -> None:
         """A limit was breached (the watchdog says so): kill the current worker's tree."""
         if self._inc is not None and self._inc.pid is not None:  # alive
-            self._post(inbox.Kill(self._inc.n, reason))
+            self._post(inbox.Kill(self._inc.n, reason, "limit"))
 
     # ----- the actor -----
 
@@ -183,8 +186,8 @@ class Runner:
                 self._on_exit(inc, Exit(None, None, cause=f"cannot start worker: {error}"))
             case inbox.Ready(_, info) if self.sm.state is State.STARTING:
                 self._on_ready(inc, info)
-            case inbox.Kill(_, reason):
-                inc.kill(reason)
+            case inbox.Kill(_, reason, kind):
+                inc.kill(reason, kind)
             case inbox.Exited(_, exit):
                 self._on_exit(inc, exit)
 
@@ -217,8 +220,10 @@ class Runner:
         self._do(step, goals.settle_reason(step))
 
     def _to(self, state: State, reason: str) -> None:
-        old = self.sm.state
-        tr = self.sm.transition(state, reason, time.monotonic())
+        old, since, now = self.sm.state, self.sm.since, time.monotonic()
+        tr = self.sm.transition(state, reason, now)
+        if old is State.STARTING and state is State.RUNNING:
+            self.start_duration = now - since
         self._log.info("state", **{"from": old.value, "to": state.value, "reason": reason})
         if self.ctx.on_transition is not None:
             self.ctx.on_transition(self.name, tr)
@@ -276,6 +281,7 @@ class Runner:
             return
         now = time.monotonic()
         self.history.record_exit(exit, now)
+        self.crashes[crash_reason(exit)] += 1
         self._to(State.CRASHED, text)
         verdict = goals.after_crash(self.goal, self.settings, self.history, exit, now)
         self.goal = verdict.goal

@@ -211,6 +211,7 @@ class _Cpu:
 class _Tree:
     at: float | None = None
     cpu: dict[tuple[int, int], _Cpu] = field(default_factory=dict)
+    total: float = 0.0  # CPU seconds over every sweep since the tree was first seen
 
 
 class Sampler:
@@ -281,7 +282,10 @@ class Sampler:
         if tree.at is not None and at > tree.at:
             cores = used / (at - tree.at)
         tree.at, tree.cpu = at, now
-        return Sample(rss=rss, cpu=cores, processes=processes, open_files=fds, at=at)
+        tree.total += used
+        return Sample(
+            rss=rss, cpu=cores, processes=processes, open_files=fds, at=at, cpu_seconds=tree.total
+        )
 
 
 def _num_fds(proc: psutil.Process) -> int:

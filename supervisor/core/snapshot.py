@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from supervisor.config import Extension
@@ -19,9 +20,13 @@ class Observed(Protocol):
     sm: StateMachine
     restarts: int
     last_exit: str | None
+    start_duration: float | None
     last_error: dict[str, Any] | None
     metadata: dict[str, Any]
     usage: Sample | None
+
+    @property
+    def crashes(self) -> Mapping[str, int]: ...  # by rules.exits.crash_reason
 
     @property
     def pid(self) -> int | None: ...
@@ -36,12 +41,15 @@ def snapshot(r: Observed) -> dict[str, Any]:
         "kind": ext.kind,
         "type": ext.type,
         "enabled": ext.enabled,
+        "lazy": ext.lazy,
         "state": state.value,
         "reason": r.sm.reason,
         "pid": pid,
         "since": time.time() - (now - since),
         "uptime": (now - since) if state is State.RUNNING else None,
         "restarts": r.restarts,
+        "start_duration": r.start_duration,
+        "crashes": dict(r.crashes),
         "last_exit": r.last_exit,
         "error": r.last_error,
         "metadata": r.metadata,
@@ -56,6 +64,7 @@ def usage(sample: Sample | None) -> dict[str, Any] | None:
     return {
         "rss": sample.rss,
         "cpu": round(sample.cpu, 4),
+        "cpu_seconds": round(sample.cpu_seconds, 4),
         "processes": sample.processes,
         "open_files": sample.open_files,
     }

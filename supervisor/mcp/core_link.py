@@ -207,6 +207,20 @@ class CoreLink:
     async def _upstream(self, server: str, method: str, uri: str) -> None:
         await self._channel.request("mcp", server, method, {"uri": uri}, {}, timeout=_FETCH_TIMEOUT)
 
+    async def status(self, timeout: float = _FETCH_TIMEOUT) -> dict[str, Any]:
+        """The core's ``status`` answer (what ``spctl status --json`` shows).
+
+        Raises RpcError (ChannelClosed when there is no core), TimeoutError.
+        """
+        status = await self._channel.request("status", timeout=timeout)
+        if not isinstance(status, dict):
+            raise RpcError(-32603, f"malformed status answer: {type(status).__name__}")
+        return status
+
+    async def ping(self, timeout: float) -> None:
+        """One round trip to the core. Raises RpcError (ChannelClosed), TimeoutError."""
+        await self._channel.request("ping", timeout=timeout)
+
     async def is_server(self, name: str) -> bool:
         """Whether the core runs an MCP server extension of that name, in any state (one
         without a catalog now, because it is stopped or failed, still has its endpoint).

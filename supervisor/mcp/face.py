@@ -7,6 +7,10 @@ can never be used on another and list-change announcements reach exactly the cli
 listing changed. The SDK does the protocol (both eras, sessions, SSE, version headers, result
 validation); this module only answers from the current :class:`Router` and forwards calls.
 
+On the HTTP front each forwarded request (tools/call, resources/read, prompts/get,
+completion/complete) is measured into :class:`Operations` (``/metrics``); ``spctl mcp`` passes
+none and measures nothing.
+
 The per-call path is kept short: the raw wire params are forwarded (no model dumps), results
 go back as the worker's plain dicts, and the SDK's per-request tracing middleware (a no-op
 without an exporter, but not free) is left out.
@@ -27,6 +31,7 @@ SDK's bus, whose listen streams deliver it to those that asked for that URI.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -56,6 +61,7 @@ from supervisor import __version__
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.guard import reject
 from supervisor.mcp.limits import FrontLimits
+from supervisor.mcp.metrics import OTHER, Operations
 from supervisor.mcp.sessions import SessionManager, Sessions, opens_session
 from supervisor.rules.router import (
     ListKind,
@@ -138,10 +144,18 @@ class Face:
     """The MCP endpoint for ``scope``. ``await tg.start(face.run)``, then serve ``face.asgi``."""
 
     def __init__(
-        self, scope: str | None, link: CoreLink, *, max_body: int, sessions: Sessions | None = None
+        self,
+        scope: str | None,
+        link: CoreLink,
+        *,
+        max_body: int,
+        sessions: Sessions | None = None,
+        operations: Operations | None = None,
     ) -> None:
+        """``operations``: where forwarded calls are measured (the HTTP front's /metrics)."""
         self.scope = scope
         self.link = link
+        self.operations = operations
         self.bus = InMemorySubscriptionBus()
         self._listen = ListenHandler(self.bus)
         self._legacy: set[Connection] = set()
@@ -252,11 +266,18 @@ class Face:
     # -- calls ----------------------------------------------------------------------------
 
     def _route(self, resolve: Callable[[str | None, str], Route], name: str) -> Route:
+        return self._resolve(resolve, name)[0]
+
+    def _resolve(
+        self, resolve: Callable[[str | None, str], Route], name: str
+    ) -> tuple[Route, bool]:
+        """The route of ``name`` and whether the current catalog lists it. Raises MCPError."""
         try:
-            return resolve(self.scope, name)
+            return resolve(self.scope, name), True
         except UnknownServer:
             assert self.scope is not None
-            return Route(self.scope, name)  # not running now: the core says why (or starts it)
+            # not running now: the core says why (or starts it)
+            return Route(self.scope, name), False
         except UnknownTool:
             raise MCPError(INVALID_PARAMS, f"Unknown tool: {name}") from None
         except UnknownPrompt:
@@ -290,27 +311,66 @@ class Face:
         result.setdefault("resultType", "complete")  # required from 2026-07-28; dropped before
         return result
 
+    async def _operation(
+        self,
+        ctx: Ctx,
+        resolve: Callable[[str | None, str], Route],
+        name: str,
+        method: str,
+        key: str,
+        within: str | None = None,
+    ) -> Any:
+        """Route ``name`` and forward the request; measured when the face has ``operations``
+        (labels: the tool only when the catalog lists it, else ``other``)."""
+        ops = self.operations
+        if ops is None:
+            route = self._route(resolve, name)
+            return await self._forward(ctx, route, method, key, within)
+        started = time.perf_counter()
+        ops.begin(method)
+        tool = OTHER if method == "tools/call" else ""
+        extension = self.scope or ""
+        error = ""
+        try:
+            route, known = self._resolve(resolve, name)
+            extension = route.server
+            if known and method == "tools/call":
+                tool = route.name
+            result = await self._forward(ctx, route, method, key, within)
+            if result.get("isError") is True:
+                error = "tool_error"
+            return result
+        except MCPError as exc:
+            error = str(exc.code)
+            raise
+        except BaseException as exc:
+            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
+            error = "cancelled" if cancelled else type(exc).__qualname__
+            raise
+        finally:
+            ops.end(method, tool, error, extension, time.perf_counter() - started)
+
     async def _call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> Any:
-        route = self._route(self.link.router.resolve_tool, params.name)
-        return await self._forward(ctx, route, "tools/call", "name")
+        resolve = self.link.router.resolve_tool
+        return await self._operation(ctx, resolve, params.name, "tools/call", "name")
 
     async def _get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> Any:
-        route = self._route(self.link.router.resolve_prompt, params.name)
-        return await self._forward(ctx, route, "prompts/get", "name")
+        resolve = self.link.router.resolve_prompt
+        return await self._operation(ctx, resolve, params.name, "prompts/get", "name")
 
     async def _read_resource(self, ctx: Ctx, params: types.ReadResourceRequestParams) -> Any:
-        route = self._route(self.link.router.resolve_resource, params.uri)
-        return await self._forward(ctx, route, "resources/read", "uri")
+        resolve = self.link.router.resolve_resource
+        return await self._operation(ctx, resolve, params.uri, "resources/read", "uri")
 
     async def _complete(self, ctx: Ctx, params: types.CompleteRequestParams) -> Any:
         """``completion/complete``: to the server of the prompt or resource template named
         by ``ref`` (a server without completions answers with its own error)."""
         ref = params.ref
+        router, method = self.link.router, "completion/complete"
         if isinstance(ref, types.PromptReference):
-            route = self._route(self.link.router.resolve_prompt, ref.name)
-            return await self._forward(ctx, route, "completion/complete", "name", "ref")
-        route = self._route(self.link.router.resolve_template, ref.uri)
-        return await self._forward(ctx, route, "completion/complete", "uri", "ref")
+            resolve = router.resolve_prompt
+            return await self._operation(ctx, resolve, ref.name, method, "name", "ref")
+        return await self._operation(ctx, router.resolve_template, ref.uri, method, "uri", "ref")
 
     # -- resource subscriptions -----------------------------------------------------------
 

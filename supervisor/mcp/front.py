@@ -2,13 +2,16 @@
 
 ``python -m supervisor.mcp.front --socket PATH --listen 127.0.0.1:8765 [--token-file F]
 [--max-body BYTES] [--allow-host HOST:PORT …] [--max-connections N] [--header-timeout S]
-[--keepalive-timeout S] [--max-sessions N] [--session-idle-timeout S]``
+[--keepalive-timeout S] [--max-sessions N] [--session-idle-timeout S] [--no-metrics]``
 
 Theory of operation: the front is its own process (the SDK's import and per-call CPU stay out
 of the core). It connects to the core's control socket (:class:`CoreLink`), then serves HTTP
 with uvicorn on a socket it bound itself, so "listening" is printed only once connections are
 accepted (into the backlog) and the real port is known (``--listen 127.0.0.1:0``). When the
 control connection ends the front exits (1): it is the core's child and comes back with it.
+
+Besides MCP it serves ``/metrics`` (:mod:`supervisor.mcp.metrics`), ``/healthz`` and
+``/readyz``, each answered from what the core says at that moment, none kept in the front.
 
 Every request passes :class:`Guard` first (:mod:`supervisor.mcp.guard`: Host → 421, Origin →
 403, bearer token with ``--token-file`` → 401), before any MCP parsing. Bodies over
@@ -37,12 +40,15 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -51,9 +57,11 @@ from supervisor.mcp.face import Face, changed_kinds
 from supervisor.mcp.guard import Guard, allowed_hosts, parse_listen, reject
 from supervisor.mcp.http_conn import limited_protocol
 from supervisor.mcp.limits import DEFAULT_MAX_BODY, FrontLimits
+from supervisor.mcp.metrics import CONTENT_TYPE, Metrics
 from supervisor.mcp.sessions import Sessions
 from supervisor.mcp.supervised import SupervisorChannel, attach
-from supervisor.rules.router import Router
+from supervisor.rules.readiness import not_ready
+from supervisor.rules.router import Router, RouterError
 from worker.channel import ChannelClosed
 from worker.rpc import RpcError
 
@@ -62,6 +70,7 @@ __all__ = ["Front", "main"]
 log = structlog.get_logger("spctl.front")
 
 _SERVER_NAME = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_PROBE_TIMEOUT = 2.0  # a core that takes longer to answer is not healthy
 
 
 class _Endpoint:
@@ -90,8 +99,15 @@ class Front:
     """The faces by scope, created on first use, and the app that routes to them."""
 
     def __init__(
-        self, link: CoreLink, tg: TaskGroup, *, max_body: int, limits: FrontLimits | None = None
+        self,
+        link: CoreLink,
+        tg: TaskGroup,
+        *,
+        max_body: int,
+        limits: FrontLimits | None = None,
+        metrics: bool = True,
     ) -> None:
+        """``metrics``: serve /metrics and measure the operations (off: benchmarks' baseline)."""
         self.link = link
         self.tg = tg
         self.max_body = max_body
@@ -99,6 +115,7 @@ class Front:
         self.sessions = Sessions(limits.max_sessions, limits.session_idle_timeout)  # all faces'
         self.faces: dict[str | None, Face] = {}
         self._starting: dict[str | None, anyio.Event] = {}
+        self.metrics = Metrics() if metrics else None
         link.on_change = self.on_change
         link.on_resource_updated = self.on_resource_updated
 
@@ -106,8 +123,42 @@ class Front:
         routes = [
             Route("/mcp", _Endpoint(self, aggregate=True)),
             Route("/mcp/{server}", _Endpoint(self, aggregate=False)),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/readyz", self.readyz, methods=["GET"]),
         ]
+        if self.metrics is not None:
+            routes.append(Route("/metrics", self.scrape, methods=["GET"]))
         return Guard(Starlette(routes=routes), hosts=hosts, token=token)
+
+    # -- observability: each answer is read from the core at request time ----------------
+
+    async def scrape(self, request: Request) -> Response:
+        """``/metrics``: the core's numbers of this moment and the front's own."""
+        assert self.metrics is not None  # routed only then
+        try:
+            status = await self.link.status(timeout=_PROBE_TIMEOUT)
+        except (RpcError, TimeoutError) as exc:
+            return _unavailable(exc)
+        return Response(self.metrics.render(status), media_type=CONTENT_TYPE)
+
+    async def healthz(self, request: Request) -> Response:
+        """``/healthz``: 200 when the front answers and the core answers it, else 503."""
+        try:
+            await self.link.ping(_PROBE_TIMEOUT)
+        except (RpcError, TimeoutError) as exc:
+            return _unavailable(exc)
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        """``/readyz``: 200 when every enabled non-lazy extension is running; otherwise 503
+        with who is not and why (:func:`supervisor.rules.readiness.not_ready`)."""
+        try:
+            status = await self.link.status(timeout=_PROBE_TIMEOUT)
+        except (RpcError, TimeoutError) as exc:
+            return _unavailable(exc)
+        waiting = not_ready(status.get("extensions") or ())
+        body = {"status": "not ready" if waiting else "ready", "not_ready": waiting}
+        return JSONResponse(body, status_code=503 if waiting else 200)
 
     async def face(self, scope: str | None) -> Face | None:
         """The face of ``scope``, started on first use; None when the core has no MCP server of
@@ -125,7 +176,13 @@ class Front:
                 _SERVER_NAME.fullmatch(scope) and await self.link.is_server(scope)
             ):
                 return None
-            face = Face(scope, self.link, max_body=self.max_body, sessions=self.sessions)
+            face = Face(
+                scope,
+                self.link,
+                max_body=self.max_body,
+                sessions=self.sessions,
+                operations=None if self.metrics is None else self.metrics.operations,
+            )
             await self.tg.start(face.run)
             self.faces[scope] = face
         finally:
@@ -138,10 +195,26 @@ class Front:
             self.tg.start_soon(face.resource_updated, server, uri)
 
     def on_change(self, old: Router, new: Router) -> None:
+        if self.metrics is not None:
+            self.metrics.operations.retain(partial(_lists_tool, new))
         for scope, face in list(self.faces.items()):
             kinds = changed_kinds(scope, old, new)
             if kinds:
                 self.tg.start_soon(face.announce, kinds)
+
+
+def _lists_tool(router: Router, server: str, tool: str) -> bool:
+    try:
+        router.resolve_tool(server, tool)  # its own name, as /mcp/<server> lists it
+    except RouterError:
+        return False
+    return True
+
+
+def _unavailable(exc: BaseException) -> Response:
+    why = exc.message if isinstance(exc, RpcError) else "no answer in time"
+    body = {"status": "unavailable", "reason": f"the spctl supervisor is unreachable ({why})"}
+    return JSONResponse(body, status_code=503)
 
 
 def _read_token(path: Path) -> bytes:
@@ -226,7 +299,7 @@ async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None =
             log.warning("listening beyond loopback", host=host, token=token is not None)
         limits = _limits(args)
         _raise_nofile(limits)
-        front = Front(link, tg, max_body=args.max_body, limits=limits)
+        front = Front(link, tg, max_body=args.max_body, limits=limits, metrics=not args.no_metrics)
         await front.face(None)
         hosts = allowed_hosts(host, port, args.allow_host)
         config = uvicorn.Config(
@@ -314,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     for flag, kind, text in limit_flags:
         default = getattr(defaults, flag[2:].replace("-", "_"))
         parser.add_argument(flag, type=kind, default=default, help=f"{text} (default {default})")
+    parser.add_argument(
+        "--no-metrics",
+        action="store_true",
+        help="no /metrics and no per-call measurement (a baseline for benchmarks)",
+    )
     parser.add_argument(
         "--supervised",
         action="store_true",

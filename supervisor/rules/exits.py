@@ -37,6 +37,7 @@ from worker.protocol import (
 from worker.protocol import EXIT_MEANINGS as _CODE_MEANINGS
 
 __all__ = [
+    "CRASH_REASONS",
     "EXIT_CHANNEL_LOST",
     "EXIT_LOAD_ERROR",
     "EXIT_NOT_RUNNING",
@@ -45,6 +46,7 @@ __all__ = [
     "EXIT_PROTOCOL_ERROR",
     "EXIT_USAGE",
     "Exit",
+    "crash_reason",
     "describe",
     "from_returncode",
     "from_wait_status",
@@ -92,11 +94,26 @@ class Exit:
 
     load_error: bool = False
     detail: str | None = None
+    cause_kind: str | None = None  # what ``cause`` was, for counting: "limit" or "health"
 
     @property
     def clean(self) -> bool:
         """Exited with status 0 and nothing of ours to blame."""
         return self.code == EXIT_OK and self.cause is None
+
+
+CRASH_REASONS = ("exit", "signal", "limit", "health", "load")
+"""The reasons a crash is counted under (``spctl_extension_crashes_total{reason}``)."""
+
+
+def crash_reason(exit: Exit) -> str:
+    """One of :data:`CRASH_REASONS`: the extension could not load; we killed it for a limit
+    or its health (a start timeout included); else a signal killed it, or it exited."""
+    if exit.load_error:
+        return "load"
+    if exit.cause_kind in ("limit", "health"):
+        return exit.cause_kind
+    return "signal" if exit.signal is not None else "exit"
 
 
 def _signal_name(signum: int) -> str:

@@ -70,6 +70,7 @@ class Sample:
     processes: int
     open_files: int
     at: float  # monotonic seconds
+    cpu_seconds: float = 0.0  # CPU time of the tree since its worker started (a counter)
 
 
 class LimitsLike(Protocol):

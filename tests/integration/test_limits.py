@@ -71,6 +71,7 @@ def test_memory_bomb_is_killed_with_the_reason(tmp_path: Path, args: list[str]) 
         e = s.wait_state("bomb", "stopped", timeout=30)
         reason = _crash_reason(s, "bomb")
         assert "memory limit 256MiB exceeded" in reason, reason
+        assert s.ext("bomb")["crashes"] == {"limit": 1}  # spctl_extension_crashes_total
         assert pid_gone(pid)
         reached = int(progress.read_text())
         # killed within about a second of crossing 256 MiB at 50 MiB/s
@@ -145,6 +146,7 @@ def test_fork_bomb_is_killed_by_the_watchdog_without_cgroups(tmp_path: Path) -> 
         took = time.monotonic() - t0
         reason = _crash_reason(s, "fb")
         assert "processes limit 16 exceeded" in reason, reason
+        assert s.ext("fb")["crashes"] == {"limit": 1}
         assert pid_gone(pid)
         print(f"\nfork bomb killed {took * 1000:.0f} ms after the worker was running")
     wait_for(lambda: len(psutil.pids()) <= baseline + 5, 10, "pid count back to baseline")

@@ -80,6 +80,21 @@ def test_a_spinning_child_counts_as_about_one_core() -> None:
         assert second.cpu < 1.3
 
 
+def test_cpu_seconds_is_the_running_total_of_the_tree() -> None:
+    """``cpu_seconds`` (the /metrics counter) is the tree's CPU time since first sampled,
+    everything its members had used by then included."""
+    with hog("tree", "--children", 1, "--spin", 1) as parent:
+        pids = [parent.pid, *children_of(parent.pid, parent.line())]
+        sampler = Sampler()
+        first = sampler.sample({"t": parent.pid})["t"]
+        assert first.cpu_seconds == pytest.approx(sum(cpu_seconds(p) for p in pids), abs=0.05)
+        elapse(0.5, first.at)
+        second = sampler.sample({"t": parent.pid})["t"]
+        total = sum(cpu_seconds(p) for p in pids)
+        assert second.cpu_seconds == pytest.approx(total, abs=0.05)
+        assert second.cpu_seconds > first.cpu_seconds + 0.2
+
+
 def test_short_lived_children_are_counted_once_reaped() -> None:
     """A shell running one short Python after another: the CPU lives in reaped children."""
     loop = "while :; do python3 -c 'sum(range(300000))'; done"

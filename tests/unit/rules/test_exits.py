@@ -9,7 +9,9 @@ import sys
 import pytest
 
 from supervisor.rules.exits import (
+    CRASH_REASONS,
     Exit,
+    crash_reason,
     describe,
     from_returncode,
     from_wait_status,
@@ -158,3 +160,21 @@ def test_real_processes_through_waitpid_and_waitid(code: str, kill: int | None, 
     by_waitid = from_waitid(result.si_code, result.si_status)
     assert by_status == by_waitid
     assert describe(by_status) == text
+
+
+@pytest.mark.parametrize(
+    ("exit", "reason"),
+    [
+        (Exit(1, None), "exit"),
+        (Exit(0, None), "exit"),
+        (Exit(None, signal.SIGKILL), "signal"),
+        (Exit(None, signal.SIGKILL, cause="health check timeout", cause_kind="health"), "health"),
+        (Exit(None, signal.SIGKILL, cause="memory limit", cause_kind="limit"), "limit"),
+        (Exit(None, signal.SIGKILL, cause="protocol error: x"), "signal"),
+        (Exit(3, None, load_error=True), "load"),
+        (Exit(3, None, load_error=True, cause_kind="health"), "load"),
+    ],
+)
+def test_crash_reason(exit: Exit, reason: str) -> None:
+    assert crash_reason(exit) == reason
+    assert reason in CRASH_REASONS

@@ -1,0 +1,187 @@
+"""What metrics cost the front, and what a ``/metrics`` scrape costs.
+
+1. ``tools/call`` of ``echo`` (the ``mcp_echo`` fixture) through two fronts on one core, in
+   one run: ``python -m supervisor.mcp.front --no-metrics`` and the default (every call
+   measured in the histogram), interleaved call by call and burst by burst as bench_mcp does
+   (2026-07-28 era), so the load other processes put on a shared box falls on both alike.
+   p50/p99 of sequential calls, throughput of 8 concurrent clients (median over bursts).
+   Goal: ≤ 3 % cost.
+2. ``GET /metrics`` with 1 and 100 extensions (the tiny handler of bench_mcp): the scrape's
+   wall time as an HTTP client sees it, beside the core's ``status`` alone over the control
+   socket (what every scrape asks). Goal: ≤ 20 ms with 100.
+
+Every process started here is stopped on the way out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from statistics import median
+
+import anyio
+
+from supervisor.control.client import ControlClient
+from tests.bench._table import print_table
+from tests.bench.bench_mcp import BURSTS, CALLERS, NEVER, SEQUENTIAL, TINY, Target, compare, ms, p99
+from tests.helpers import Serve, make_extensions, server_entry, wait_for
+
+__all__ = ["main"]
+
+SCRAPES = 40
+MANY = 100
+
+
+@contextlib.contextmanager
+def front(sock: Path, log: Path, *extra: str) -> Iterator[str]:
+    """A standalone front on ``sock`` on a free port; yields its base URL (no path)."""
+    argv = [sys.executable, "-m", "supervisor.mcp.front", "--socket", str(sock)]
+    with open(log, "ab") as err:
+        proc = subprocess.Popen(
+            [*argv, "--listen", "127.0.0.1:0", *extra],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        line = proc.stdout.readline() if ready else ""
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"front did not start: {log.read_text()[-2000:]}")
+        yield line.split()[-1].removesuffix("/mcp")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@contextlib.contextmanager
+def core(root: Path, servers: list[dict[str, object]], tiny: bool = False) -> Iterator[Serve]:
+    """``spctl serve --no-front`` with ``servers``, once all of them run."""
+    ext = make_extensions(root, [], servers)
+    if tiny:
+        (ext / "servers" / "tiny").mkdir(exist_ok=True)
+        (ext / "servers" / "tiny" / "__init__.py").write_text(TINY)
+    s = Serve(root, ext, root / "run" / "control.sock")
+    try:
+        s.start()
+
+        def all_running() -> bool:
+            st = s.try_status()
+            return bool(st) and all(e["state"] == "running" for e in st["extensions"])
+
+        wait_for(all_running, 180, f"{len(servers)} extensions (log: {s.log_path})")
+        yield s
+    finally:
+        s.stop()
+
+
+def part_calls(tmp: Path) -> None:
+    with (
+        core(tmp, [server_entry("echo", "mcp_echo")]) as s,
+        front(s.socket, tmp / "bare.log", "--no-metrics") as bare_url,
+        front(s.socket, tmp / "metered.log") as metered_url,
+    ):
+        bare = Target("no metrics", f"{bare_url}/mcp", "echo__echo")
+        metered = Target("metrics", f"{metered_url}/mcp", "echo__echo")
+        anyio.run(compare, [bare, metered], "auto")
+        status, body = get(metered_url, "/metrics")
+        assert status == 200 and b'gen_ai_tool_name="echo"' in body, body[:500]
+    a50, b50 = median(bare.latencies), median(metered.latencies)
+    a99, b99 = p99(bare.latencies), p99(metered.latencies)
+    ar, br = median(bare.rates), median(metered.rates)
+    print_table(
+        f"tools/call echo through the front without and with metrics (one core, two fronts, "
+        f"{SEQUENTIAL} sequential calls each, interleaved; throughput: median of {BURSTS} "
+        f"alternating bursts of {CALLERS} clients)",
+        ["measure", "--no-metrics", "metrics on", "cost", "goal"],
+        [
+            ["p50", ms(a50), ms(b50), f"{(b50 / a50 - 1) * 100:+.1f} %", "≤ +3 %"],
+            ["p99", ms(a99), ms(b99), f"{(b99 / a99 - 1) * 100:+.1f} %", ""],
+            [
+                "throughput",
+                f"{ar:.0f} calls/s",
+                f"{br:.0f} calls/s",
+                f"{(1 - br / ar) * 100:+.1f} %",
+                "≤ 3 %",
+            ],
+        ],
+    )
+
+
+def get(base: str, path: str) -> tuple[int, bytes]:
+    host, _, port = base.removeprefix("http://").rpartition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def part_scrape(tmp: Path) -> None:
+    rows = []
+    for n in (1, MANY):
+        root = tmp / f"scrape-{n}"
+        root.mkdir()
+        servers = [
+            server_entry(f"t-{i:03d}", "tiny", config={"tools": 10}, restart=NEVER)
+            for i in range(n)
+        ]
+        with core(root, servers, tiny=True) as s, front(s.socket, root / "front.log") as url:
+            scrapes, statuses = [], []
+            size = 0
+            with ControlClient(s.socket, timeout=30) as control:
+                for i in range(3 + SCRAPES):
+                    t0 = time.perf_counter()
+                    status, body = get(url, "/metrics")
+                    took = time.perf_counter() - t0
+                    assert status == 200, body[:500]
+                    t0 = time.perf_counter()
+                    control.call("status", None)
+                    alone = time.perf_counter() - t0
+                    if i >= 3:
+                        scrapes.append(took)
+                        statuses.append(alone)
+                    size = len(body)
+        rows.append(
+            [
+                f"{n} extension{'s' if n > 1 else ''}",
+                ms(median(scrapes)),
+                ms(max(scrapes)),
+                ms(median(statuses)),
+                f"{size / 1024:.0f} KiB",
+                "≤ 20 ms" if n == MANY else "",
+            ]
+        )
+    print_table(
+        f"GET /metrics ({SCRAPES} scrapes, one at a time; each asks the core for status)",
+        ["extensions", "scrape p50", "scrape max", "core status alone p50", "body", "goal"],
+        rows,
+    )
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "calls").mkdir()
+        part_calls(root / "calls")
+        part_scrape(root)
+
+
+if __name__ == "__main__":
+    main()
