@@ -1,5 +1,8 @@
 """The MCP front: Streamable HTTP on ``/mcp`` and ``/mcp/<server>``, forwarding to the core.
 
+``/servers/<server>/mcp`` (mcp-proxy's path, for clients that require one ending in ``/mcp``)
+is the same endpoint as ``/mcp/<server>``: the same face, sessions and guard.
+
 ``python -m supervisor.mcp.front --socket PATH --listen 127.0.0.1:8765 [--token-file F]
 [--max-body BYTES] [--allow-host HOST:PORT …] [--max-connections N] [--header-timeout S]
 [--keepalive-timeout S] [--max-sessions N] [--session-idle-timeout S]``
@@ -106,6 +109,7 @@ class Front:
         routes = [
             Route("/mcp", _Endpoint(self, aggregate=True)),
             Route("/mcp/{server}", _Endpoint(self, aggregate=False)),
+            Route("/servers/{server}/mcp", _Endpoint(self, aggregate=False)),  # the same face
         ]
         return Guard(Starlette(routes=routes), hosts=hosts, token=token)
 
