@@ -349,3 +349,41 @@ def test_a_reload_that_changes_a_filter_reaches_a_legacy_session(env: Env) -> No
             await assert_unknown(c.call_tool(deny[-1], {}), -32602, f"Unknown tool: {deny[-1]}")
 
     run(body)
+
+
+@pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")
+def test_a_filtered_resource_cannot_be_subscribed_and_its_updates_stop(env: Env) -> None:
+    """Subscribing to a filtered URI is refused as not found; a session subscribed before a
+    reload hides the URI hears no more of its updates (the others still come)."""
+    hidden, kept = "echo://readme", "keep://x"
+
+    async def body() -> None:
+        heard: list[str] = []
+        kept_heard = anyio.Event()
+
+        async def on_message(message: Any) -> None:
+            if isinstance(message, types.ResourceUpdatedNotification):
+                heard.append(str(message.params.uri))
+                if str(message.params.uri) == kept:
+                    kept_heard.set()
+
+        async with Client(env.at("/mcp/echo"), mode="legacy") as c:
+            await assert_unknown(
+                c.subscribe_resource(hidden), -32002, f"Resource not found: {hidden}"
+            )
+        async with Client(env.at("/mcp/open"), mode="legacy", message_handler=on_message) as c:
+            await c.subscribe_resource(hidden)
+            await c.subscribe_resource(kept)
+            env.servers[1]["resources"] = {"deny": ["echo://*"]}
+            await anyio.to_thread.run_sync(reload_denying, env, env.servers[1]["tools"]["deny"])
+            with anyio.fail_after(20):  # the standalone stream opens in the background
+                while not kept_heard.is_set():
+                    for uri in (hidden, kept):  # in this order, on the same stream
+                        await anyio.to_thread.run_sync(
+                            env.core, "mcp", "open", "fixture/touch", {"uri": uri}, {}
+                        )
+                    with anyio.move_on_after(1):
+                        await kept_heard.wait()
+            assert hidden not in heard, heard
+
+    run(body)
