@@ -5,7 +5,8 @@ end to end: a real ``spctl serve`` with its MCP front, the official MCP SDK clie
 ``echo`` (the mcp_echo fixture: tools echo, add, slow, sync_slow, boom, progress; prompt greet;
 resource echo://readme) is filtered: tools allowed ``a*``, ``e*``, ``progress`` but ``echo``
 denied (deny wins); prompt ``greet`` and every ``echo://`` resource denied. ``open`` is the
-same fixture unfiltered, whose filter a reload then changes.
+same fixture unfiltered; ``grow`` has an allow-list and grows tools; the reloads change
+``moving``'s filters (each test has its own server, so their order does not matter).
 """
 
 from __future__ import annotations
@@ -70,14 +71,19 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("filters")
-    servers = [server_entry("echo", "mcp_echo", **ECHO_FILTERS), server_entry("open", "mcp_echo")]
+    servers = [
+        server_entry("echo", "mcp_echo", **ECHO_FILTERS),
+        server_entry("open", "mcp_echo"),
+        server_entry("grow", "mcp_echo", tools={"allow": ["a*"]}),
+        server_entry("moving", "mcp_echo"),
+    ]
     serve = Serve(root, make_extensions(root, [], servers), root / "run" / "control.sock")
     serve.front = True
     serve.extra_args = ["--listen", "127.0.0.1:0"]
     try:
         serve.start()
-        for name in ("echo", "open"):
-            serve.wait_state(name, "running")
+        for entry in servers:
+            serve.wait_state(entry["name"], "running")
 
         def front_url() -> str | None:
             st = serve.try_status()
@@ -135,7 +141,8 @@ def test_the_aggregate_lists_and_calls_only_what_the_filters_let_through(
             tools = names(await c.list_tools())
             assert [t for t in tools if t.startswith("echo__")] == ["echo__add", "echo__progress"]
             assert "open__echo" in tools and "open__boom" in tools  # the other server: all
-            assert names(await c.list_prompts(), "prompts") == ["open__greet"]
+            prompts = names(await c.list_prompts(), "prompts")
+            assert "open__greet" in prompts and "echo__greet" not in prompts
             result = await c.call_tool("echo__add", {"a": 1, "b": 2})
             assert result.content[0].text == "3"  # type: ignore[union-attr]
             for tool in ("echo__echo", "echo__boom", "echo__nope"):
@@ -194,15 +201,15 @@ def test_spctl_tools_and_call_hold_the_filters(env: Env) -> None:
 
 def test_a_new_upstream_tool_stays_hidden_under_an_allow_list(env: Env) -> None:
     async def body() -> None:
-        async with Client(env.at("/mcp/echo")) as c, c.listen(tools_list_changed=True) as sub:
+        async with Client(env.at("/mcp/grow")) as c, c.listen(tools_list_changed=True) as sub:
             for added in ("hidden_tool", "allowed_tool"):  # only a* passes the allow-list
                 await anyio.to_thread.run_sync(
-                    env.core, "mcp", "echo", "fixture/tools_changed", {"add": added}, {}
+                    env.core, "mcp", "grow", "fixture/tools_changed", {"add": added}, {}
                 )
             with anyio.fail_after(10):  # one change the filters let through: announced
                 event = await sub.__anext__()
             assert type(event).__name__ == "ToolsListChanged"
-            assert names(await c.list_tools()) == [*ECHO_TOOLS, "allowed_tool"]
+            assert names(await c.list_tools()) == ["add", "allowed_tool"]
             await assert_unknown(
                 c.call_tool("hidden_tool", {}), -32602, "Unknown tool: hidden_tool"
             )
@@ -295,33 +302,38 @@ def test_validate_warns_of_a_glob_that_matches_nothing(env: Env, tmp_path: Path)
 
 
 def reload_denying(env: Env, deny: list[str]) -> None:
-    """Deny ``deny`` on ``open`` in servers.yaml and reload: only a refilter, by the plan."""
-    env.servers[1]["tools"] = {"deny": deny}
+    """Deny ``deny`` on ``moving`` in servers.yaml and reload: only a refilter, by the plan."""
+    env.servers[3]["tools"] = {"deny": deny}
     (env.serve.extensions / "servers.yaml").write_text(
         yaml.safe_dump({"servers": env.servers}, sort_keys=False)
     )
     reload = env.serve.spctl("reload", "--json")
     assert reload.returncode == 0, reload.stderr
-    assert json.loads(reload.stdout)["plan"]["refilter"] == ["open"]
+    assert json.loads(reload.stdout)["plan"]["refilter"] == ["moving"]
+
+
+def denied(env: Env) -> list[str]:
+    """What ``moving``'s tools filter denies now (the tests here reload it, in any order)."""
+    return list(env.servers[3].get("tools", {}).get("deny", []))
 
 
 def test_a_reload_that_changes_a_filter_publishes_list_changed(env: Env) -> None:
-    pid = env.serve.ext("open")["pid"]
+    pid = env.serve.ext("moving")["pid"]
 
     async def body() -> None:
-        async with Client(env.at("/mcp/open")) as c, c.listen(tools_list_changed=True) as sub:
+        async with Client(env.at("/mcp/moving")) as c, c.listen(tools_list_changed=True) as sub:
             before = names(await c.list_tools())
-            assert "add" in before
-            await anyio.to_thread.run_sync(reload_denying, env, ["add"])
+            victim = before[0]
+            await anyio.to_thread.run_sync(reload_denying, env, [*denied(env), victim])
             with anyio.fail_after(10):
                 event = await sub.__anext__()
             assert type(event).__name__ == "ToolsListChanged"
-            assert names(await c.list_tools()) == [t for t in before if t != "add"]
-            await assert_unknown(c.call_tool("add", {"a": 1, "b": 1}), -32602, "Unknown tool: add")
+            assert names(await c.list_tools()) == before[1:]
+            await assert_unknown(c.call_tool(victim, {}), -32602, f"Unknown tool: {victim}")
 
     run(body)
-    assert env.serve.ext("open")["pid"] == pid  # the worker was kept
-    assert env.serve.ext("open")["restarts"] == 0
+    assert env.serve.ext("moving")["pid"] == pid  # the worker was kept
+    assert env.serve.ext("moving")["restarts"] == 0
 
 
 def test_a_reload_that_changes_a_filter_reaches_a_legacy_session(env: Env) -> None:
@@ -332,12 +344,12 @@ def test_a_reload_that_changes_a_filter_reaches_a_legacy_session(env: Env) -> No
             if isinstance(message, types.ToolListChangedNotification):
                 heard.set()
 
-        async with Client(env.at("/mcp/open"), mode="legacy", message_handler=on_message) as c:
+        async with Client(env.at("/mcp/moving"), mode="legacy", message_handler=on_message) as c:
             # The client opens its standalone stream in the background: change the filter
             # again until the announcement is heard (each reload really hides one more tool).
-            deny = ["add"]
+            deny = denied(env)
             with anyio.fail_after(30):
-                for tool in ("boom", "slow", "sync_slow", "progress", "echo"):
+                for tool in names(await c.list_tools())[:-1]:
                     deny.append(tool)
                     await anyio.to_thread.run_sync(reload_denying, env, list(deny))
                     with anyio.move_on_after(2):
@@ -371,16 +383,16 @@ def test_a_filtered_resource_cannot_be_subscribed_and_its_updates_stop(env: Env)
             await assert_unknown(
                 c.subscribe_resource(hidden), -32002, f"Resource not found: {hidden}"
             )
-        async with Client(env.at("/mcp/open"), mode="legacy", message_handler=on_message) as c:
+        async with Client(env.at("/mcp/moving"), mode="legacy", message_handler=on_message) as c:
             await c.subscribe_resource(hidden)
             await c.subscribe_resource(kept)
-            env.servers[1]["resources"] = {"deny": ["echo://*"]}
-            await anyio.to_thread.run_sync(reload_denying, env, env.servers[1]["tools"]["deny"])
+            env.servers[3]["resources"] = {"deny": ["echo://*"]}
+            await anyio.to_thread.run_sync(reload_denying, env, denied(env))
             with anyio.fail_after(20):  # the standalone stream opens in the background
                 while not kept_heard.is_set():
                     for uri in (hidden, kept):  # in this order, on the same stream
                         await anyio.to_thread.run_sync(
-                            env.core, "mcp", "open", "fixture/touch", {"uri": uri}, {}
+                            env.core, "mcp", "moving", "fixture/touch", {"uri": uri}, {}
                         )
                     with anyio.move_on_after(1):
                         await kept_heard.wait()
