@@ -274,9 +274,14 @@ def test_validate_warns_of_a_glob_that_matches_nothing(env: Env, tmp_path: Path)
         "    command: ['true']\n"
         "    tools: {allow: [a*, nothing_*], deny: [echo]}\n"
         "    prompts: {deny: [grete]}\n"
+        "  - name: ghost\n"
+        "    type: local\n"
+        "    command: ['true']\n"
+        "    tools: {deny: [x]}\n"
     )
     checked = env.serve.spctl("validate", "--extensions", str(other))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "note: globs not checked (no catalog known yet): ghost" in checked.stdout
     warnings = [line for line in checked.stdout.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 2, checked.stdout
     assert warnings[0].endswith(
