@@ -3,6 +3,11 @@
 Prints every error (``file:line:column: field: message``, one per line) and a one-line
 summary; exit 0 when the registry is valid, 1 when it is not (typer exits 2 on usage errors).
 Imports only the config package: validation never imports or runs extension code.
+
+Warnings (never a failure): a ``tools``/``prompts``/``resources`` glob that matches nothing the
+server advertises. Only a running server knows what it advertises, so they are checked against
+the catalogs the running supervisor (on the usual control socket) knows for servers of the same
+names, and skipped, with a note saying so, when none is running.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from supervisor.config import LoadResult
+    from supervisor.config import ConfigError, LoadResult
 
-__all__ = ["report", "summary", "validate"]
+__all__ = ["filter_warnings", "report", "summary", "validate"]
 
 
 def validate(
@@ -46,8 +51,10 @@ def validate(
         result = dataclasses.replace(
             result, registry=dataclasses.replace(result.registry, extensions=effective)
         )
+    warnings, note = filter_warnings(result)
     if as_json:
         doc = report(result)
+        doc["warnings"] = [warning.to_dict() for warning in warnings]
         for entry in doc["extensions"]:
             section = "servers" if entry["kind"] == "server" else "modules"
             entry["enabled_source"] = overrides.source(entry["name"], section)
@@ -55,12 +62,60 @@ def validate(
     else:
         for error in result.errors:
             typer.echo(str(error))
+        for warning in warnings:
+            typer.echo(f"warning: {warning}")
+        if note:
+            typer.echo(f"note: {note}")
         for name, enabled in sorted(overrides.enabled.items()):
             if result.registry.get(name) is not None:
                 state = "enabled" if enabled else "disabled"
                 typer.echo(f"note: {name} is {state} by an override in {overrides.path}")
         typer.echo(summary(result))
     raise typer.Exit(0 if result.ok else 1)
+
+
+def filter_warnings(result: LoadResult) -> tuple[list[ConfigError], str | None]:
+    """Each filter glob of ``result``'s servers that matches nothing the running supervisor's
+    server of that name advertises (as a ConfigError, for its ``file:line:col: field:``), and
+    a note when they could not all be checked."""
+    from supervisor.config import ConfigError
+    from supervisor.control.client import ControlClient, NotRunning, RpcError
+    from supervisor.control.paths import client_socket_path
+    from supervisor.rules.filters import unmatched
+
+    filtered = [
+        ext
+        for ext in result.registry.servers
+        if ext.tools.sources or ext.prompts.sources or ext.resources.sources
+    ]
+    if not filtered:
+        return [], None
+    try:
+        with ControlClient(client_socket_path(), timeout=10) as client:
+            answer = client.call("mcp_catalogs", True)
+    except (NotRunning, OSError, TimeoutError, RpcError):
+        return [], "tools/prompts/resources globs not checked: no supervisor is running"
+    catalogs = answer.get("servers") if isinstance(answer, dict) else None
+    catalogs = catalogs if isinstance(catalogs, dict) else {}
+    warnings: list[ConfigError] = []
+    unknown = []
+    for ext in filtered:
+        catalog = catalogs.get(ext.name)
+        if not isinstance(catalog, dict):
+            unknown.append(ext.name)
+            continue
+        for source in unmatched(ext, catalog):
+            what = source.field.split(".")[-2].removesuffix("s")  # tool, prompt, resource
+            message = f"{source.glob!r} matches no {what} that {ext.name} advertises now"
+            warnings.append(
+                ConfigError(
+                    ext.source.file, source.line, source.column, source.field, message, ext.name
+                )
+            )
+    note = None
+    if unknown:
+        note = "globs not checked (no catalog known yet): " + ", ".join(unknown)
+    return warnings, note
 
 
 def _plural(count: int, word: str) -> str:

@@ -12,6 +12,8 @@ from supervisor.config.registry import load_registry
 from supervisor.config.schema import (
     Auth,
     Extension,
+    Filter,
+    GlobSource,
     Limits,
     LoadResult,
     Registry,
@@ -35,7 +37,9 @@ __all__ = [
     "ConfigError",
     "ExpansionError",
     "Extension",
+    "Filter",
     "FrozenDict",
+    "GlobSource",
     "Limits",
     "LoadResult",
     "Registry",

@@ -1,4 +1,5 @@
-"""The nested blocks of an entry (``auth``, ``limits``, ``restart``) and URL checks.
+"""The nested blocks of an entry (``auth``, ``limits``, ``restart``, ``sandbox``, the filters
+``tools``/``prompts``/``resources``) and URL checks.
 
 Each reader records problems on the ``Reader`` and returns a value (or a default) so that the
 rest of the entry is still checked; see ``fields``.
@@ -25,6 +26,7 @@ __all__ = [
     "integer",
     "positive",
     "read_auth",
+    "read_filter",
     "read_limits",
     "read_restart",
     "read_sandbox",
@@ -40,6 +42,7 @@ _AUTH_KEYS = ("type", *(key for keys in _AUTH_FIELDS.values() for key in keys))
 _LIMIT_KEYS = ("memory", "cpu", "cpuTime", "openFiles", "processes")
 _RESTART_KEYS = ("policy", "maxRestarts", "window", "backoff", "maxBackoff")
 _SANDBOX_KEYS = ("filesystem", "network", "readable", "writable", "required")
+FILTER_KEYS = ("allow", "deny")  # of tools:, prompts: and resources:
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _N = TypeVar("_N", int, float)
 
@@ -183,6 +186,32 @@ def read_sandbox(r: Reader, item: MarkedMap, p: str, root: Path, *, remote: bool
         writable=paths["writable"],
         required=r.typed(found, "required", path, boolean, False),
     )
+
+
+def read_filter(r: Reader, item: MarkedMap, key: str, p: str) -> schema.Filter:
+    """``tools:``/``prompts:``/``resources:`` — ``{allow: [glob, …], deny: [glob, …]}``; each
+    glob a non-empty string. Whether a glob matches anything is not known here (the catalog
+    is the server's): ``spctl validate`` warns about that against a running supervisor."""
+    found, path = r.mapping(item, key, p), join(p, key)
+    if found is None:
+        return schema.Filter()
+    r.keys(found, FILTER_KEYS, path)
+    globs: dict[str, tuple[str, ...] | None] = {}
+    sources: list[schema.GlobSource] = []
+    for part in FILTER_KEYS:
+        items = r.strings(found, part, path)
+        if items is None:
+            globs[part] = None
+            continue
+        kept: list[str] = []
+        for text, mark, field in items:
+            if not text or "\0" in text:
+                r.fail(mark, field, "expected a glob (a non-empty string, e.g. read_*)")
+                continue
+            kept.append(text)
+            sources.append(schema.GlobSource(field, mark.line, mark.column, text))
+        globs[part] = tuple(kept)
+    return schema.Filter(globs["allow"], globs["deny"] or (), tuple(sources))
 
 
 def boolean(value: object) -> bool:

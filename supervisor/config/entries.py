@@ -23,6 +23,7 @@ from supervisor.config.blocks import (
     boolean,
     positive,
     read_auth,
+    read_filter,
     read_limits,
     read_restart,
     read_sandbox,
@@ -40,8 +41,9 @@ ENTRY_KEYS = (
     *("name", "type", "enabled", "path", "command", "python", "url", "auth", "headers"),
     *("config", "env", "limits", "restart", "timeout", "startTimeout", "stopTimeout"),
     *("lazy", "idleTimeout", "dependsOn", "moduleType", "provides", "user", "group"),
-    *("sandbox", "passEnv"),
+    *("sandbox", "passEnv", "tools", "prompts", "resources"),
 )
+FILTERS = ("tools", "prompts", "resources")  # servers only
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 _NOWHERE = Mark(0, 0)
@@ -121,6 +123,7 @@ def read_entry(
     run_as = _run_as(r, item, p)
     limits = read_limits(r, item, p)
     restart = read_restart(r, item, p)
+    filters = {key: read_filter(r, item, key, p) for key in FILTERS}
     for values, key in ((entry.depends, "dependsOn"), (entry.provides, "provides")):
         values.extend(_unique_strings(r, item, key, p))
     for service, service_mark, service_field in entry.provides:
@@ -158,6 +161,9 @@ def read_entry(
         depends_on=tuple(dep for dep, _, _ in entry.depends),
         sandbox=sandbox,
         pass_env=tuple(variable for variable, _, _ in pass_env),
+        tools=filters["tools"],
+        prompts=filters["prompts"],
+        resources=filters["resources"],
     )
     entry.problems = r.problems
     entry.extension = None if r.problems else extension
@@ -171,8 +177,9 @@ def _section_rules(r: Reader, item: MarkedMap, section: str, p: str) -> str | No
             if key in item:
                 r.fail(item.key_marks[key], join(p, key), "is only for modules (modules.yaml)")
         return None
-    if "command" in item:
-        r.fail(item.key_marks["command"], join(p, "command"), "is only for servers (servers.yaml)")
+    for key in ("command", *FILTERS):
+        if key in item:
+            r.fail(item.key_marks[key], join(p, key), "is only for servers (servers.yaml)")
     module_type = r.choice(item, "moduleType", p, schema.MODULE_TYPES, required=True)
     if module_type == "daemon" and "provides" in item:
         r.fail(item.key_marks["provides"], join(p, "provides"), "is only for moduleType plugin")

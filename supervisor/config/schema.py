@@ -28,6 +28,8 @@ __all__ = [
     "SECTIONS",
     "Auth",
     "Extension",
+    "Filter",
+    "GlobSource",
     "Limits",
     "LoadResult",
     "Registry",
@@ -129,6 +131,34 @@ class Sandbox:
 
 
 @dataclass(frozen=True)
+class GlobSource:
+    """Where one glob of a filter was written (for ``spctl validate``'s warnings)."""
+
+    field: str  # servers[0].tools.allow[1]
+    line: int
+    column: int
+    glob: str
+
+
+@dataclass(frozen=True)
+class Filter:
+    """``tools:``, ``prompts:`` or ``resources:`` of a server entry: which of the server's own
+    names (resources: URIs) are advertised and may be called. ``allow`` None allows all; a
+    name must match an ``allow`` glob (when given) and no ``deny`` glob: deny wins. Globs are
+    ``fnmatch``-style, case-sensitive (``supervisor.rules.filters`` matches them).
+    ``sources`` is where each glob was written; it is not part of equality."""
+
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] = ()
+    sources: tuple[GlobSource, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def everything(self) -> bool:
+        """True when the filter lets every name through (the default)."""
+        return self.allow is None and not self.deny
+
+
+@dataclass(frozen=True)
 class RunAs:
     """``user:``/``group:``: the ids the worker switches to before importing the extension.
 
@@ -185,6 +215,9 @@ class Extension:
     depends_on: tuple[str, ...] = ()
     sandbox: Sandbox = Sandbox()
     pass_env: tuple[str, ...] = ()  # passEnv: names of the supervisor's variables passed on
+    tools: Filter = Filter()  # servers only: what of the server is advertised and callable
+    prompts: Filter = Filter()
+    resources: Filter = Filter()  # by URI (resource templates: by their uriTemplate)
 
     @property
     def kind(self) -> str:

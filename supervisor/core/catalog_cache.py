@@ -8,10 +8,12 @@ supervisor restarts, so a lazy server is not started just to be listed again.
 
 Each entry is ``<state dir>/catalogs/<name>.json`` holding the catalog and a *fingerprint* of
 the configuration that produced it (everything that decides what the worker runs: path,
-command, config, env, python, …; not ``enabled``, ``lazy``, timeouts, limits or restart
-settings). An entry whose fingerprint no longer matches the configuration is ignored: the
-server is started once to learn its catalog again. Secret values never reach the disk: they
-enter the fingerprint as their redacted form, so changing only a secret keeps the entry.
+command, config, env, python, …; not ``enabled``, ``lazy``, timeouts, limits, restart
+settings or the ``tools``/``prompts``/``resources`` filters, which are applied to the whole
+catalog when it is listed). An entry whose fingerprint no longer matches the configuration is
+ignored: the server is started once to learn its catalog again. Secret values never reach the
+disk: they enter the fingerprint as their redacted form, so changing only a secret keeps the
+entry.
 
 A file that cannot be read or parsed is ignored (and replaced by the next save); saving is
 atomic (write to a temporary file, then rename), and a failure to save is reported to the
@@ -45,6 +47,9 @@ _NOT_IN_FINGERPRINT = frozenset(
         "start_timeout",
         "limits",
         "restart",
+        "tools",  # the filters decide what is advertised of the catalog, not the catalog
+        "prompts",
+        "resources",
     }
 )
 

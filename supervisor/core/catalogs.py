@@ -9,6 +9,11 @@ watching face (``mcp_watch``), which then fetches :meth:`Catalogs.listed`. The c
 from the same dicts, by the same conversion as the faces use
 (:func:`~supervisor.rules.advertised.catalog_of`).
 
+Filters: what is listed is each catalog after its entry's ``tools:``/``prompts:``/``resources:``
+filters (:func:`~supervisor.rules.filters.advertised`), so every face and ``spctl tools`` see
+the same; ``runner.catalog`` and the cache keep the whole catalog, so a reload that changes only
+a filter re-lists (``changed``) without restarting the worker.
+
 Lazy servers: a stopped lazy server is listed with its last known catalog, kept on disk by
 :class:`~supervisor.core.catalog_cache.CatalogCache` (saved whenever a live worker advertises
 one, forgotten when the extension leaves the registry). One with no known catalog is started
@@ -26,6 +31,7 @@ from supervisor.core.catalog_cache import CatalogCache
 from supervisor.core.fleet import Fleet
 from supervisor.core.runner import Runner
 from supervisor.rules.advertised import catalog_of
+from supervisor.rules.filters import advertised
 from supervisor.rules.router import Router, RouterError, prefixed
 from supervisor.rules.states import LISTED, UP, State, Transition
 from worker.channel import Channel, ChannelClosed
@@ -50,12 +56,28 @@ class Catalogs:
         self.version = 0
         self._watchers: set[Channel] = set()
         self._router: tuple[int, Router] | None = None
+        # name → (the whole catalog, the filters, what they keep): filtered once per change
+        self._filtered: dict[str, tuple[dict[str, Any], tuple[Any, ...], dict[str, Any]]] = {}
 
     def listed(self) -> dict[str, dict[str, Any]]:
-        """Catalogs of the MCP servers that are listed now, by server name."""
+        """What the MCP servers that are listed now advertise (their catalogs, filtered by
+        their entries), by server name."""
         return {
-            r.name: r.catalog for r in self.fleet if r.catalog is not None and is_listed(r, r.state)
+            r.name: self._advertised(r, r.catalog)
+            for r in self.fleet
+            if r.catalog is not None and is_listed(r, r.state)
         }
+
+    def _advertised(self, runner: Runner, catalog: dict[str, Any]) -> dict[str, Any]:
+        ext = runner.ext
+        filters = (ext.tools, ext.prompts, ext.resources)
+        if all(f.everything for f in filters):
+            return catalog
+        kept = self._filtered.get(runner.name)
+        if kept is None or kept[0] is not catalog or kept[1] != filters:
+            kept = (catalog, filters, advertised(ext, catalog))
+            self._filtered[runner.name] = kept
+        return kept[2]
 
     def router(self) -> Router:
         """The router over :meth:`listed`, rebuilt only when the version changed."""
@@ -114,6 +136,7 @@ class Catalogs:
     def forget(self, name: str) -> None:
         """``name`` left the registry: its cached catalog goes too."""
         self.cache.forget(name)
+        self._filtered.pop(name, None)
         self.changed()
 
     def problems(self) -> dict[str, list[dict[str, str]]]:

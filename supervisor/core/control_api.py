@@ -25,6 +25,7 @@ from supervisor.core.reloader import InvalidConfig, Reloader
 from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner
 from supervisor.core.watchdog import LimitsEnforcer
+from supervisor.rules.filters import refusal
 from supervisor.rules.states import State
 from worker.channel import Channel, ChannelClosed
 from worker.protocol import INVALID_CONFIG, METHOD_NOT_FOUND, REFUSED, UNKNOWN_EXTENSION
@@ -190,7 +191,16 @@ class ControlApi:
 
     # ----- MCP -----
 
-    def mcp_catalogs(self) -> dict[str, Any]:
+    def mcp_catalogs(self, whole: bool = False) -> dict[str, Any]:
+        """What is listed (filtered); ``whole``: every server's last known catalog as its
+        worker advertised it, unfiltered (``spctl validate`` checks the filters' globs)."""
+        if whole:
+            servers = {
+                r.name: r.catalog
+                for r in self.fleet
+                if r.catalog is not None and r.ext.kind == "server"
+            }
+            return {"version": self.catalogs.version, "servers": servers}
         return {"version": self.catalogs.version, "servers": self.catalogs.listed()}
 
     def mcp_watch(self, channel: Channel) -> dict[str, Any]:
@@ -205,8 +215,10 @@ class ControlApi:
         meta: dict[str, Any] | None = None,
     ) -> Any:
         """Forward one MCP request to ``server``'s worker; progress comes back on ``channel``.
-        Resource (un)subscriptions are the relay's (see resource_relay)."""
+        Resource (un)subscriptions are the relay's (see resource_relay). A request for what the
+        entry's filters hide is answered as for what does not exist (see rules.filters)."""
         runner = self.runner(server, "server")
+        _check_filters(runner, method, params or {})
         if method in SUBSCRIPTION_METHODS:
             return await self.relay.request(channel, runner, method, params or {})
 
@@ -249,6 +261,7 @@ class ControlApi:
         if runner.ext.kind == "module":
             return {"service": tool, "result": await self._service(runner, tool, arguments)}
         params = {"name": tool, "arguments": arguments or {}}
+        _check_filters(runner, "tools/call", params)
         return await self._call_extension(
             runner, lambda d: runner.mcp("tools/call", params, {}, None, deadline=d)
         )
@@ -300,6 +313,13 @@ def _own_usage() -> dict[str, Any]:
     except (OSError, ValueError, IndexError):
         rss = None
     return {"rss": rss, "cpu_seconds": round(times.user + times.system, 4)}
+
+
+def _check_filters(runner: Runner, method: str, params: dict[str, Any]) -> None:
+    """Raise the "unknown" error when ``runner``'s filters hide what the request names."""
+    refused = refusal(runner.ext, method, params)
+    if refused is not None:
+        raise RpcError(refused.code, refused.message, refused.data)
 
 
 async def _refused(action: Awaitable[Any], prefix: str = "") -> Any:

@@ -86,6 +86,8 @@ class Reloader:
                 self.catalogs.forget(name)  # it left the registry: its cached tools go too
             for name in p.update:
                 self.catalogs.learn(fleet.ensure(runnable[name]))
+            for name in p.refilter:  # the same worker, other filters: listed anew below
+                fleet.require(name).update(runnable[name])
             async with anyio.create_task_group() as tg:
                 for name in p.restart:
                     fleet.require(name).update(runnable[name])

@@ -26,6 +26,7 @@ import structlog
 
 from supervisor.core.fleet import Fleet
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner
+from supervisor.rules.filters import admits
 from supervisor.rules.states import State
 from supervisor.rules.subscriptions import Subscriptions
 from worker.channel import Channel, ChannelClosed
@@ -68,6 +69,9 @@ class ResourceRelay:
             self._spawn(self._tell, runner, "resources/subscribe", uri)
 
     def resource_updated(self, server: str, uri: str) -> None:
+        runner = self.fleet.get(server)
+        if runner is not None and not admits(runner.ext.resources, uri):
+            return  # a filter changed since the subscription: the URI is hidden now
         for channel in self.subs.subscribers(server, uri):
             assert isinstance(channel, Channel)
             with contextlib.suppress(ChannelClosed):

@@ -1,5 +1,8 @@
 """The MCP front: Streamable HTTP on ``/mcp`` and ``/mcp/<server>``, forwarding to the core.
 
+``/servers/<server>/mcp`` (mcp-proxy's path, for clients that require one ending in ``/mcp``)
+is the same endpoint as ``/mcp/<server>``: the same face, sessions and guard.
+
 ``python -m supervisor.mcp.front --socket PATH --listen 127.0.0.1:8765 [--token-file F]
 [--max-body BYTES] [--allow-host HOST:PORT …] [--max-connections N] [--header-timeout S]
 [--keepalive-timeout S] [--max-sessions N] [--session-idle-timeout S] [--no-metrics]``
@@ -125,6 +128,7 @@ class Front:
             Route("/mcp/{server}", _Endpoint(self, aggregate=False)),
             Route("/healthz", self.healthz, methods=["GET"]),
             Route("/readyz", self.readyz, methods=["GET"]),
+            Route("/servers/{server}/mcp", _Endpoint(self, aggregate=False)),  # the same face
         ]
         if self.metrics is not None:
             routes.append(Route("/metrics", self.scrape, methods=["GET"]))

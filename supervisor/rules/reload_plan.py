@@ -3,7 +3,9 @@
 An extension is *changed* when any field that affects its worker differs (``Extension``
 equality ignores only where the entry sits in the file, so moving an entry or adding a
 comment changes nothing). ``enabled`` is handled apart: turning it off stops the extension,
-turning it on starts it; neither counts as a change of the worker.
+turning it on starts it; neither counts as a change of the worker. Nor do the filters
+(``tools``/``prompts``/``resources``): they decide what is advertised of the same catalog, so
+a change of only those is ``refilter``: the runner takes the new entry and keeps its worker.
 
 :func:`hostable` is the other half of a reload: which entries of a loaded registry can run
 once the operator's ``enable``/``disable`` overrides are applied.
@@ -15,7 +17,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from supervisor.config import Extension, LoadResult
+from supervisor.config import Extension, Filter, LoadResult
 
 __all__ = ["Hostable", "Plan", "hostable", "plan"]
 
@@ -28,13 +30,16 @@ class Plan:
     restart: tuple[str, ...] = ()  # changed
     update: tuple[str, ...] = ()  # changed but not running: take the new config quietly
     keep: tuple[str, ...] = ()
+    refilter: tuple[str, ...] = ()  # only the filters changed: listed anew, worker kept
 
     def as_dict(self) -> dict[str, list[str]]:
         return {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @property
     def empty(self) -> bool:
-        return not (self.start or self.stop or self.disable or self.restart or self.update)
+        return not (
+            self.start or self.stop or self.disable or self.restart or self.update or self.refilter
+        )
 
 
 def plan(
@@ -47,6 +52,7 @@ def plan(
     restart: list[str] = []
     update: list[str] = []
     keep: list[str] = []
+    refilter: list[str] = []
     for name in old:
         if name not in new:
             stop.append(name)
@@ -58,16 +64,31 @@ def plan(
             else:
                 update.append(name)
             continue
-        same_worker = dataclasses.replace(before, enabled=ext.enabled) == ext
+        same_entry = dataclasses.replace(before, enabled=ext.enabled) == ext
+        same_worker = same_entry or _unfiltered(before, ext.enabled) == _unfiltered(ext)
         if before.enabled and not ext.enabled:
             disable.append(name)
         elif not before.enabled and ext.enabled:
             start.append(name)
         elif not same_worker:
             (restart if name in running else update).append(name)
+        elif not same_entry:
+            refilter.append(name)
         else:
             keep.append(name)
-    return Plan(*(tuple(x) for x in (start, stop, disable, restart, update, keep)))
+    return Plan(*(tuple(x) for x in (start, stop, disable, restart, update, keep, refilter)))
+
+
+def _unfiltered(ext: Extension, enabled: bool | None = None) -> Extension:
+    """``ext`` without its filters (and with ``enabled``, when given): what its worker runs."""
+    none = Filter()
+    return dataclasses.replace(
+        ext,
+        enabled=ext.enabled if enabled is None else enabled,
+        tools=none,
+        prompts=none,
+        resources=none,
+    )
 
 
 @dataclass(frozen=True)

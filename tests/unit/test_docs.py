@@ -129,6 +129,9 @@ def _every_block_registry(root: Path) -> None:
         "    limits: {memory: 1GiB}\n"
         "    restart: {policy: always}\n"
         "    sandbox: {network: none}\n"
+        "    tools: {allow: [a*], deny: [b]}\n"
+        "    prompts: {deny: [c]}\n"
+        "    resources: {allow: ['x://*']}\n"
         "  - name: two\n"
         "    type: remote\n"
         "    url: https://example.com/mcp\n"
@@ -179,7 +182,7 @@ def test_every_key_a_block_allows_is_under_its_heading(
     every key the loader allows is one the package declares (no key list hidden inline)."""
     _every_block_registry(tmp_path)
     allowed = _allowed_while_loading(tmp_path, monkeypatch)
-    assert {"entry", "auth", "limits", "restart"} <= set(allowed)
+    assert {"entry", "auth", "limits", "restart", "tools", "prompts", "resources"} <= set(allowed)
     declared = {key for keys in _declared_key_sets().values() for key in keys}
     sections = _sections(_page("configuration.md"))
     for block, keys in allowed.items():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.config import Extension, load_registry
+from supervisor.config import Extension, Filter, load_registry
 from supervisor.core.catalog_cache import CatalogCache, fingerprint
 
 CATALOG = {"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}
@@ -41,6 +41,9 @@ def ext(tmp_path: Path) -> Extension:
         ({"lazy": False}, True),
         ({"idle_timeout": 60.0}, True),
         ({"timeout": 1.0}, True),
+        ({"tools": Filter(allow=("get_*",))}, True),  # the same catalog, filtered when listed
+        ({"prompts": Filter(deny=("x",))}, True),
+        ({"resources": Filter(allow=())}, True),
         ({"config": {"greeting": "hello"}}, False),
         ({"command": ("python", "server.py")}, False),
         ({"env": {"TOKEN": "other"}}, False),

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.config import Extension, LoadResult, Registry, Source
+from supervisor.config import Extension, Filter, LoadResult, Registry, Source
 from supervisor.core.catalog_cache import CatalogCache
 from supervisor.core.catalogs import Catalogs
 from supervisor.core.fleet import Fleet, NotHosted
@@ -106,3 +106,26 @@ def test_a_changed_lazy_config_forgets_the_cached_catalog(fleet: Fleet, tmp_path
     catalogs.load(lazy)
     assert lazy.catalog is None
     assert catalogs.listed() == {}
+
+
+def test_what_is_listed_is_filtered_and_the_whole_catalog_kept(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    cache = CatalogCache(tmp_path / "catalogs")
+    catalogs = Catalogs(fleet, cache)
+    lazy = fleet.require("lazy")
+    whole = {"tools": [{"name": "echo"}, {"name": "add"}, {"name": "admin_reset"}]}
+    cache.save(lazy.ext, whole)
+    catalogs.load(lazy)
+    lazy.update(dataclasses.replace(lazy.ext, tools=Filter(allow=("a*",), deny=("admin_*",))))
+    catalogs.load(lazy)  # the filters are not in the fingerprint: the cached catalog stays
+    assert lazy.catalog == whole
+    listed = catalogs.listed()
+    assert listed == {"lazy": {"tools": [{"name": "add"}]}}
+    assert catalogs.listed()["lazy"] is listed["lazy"]  # filtered once, until a change
+    catalogs.changed()
+    assert [t["name"] for t in catalogs.tools()["tools"]] == ["lazy__add"]
+    lazy.update(dataclasses.replace(lazy.ext, tools=Filter()))  # a reload's refilter
+    catalogs.changed("lazy")
+    assert catalogs.listed() == {"lazy": whole}
+    assert [t["tool"] for t in catalogs.tools()["tools"]] == ["echo", "add", "admin_reset"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from supervisor.config import Auth, ConfigError, Extension, LoadResult, Registry, Source
+from supervisor.config import Auth, ConfigError, Extension, Filter, LoadResult, Registry, Source
 from supervisor.rules.reload_plan import Plan, hostable, plan
 
 SRC = Source(Path("modules.yaml"), 1, 1)
@@ -24,6 +24,9 @@ A_OFF = dataclasses.replace(A, enabled=False)
 A_CHANGED = dataclasses.replace(A, config={"v": 2})
 A_MOVED = dataclasses.replace(A, source=Source(Path("modules.yaml"), 9, 3))
 A_CHANGED_OFF = dataclasses.replace(A_CHANGED, enabled=False)
+A_FILTERED = dataclasses.replace(A, tools=Filter(allow=("get_*",)))
+A_FILTERED_CHANGED = dataclasses.replace(A_FILTERED, config={"v": 2})
+A_FILTERED_OFF = dataclasses.replace(A_FILTERED, enabled=False)
 
 
 def exts(*items: Extension) -> dict[str, Extension]:
@@ -45,6 +48,13 @@ PLANS: list[tuple[str, dict[str, Extension], dict[str, Extension], set[str], dic
      {"disable": ("a",)}),
     ("moved in the file is no change", exts(A), exts(A_MOVED), {"a"}, {"keep": ("a",)}),
     ("disabled stays disabled", exts(A_OFF), exts(A_OFF), set(), {"keep": ("a",)}),
+    ("only the filters changed: refiltered, the worker kept", exts(A), exts(A_FILTERED), {"a"},
+     {"refilter": ("a",)}),
+    ("filters and the worker changed: restarts", exts(A), exts(A_FILTERED_CHANGED), {"a"},
+     {"restart": ("a",)}),
+    ("filters changed and disabled: only disabled", exts(A), exts(A_FILTERED_OFF), {"a"},
+     {"disable": ("a",)}),
+    ("a filter removed: refiltered", exts(A_FILTERED), exts(A), set(), {"refilter": ("a",)}),
     ("all at once", exts(A, B, C), exts(A_CHANGED, C, ext("d")), {"a", "c"},
      {"start": ("d",), "stop": ("b",), "restart": ("a",), "keep": ("c",)}),
 ]  # fmt: skip
