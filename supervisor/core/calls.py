@@ -24,7 +24,7 @@ from supervisor.rules.exits import describe, from_waitid
 from worker.channel import Channel, ChannelClosed
 from worker.protocol import MCP, PING, SERVICE
 
-__all__ = ["CallTimeout", "Calls", "CommandFailed", "Progress"]
+__all__ = ["CallTimeout", "Calls", "CommandFailed", "Progress", "WorkerGone"]
 
 
 class CommandFailed(Exception):
@@ -33,6 +33,15 @@ class CommandFailed(Exception):
 
 class CallTimeout(CommandFailed):
     """An MCP call got no answer within the extension's ``timeout``."""
+
+
+class WorkerGone(CommandFailed):
+    """The call was not sent: the worker's channel was already closed (it died and the runner
+    has not processed its exit yet). Nothing reached it, so the call may go to the next one."""
+
+    def __init__(self, message: str, inc: Incarnation) -> None:
+        super().__init__(message)
+        self.inc = inc
 
 
 Progress = Callable[[list[Any]], None]
@@ -121,8 +130,11 @@ class Calls:
         """A request a client made: activity for ``idleTimeout``, the extension's ``timeout``.
         Raises CommandFailed at once when the worker is not running or dies during the call
         (naming the extension and, when known within 0.5 s, how the worker ended), or
-        CallTimeout."""
+        CallTimeout; WorkerGone when the worker is already gone and nothing was sent."""
         inc, channel = self._channel()
+        if channel.closed:
+            why = f"{self.name}: worker went away before the call ({channel.close_reason})"
+            raise WorkerGone(why, inc)
         self.in_flight += 1
         try:
             return await channel.request(*request, timeout=self.budget(deadline))

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from supervisor import __version__
+from supervisor.core.calls import WorkerGone
 from supervisor.core.catalogs import Catalogs
 from supervisor.core.fleet import Fleet, NotHosted
 from supervisor.core.ordering import Ordering
@@ -242,7 +243,14 @@ class ControlApi:
             elif runner.restarting:
                 deadline = time.monotonic() + runner.ext.timeout
                 await runner.wait_while_restarting(runner.ext.timeout)
-            return await call(deadline)
+            try:
+                return await call(deadline)
+            except WorkerGone as gone:  # dead before the call was sent: it goes to the next one
+                if deadline is None:
+                    deadline = time.monotonic() + runner.ext.timeout
+                await runner.wait_replaced(gone.inc, deadline - time.monotonic())
+                await runner.wait_while_restarting(deadline - time.monotonic())
+                return await call(deadline)
         except CallTimeout as exc:
             raise RpcError(CALL_TIMEOUT, str(exc)) from None
         except CommandFailed as exc:

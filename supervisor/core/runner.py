@@ -138,6 +138,13 @@ class Runner:
             while self.restarting:
                 await self._waiters.changed.wait()
 
+    async def wait_replaced(self, inc: Incarnation, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until ``inc`` is no longer this runner's worker (its
+        exit processed)."""
+        with anyio.move_on_after(timeout):
+            while self._inc is inc:
+                await self._waiters.changed.wait()
+
     def post_start(self) -> None:
         """Ask for a start without waiting (serve uses it at boot)."""
         self._post(Command(Cmd.START))
