@@ -26,7 +26,7 @@ import ctypes
 import os
 import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
@@ -149,7 +149,6 @@ class Plan:
     write: tuple[str, ...] = ()  # every handled right
     missing: tuple[str, ...] = ()
     summary: str = ""
-    notes: list[str] = field(default_factory=list)
 
     @property
     def restricts(self) -> bool:
