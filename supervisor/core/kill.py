@@ -19,6 +19,7 @@ import time
 
 __all__ = [
     "LINEAGE",
+    "children",
     "freeze",
     "kill_cgroups",
     "kill_trees",
@@ -55,7 +56,8 @@ def _signal(pid: int, sig: int) -> bool:
         return False
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int | str) -> list[int]:
+    """Direct children of ``pid`` (``"self"`` too), of every thread; [] when it is gone."""
     out: list[int] = []
     try:
         tids = os.listdir(f"/proc/{pid}/task")
@@ -85,7 +87,7 @@ def kill_trees(roots: set[tuple[int, int]] | frozenset[tuple[int, int]]) -> list
             continue
         seen.add(pid)
         found.append(pid)
-        stack.extend(_children(pid))
+        stack.extend(children(pid))
     for pid in found:
         _signal(pid, signal.SIGKILL)
     return found

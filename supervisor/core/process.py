@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from supervisor.core.kill import LINEAGE, lineage_prefix
+from supervisor.core.kill import LINEAGE, children, lineage_prefix
 from supervisor.core.output import PipeReader
 
 __all__ = ["WorkerProcess", "managed", "reap_orphans", "set_child_subreaper", "spawn_worker"]
@@ -112,18 +112,7 @@ def _reap_group_members(pgid: int) -> None:
 def reap_orphans(known: set[int]) -> int:
     """Reap zombie children we do not manage (orphans re-parented to us). Returns how many."""
     reaped = 0
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return 0
-    children: set[int] = set()
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                children.update(int(p) for p in f.read().split())
-        except OSError:
-            continue
-    for pid in children - known - _managed:
+    for pid in set(children("self")) - known - _managed:
         try:
             got, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
