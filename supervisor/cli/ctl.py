@@ -108,6 +108,8 @@ def status(
         box = (ext.get("metadata") or {}).get("sandbox")
         if extension is not None and box:
             print(safe(f"sandbox: {box}"))
+        if extension is not None and ext.get("integrity"):
+            print(safe(f"integrity: {ext['integrity']}"))
         err = ext.get("error")
         if extension is not None and err and err.get("traceback"):
             print(f"\nlast error of {ext['name']}:\n{safe_lines(err['traceback'].rstrip())}")

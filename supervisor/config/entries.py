@@ -42,6 +42,7 @@ ENTRY_KEYS = (
     *("config", "env", "limits", "restart", "timeout", "startTimeout", "stopTimeout"),
     *("lazy", "idleTimeout", "dependsOn", "moduleType", "provides", "user", "group"),
     *("sandbox", "passEnv", "tools", "prompts", "resources"),
+    *("signature", "allowedSigners"),
 )
 FILTERS = ("tools", "prompts", "resources")  # servers only
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -120,6 +121,7 @@ def read_entry(
     sandbox = read_sandbox(r, item, p, root, remote=kind == "remote")
     config = _config(r, item, p)
     python = _python(r, item, p, root)
+    signature, allowed_signers = _signing(r, item, p, root)
     run_as = _run_as(r, item, p)
     limits = read_limits(r, item, p)
     restart = read_restart(r, item, p)
@@ -164,6 +166,8 @@ def read_entry(
         tools=filters["tools"],
         prompts=filters["prompts"],
         resources=filters["resources"],
+        signature=signature,
+        allowed_signers=allowed_signers,
     )
     entry.problems = r.problems
     entry.extension = None if r.problems else extension
@@ -289,6 +293,31 @@ def _python(r: Reader, item: MarkedMap, p: str, root: Path) -> Path | None:
     if problem is not None:
         r.fail(mark, field_, f"{problem} ({_short(text)})")
     return interpreter
+
+
+def _signing(r: Reader, item: MarkedMap, p: str, root: Path) -> tuple[Path | None, Path | None]:
+    """``signature:`` and ``allowedSigners:``: given together, paths inside the extensions
+    directory. Whether the files exist and verify is checked before each start (a missing
+    signature is the extension's failure, not the registry's)."""
+    found: dict[str, Path | None] = {}
+    for key in ("signature", "allowedSigners"):
+        text = r.string(item, key, p)
+        found[key] = None
+        if text is None:
+            continue
+        mark, field_ = item.mark_of(key), join(p, key)
+        if not text or "\0" in text or Path(text).is_absolute():
+            r.fail(mark, field_, "expected a relative path inside the extensions directory")
+            continue
+        target = Path(os.path.normpath(root / text))
+        if not _inside(target, root):
+            r.fail(mark, field_, f"resolves outside {root.name}/ ({_short(text)})")
+            continue
+        found[key] = target
+    for key, other in (("signature", "allowedSigners"), ("allowedSigners", "signature")):
+        if item.get(key) is not None and item.get(other) is None:
+            r.fail(item.mark_of(key), join(p, key), f"needs {other}: as well")
+    return found["signature"], found["allowedSigners"]
 
 
 def _run_as(r: Reader, item: MarkedMap, p: str) -> schema.RunAs | None:

@@ -218,6 +218,8 @@ class Extension:
     tools: Filter = Filter()  # servers only: what of the server is advertised and callable
     prompts: Filter = Filter()
     resources: Filter = Filter()  # by URI (resource templates: by their uriTemplate)
+    signature: Path | None = None  # an OpenSSH signature of the pin digest (DESIGN §10)
+    allowed_signers: Path | None = None  # whose keys may make it (ssh-keygen ALLOWED SIGNERS)
 
     @property
     def kind(self) -> str:

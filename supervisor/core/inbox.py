@@ -148,6 +148,7 @@ class Spawned:
 class SpawnFailed:
     n: int
     error: str
+    refused: bool = False  # not started on purpose (integrity): failed, no restarts
 
 
 @dataclass(frozen=True)

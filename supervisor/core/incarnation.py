@@ -33,6 +33,7 @@ from supervisor.core.inbox import Exited, Kill, Ready, Spawned, SpawnFailed, Wor
 from supervisor.core.orphans import Lineage
 from supervisor.core.process import WorkerProcess
 from supervisor.core.worker_spec import build_spec
+from supervisor.install import integrity
 from supervisor.rules.exits import Exit, describe, from_waitid
 from supervisor.rules.health import HealthSettings, HealthTracker, Unhealthy
 from supervisor.rules.limits import format_size
@@ -109,6 +110,7 @@ class Incarnation:
         self.stop_launched = False
         self.confined = False  # the worker is in its cgroup
         self.scopes: list[anyio.CancelScope] = []
+        self.integrity: str | None = None  # pinned / unpinned / signed (install.integrity)
 
     @property
     def pid(self) -> int | None:
@@ -137,6 +139,12 @@ class Incarnation:
         """Spawn, connect, race readiness against the start timeout, wait for the exit, clean
         up; post what happens."""
         hooks, ctx = self.hooks, self.hooks.ctx
+        # Its pin and signature, checked before anything of it runs (DESIGN §10).
+        verdict = await anyio.to_thread.run_sync(integrity.check, self.ext)
+        self.integrity = verdict.label
+        if verdict.problem is not None:
+            hooks.post(SpawnFailed(self.n, verdict.problem, refused=True))
+            return
         with anyio.CancelScope(shield=True):  # a group made must be known, to be removed
             group = await anyio.to_thread.run_sync(self._make_cgroup)
         self.cgroup = group

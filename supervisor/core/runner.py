@@ -75,6 +75,7 @@ class Runner:
         self.usage: Sample | None = None  # the last watchdog / status sample of its tree
         self.attempted = False  # has tried to start at least once (serve's READY=1 waits on it)
         self.debug = debug_enabled_for(self.name)  # DEBUG=extensions:<name> (or *)
+        self.integrity: str | None = None  # its pin/signature at the last start (status)
 
     # ----- public API (and ping, mcp, service: the Calls object's, bound in __init__) -----
 
@@ -187,8 +188,11 @@ class Runner:
             case _ if inc is None or inc.n != msg.n:
                 return  # about a worker that is already gone
             case inbox.Spawned():
+                self.integrity = inc.integrity
                 if inc.requested or self.goal not in goals.WANTS_WORKER:
                     self._begin_stop(inc, "stop requested while starting")
+            case inbox.SpawnFailed(_, error, True):
+                self._refused(inc, error)
             case inbox.SpawnFailed(_, error):
                 self._on_exit(inc, Exit(None, None, cause=f"cannot start worker: {error}"))
             case inbox.Ready(_, info) if self.sm.state is State.STARTING:
@@ -298,6 +302,17 @@ class Runner:
             assert self._tg is not None
             self._tg.start_soon(self._backoff_timer, self._backoff_token, verdict.delay)
         self._to(verdict.to, verdict.reason)
+
+    def _refused(self, inc: Incarnation, reason: str) -> None:
+        """Not started on purpose (its files no longer match their pin or signature): failed
+        at once, no restarts, until the operator starts it again."""
+        inc.ended()
+        self._inc = None
+        self.integrity = inc.integrity
+        self.last_exit = reason
+        self._to(State.CRASHED, reason)
+        self.goal = Goal.DOWN
+        self._to(State.FAILED, reason)
 
     async def _backoff_timer(self, token: int, delay: float) -> None:
         if delay > 0 and math.isfinite(delay):

@@ -55,6 +55,7 @@ def snapshot(r: Observed) -> dict[str, Any]:
         "metadata": r.metadata,
         "usage": usage(live),
         "headroom": headroom(live, WatchLimits.from_config(ext.limits)) if live else {},
+        "integrity": getattr(r, "integrity", None),  # pinned / unpinned / signed, last start
     }
 
 
