@@ -162,16 +162,16 @@ def _record(full: str, st_mode: int) -> str | None:
     return None  # a socket or fifo: not content
 
 
-def _walk(top: str, prefix: str, out: dict[str, str]) -> None:
+def _walk(top: str, prefix: str, out: dict[str, str], skip: frozenset[str]) -> None:
     with os.scandir(top) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
         is_dir = entry.is_dir(follow_symlinks=False)
-        if _skipped(entry.name, is_dir):
+        if _skipped(entry.name, is_dir) or entry.path in skip:
             continue
         rel = prefix + entry.name
         if is_dir:
-            _walk(entry.path, rel + "/", out)
+            _walk(entry.path, rel + "/", out, skip)
             continue
         if entry.is_symlink():
             out[rel] = "l:" + os.readlink(entry.path)
@@ -190,14 +190,17 @@ def digest_of(files: Mapping[str, str], env: str | None) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def compute(target: Path | None, env: str | None = None) -> Tree:
-    """Walk ``target`` (a directory, a file or None) and digest it with ``env``."""
+def compute(
+    target: Path | None, env: str | None = None, skip: frozenset[str] = frozenset()
+) -> Tree:
+    """Walk ``target`` (a directory, a file or None) and digest it with ``env``; the paths in
+    ``skip`` (the signature file, when it lies in the tree) are left out."""
     files: dict[str, str] = {}
     if target is not None:
         try:
             st = os.lstat(target)
             if stat.S_ISDIR(st.st_mode):
-                _walk(str(target), "", files)
+                _walk(str(target), "", files, skip)
             else:
                 record = _record(str(target), st.st_mode)
                 if record is not None:
@@ -224,7 +227,12 @@ def _read(root: Path) -> dict[str, Any]:
 def compute_for(ext: Extension, root: Path, lock: Mapping[str, Any] | None = None) -> Tree:
     """The tree of ``ext`` as it is on disk now (with its env string from the lock)."""
     lock = _read(root) if lock is None else lock
-    return compute(target_of(ext, root), _env_of(lock, ext.name))
+    return compute(target_of(ext, root), _env_of(lock, ext.name), _own(ext))
+
+
+def _own(ext: Extension) -> frozenset[str]:
+    """The entry's signature and allowed-signers files: never part of what they sign."""
+    return frozenset(str(p) for p in (ext.signature, ext.allowed_signers) if p is not None)
 
 
 def pin_table(tree: Tree) -> dict[str, Any]:
@@ -276,7 +284,7 @@ def pin_extension(ext: Extension, root: Path) -> Tree:
             f"{ext.name}: nothing to pin: no path: and no command file inside {root.name}/ "
             "(and no environment recorded in the lock)"
         )
-    tree = compute(target, env)
+    tree = compute(target, env, _own(ext))
     try:
         update_lock(root, PIN_SECTION, ext.name, pin_table(tree))
     except (LockError, OSError) as exc:
