@@ -32,6 +32,8 @@ class Verdict:
 
 def check(ext: Extension) -> Verdict:
     """Recompute ``ext``'s digest and compare it with its pin; verify its signature."""
+    if ext.kind == "front":  # spctl's own MCP front, not an extension on disk
+        return Verdict("unpinned")
     root = extensions_root(ext)
     signature, allowed = ext.signature, ext.allowed_signers
     signed = signature is not None and allowed is not None
