@@ -1,14 +1,22 @@
 """The check before each start (DESIGN §10): does the extension still match its pin, and does
 its signature verify? Synchronous (file reads, ``ssh-keygen``): the core runs it in a thread.
+
+The lock is parsed once per version of the file (its inode, size and mtime), not at every start;
+a pin's per-file records are read only when the digest differs, to name what changed.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from supervisor.config import Extension
 from supervisor.install.lockfile import LockError, lock_path, read_lock
 from supervisor.install.pins import (
+    PIN_SECTION,
     PinError,
     changes,
     compute_for,
@@ -19,15 +27,32 @@ from supervisor.install.signing import SigningError, verify
 
 __all__ = ["Verdict", "check"]
 
+_parsed: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
 
 @dataclass(frozen=True)
 class Verdict:
-    """``label``: ``unpinned``, ``pinned``, ``signed`` or ``pinned, signed`` (what ``spctl
-    status`` shows); ``problem``: why it must not start (``integrity: …``), or None."""
+    """``label``: ``unpinned``, ``pinned``, ``signed by P`` or ``pinned, signed by P`` (what
+    ``spctl status`` shows); ``problem``: why it must not start (``integrity: …``), or None."""
 
     label: str
     problem: str | None = None
     digest: str | None = None
+
+
+def _lock(root: Path) -> Mapping[str, Any]:
+    """The lock's content, parsed again only when the file changed (read-only: shared)."""
+    try:
+        st = os.stat(lock_path(root))
+    except FileNotFoundError:
+        return {}
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    hit = _parsed.get(root)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    data = read_lock(root)
+    _parsed[root] = (key, data)
+    return data
 
 
 def check(ext: Extension) -> Verdict:
@@ -39,16 +64,21 @@ def check(ext: Extension) -> Verdict:
     signed = signature is not None and allowed is not None
     label = "signed" if signed else "unpinned"
     try:
-        lock = read_lock(root) if lock_path(root).exists() else {}
-        pinned = pinned_table(lock, ext.name, lock_path(root))
-        if pinned is None and not signed:
+        lock = _lock(root)
+        table = lock.get(PIN_SECTION, {}).get(ext.name)
+        if table is None and not signed:
             return Verdict("unpinned")
-        label = ("pinned, signed" if signed else "pinned") if pinned is not None else label
+        if table is not None:
+            label = "pinned, signed" if signed else "pinned"
         now = compute_for(ext, root, lock)
+        if table is not None and (
+            not isinstance(table, Mapping) or table.get("digest") != now.digest
+        ):
+            pinned = pinned_table(lock, ext.name, lock_path(root))  # raises when malformed
+            assert pinned is not None
+            return Verdict(label, f"integrity: {changes(pinned, now).describe()}", now.digest)
     except (LockError, PinError, OSError) as exc:
         return Verdict(label, f"integrity: {exc}")
-    if pinned is not None and pinned.digest != now.digest:
-        return Verdict(label, f"integrity: {changes(pinned, now).describe()}", now.digest)
     if signature is not None and allowed is not None:
         try:
             principal = verify(now.digest, signature, allowed)

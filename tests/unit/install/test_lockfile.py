@@ -103,3 +103,13 @@ _text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_siz
 def test_any_strings_round_trip(tables: dict[str, dict[str, object]]) -> None:
     data = {"version": 1, "extensions": tables} if tables else {"version": 1}
     assert tomllib.loads(dumps(data)) == data
+
+
+def test_literal_strings_round_trip_and_fall_back_when_they_cannot_be_literal() -> None:
+    from supervisor.install.lockfile import Literal
+
+    values = ["f:abc a.py", "it's", "tab\there", 'quote"', "back\\slash", "é"]
+    text = dumps({"pins": {"x": {"tree": [Literal(v) for v in values]}}})
+    assert "'f:abc a.py'" in text
+    assert "'back\\slash'" in text  # no escapes in a literal string
+    assert tomllib.loads(text)["pins"]["x"]["tree"] == values

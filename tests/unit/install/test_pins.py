@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import tomllib
@@ -82,7 +83,7 @@ def test_a_symlink_counts_by_its_target_and_is_never_followed(tmp_path: Path) ->
     pkg = _package(tmp_path / "p", FILES)
     (pkg / "link").symlink_to(outside)
     tree = compute(pkg)
-    assert tree.files["link"] == f"l:{outside}"
+    assert tree.files["link"] == "l:" + hashlib.sha256(str(outside).encode()).hexdigest()
     assert not any(name.startswith("link/") for name in tree.files)
     (outside / "secret.py").write_text("S = 2\n", encoding="utf-8")  # outside: not pinned
     assert compute(pkg).digest == tree.digest
@@ -145,7 +146,11 @@ def test_pin_writes_the_lock_and_the_check_passes_then_names_a_changed_byte(
     lock = tomllib.loads((root / LOCK_NAME).read_text(encoding="utf-8"))
     assert lock["pins"]["hello"]["digest"] == tree.digest
     assert lock["pins"]["hello"]["files"] == 4
-    assert lock["pins"]["hello"]["tree"]["sub/b.py"].startswith("f:")
+    assert (
+        lock["pins"]["hello"]["tree"][2]
+        == "f:" + hashlib.sha256(b"B = 2\n").hexdigest() + " sub/b.py"
+    )
+    assert "'f:" in (root / LOCK_NAME).read_text(encoding="utf-8")  # literal strings: fast
     verdict = integrity.check(ext)
     assert (verdict.label, verdict.problem) == ("pinned", None)
     path = root / "servers" / "hello" / "sub" / "b.py"
@@ -165,12 +170,34 @@ def test_the_environment_recorded_in_the_lock_is_pinned(tmp_path: Path) -> None:
     assert integrity.check(ext).problem == "integrity: its environment changed since pinned"
 
 
-def test_a_pin_edited_by_hand_is_an_error_naming_the_lock(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"digest": "md5:x"}, "is inconsistent"),
+        ({"digest": "sha256:x", "tree": "a.py"}, "is malformed"),
+        ({"digest": "sha256:x", "tree": ["f:short a.py"]}, "is malformed"),
+    ],
+)
+def test_a_pin_edited_by_hand_is_an_error_naming_the_lock(
+    tmp_path: Path, table: dict[str, object], message: str
+) -> None:
     root, ext = _registry(tmp_path)
-    update_lock(root, "pins", "hello", {"digest": "md5:x"})
-    with pytest.raises(PinError, match=r"spctl\.lock: \[pins\.hello\] is malformed"):
+    update_lock(root, "pins", "hello", table)
+    with pytest.raises(PinError, match=rf"spctl\.lock: \[pins\.hello\] {message}"):
         pinned_table(tomllib.loads((root / LOCK_NAME).read_text()), "hello", root / LOCK_NAME)
-    assert "is malformed" in (integrity.check(ext).problem or "")
+    assert message in (integrity.check(ext).problem or "")
+
+
+def test_a_tree_edited_by_hand_no_longer_matches_its_digest(tmp_path: Path) -> None:
+    root, ext = _registry(tmp_path)
+    pin_extension(ext, root)
+    text = (root / LOCK_NAME).read_text(encoding="utf-8")
+    lock = tomllib.loads(text)
+    record = lock["pins"]["hello"]["tree"][1]  # a.py: claim the tampered content is pinned
+    forged = "f:" + hashlib.sha256(b"A = 666\n").hexdigest() + " a.py"
+    (root / LOCK_NAME).write_text(text.replace(record, forged), encoding="utf-8")
+    (root / "servers" / "hello" / "a.py").write_text("A = 666\n", encoding="utf-8")
+    assert "is inconsistent" in (integrity.check(ext).problem or "")
 
 
 def test_nothing_to_pin_is_refused(tmp_path: Path) -> None:
