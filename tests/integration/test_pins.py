@@ -4,6 +4,8 @@ and its worker never runs (no events written, no restarts)."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -12,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import FIXTURES, Serve, module_entry, serve_fixture
+from supervisor.config import load_registry
+from supervisor.install import integrity
+from tests.helpers import FIXTURES, SPCTL, Serve, module_entry, serve_fixture
 
 NAMES = ("pinned", "tampered", "foreign", "signed", "unsigned")
 
@@ -111,3 +115,46 @@ def test_a_good_signature_runs_and_status_says_signed(world: tuple[Serve, Path])
     assert ext["integrity"] == "signed by alice@example.com"
     assert "integrity: signed by alice@example.com" in s.spctl("status", "signed").stdout
     assert (events / "signed").exists()
+
+
+# -- the transcripts of docs/pins.md, run as shown -------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "pins.md"
+_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def _blocks(kind: str) -> list[list[str]]:
+    found = re.findall(rf"^```{kind}\n(.*?)^```$", DOC.read_text(encoding="utf-8"), re.M | re.S)
+    return [block.splitlines() for block in found]
+
+
+def test_the_transcripts_in_docs_pins_md_work_as_shown(tmp_path: Path) -> None:
+    (yaml_block,) = _blocks("yaml")
+    ext = tmp_path / "extensions"
+    (ext / "servers" / "hello").mkdir(parents=True)
+    (ext / "servers" / "hello" / "__init__.py").write_text("from .tools import *\n")
+    (ext / "servers" / "hello" / "tools.py").write_text("HELLO = 'hello'\n")
+    (ext / "servers.yaml").write_text("\n".join(yaml_block) + "\n")
+    env = dict(os.environ, PATH=f"{Path(SPCTL).parent}{os.pathsep}{os.environ['PATH']}")
+    ran = 0
+    for block in _blocks("console"):
+        commands: list[tuple[str, list[str]]] = []
+        for line in block:
+            if line.startswith("$ "):
+                commands.append((line[2:], []))
+            else:
+                commands[-1][1].append(line)
+        for command, expected in commands:
+            out = subprocess.run(
+                ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
+            )
+            assert out.stderr == "", (command, out.stderr)
+            assert _HASH.sub("sha256:…", out.stdout).splitlines() == expected, command
+            ran += 1
+    assert ran >= 8
+    # and what the page says the supervisor would do: the signed, pinned entry verifies
+    result = load_registry(ext, environ={})
+    hello = result.registry.get("hello")
+    assert hello is not None
+    verdict = integrity.check(hello)
+    assert (verdict.label, verdict.problem) == ("pinned, signed by alice@example.com", None)
