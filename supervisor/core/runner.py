@@ -306,9 +306,12 @@ class Runner:
     def _refused(self, inc: Incarnation, reason: str) -> None:
         """Not started on purpose (its files no longer match their pin or signature): failed
         at once, no restarts, until the operator starts it again."""
+        self.integrity = inc.integrity
+        if self.sm.state is not State.STARTING:  # asked to stop while it was being checked
+            self._on_exit(inc, Exit(None, None, cause=reason))
+            return
         inc.ended()
         self._inc = None
-        self.integrity = inc.integrity
         self.last_exit = reason
         self._to(State.CRASHED, reason)
         self.goal = Goal.DOWN
