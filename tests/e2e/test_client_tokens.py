@@ -332,3 +332,17 @@ def test_a_clients_file_others_may_read_is_refused(tmp_path: Path) -> None:
     )
     assert served.returncode == 2 and expected in served.stderr, served.stderr
     assert not (tmp_path / "run" / "c.sock").exists()  # refused before anything started
+
+
+@pytest.mark.parametrize("who", ["alice", "full"])
+def test_the_client_name_goes_with_the_call_and_cannot_be_forged(env: Env, who: str) -> None:
+    async def body() -> None:
+        http, c = client(env, who, "/mcp", "legacy")
+        async with http, c:
+            forged = {"client": "mallory", "other": 1}
+            result = await c.call_tool("notes__echo", {"text": "$meta"}, meta=forged)
+            meta = json.loads(result.content[0].text)  # type: ignore[union-attr]
+            expected = "token-file" if who == "full" else who
+            assert meta["client"] == expected and meta["other"] == 1, meta
+
+    run(body)
