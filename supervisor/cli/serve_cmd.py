@@ -41,6 +41,14 @@ def serve(
         Path | None,
         typer.Option("--token-file", help="Require this bearer token from MCP clients."),
     ] = None,
+    clients_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--clients-file",
+            help="Per-client tokens for MCP clients (default: <state dir>/clients.toml, "
+            "if it exists; see spctl token).",
+        ),
+    ] = None,
     front: Annotated[
         bool, typer.Option("--front/--no-front", help="Run the MCP front (/mcp over HTTP).")
     ] = True,
@@ -117,6 +125,7 @@ def serve(
     for flag, seconds in times.items():
         if seconds is not None and not 0 < seconds < float("inf"):
             raise typer.BadParameter(f"{flag} must be a positive number of seconds")
+    clients = _clients_file(clients_file) if front else None
     from supervisor.core.front import FrontOptions
 
     opts = ServeOptions(
@@ -127,6 +136,7 @@ def serve(
         front=FrontOptions(
             listen=listen,
             token_file=token_file,
+            clients_file=clients,
             max_connections=front_max_connections,
             header_timeout=front_header_timeout,
             keepalive_timeout=front_keepalive_timeout,
@@ -139,3 +149,23 @@ def serve(
     )
     code = run_serve(opts)
     raise typer.Exit(code)
+
+
+def _clients_file(given: Path | None) -> Path:
+    """The clients file the front is to use, checked now so a bad one stops ``serve`` with its
+    reason: ``--clients-file`` (which must exist), else the state directory's (the front
+    starts requiring tokens once ``spctl token add`` creates it: it re-reads the file)."""
+    from supervisor.clients_file import default_path, load
+    from supervisor.rules.clients import ClientsError
+
+    path = given or default_path()
+    try:
+        load(path)
+    except FileNotFoundError:
+        if given is not None:
+            raise typer.BadParameter(
+                f"{path} does not exist (spctl token add creates it)"
+            ) from None
+    except ClientsError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--clients-file") from None
+    return path.absolute()

@@ -62,6 +62,7 @@ class FrontOptions:
 
     listen: str = "127.0.0.1:8765"
     token_file: Path | None = None
+    clients_file: Path | None = None
     max_connections: int | None = None
     header_timeout: float | None = None
     keepalive_timeout: float | None = None
@@ -138,6 +139,8 @@ class Front:
         argv += ["--socket", str(self.socket), "--listen", self.opts.listen]
         if self.opts.token_file is not None:
             argv += ["--token-file", str(self.opts.token_file)]
+        if self.opts.clients_file is not None:
+            argv += ["--clients-file", str(self.opts.clients_file)]
         return argv + self.opts.limit_flags()
 
     async def _spawn(

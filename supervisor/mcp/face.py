@@ -26,6 +26,14 @@ listen stream's ``resourceSubscriptions`` are routed like a read (the URI's serv
 by the :class:`CoreLink` for that session or stream until it unsubscribes or ends. An update
 (:meth:`Face.resource_updated`) goes to the legacy sessions subscribed to it and onto the
 SDK's bus, whose listen streams deliver it to those that asked for that URI.
+
+Per-client tokens: the request's :class:`Client` (put in the ASGI scope by the guard, read back
+from the SDK's ``ctx.request``; none on ``spctl mcp`` and without tokens) narrows every list to
+what it may reach, and a call, read, prompt or subscription outside it is answered by the same
+path as a name that does not exist (``-32602`` unknown tool/prompt, ``-32002`` resource). Only
+the request body decides (the SDK's parsed params), never mirrored ``Mcp-*`` headers. Each
+forwarded request carries the client's name to the core as ``meta["client"]`` (a ``client``
+member of the caller's own ``_meta`` is dropped, so it cannot be forged) and is logged with it.
 """
 
 from __future__ import annotations
@@ -59,11 +67,13 @@ from starlette.types import Receive, Scope, Send
 
 from supervisor import __version__
 from supervisor.mcp.core_link import CoreLink
-from supervisor.mcp.guard import reject
+from supervisor.mcp.guard import CLIENT, reject
 from supervisor.mcp.limits import FrontLimits
 from supervisor.mcp.metrics import OTHER, Operations
 from supervisor.mcp.sessions import SessionManager, Sessions, opens_session
+from supervisor.rules.clients import Client, read_only_tool
 from supervisor.rules.router import (
+    SEPARATOR,
     ListKind,
     Route,
     Router,
@@ -93,6 +103,19 @@ _STALE: dict[CacheableMethod, CacheHint] = {
     "resources/read": CacheHint(),
 }
 _NOTIFY_ALL = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+
+
+def client_of(ctx: Ctx) -> Client | None:
+    """The client of the request being handled (see :data:`supervisor.mcp.guard.CLIENT`)."""
+    scope = getattr(ctx.request, "scope", None)
+    client = scope.get(CLIENT) if isinstance(scope, dict) else None
+    return client if isinstance(client, Client) else None
+
+
+def _narrowed(ctx: Ctx) -> Client | None:
+    """The request's client when it may not see everything."""
+    client = client_of(ctx)
+    return None if client is None or client.everything else client
 
 
 def changed_kinds(scope: str | None, old: Router, new: Router) -> frozenset[ListKind]:
@@ -218,6 +241,7 @@ class Face:
         lister: Callable[[str | None, str | None], tuple[list[dict[str, Any]], str | None]],
         key: str,
         params: types.PaginatedRequestParams | None,
+        client: Client | None = None,
     ) -> dict[str, Any]:
         cursor = params.cursor if params is not None else None
         try:
@@ -229,22 +253,61 @@ class Face:
             return {key: [], "resultType": "complete"}
         except RouterError as exc:
             raise MCPError(exc.code, str(exc)) from None
+        if client is not None:  # a page may come out short, even empty: nextCursor goes on
+            items = [item for item in items if self._admits(client, key, item)]
         page: dict[str, Any] = {key: items, "resultType": "complete"}
         if next_cursor:
             page["nextCursor"] = next_cursor
         return page
 
     async def _list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> Any:
-        return self._page(self.link.router.list_tools, "tools", params)
+        return self._page(self.link.router.list_tools, "tools", params, _narrowed(ctx))
 
     async def _list_prompts(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> Any:
-        return self._page(self.link.router.list_prompts, "prompts", params)
+        return self._page(self.link.router.list_prompts, "prompts", params, _narrowed(ctx))
 
     async def _list_resources(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> Any:
-        return self._page(self.link.router.list_resources, "resources", params)
+        lister = self.link.router.list_resources
+        return self._page(lister, "resources", params, _narrowed(ctx))
 
     async def _list_templates(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> Any:
-        return self._page(self.link.router.list_resource_templates, "resourceTemplates", params)
+        lister = self.link.router.list_resource_templates
+        return self._page(lister, "resourceTemplates", params, _narrowed(ctx))
+
+    def _admits(self, client: Client, key: str, item: Mapping[str, Any]) -> bool:
+        """Whether ``client`` may see ``item`` of the listing ``key`` in this scope."""
+        router = self.link.router
+        try:
+            if key in ("tools", "prompts"):
+                name = item.get("name")
+                if not isinstance(name, str):
+                    return False
+                server, own = (self.scope, name) if self.scope else name.split(SEPARATOR, 1)
+                if key == "prompts":
+                    return client.admits(server, own)
+                return client.admits(server, own) and (not client.read_only or read_only_tool(item))
+            member = "uri" if key == "resources" else "uriTemplate"
+            uri = item.get(member)
+            if not isinstance(uri, str):
+                return False
+            if self.scope is not None:
+                return client.admits(self.scope, uri)
+            resolve = router.resolve_resource if key == "resources" else router.resolve_template
+            return client.admits(resolve(None, uri).server, uri)
+        except (RouterError, ValueError):
+            return False
+
+    def _may(self, client: Client, kind: str, route: Route) -> bool:
+        """Whether ``client`` may use the ``kind`` (tool, prompt, resource) at ``route``."""
+        if not client.admits(route.server, route.name):
+            return False
+        if kind != "tool" or not client.read_only:
+            return True
+        try:
+            tools = self.link.router.catalog(route.server).tools
+        except RouterError:
+            return False  # not running: its annotations are unknown
+        return any(t.get("name") == route.name and read_only_tool(t) for t in tools)
 
     def _input_schema(self, name: str) -> Any:
         """For the SDK's ``Mcp-Param-*`` header check; indexed once per routing table."""
@@ -265,19 +328,36 @@ class Face:
 
     # -- calls ----------------------------------------------------------------------------
 
-    def _route(self, resolve: Callable[[str | None, str], Route], name: str) -> Route:
-        return self._resolve(resolve, name)[0]
+    def _route(
+        self,
+        resolve: Callable[[str | None, str], Route],
+        name: str,
+        client: Client | None = None,
+        kind: str = "resource",
+    ) -> Route:
+        return self._resolve(resolve, name, client, kind)[0]
 
     def _resolve(
-        self, resolve: Callable[[str | None, str], Route], name: str
+        self,
+        resolve: Callable[[str | None, str], Route],
+        name: str,
+        client: Client | None = None,
+        kind: str = "tool",
     ) -> tuple[Route, bool]:
-        """The route of ``name`` and whether the current catalog lists it. Raises MCPError."""
+        """The route of ``name`` and whether the current catalog lists it; for a ``client``
+        that may not use it, what a name that does not exist gets. Raises MCPError."""
         try:
-            return resolve(self.scope, name), True
-        except UnknownServer:
-            assert self.scope is not None
-            # not running now: the core says why (or starts it)
-            return Route(self.scope, name), False
+            try:
+                route, known = resolve(self.scope, name), True
+            except UnknownServer:
+                assert self.scope is not None
+                # not running now: the core says why (or starts it)
+                route, known = Route(self.scope, name), False
+            if client is not None and not self._may(client, kind, route):
+                raise {"tool": UnknownTool, "prompt": UnknownPrompt}.get(kind, UnknownResource)(
+                    name, self.scope
+                )
+            return route, known
         except UnknownTool:
             raise MCPError(INVALID_PARAMS, f"Unknown tool: {name}") from None
         except UnknownPrompt:
@@ -301,6 +381,14 @@ class Face:
         meta = raw.get("_meta")
         if not isinstance(meta, Mapping):
             meta = None
+        elif "client" in meta:
+            meta = {k: v for k, v in meta.items() if k != "client"}  # only ours is believed
+        client = client_of(ctx)
+        if client is not None:
+            meta = {**(meta or {}), "client": client.name}
+            log.info(
+                "call", client=client.name, server=route.server, method=method, name=route.name
+            )
         progress = ctx.session.report_progress if meta and "progressToken" in meta else None
         try:
             result = await self.link.call(route.server, method, params, meta, progress)
@@ -323,8 +411,10 @@ class Face:
         """Route ``name`` and forward the request; measured when the face has ``operations``
         (labels: the tool only when the catalog lists it, else ``other``)."""
         ops = self.operations
+        kind = "tool" if method == "tools/call" else "prompt" if key == "name" else "resource"
+        client = _narrowed(ctx)
         if ops is None:
-            route = self._route(resolve, name)
+            route = self._route(resolve, name, client, kind)
             return await self._forward(ctx, route, method, key, within)
         started = time.perf_counter()
         ops.begin(method)
@@ -332,7 +422,7 @@ class Face:
         extension = self.scope or ""
         error = ""
         try:
-            route, known = self._resolve(resolve, name)
+            route, known = self._resolve(resolve, name, client, kind)
             extension = route.server
             if known and method == "tools/call":
                 tool = route.name
@@ -378,7 +468,7 @@ class Face:
         connection = getattr(ctx.session, "_connection", None)  # see the module docstring
         if not isinstance(connection, Connection):
             raise MCPError(INTERNAL_ERROR, "resources/subscribe needs a session")
-        route = self._route(self.link.router.resolve_resource, params.uri)
+        route = self._route(self.link.router.resolve_resource, params.uri, _narrowed(ctx))
         try:
             await self.link.subscribe(connection, route.server, params.uri)
         except RpcError as exc:
@@ -408,10 +498,13 @@ class Face:
     ) -> Any:
         """The SDK's listen stream, with its resource subscriptions held while it lasts."""
         stream = object()  # this stream's key in the link's subscriptions
+        client = _narrowed(ctx)
         try:
             for uri in params.notifications.resource_subscriptions or ():
                 try:
                     route = self.link.router.resolve_resource(self.scope, uri)
+                    if client is not None and not client.admits(route.server, uri):
+                        raise UnknownResource(uri, self.scope)
                     await self.link.subscribe(stream, route.server, uri)
                 except (RouterError, RpcError) as exc:
                     log.info("listen: resource not subscribed", uri=uri, error=str(exc))

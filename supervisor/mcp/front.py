@@ -4,6 +4,7 @@
 is the same endpoint as ``/mcp/<server>``: the same face, sessions and guard.
 
 ``python -m supervisor.mcp.front --socket PATH --listen 127.0.0.1:8765 [--token-file F]
+[--clients-file F]
 [--max-body BYTES] [--allow-host HOST:PORT …] [--max-connections N] [--header-timeout S]
 [--keepalive-timeout S] [--max-sessions N] [--session-idle-timeout S] [--no-metrics]``
 
@@ -17,7 +18,9 @@ Besides MCP it serves ``/metrics`` (:mod:`supervisor.mcp.metrics`), ``/healthz``
 ``/readyz``, each answered from what the core says at that moment, none kept in the front.
 
 Every request passes :class:`Guard` first (:mod:`supervisor.mcp.guard`: Host → 421, Origin →
-403, bearer token with ``--token-file`` → 401), before any MCP parsing. Bodies over
+403, bearer token with ``--token-file`` or a client's of ``--clients-file`` → 401), before any
+MCP parsing. A client of the clients file sees and calls only what its ``allow`` globs reach
+(:mod:`supervisor.rules.clients`): another server's ``/mcp/<server>`` is 404 to it. Bodies over
 ``--max-body`` get 413 from the SDK's limit.
 
 The limits of :class:`FrontLimits` hold against a hostile local client: a cap on connections
@@ -55,9 +58,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from supervisor.mcp.client_tokens import ClientTokens
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.face import Face, changed_kinds
-from supervisor.mcp.guard import Guard, allowed_hosts, parse_listen, reject
+from supervisor.mcp.guard import CLIENT, Guard, allowed_hosts, parse_listen, reject
 from supervisor.mcp.http_conn import limited_protocol
 from supervisor.mcp.limits import DEFAULT_MAX_BODY, FrontLimits
 from supervisor.mcp.metrics import CONTENT_TYPE, Metrics
@@ -85,6 +89,10 @@ class _Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name = None if self.aggregate else scope["path_params"]["server"]
+        client = scope.get(CLIENT)
+        if name is not None and client is not None and not client.reaches(name):
+            await reject(404, f"no MCP server named {name!r}")(scope, receive, send)
+            return  # as for a server that does not exist: a client learns nothing beyond its own
         try:
             face = await self.front.face(name)
         except ChannelClosed as exc:
@@ -122,7 +130,9 @@ class Front:
         link.on_change = self.on_change
         link.on_resource_updated = self.on_resource_updated
 
-    def app(self, hosts: frozenset[bytes], token: bytes | None) -> ASGIApp:
+    def app(
+        self, hosts: frozenset[bytes], token: bytes | None, tokens: ClientTokens | None = None
+    ) -> ASGIApp:
         routes = [
             Route("/mcp", _Endpoint(self, aggregate=True)),
             Route("/mcp/{server}", _Endpoint(self, aggregate=False)),
@@ -132,7 +142,7 @@ class Front:
         ]
         if self.metrics is not None:
             routes.append(Route("/metrics", self.scrape, methods=["GET"]))
-        return Guard(Starlette(routes=routes), hosts=hosts, token=token)
+        return Guard(Starlette(routes=routes), hosts=hosts, token=token, tokens=tokens)
 
     # -- observability: each answer is read from the core at request time ----------------
 
@@ -272,6 +282,7 @@ async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None =
 
     host, port = parse_listen(args.listen)
     token = _read_token(args.token_file) if args.token_file else None
+    tokens = ClientTokens(args.clients_file, token) if args.clients_file else None
     link = CoreLink(args.socket)
     code = 0
     server: uvicorn.Server | None = None
@@ -300,14 +311,15 @@ async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None =
             return 1
         port = sock.getsockname()[1]
         if not _is_loopback(host):
-            log.warning("listening beyond loopback", host=host, token=token is not None)
+            auth = token is not None or (tokens is not None and tokens.required)
+            log.warning("listening beyond loopback", host=host, token=auth)
         limits = _limits(args)
         _raise_nofile(limits)
         front = Front(link, tg, max_body=args.max_body, limits=limits, metrics=not args.no_metrics)
         await front.face(None)
         hosts = allowed_hosts(host, port, args.allow_host)
         config = uvicorn.Config(
-            front.app(hosts, token),
+            front.app(hosts, token, tokens),
             http=limited_protocol(limits),
             ws="none",  # no WebSocket upgrade: it would leave the limits of http_conn behind
             lifespan="off",
@@ -375,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--token-file", type=Path, help="require this bearer token")
     parser.add_argument(
+        "--clients-file",
+        type=Path,
+        help="per-client tokens (supervisor.rules.clients); re-read when it changes",
+    )
+    parser.add_argument(
         "--max-body", type=int, default=DEFAULT_MAX_BODY, help="request body cap in bytes"
     )
     parser.add_argument(
@@ -409,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         _limits(args)
         if args.token_file:
             _read_token(args.token_file)
+        if args.clients_file:
+            ClientTokens(args.clients_file)  # a bad file stops the front here, with its reason
         supervised = attach() if args.supervised else None
     except (ValueError, OSError, RuntimeError) as exc:
         parser.error(str(exc))

@@ -6,18 +6,25 @@ let whichever is read last decide); Host must name this server
 (DNS rebinding: a page of ``evil.example.com`` resolving to 127.0.0.1 sends
 ``Host: evil.example.com``) → 421; an Origin, if present, must be a loopback one → 403; with a
 token, an ``Authorization: Bearer`` equal to it (constant-time compare) → 401.
+
+With per-client tokens (:class:`ClientTokens`: the ``--token-file`` token and the clients file)
+the bearer token must be some client's; that :class:`Client` is put in the ASGI scope under
+:data:`CLIENT` for the faces, which show and forward only what it may reach.
 """
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Iterable
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["Guard", "allowed_hosts", "parse_listen", "reject"]
+from supervisor.mcp.client_tokens import ClientTokens
+
+__all__ = ["CLIENT", "Guard", "allowed_hosts", "parse_listen", "reject"]
+
+CLIENT = "spctl.client"  # the ASGI scope key of the request's supervisor.rules.clients.Client
 
 _LOOPBACK_ORIGIN = re.compile(rb"https?://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?")
 _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
@@ -51,10 +58,20 @@ class Guard:
     """Pure ASGI middleware: one of each checked header, Host allowlist, loopback Origin,
     optional bearer token."""
 
-    def __init__(self, app: ASGIApp, *, hosts: frozenset[bytes], token: bytes | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hosts: frozenset[bytes],
+        token: bytes | None,
+        tokens: ClientTokens | None = None,
+    ) -> None:
+        """``tokens``: the clients (``token`` alone: one client with full access)."""
         self.app = app
         self.hosts = hosts
-        self.token = token
+        if tokens is None and token is not None:
+            tokens = ClientTokens(None, token)
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,14 +94,19 @@ class Guard:
             problem = reject(421, f"Invalid Host header: {shown!r}")
         elif origin is not None and _LOOPBACK_ORIGIN.fullmatch(origin.lower()) is None:
             problem = reject(403, f"Invalid Origin header: {origin.decode('latin-1')[:100]!r}")
-        elif self.token is not None and not _token_ok(auth, self.token):
+        elif self.tokens is not None and not _admitted(self.tokens, scope, auth):
             why = "Missing bearer token" if auth is None else "Invalid bearer token"
             problem = reject(401, why, {"WWW-Authenticate": 'Bearer realm="spctl"'})
         await (problem or self.app)(scope, receive, send)
 
 
-def _token_ok(auth: bytes | None, token: bytes) -> bool:
-    if auth is None:
+def _admitted(tokens: ClientTokens, scope: Scope, auth: bytes | None) -> bool:
+    """Whether the request may pass; its client goes into the scope (see :data:`CLIENT`)."""
+    tokens.refresh()
+    if not tokens.required:
+        return True
+    client = tokens.identify(auth)
+    if client is None:
         return False
-    scheme, _, given = auth.partition(b" ")
-    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
+    scope[CLIENT] = client
+    return True

@@ -1,0 +1,81 @@
+"""The clients file on disk: read it (refusing one others may read), write it atomically.
+
+Its contents and rules are :mod:`supervisor.rules.clients`; here only where it lives, its mode
+(0600, owned by us: a group- or world-readable file is refused, not warned about, since token
+hashes of short tokens could be guessed offline) and the temp-file + rename write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from supervisor.control.paths import state_dir
+from supervisor.rules.clients import Clients, ClientsError, parse, render
+
+__all__ = ["FILE_NAME", "Stamp", "default_path", "load", "save", "stamp"]
+
+FILE_NAME = "clients.toml"
+Stamp = tuple[int, int, int, int]  # (device, inode, size, mtime_ns): changes on every save
+
+
+def default_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``<state dir>/clients.toml`` (see :func:`supervisor.control.paths.state_dir`)."""
+    return state_dir(environ) / FILE_NAME
+
+
+def stamp(path: Path) -> Stamp | None:
+    """What changes when the file is replaced or edited; None when there is none."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def load(path: Path) -> Clients:
+    """The clients of ``path``. Raises ClientsError (unreadable, not private, invalid) and
+    FileNotFoundError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ClientsError(f"{path}: cannot read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ClientsError(f"{path}: not a regular file")
+        if st.st_mode & 0o077:
+            raise ClientsError(
+                f"{path}: mode {st.st_mode & 0o777:o} lets others read the token hashes; "
+                f"it must be 0600 (chmod 600 {path})"
+            )
+        if st.st_uid != os.getuid():
+            raise ClientsError(f"{path}: owned by uid {st.st_uid}, not by us ({os.getuid()})")
+        raw = f.read()
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        raise ClientsError(f"{path}: not UTF-8 text") from None
+    return parse(text, str(path))
+
+
+def save(path: Path, clients: Clients) -> None:
+    """Write ``clients`` to ``path``: mode 0600, a temp file renamed over it (never half)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".clients-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:  # mkstemp: 0600 already
+            f.write(render(clients.clients))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
