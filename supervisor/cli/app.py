@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from supervisor.cli import ctl, mcp_cmds, mcp_stdio, serve_cmd, top
+from supervisor.cli import audit, ctl, mcp_cmds, mcp_stdio, serve_cmd, top
 from supervisor.cli import validate as _validate
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ app.command("services")(mcp_cmds.services)
 app.command("call")(mcp_cmds.call)
 app.command("mcp")(mcp_stdio.mcp)
 app.command("validate")(_validate.validate)
+app.command("audit")(audit.audit)
 
 
 def main() -> None:

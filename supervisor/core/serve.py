@@ -23,6 +23,7 @@ import structlog
 from supervisor.config import LoadResult, load_registry
 from supervisor.control.paths import UnsafeDirectory, state_dir
 from supervisor.control.server import AlreadyRunning, ControlServer
+from supervisor.core.audit import AuditLog
 from supervisor.core.catalog_cache import CatalogCache
 from supervisor.core.catalogs import Catalogs
 from supervisor.core.control_api import ControlApi
@@ -42,6 +43,7 @@ from supervisor.core.watchdog import LimitsEnforcer
 from supervisor.overrides import Overrides
 from supervisor.rules.reload_plan import hostable
 from supervisor.rules.states import State, Transition
+from worker.channel import Channel
 
 __all__ = ["ServeOptions", "Supervisor", "serve"]
 
@@ -85,11 +87,13 @@ class Supervisor:
         about = {"extensions_dir": str(opts.extensions), "socket": str(opts.socket)}
         front = lambda: self.front.snapshot() if self.front is not None else None  # noqa: E731
         parts = (self.fleet, self.catalogs, self.reloader, self.relay, self.order, self.limits)
-        self.api = ControlApi(*parts, about=about, front=front)
+        self.audit = AuditLog(opts.audit) if opts.audit is not None else None
+        self.api = ControlApi(*parts, about=about, front=front, audit=self.audit)
         guard = PeerGuard(self.fleet, self.keeper, self.limits, lambda: self.front)
         self.server = ControlServer(
             opts.socket, self.api.handlers(), self.api.stream_handlers(), refuse=guard
         )
+        self.api.client_of = self._client_of
         self._stop = anyio.Event()
         # The MCP front: built here, run in the task group, stopped first, shown in status.
         self.front: Front | None = None
@@ -113,6 +117,16 @@ class Supervisor:
         if tr.to is State.RUNNING and runner.ext.kind == "server":
             self.relay.server_up(runner)  # a new worker: it hears the subscriptions again
 
+    def _client_of(self, channel: Channel, face: bool) -> str:
+        """Who a control connection is, for the audit log (``face``: it forwards MCP)."""
+        peer = self.server.peer(channel)
+        if peer is None:
+            return channel.name
+        pid, uid = peer
+        if self.front is not None and pid == self.front.pid:
+            return "front"
+        return f"spctl mcp pid={pid} uid={uid}" if face else f"cli uid={uid} pid={pid}"
+
     async def run(self) -> int:
         try:
             self.server.bind()
@@ -122,6 +136,14 @@ class Supervisor:
         except (OSError, UnsafeDirectory) as exc:
             print(f"spctl serve: cannot bind {self.opts.socket}: {exc}", file=sys.stderr)
             return 1
+        if self.audit is not None:
+            try:
+                self.audit.start()
+            except OSError as exc:
+                self.server.close()
+                print(f"spctl serve: cannot open the audit log: {exc}", file=sys.stderr)
+                return 1
+            log.info("audit log", path=str(self.audit.path), bodies=self.audit.opts.bodies)
         set_child_subreaper()
         self.limits.start(enabled=self.opts.cgroups)
         log.info("limits enforcement", mode=self.limits.mode, reason=self.limits.reason)
@@ -156,6 +178,8 @@ class Supervisor:
             self.limits.close()  # kills what is left of the workers' trees; then the keeper
             self.keeper.close()
             self.notifier.close()
+            if self.audit is not None:
+                self.audit.close()
         log.info("stopped")
         return 0
 
