@@ -29,6 +29,7 @@ from supervisor.core.catalogs import Catalogs
 from supervisor.core.control_api import ControlApi
 from supervisor.core.fleet import Fleet
 from supervisor.core.front import Front
+from supervisor.core.hooks import HookRunner
 from supervisor.core.keeper import Keeper
 from supervisor.core.options import ServeOptions
 from supervisor.core.ordering import Ordering
@@ -76,6 +77,8 @@ class Supervisor:
             lineage=self.limits.lineage,
         )
         self.fleet = Fleet(self.ctx, overrides)
+        hook_env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+        self.hooks = HookRunner(self.fleet.start_soon, hook_env)
         self.catalogs = Catalogs(self.fleet, CatalogCache(state_dir() / "catalogs"))
         self.order = Ordering(self.fleet, self.catalogs)
         first = hostable(loaded, overrides.enabled)
@@ -114,6 +117,8 @@ class Supervisor:
             return
         self.order.on_transition(runner, tr)
         self.catalogs.on_transition(runner, tr)
+        if runner.ext.hooks.commands:
+            self.hooks.on_transition(runner.ext, runner.restarts, tr)
         if tr.to is State.RUNNING and runner.ext.kind == "server":
             self.relay.server_up(runner)  # a new worker: it hears the subscriptions again
 
