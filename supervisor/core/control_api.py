@@ -225,9 +225,7 @@ class ControlApi:
         Resource (un)subscriptions are the relay's (see resource_relay). A request for what the
         entry's filters hide is answered as for what does not exist (see rules.filters)."""
         if self.audit is not None and method in AUDITED_METHODS:
-            client = meta.get("client") if meta else None
-            if not isinstance(client, str):
-                client = self.client_of(channel, True)
+            client = self.client_of(channel, True)  # a name in meta["client"] goes first
             forward = self._mcp(channel, server, method, params, meta)
             return await self._audited(client, server, method, params, meta, forward)
         return await self._mcp(channel, server, method, params, meta)

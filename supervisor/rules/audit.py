@@ -112,8 +112,13 @@ def build_record(
     bodies: bool = False,
 ) -> dict[str, Any]:
     """One line of the audit log. ``method``: an MCP method, or ``service`` for a plugin
-    service call (then ``params`` is ``{"name": "<service>.<method>", "arguments": …}``)."""
+    service call (then ``params`` is ``{"name": "<service>.<method>", "arguments": …}``).
+    ``client``: the connection's face; a ``client`` name in ``meta`` (set by the face) is
+    recorded as the client, and the face as ``via``."""
     record: dict[str, Any] = {"time": iso_time(time), "client": client, "extension": extension}
+    named = meta.get("client") if isinstance(meta, Mapping) else None
+    if isinstance(named, str) and named:  # the face's name of its client (token, login)
+        record["client"], record["via"] = named[:256], client
     record["method"] = method
     if method == "service":
         name = params.get("name") if isinstance(params, Mapping) else None

@@ -8,11 +8,15 @@ import json
 import os
 import stat
 import subprocess
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from supervisor.control.client import ControlClient, RpcError
 from tests.helpers import SPCTL, Serve, make_extensions, module_entry, server_entry, wait_for
@@ -116,7 +120,8 @@ def test_faces_errors_services_and_trace_context(plain: Serve) -> None:
     face = f"spctl mcp pid={os.getpid()} uid={os.getuid()}"
     assert boom["client"] == face and boom["outcome"] == "isError"
     assert boom["traceparent"] == TRACEPARENT and boom["tool"] == "boom"
-    assert read["client"] == "alice" and read["uri"] == "echo://readme" and read["outcome"] == "ok"
+    assert read["client"] == "alice" and read["via"] == face
+    assert read["uri"] == "echo://readme" and read["outcome"] == "ok"
     assert prompt["prompt"] == "greet" and prompt["method"] == "prompts/get"
     assert unknown["outcome"] == "error" and isinstance(unknown["code"], int)
     assert nobody["extension"] == "nobody" and nobody["outcome"] == "error"
@@ -217,3 +222,39 @@ def test_no_audit_writes_nothing(tmp_path: Path) -> None:
         s.stop()
     assert not audit_path(s).exists()
     assert '"audit log"' not in s.log_path.read_text()
+
+
+def _front_port(serve: Serve) -> int | None:
+    st = serve.try_status()
+    front = st["supervisor"]["mcp_front"] if st else None
+    if not front or front["state"] != "running" or not front.get("url"):
+        return None
+    return urllib.parse.urlsplit(front["url"]).port
+
+
+def test_calls_through_the_front_say_front_and_keep_the_trace(tmp_path: Path) -> None:
+    """The official SDK client over /mcp: the record names the front and the traceparent the
+    client sent in ``_meta``; the argument's value is not there."""
+    ext = make_extensions(tmp_path, [], [server_entry("echo", "mcp_echo")])
+    s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock", front=True)
+    s.extra_args = ["--listen", "127.0.0.1:0"]
+    try:
+        s.start()
+        s.wait_state("echo", "running")
+        port = wait_for(lambda: _front_port(s), 60, f"the front (log: {s.log_path})")
+
+        async def body() -> None:
+            url = f"http://127.0.0.1:{port}/mcp"
+            async with Client(streamable_http_client(url)) as c:
+                result = await c.call_tool(
+                    "echo__echo", {"text": SECRET}, meta={"traceparent": TRACEPARENT}
+                )
+                assert not result.is_error
+
+        anyio.run(body)
+        (got,) = wait_records(audit_path(s), 1)
+    finally:
+        s.stop()
+    assert got["client"] == "front" and got["extension"] == "echo" and got["tool"] == "echo"
+    assert got["traceparent"] == TRACEPARENT and got["outcome"] == "ok"
+    assert SECRET not in audit_path(s).read_text()

@@ -61,6 +61,13 @@ def test_targets_by_method() -> None:
     )
 
 
+def test_a_client_named_by_the_face_goes_first() -> None:
+    r = record(client="front", meta={"client": "alice"})
+    assert r["client"] == "alice" and r["via"] == "front"
+    assert record(client="front", meta={"client": 3})["client"] == "front"
+    assert "via" not in record(client="front", meta={})
+
+
 def test_outcomes() -> None:
     assert outcome_of({"content": []}) == "ok"
     assert outcome_of({"isError": True}) == "isError"
