@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from supervisor.cli import ctl, mcp_cmds, mcp_stdio, pin_cmds, serve_cmd, token_cmds, top
+from supervisor.cli import audit, ctl, mcp_cmds, mcp_stdio, pin_cmds, serve_cmd, token_cmds, top
 from supervisor.cli import validate as _validate
 
 app = typer.Typer(
@@ -47,6 +47,7 @@ app.command("pin")(pin_cmds.pin)
 app.command("unpin")(pin_cmds.unpin)
 app.command("sign")(pin_cmds.sign)
 app.add_typer(token_cmds.app, name="token")
+app.command("audit")(audit.audit)
 
 
 def main() -> None:

@@ -97,6 +97,28 @@ def serve(
             help="Reload when servers.yaml or modules.yaml change (debounced; as spctl reload).",
         ),
     ] = False,
+    audit: Annotated[
+        bool,
+        typer.Option(
+            "--audit/--no-audit",
+            help="Record every routed call in <state dir>/audit.jsonl (see spctl audit).",
+        ),
+    ] = True,
+    audit_max_bytes: Annotated[
+        int,
+        typer.Option(
+            "--audit-max-bytes",
+            min=1024,
+            help="Size at which the audit log is rotated (3 files are kept; default 16 MiB).",
+        ),
+    ] = 16 * 1024 * 1024,
+    audit_bodies: Annotated[
+        bool,
+        typer.Option(
+            "--audit-bodies",
+            help="Also record call arguments (redacted secrets, cut to 1 KiB).",
+        ),
+    ] = False,
     log_json: Annotated[
         bool | None,
         typer.Option("--log-json/--log-text", help="Log format (default: JSON unless a tty)."),
@@ -126,7 +148,10 @@ def serve(
         if seconds is not None and not 0 < seconds < float("inf"):
             raise typer.BadParameter(f"{flag} must be a positive number of seconds")
     clients = _clients_file(clients_file) if front else None
+    from supervisor.control.paths import state_dir
+    from supervisor.core.audit import AuditOptions
     from supervisor.core.front import FrontOptions
+    from supervisor.rules.audit import AUDIT_FILE
 
     opts = ServeOptions(
         extensions=extensions,
@@ -146,6 +171,11 @@ def serve(
         if front
         else None,
         watch=watch,
+        audit=AuditOptions(
+            path=state_dir() / AUDIT_FILE, max_bytes=audit_max_bytes, bodies=audit_bodies
+        )
+        if audit
+        else None,
     )
     code = run_serve(opts)
     raise typer.Exit(code)

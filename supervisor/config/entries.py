@@ -30,6 +30,7 @@ from supervisor.config.blocks import (
     read_url,
 )
 from supervisor.config.fields import Problem, Reader, join
+from supervisor.config.hooks import merge_hooks, read_hooks
 from supervisor.config.load import Mark, MarkedMap
 from supervisor.config.values import FrozenDict, Secret, parse_duration, show
 
@@ -43,6 +44,7 @@ ENTRY_KEYS = (
     *("lazy", "idleTimeout", "dependsOn", "moduleType", "provides", "user", "group"),
     *("sandbox", "passEnv", "tools", "prompts", "resources"),
     *("signature", "allowedSigners"),
+    "hooks",
 )
 FILTERS = ("tools", "prompts", "resources")  # servers only
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -80,8 +82,10 @@ def read_entry(
     index: int,
     root: Path,
     environ: Mapping[str, str],
+    file_hooks: schema.Hooks | None = None,
 ) -> Entry:
-    """Validate one item of a ``servers:``/``modules:`` list. ``root`` must be resolved."""
+    """Validate one item of a ``servers:``/``modules:`` list. ``root`` must be resolved;
+    ``file_hooks``: the file's top-level ``hooks:`` (the entry's own replace them)."""
     entry = Entry(file, section, index, mark)
     r, p = Reader(environ), entry.prefix
     if not isinstance(item, MarkedMap):
@@ -126,6 +130,7 @@ def read_entry(
     limits = read_limits(r, item, p)
     restart = read_restart(r, item, p)
     filters = {key: read_filter(r, item, key, p) for key in FILTERS}
+    hooks = merge_hooks(file_hooks, read_hooks(r, item, p, root))
     for values, key in ((entry.depends, "dependsOn"), (entry.provides, "provides")):
         values.extend(_unique_strings(r, item, key, p))
     for service, service_mark, service_field in entry.provides:
@@ -168,6 +173,7 @@ def read_entry(
         resources=filters["resources"],
         signature=signature,
         allowed_signers=allowed_signers,
+        hooks=hooks,
     )
     entry.problems = r.problems
     entry.extension = None if r.problems else extension

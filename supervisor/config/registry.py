@@ -19,9 +19,10 @@ from typing import Any
 
 from supervisor.config.entries import Entry, read_entry
 from supervisor.config.errors import ConfigError
-from supervisor.config.fields import Problem, suggest
+from supervisor.config.fields import Problem, Reader, suggest
+from supervisor.config.hooks import read_hooks
 from supervisor.config.load import Mark, MarkedList, MarkedMap, read_file
-from supervisor.config.schema import SECTIONS, Extension, LoadResult, Registry
+from supervisor.config.schema import SECTIONS, Extension, Hooks, LoadResult, Registry
 from supervisor.config.values import FrozenDict, show
 
 __all__ = ["load_registry"]
@@ -54,6 +55,7 @@ def load_registry(root: Path | str, environ: Mapping[str, str] | None = None) ->
         parsed = read_file(file)
         for found in parsed.problems:
             file_errors.append(ConfigError(file, found.line, found.column, "", found.message))
+        file_hooks = _file_hooks(parsed.data, file, resolved, environ, file_errors)
         for index, (item, mark) in enumerate(_items(parsed.data, file, section, file_errors)):
             entries.append(
                 read_entry(
@@ -64,6 +66,7 @@ def load_registry(root: Path | str, environ: Mapping[str, str] | None = None) ->
                     index=index,
                     root=resolved,
                     environ=environ,
+                    file_hooks=file_hooks,
                 )
             )
     _check_across(entries)
@@ -98,7 +101,7 @@ def _items(
         message = f"duplicate key (first at line {dup.first.line}); YAML keeps only the last one"
         errors.append(ConfigError(file, dup.second.line, dup.second.column, str(dup.key), message))
     for key, mark in data.key_marks.items():
-        if key == section:
+        if key in (section, "hooks"):
             continue
         if key in SECTIONS:
             message = f"belongs in {key}.yaml, not {file.name}"
@@ -120,6 +123,19 @@ def _items(
         errors.append(ConfigError(file, mark.line, mark.column, section, message))
         return []
     return list(zip(value, value.item_marks, strict=True))
+
+
+def _file_hooks(
+    data: Any, file: Path, root: Path, environ: Mapping[str, str], errors: list[ConfigError]
+) -> Hooks | None:
+    """The top-level ``hooks:`` of a file (for all its entries); its problems are the file's."""
+    if not isinstance(data, MarkedMap) or "hooks" not in data:
+        return None
+    r = Reader(environ)
+    hooks = read_hooks(r, data, "", root)
+    for p in r.problems:
+        errors.append(ConfigError(file, p.mark.line, p.mark.column, p.field, p.message))
+    return None if r.problems else hooks
 
 
 def _check_across(entries: list[Entry]) -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "AUTH_TYPES",
     "EXTENSION_TYPES",
     "FRONT_SECTION",
+    "HOOK_EVENTS",
     "MODULE_TYPES",
     "RESTART_POLICIES",
     "SANDBOX_FILESYSTEM",
@@ -30,6 +31,7 @@ __all__ = [
     "Extension",
     "Filter",
     "GlobSource",
+    "Hooks",
     "Limits",
     "LoadResult",
     "Registry",
@@ -107,6 +109,19 @@ class RestartConfig:
             raise ValueError(f"reset_after must be >= 0, got {self.reset_after}")
         if self.load_error_tries < 1:
             raise ValueError(f"load_error_tries must be >= 1, got {self.load_error_tries}")
+
+
+HOOK_EVENTS = ("onCrash", "onFailed", "onRecovered")
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """``hooks:``: a command (argv, never a shell) per event, run with the event as JSON on
+    stdin; ``timeout``: seconds before it is killed (None: the core's default, 10 s). An
+    entry's own events replace its file's (the top-level ``hooks:``), event by event."""
+
+    commands: Mapping[str, tuple[str, ...]] = _EMPTY
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +235,7 @@ class Extension:
     resources: Filter = Filter()  # by URI (resource templates: by their uriTemplate)
     signature: Path | None = None  # an OpenSSH signature of the pin digest (DESIGN §10)
     allowed_signers: Path | None = None  # whose keys may make it (ssh-keygen ALLOWED SIGNERS)
+    hooks: Hooks = Hooks()  # commands run on onCrash/onFailed/onRecovered
 
     @property
     def kind(self) -> str:

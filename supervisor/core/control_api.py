@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from supervisor import __version__
+from supervisor.core.audit import AuditLog
 from supervisor.core.calls import WorkerGone
 from supervisor.core.catalogs import Catalogs
 from supervisor.core.fleet import Fleet, NotHosted
@@ -26,10 +27,11 @@ from supervisor.core.reloader import InvalidConfig, Reloader
 from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner
 from supervisor.core.watchdog import LimitsEnforcer
+from supervisor.rules.audit import AUDITED_METHODS
 from supervisor.rules.filters import refusal
 from supervisor.rules.states import State
 from worker.channel import Channel, ChannelClosed
-from worker.protocol import INVALID_CONFIG, METHOD_NOT_FOUND, REFUSED, UNKNOWN_EXTENSION
+from worker.protocol import CANCELLED, INVALID_CONFIG, METHOD_NOT_FOUND, REFUSED, UNKNOWN_EXTENSION
 from worker.protocol import TIMEOUT as CALL_TIMEOUT
 from worker.rpc import RpcError
 
@@ -53,6 +55,7 @@ class ControlApi:
         *,
         about: dict[str, Any],
         front: Callable[[], dict[str, Any] | None],
+        audit: AuditLog | None = None,
     ) -> None:
         """``order`` starts dependencies first and stops dependents first; ``about``: what
         ``status`` says of the supervisor besides uptime, limits and ``front()`` (its row)."""
@@ -65,6 +68,10 @@ class ControlApi:
         self._about = about
         self._front = front
         self._started = time.monotonic()
+        self.audit = audit
+        # Who is at the other end of a control connection (``face``: it called ``mcp``), for
+        # the audit log; serve sets it from the control server's peer credentials.
+        self.client_of: Callable[[Channel, bool], str] = lambda channel, face: channel.name
 
     def handlers(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -80,11 +87,10 @@ class ControlApi:
             "mcp_catalogs": self.mcp_catalogs,
             "tools": self.tools,
             "services": self.services,
-            "call": self.call,
         }
 
     def stream_handlers(self) -> dict[str, Callable[..., Any]]:
-        return {"logs": self.logs, "mcp": self.mcp, "mcp_watch": self.mcp_watch}
+        return {"logs": self.logs, "mcp": self.mcp, "mcp_watch": self.mcp_watch, "call": self.call}
 
     def runner(self, name: str, kind: str | None = None) -> Runner:
         """The runner of ``name`` (of ``kind``: "server" refuses a module), or an RpcError."""
@@ -218,6 +224,20 @@ class ControlApi:
         """Forward one MCP request to ``server``'s worker; progress comes back on ``channel``.
         Resource (un)subscriptions are the relay's (see resource_relay). A request for what the
         entry's filters hide is answered as for what does not exist (see rules.filters)."""
+        if self.audit is not None and method in AUDITED_METHODS:
+            client = self.client_of(channel, True)  # a name in meta["client"] goes first
+            forward = self._mcp(channel, server, method, params, meta)
+            return await self._audited(client, server, method, params, meta, forward)
+        return await self._mcp(channel, server, method, params, meta)
+
+    async def _mcp(
+        self,
+        channel: Channel,
+        server: str,
+        method: str,
+        params: dict[str, Any] | None,
+        meta: dict[str, Any] | None,
+    ) -> Any:
         runner = self.runner(server, "server")
         _check_filters(runner, method, params or {})
         if method in SUBSCRIPTION_METHODS:
@@ -262,9 +282,25 @@ class ControlApi:
             self.runner(name, "server")
         return self.catalogs.tools(name)
 
-    async def call(self, server: str, tool: str, arguments: dict[str, Any] | None = None) -> Any:
+    async def call(
+        self,
+        channel: Channel,
+        server: str,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+    ) -> Any:
         """``spctl call``: one tools/call through the supervisor; for a plugin module, one
         ``"<service>.<method>"`` call, answered as ``{"service": name, "result": ...}``."""
+        if self.audit is None:
+            return await self._call(server, tool, arguments)
+        module = (r := self.fleet.get(server)) is not None and r.ext.kind == "module"
+        method = "service" if module else "tools/call"
+        params = {"name": tool, "arguments": arguments or {}}
+        client = self.client_of(channel, False)
+        forward = self._call(server, tool, arguments)
+        return await self._audited(client, server, method, params, None, forward)
+
+    async def _call(self, server: str, tool: str, arguments: dict[str, Any] | None) -> Any:
         runner = self.runner(server)
         if runner.ext.kind == "module":
             return {"service": tool, "result": await self._service(runner, tool, arguments)}
@@ -297,7 +333,56 @@ class ControlApi:
         if provider is None:
             raise RpcError(METHOD_NOT_FOUND, f"no module provides the service {service!r}")
         log.debug("service call", caller=caller, service=name, provider=provider.name)
-        return await self._service(provider, name, params)
+        if self.audit is None:
+            return await self._service(provider, name, params)
+        call = {"name": name, "arguments": params}
+        forward = self._service(provider, name, params)
+        return await self._audited(
+            f"extension {caller}", provider.name, "service", call, None, forward
+        )
+
+    async def _audited(
+        self,
+        client: str,
+        extension: str,
+        method: str,
+        params: Any,
+        meta: dict[str, Any] | None,
+        forward: Awaitable[Any],
+    ) -> Any:
+        """Await ``forward`` (one routed call) and queue its audit record, whatever it ends in."""
+        assert self.audit is not None
+        wall, started = time.time(), time.monotonic()
+        try:
+            result = await forward
+        except RpcError as exc:
+            self.audit.record(
+                client,
+                extension,
+                method,
+                params,
+                meta,
+                wall,
+                time.monotonic() - started,
+                error_code=exc.code,
+            )
+            raise
+        except BaseException:  # cancelled (the caller went away, shutdown): said as such
+            self.audit.record(
+                client,
+                extension,
+                method,
+                params,
+                meta,
+                wall,
+                time.monotonic() - started,
+                error_code=CANCELLED,
+            )
+            raise
+        self.audit.record(
+            client, extension, method, params, meta, wall, time.monotonic() - started, result
+        )
+        return result
 
     async def _service(self, runner: Runner, name: str, params: Any) -> Any:
         ext = runner.ext

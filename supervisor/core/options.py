@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from supervisor.core.audit import AuditOptions
 from supervisor.core.front import FrontOptions
 from supervisor.rules.health import HealthSettings
 
@@ -19,3 +20,4 @@ class ServeOptions:
     cgroups: bool = True  # False: rlimits + watchdog only (--no-cgroups, SPCTL_CGROUPS=off)
     front: FrontOptions | None = field(default_factory=FrontOptions)  # None: no MCP front
     watch: bool = False  # reload when servers.yaml / modules.yaml change (--watch)
+    audit: AuditOptions | None = None  # the audit log (None: --no-audit)

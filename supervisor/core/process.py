@@ -41,6 +41,16 @@ def managed(pid: int) -> bool:
     return pid in _managed
 
 
+def manage(pid: int) -> None:
+    """``pid`` is a child of ours that its owner reaps (a hook): orphan handling leaves it
+    alone until :func:`release`."""
+    _managed.add(pid)
+
+
+def release(pid: int) -> None:
+    _managed.discard(pid)
+
+
 def set_child_subreaper() -> bool:
     """Make orphaned descendants re-parent to us (so we can reap and account for them)."""
     import ctypes

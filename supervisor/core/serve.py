@@ -23,11 +23,13 @@ import structlog
 from supervisor.config import LoadResult, load_registry
 from supervisor.control.paths import UnsafeDirectory, state_dir
 from supervisor.control.server import AlreadyRunning, ControlServer
+from supervisor.core.audit import AuditLog
 from supervisor.core.catalog_cache import CatalogCache
 from supervisor.core.catalogs import Catalogs
 from supervisor.core.control_api import ControlApi
 from supervisor.core.fleet import Fleet
 from supervisor.core.front import Front
+from supervisor.core.hooks import HookRunner
 from supervisor.core.keeper import Keeper
 from supervisor.core.options import ServeOptions
 from supervisor.core.ordering import Ordering
@@ -42,6 +44,7 @@ from supervisor.core.watchdog import LimitsEnforcer
 from supervisor.overrides import Overrides
 from supervisor.rules.reload_plan import hostable
 from supervisor.rules.states import State, Transition
+from worker.channel import Channel
 
 __all__ = ["ServeOptions", "Supervisor", "serve"]
 
@@ -74,6 +77,8 @@ class Supervisor:
             lineage=self.limits.lineage,
         )
         self.fleet = Fleet(self.ctx, overrides)
+        hook_env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+        self.hooks = HookRunner(self.fleet.start_soon, hook_env)
         self.catalogs = Catalogs(self.fleet, CatalogCache(state_dir() / "catalogs"))
         self.order = Ordering(self.fleet, self.catalogs)
         first = hostable(loaded, overrides.enabled)
@@ -85,11 +90,13 @@ class Supervisor:
         about = {"extensions_dir": str(opts.extensions), "socket": str(opts.socket)}
         front = lambda: self.front.snapshot() if self.front is not None else None  # noqa: E731
         parts = (self.fleet, self.catalogs, self.reloader, self.relay, self.order, self.limits)
-        self.api = ControlApi(*parts, about=about, front=front)
+        self.audit = AuditLog(opts.audit) if opts.audit is not None else None
+        self.api = ControlApi(*parts, about=about, front=front, audit=self.audit)
         guard = PeerGuard(self.fleet, self.keeper, self.limits, lambda: self.front)
         self.server = ControlServer(
             opts.socket, self.api.handlers(), self.api.stream_handlers(), refuse=guard
         )
+        self.api.client_of = self._client_of
         self._stop = anyio.Event()
         # The MCP front: built here, run in the task group, stopped first, shown in status.
         self.front: Front | None = None
@@ -110,8 +117,20 @@ class Supervisor:
             return
         self.order.on_transition(runner, tr)
         self.catalogs.on_transition(runner, tr)
+        if runner.ext.hooks.commands:
+            self.hooks.on_transition(runner.ext, runner.restarts, tr)
         if tr.to is State.RUNNING and runner.ext.kind == "server":
             self.relay.server_up(runner)  # a new worker: it hears the subscriptions again
+
+    def _client_of(self, channel: Channel, face: bool) -> str:
+        """Who a control connection is, for the audit log (``face``: it forwards MCP)."""
+        peer = self.server.peer(channel)
+        if peer is None:
+            return channel.name
+        pid, uid = peer
+        if self.front is not None and pid == self.front.pid:
+            return "front"
+        return f"spctl mcp pid={pid} uid={uid}" if face else f"cli uid={uid} pid={pid}"
 
     async def run(self) -> int:
         try:
@@ -122,6 +141,14 @@ class Supervisor:
         except (OSError, UnsafeDirectory) as exc:
             print(f"spctl serve: cannot bind {self.opts.socket}: {exc}", file=sys.stderr)
             return 1
+        if self.audit is not None:
+            try:
+                self.audit.start()
+            except OSError as exc:
+                self.server.close()
+                print(f"spctl serve: cannot open the audit log: {exc}", file=sys.stderr)
+                return 1
+            log.info("audit log", path=str(self.audit.path), bodies=self.audit.opts.bodies)
         set_child_subreaper()
         self.limits.start(enabled=self.opts.cgroups)
         log.info("limits enforcement", mode=self.limits.mode, reason=self.limits.reason)
@@ -156,6 +183,8 @@ class Supervisor:
             self.limits.close()  # kills what is left of the workers' trees; then the keeper
             self.keeper.close()
             self.notifier.close()
+            if self.audit is not None:
+                self.audit.close()
         log.info("stopped")
         return 0
 
