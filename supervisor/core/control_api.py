@@ -21,6 +21,7 @@ from supervisor import __version__
 from supervisor.core.calls import WorkerGone
 from supervisor.core.catalogs import Catalogs
 from supervisor.core.fleet import Fleet, NotHosted
+from supervisor.core.history import Recorder
 from supervisor.core.ordering import Ordering
 from supervisor.core.reloader import InvalidConfig, Reloader
 from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
@@ -53,6 +54,7 @@ class ControlApi:
         *,
         about: dict[str, Any],
         front: Callable[[], dict[str, Any] | None],
+        history: Recorder | None = None,
     ) -> None:
         """``order`` starts dependencies first and stops dependents first; ``about``: what
         ``status`` says of the supervisor besides uptime, limits and ``front()`` (its row)."""
@@ -65,6 +67,7 @@ class ControlApi:
         self._about = about
         self._front = front
         self._started = time.monotonic()
+        self._history = history
 
     def handlers(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -81,6 +84,7 @@ class ControlApi:
             "tools": self.tools,
             "services": self.services,
             "call": self.call,
+            "history": self.history,
         }
 
     def stream_handlers(self) -> dict[str, Callable[..., Any]]:
@@ -154,6 +158,14 @@ class ControlApi:
             if ext.get("kind") == "server":
                 ext["routing_problems"] = problems.get(ext["name"], [])
         return {"supervisor": about, "extensions": exts}
+
+    def history(self, name: str | None = None) -> dict[str, Any]:
+        """The last minutes of memory, CPU and state (:mod:`supervisor.core.history`)."""
+        if self._history is None:
+            raise RpcError(METHOD_NOT_FOUND, "this supervisor keeps no history")
+        if name is not None:
+            self.runner(name)
+        return self._history.export(name)
 
     async def reload(self, dry_run: bool = False) -> dict[str, Any]:
         try:
