@@ -51,10 +51,20 @@ class Guard:
     """Pure ASGI middleware: one of each checked header, Host allowlist, loopback Origin,
     optional bearer token."""
 
-    def __init__(self, app: ASGIApp, *, hosts: frozenset[bytes], token: bytes | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hosts: frozenset[bytes],
+        token: bytes | None,
+        open_paths: frozenset[str] = frozenset(),
+    ) -> None:
+        """``open_paths``: GETs of these need no token (the status page's shell: it holds no
+        data; Host and Origin are checked still)."""
         self.app = app
         self.hosts = hosts
         self.token = token
+        self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,7 +87,11 @@ class Guard:
             problem = reject(421, f"Invalid Host header: {shown!r}")
         elif origin is not None and _LOOPBACK_ORIGIN.fullmatch(origin.lower()) is None:
             problem = reject(403, f"Invalid Origin header: {origin.decode('latin-1')[:100]!r}")
-        elif self.token is not None and not _token_ok(auth, self.token):
+        elif (
+            self.token is not None
+            and not _token_ok(auth, self.token)
+            and not (scope["method"] in ("GET", "HEAD") and scope["path"] in self.open_paths)
+        ):
             why = "Missing bearer token" if auth is None else "Invalid bearer token"
             problem = reject(401, why, {"WWW-Authenticate": 'Bearer realm="spctl"'})
         await (problem or self.app)(scope, receive, send)
