@@ -70,12 +70,14 @@
     svg.appendChild(t);
     const known = (values || []).filter((v) => typeof v === "number");
     if (known.length < 2) return svg;
-    const top = Math.max.apply(null, known) || 1;
+    // from the lowest to the highest value of the window; a flat series is a line in the middle
+    const lo = Math.min.apply(null, known), hi = Math.max.apply(null, known);
     const step = w / Math.max(values.length - 1, 1);
     const pts = [];
     values.forEach((v, i) => {
       if (typeof v === "number") {
-        pts.push((i * step).toFixed(1) + "," + (h - 1 - (v / top) * (h - 2)).toFixed(1));
+        const y = hi > lo ? h - 2 - ((v - lo) / (hi - lo)) * (h - 4) : h / 2;
+        pts.push((i * step).toFixed(1) + "," + y.toFixed(1));
       }
     });
     const line = document.createElementNS(SVG, "polyline");
@@ -142,7 +144,8 @@
     (status.extensions || []).forEach((e) => rows.push(row(e, hist.series[e.name], false)));
     const front = sup.mcp_front;
     if (front) {
-      rows.push(row(front, hist.front, true));
+      const measured = { rss: last(hist.front, "rss"), cpu: last(hist.front, "cpu") };
+      rows.push(row(Object.assign({}, front, { usage: measured }), hist.front, true));
     }
     const own = {
       name: "spctl (supervisor)", kind: "supervisor", state: "running", pid: sup.pid,
