@@ -144,7 +144,7 @@ class Front:
         if not self.opts.status_page:
             argv.append("--no-status-page")
         else:  # the front does not see $STATE_DIRECTORY (confine.PRIVATE_ENV)
-            argv += ["--page-token", str(state_dir() / PAGE_TOKEN)]
+            argv += ["--page-token", str(self.page_token)]
         return argv + self.opts.limit_flags()
 
     async def _spawn(
@@ -171,8 +171,16 @@ class Front:
         url = self.runner.metadata.get("url")
         return url if isinstance(url, str) and self.runner.state is State.RUNNING else None
 
+    @property
+    def page_token(self) -> Path:
+        """Where the front writes the status page's action token (without --token-file)."""
+        return state_dir() / PAGE_TOKEN
+
     def snapshot(self) -> dict[str, Any]:
-        return {**self.runner.snapshot(), "url": self.url}
+        page = None
+        if self.opts.status_page:  # what `spctl page` reads
+            page = {"token_file": str((self.opts.token_file or self.page_token).absolute())}
+        return {**self.runner.snapshot(), "url": self.url, "status_page": page}
 
     async def run(self) -> None:
         """Start the front and keep it up until cancelled; then stop it."""

@@ -62,6 +62,7 @@ def action_token(path: Path, given: bytes | None) -> bytes:
     """The token the page's actions need: ``given`` (the ``--token-file`` one), else a new
     random one written 0600 to ``path`` (temp file + rename). Raises OSError."""
     if given is not None:
+        path.unlink(missing_ok=True)  # one of an earlier run without --token-file is stale
         return given
     token = secrets.token_urlsafe(32).encode()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
