@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import typer
 
-from supervisor.cli import audit, ctl, mcp_cmds, mcp_stdio, pin_cmds, serve_cmd, token_cmds, top
+from supervisor.cli import (
+    audit,
+    ctl,
+    mcp_cmds,
+    mcp_stdio,
+    page_cmd,
+    pin_cmds,
+    serve_cmd,
+    token_cmds,
+    top,
+)
 from supervisor.cli import validate as _validate
 
 app = typer.Typer(
@@ -38,6 +48,7 @@ app.command("disable")(ctl.disable)
 app.command("reload")(ctl.reload)
 app.command("logs")(ctl.logs)
 app.command("top")(top.top)
+app.command("page")(page_cmd.page)
 app.command("tools")(mcp_cmds.tools)
 app.command("services")(mcp_cmds.services)
 app.command("call")(mcp_cmds.call)

@@ -90,6 +90,13 @@ def serve(
             help="Seconds an idle 2025-era MCP session is kept (default 1800).",
         ),
     ] = None,
+    status_page: Annotated[
+        bool,
+        typer.Option(
+            "--status-page/--no-status-page",
+            help="Serve the live status page at / on the MCP front (actions need a token).",
+        ),
+    ] = True,
     watch: Annotated[
         bool,
         typer.Option(
@@ -167,6 +174,7 @@ def serve(
             keepalive_timeout=front_keepalive_timeout,
             max_sessions=front_max_sessions,
             session_idle_timeout=front_session_idle_timeout,
+            status_page=status_page,
         )
         if front
         else None,

@@ -1,4 +1,9 @@
-"""``spctl top``: a live table of every extension's resource use, refreshed like ``top``."""
+"""``spctl top``: a live table of every extension's resource use, refreshed like ``top``.
+
+The last column is a sparkline (▁▂▃▄▅▆▇█) of the last minutes of memory (or CPU with
+``--spark cpu``), from the core's ``history`` (the one the status page draws from); without
+it (an older core) the column is left out.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import typer
 
 from supervisor.cli.ctl import JsonOpt, SocketOpt, connected
 from supervisor.cli.render import duration, table
+from supervisor.control.client import RpcError
+from supervisor.rules.history import sparkline
 
 __all__ = ["top"]
 
@@ -30,6 +37,19 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:.0f}%"
 
 
+SPARK_WIDTH = 30  # points: one per 2 s, the last minute
+
+
+def _trend(history: dict[str, Any] | None, name: str, key: str) -> str:
+    series = ((history or {}).get("series") or {}).get(name) or {}
+    values = (series.get(key) or [])[-SPARK_WIDTH:]
+    # memory from the window's lowest value (its trend), CPU from zero (how busy)
+    known = [v for v in values if v is not None]
+    floor = min(known) if key == "rss" and known else 0.0
+    line = sparkline(values, SPARK_WIDTH, floor=floor)
+    return line if line.strip() else "-"
+
+
 def _row(ext: dict[str, Any]) -> list[str]:
     usage = ext.get("usage") or {}
     head = ext.get("headroom") or {}
@@ -47,7 +67,10 @@ def _row(ext: dict[str, Any]) -> list[str]:
     ]
 
 
-def render(status: dict[str, Any]) -> str:
+def render(
+    status: dict[str, Any], history: dict[str, Any] | None = None, spark: str = "memory"
+) -> str:
+    """The table; with ``history`` (the core's answer) a sparkline column of ``spark``."""
     sup = status["supervisor"]
     head = (
         f"spctl pid {sup['pid']}  up {duration(sup.get('uptime'))}  "
@@ -55,16 +78,35 @@ def render(status: dict[str, Any]) -> str:
     )
     rows = [_row(e) for e in status["extensions"]]
     cols = ["NAME", "STATE", "PID", "RSS", "CPU", "PROCS", "FDS", "RESTARTS", "LIMIT USED"]
+    if history is not None:
+        key = "cpu" if spark == "cpu" else "rss"
+        cols.append(f"{spark.upper()} (LAST {SPARK_WIDTH * history.get('period', 2):.0f} S)")
+        for row, ext in zip(rows, status["extensions"], strict=True):
+            row.append(_trend(history, ext["name"], key))
     return head + "\n\n" + table(cols, rows)
+
+
+def _history(client: Any) -> dict[str, Any] | None:
+    try:
+        history: dict[str, Any] = client.call("history", None)
+    except RpcError:
+        return None  # an older core: no sparklines
+    return history
 
 
 def top(
     once: Annotated[bool, typer.Option("--once", help="Print one table and exit.")] = False,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between refreshes.")] = 1.0,
+    spark: Annotated[
+        str, typer.Option("--spark", help="What the sparkline column shows: memory or cpu.")
+    ] = "memory",
     json_: JsonOpt = False,
     sock: SocketOpt = None,
 ) -> None:
-    """Live resource use per extension: state, pid, RSS, CPU, processes, open files, headroom."""
+    """Live resource use per extension: state, pid, RSS, CPU, processes, open files, headroom,
+    and a sparkline of the last minute."""
+    if spark not in ("memory", "cpu"):
+        raise typer.BadParameter(f"--spark must be memory or cpu, got {spark!r}")
     with connected(sock, timeout=10.0) as client:
         try:
             while True:
@@ -74,7 +116,7 @@ def top(
                 else:
                     if not once and sys.stdout.isatty():
                         print("\x1b[H\x1b[2J", end="")  # home + clear, like top
-                    print(render(status), flush=True)
+                    print(render(status, _history(client), spark), flush=True)
                 if once:
                     return
                 time.sleep(interval)  # the refresh period of a live view

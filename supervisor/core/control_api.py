@@ -22,6 +22,7 @@ from supervisor.core.audit import AuditLog
 from supervisor.core.calls import WorkerGone
 from supervisor.core.catalogs import Catalogs
 from supervisor.core.fleet import Fleet, NotHosted
+from supervisor.core.history import Recorder
 from supervisor.core.ordering import Ordering
 from supervisor.core.reloader import InvalidConfig, Reloader
 from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
@@ -56,6 +57,7 @@ class ControlApi:
         about: dict[str, Any],
         front: Callable[[], dict[str, Any] | None],
         audit: AuditLog | None = None,
+        history: Recorder | None = None,
     ) -> None:
         """``order`` starts dependencies first and stops dependents first; ``about``: what
         ``status`` says of the supervisor besides uptime, limits and ``front()`` (its row)."""
@@ -72,6 +74,7 @@ class ControlApi:
         # Who is at the other end of a control connection (``face``: it called ``mcp``), for
         # the audit log; serve sets it from the control server's peer credentials.
         self.client_of: Callable[[Channel, bool], str] = lambda channel, face: channel.name
+        self._history = history
 
     def handlers(self) -> dict[str, Callable[..., Any]]:
         return {
@@ -87,6 +90,7 @@ class ControlApi:
             "mcp_catalogs": self.mcp_catalogs,
             "tools": self.tools,
             "services": self.services,
+            "history": self.history,
         }
 
     def stream_handlers(self) -> dict[str, Callable[..., Any]]:
@@ -160,6 +164,14 @@ class ControlApi:
             if ext.get("kind") == "server":
                 ext["routing_problems"] = problems.get(ext["name"], [])
         return {"supervisor": about, "extensions": exts}
+
+    def history(self, name: str | None = None) -> dict[str, Any]:
+        """The last minutes of memory, CPU and state (:mod:`supervisor.core.history`)."""
+        if self._history is None:
+            raise RpcError(METHOD_NOT_FOUND, "this supervisor keeps no history")
+        if name is not None:
+            self.runner(name)
+        return self._history.export(name)
 
     async def reload(self, dry_run: bool = False) -> dict[str, Any]:
         try:

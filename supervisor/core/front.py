@@ -41,6 +41,7 @@ from typing import Any
 import anyio
 
 from supervisor.config.schema import FRONT_SECTION, Extension, RestartConfig, Source
+from supervisor.control.paths import state_dir
 from supervisor.core.process import WorkerProcess, spawn_worker
 from supervisor.core.runner import Runner, RunnerContext, run_guarded
 from supervisor.rules.health import HealthSettings
@@ -49,6 +50,7 @@ from supervisor.rules.states import State
 __all__ = ["FRONT_NAME", "RESTART", "Front", "FrontOptions", "front_extension"]
 
 FRONT_NAME = "mcp-front"
+PAGE_TOKEN = "page-token"  # the status page's action token, in the state directory
 RESTART = RestartConfig(policy="always", max_restarts=5, window=60.0, backoff=1.0, max_backoff=30.0)
 START_TIMEOUT = 60.0  # importing the SDK takes ~1.5 s of CPU; more on a busy machine
 STOP_TIMEOUT = 10.0  # uvicorn lets requests finish for up to 3 s (timeout_graceful_shutdown)
@@ -68,6 +70,7 @@ class FrontOptions:
     keepalive_timeout: float | None = None
     max_sessions: int | None = None
     session_idle_timeout: float | None = None
+    status_page: bool = True  # the live page at / (--no-status-page)
 
     def limit_flags(self) -> list[str]:
         """The front's command-line flags for the limits that are set."""
@@ -141,6 +144,10 @@ class Front:
             argv += ["--token-file", str(self.opts.token_file)]
         if self.opts.clients_file is not None:
             argv += ["--clients-file", str(self.opts.clients_file)]
+        if not self.opts.status_page:
+            argv.append("--no-status-page")
+        else:  # the front does not see $STATE_DIRECTORY (confine.PRIVATE_ENV)
+            argv += ["--page-token", str(self.page_token)]
         return argv + self.opts.limit_flags()
 
     async def _spawn(
@@ -167,8 +174,16 @@ class Front:
         url = self.runner.metadata.get("url")
         return url if isinstance(url, str) and self.runner.state is State.RUNNING else None
 
+    @property
+    def page_token(self) -> Path:
+        """Where the front writes the status page's action token (without --token-file)."""
+        return state_dir() / PAGE_TOKEN
+
     def snapshot(self) -> dict[str, Any]:
-        return {**self.runner.snapshot(), "url": self.url}
+        page = None
+        if self.opts.status_page:  # what `spctl page` reads
+            page = {"token_file": str((self.opts.token_file or self.page_token).absolute())}
+        return {**self.runner.snapshot(), "url": self.url, "status_page": page}
 
     async def run(self) -> None:
         """Start the front and keep it up until cancelled; then stop it."""

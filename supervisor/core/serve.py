@@ -26,9 +26,10 @@ from supervisor.control.server import AlreadyRunning, ControlServer
 from supervisor.core.audit import AuditLog
 from supervisor.core.catalog_cache import CatalogCache
 from supervisor.core.catalogs import Catalogs
-from supervisor.core.control_api import ControlApi
+from supervisor.core.control_api import ControlApi, _own_usage
 from supervisor.core.fleet import Fleet
 from supervisor.core.front import Front
+from supervisor.core.history import Recorder
 from supervisor.core.hooks import HookRunner
 from supervisor.core.keeper import Keeper
 from supervisor.core.options import ServeOptions
@@ -91,7 +92,11 @@ class Supervisor:
         front = lambda: self.front.snapshot() if self.front is not None else None  # noqa: E731
         parts = (self.fleet, self.catalogs, self.reloader, self.relay, self.order, self.limits)
         self.audit = AuditLog(opts.audit) if opts.audit is not None else None
-        self.api = ControlApi(*parts, about=about, front=front, audit=self.audit)
+        front_runner = lambda: self.front.runner if self.front is not None else None  # noqa: E731
+        self.history = Recorder(self.fleet, self.limits, front_runner, _own_usage)
+        self.api = ControlApi(
+            *parts, about=about, front=front, audit=self.audit, history=self.history
+        )
         guard = PeerGuard(self.fleet, self.keeper, self.limits, lambda: self.front)
         self.server = ControlServer(
             opts.socket, self.api.handlers(), self.api.stream_handlers(), refuse=guard
@@ -163,6 +168,7 @@ class Supervisor:
                 tg.start_soon(self._ready)
                 tg.start_soon(self._watchdog)
                 tg.start_soon(self.limits.watch, self.fleet.runners)
+                tg.start_soon(self.history.run)
                 self.order.boot()
                 tg.start_soon(self.order.discover_lazy)
                 if self.opts.watch:

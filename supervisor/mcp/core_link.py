@@ -217,6 +217,11 @@ class CoreLink:
             raise RpcError(-32603, f"malformed status answer: {type(status).__name__}")
         return status
 
+    async def control(self, method: str, *params: Any, timeout: float = _FETCH_TIMEOUT) -> Any:
+        """Any other control verb (``history``, ``restart`` …: the status page's). Raises
+        RpcError (ChannelClosed when there is no core), TimeoutError."""
+        return await self._channel.request(method, *params, timeout=timeout)
+
     async def ping(self, timeout: float) -> None:
         """One round trip to the core. Raises RpcError (ChannelClosed), TimeoutError."""
         await self._channel.request("ping", timeout=timeout)

@@ -6,7 +6,8 @@ is the same endpoint as ``/mcp/<server>``: the same face, sessions and guard.
 ``python -m supervisor.mcp.front --socket PATH --listen 127.0.0.1:8765 [--token-file F]
 [--clients-file F]
 [--max-body BYTES] [--allow-host HOST:PORT …] [--max-connections N] [--header-timeout S]
-[--keepalive-timeout S] [--max-sessions N] [--session-idle-timeout S] [--no-metrics]``
+[--keepalive-timeout S] [--max-sessions N] [--session-idle-timeout S] [--no-metrics]
+[--no-status-page]``
 
 Theory of operation: the front is its own process (the SDK's import and per-call CPU stay out
 of the core). It connects to the core's control socket (:class:`CoreLink`), then serves HTTP
@@ -15,7 +16,8 @@ accepted (into the backlog) and the real port is known (``--listen 127.0.0.1:0``
 control connection ends the front exits (1): it is the core's child and comes back with it.
 
 Besides MCP it serves ``/metrics`` (:mod:`supervisor.mcp.metrics`), ``/healthz`` and
-``/readyz``, each answered from what the core says at that moment, none kept in the front.
+``/readyz``, each answered from what the core says at that moment, none kept in the front,
+and the live status page at ``/`` (:mod:`supervisor.mcp.page`; off with ``--no-status-page``).
 
 Every request passes :class:`Guard` first (:mod:`supervisor.mcp.guard`: Host → 421, Origin →
 403, bearer token with ``--token-file`` or a client's of ``--clients-file`` → 401), before any
@@ -58,6 +60,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from supervisor.control.paths import state_dir
 from supervisor.mcp.client_tokens import ClientTokens
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.face import Face, changed_kinds
@@ -65,6 +68,7 @@ from supervisor.mcp.guard import CLIENT, Guard, allowed_hosts, parse_listen, rej
 from supervisor.mcp.http_conn import limited_protocol
 from supervisor.mcp.limits import DEFAULT_MAX_BODY, FrontLimits
 from supervisor.mcp.metrics import CONTENT_TYPE, Metrics
+from supervisor.mcp.page import OPEN_PATHS, TOKEN_FILE, StatusPage, action_token
 from supervisor.mcp.sessions import Sessions
 from supervisor.mcp.supervised import SupervisorChannel, attach
 from supervisor.rules.readiness import not_ready
@@ -117,8 +121,10 @@ class Front:
         max_body: int,
         limits: FrontLimits | None = None,
         metrics: bool = True,
+        page: StatusPage | None = None,
     ) -> None:
-        """``metrics``: serve /metrics and measure the operations (off: benchmarks' baseline)."""
+        """``metrics``: serve /metrics and measure the operations (off: benchmarks' baseline);
+        ``page``: the status page at ``/`` (None: none)."""
         self.link = link
         self.tg = tg
         self.max_body = max_body
@@ -127,6 +133,7 @@ class Front:
         self.faces: dict[str | None, Face] = {}
         self._starting: dict[str | None, anyio.Event] = {}
         self.metrics = Metrics() if metrics else None
+        self.page = page
         link.on_change = self.on_change
         link.on_resource_updated = self.on_resource_updated
 
@@ -142,7 +149,17 @@ class Front:
         ]
         if self.metrics is not None:
             routes.append(Route("/metrics", self.scrape, methods=["GET"]))
-        return Guard(Starlette(routes=routes), hosts=hosts, token=token, tokens=tokens)
+        if self.page is None:
+            return Guard(Starlette(routes=routes), hosts=hosts, token=token, tokens=tokens)
+        routes += self.page.routes()
+        return Guard(
+            Starlette(routes=routes),
+            hosts=hosts,
+            token=token,
+            tokens=tokens,
+            open_paths=OPEN_PATHS,
+            page_token=self.page.token,
+        )
 
     # -- observability: each answer is read from the core at request time ----------------
 
@@ -315,7 +332,21 @@ async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None =
             log.warning("listening beyond loopback", host=host, token=auth)
         limits = _limits(args)
         _raise_nofile(limits)
-        front = Front(link, tg, max_body=args.max_body, limits=limits, metrics=not args.no_metrics)
+        page = None
+        if not args.no_status_page:
+            try:
+                where = args.page_token or state_dir() / TOKEN_FILE
+                page = StatusPage(link, action_token(where, token))
+            except OSError as exc:  # the page is a convenience: MCP is served without it
+                log.error("no status page: cannot write its token", error=str(exc))
+        front = Front(
+            link,
+            tg,
+            max_body=args.max_body,
+            limits=limits,
+            metrics=not args.no_metrics,
+            page=page,
+        )
         await front.face(None)
         hosts = allowed_hosts(host, port, args.allow_host)
         config = uvicorn.Config(
@@ -412,6 +443,15 @@ def main(argv: list[str] | None = None) -> int:
         "--no-metrics",
         action="store_true",
         help="no /metrics and no per-call measurement (a baseline for benchmarks)",
+    )
+    parser.add_argument(
+        "--no-status-page", action="store_true", help="no live status page at / (nor /api/…)"
+    )
+    parser.add_argument(
+        "--page-token",
+        type=Path,
+        help="where to write the page's action token without --token-file "
+        "(default <state dir>/page-token)",
     )
     parser.add_argument(
         "--supervised",

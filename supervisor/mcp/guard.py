@@ -14,6 +14,7 @@ the bearer token must be some client's; that :class:`Client` is put in the ASGI 
 
 from __future__ import annotations
 
+import hmac
 import re
 from collections.abc import Iterable
 
@@ -65,13 +66,20 @@ class Guard:
         hosts: frozenset[bytes],
         token: bytes | None,
         tokens: ClientTokens | None = None,
+        open_paths: frozenset[str] = frozenset(),
+        page_token: bytes | None = None,
     ) -> None:
-        """``tokens``: the clients (``token`` alone: one client with full access)."""
+        """``tokens``: the clients (``token`` alone: one client with full access).
+        ``open_paths``: GETs of these need no token (the status page's shell: it holds no
+        data; Host and Origin are checked still). ``page_token``: the status page's action
+        token, which also admits requests to the page's ``/api/`` (it checks it again)."""
         self.app = app
         self.hosts = hosts
         if tokens is None and token is not None:
             tokens = ClientTokens(None, token)
         self.tokens = tokens
+        self.open_paths = open_paths
+        self.page_token = page_token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,10 +102,22 @@ class Guard:
             problem = reject(421, f"Invalid Host header: {shown!r}")
         elif origin is not None and _LOOPBACK_ORIGIN.fullmatch(origin.lower()) is None:
             problem = reject(403, f"Invalid Origin header: {origin.decode('latin-1')[:100]!r}")
-        elif self.tokens is not None and not _admitted(self.tokens, scope, auth):
+        elif (
+            self.tokens is not None
+            and not self._open(scope, auth)
+            and not _admitted(self.tokens, scope, auth)
+        ):
             why = "Missing bearer token" if auth is None else "Invalid bearer token"
             problem = reject(401, why, {"WWW-Authenticate": 'Bearer realm="spctl"'})
         await (problem or self.app)(scope, receive, send)
+
+    def _open(self, scope: Scope, auth: bytes | None) -> bool:
+        """The page's shell (GET), or the page's API with its action token."""
+        path = scope["path"]
+        if scope["method"] in ("GET", "HEAD") and path in self.open_paths:
+            return True
+        page = self.page_token
+        return page is not None and path.startswith("/api/") and _token_ok(auth, page)
 
 
 def _admitted(tokens: ClientTokens, scope: Scope, auth: bytes | None) -> bool:
@@ -110,3 +130,10 @@ def _admitted(tokens: ClientTokens, scope: Scope, auth: bytes | None) -> bool:
         return False
     scope[CLIENT] = client
     return True
+
+
+def _token_ok(auth: bytes | None, token: bytes) -> bool:
+    if auth is None:
+        return False
+    scheme, _, given = auth.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
