@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from supervisor.cli import ctl, mcp_cmds, mcp_stdio, serve_cmd, top
+from supervisor.cli import ctl, install_cmds, mcp_cmds, mcp_stdio, serve_cmd, top
 from supervisor.cli import validate as _validate
 
 app = typer.Typer(
@@ -43,6 +43,8 @@ app.command("services")(mcp_cmds.services)
 app.command("call")(mcp_cmds.call)
 app.command("mcp")(mcp_stdio.mcp)
 app.command("validate")(_validate.validate)
+app.command("lock")(install_cmds.lock)
+app.command("install")(install_cmds.install)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from supervisor.config.blocks import (
     read_sandbox,
     read_url,
 )
+from supervisor.config.envspec import read_environment
 from supervisor.config.fields import Problem, Reader, join
 from supervisor.config.load import Mark, MarkedMap
 from supervisor.config.values import FrozenDict, Secret, parse_duration, show
@@ -42,6 +43,7 @@ ENTRY_KEYS = (
     *("config", "env", "limits", "restart", "timeout", "startTimeout", "stopTimeout"),
     *("lazy", "idleTimeout", "dependsOn", "moduleType", "provides", "user", "group"),
     *("sandbox", "passEnv", "tools", "prompts", "resources"),
+    *("install", "requirements"),
 )
 FILTERS = ("tools", "prompts", "resources")  # servers only
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -120,6 +122,7 @@ def read_entry(
     sandbox = read_sandbox(r, item, p, root, remote=kind == "remote")
     config = _config(r, item, p)
     python = _python(r, item, p, root)
+    environment = read_environment(r, item, p, root, section=section, kind=kind)
     run_as = _run_as(r, item, p)
     limits = read_limits(r, item, p)
     restart = read_restart(r, item, p)
@@ -164,6 +167,7 @@ def read_entry(
         tools=filters["tools"],
         prompts=filters["prompts"],
         resources=filters["resources"],
+        environment=environment,
     )
     entry.problems = r.problems
     entry.extension = None if r.problems else extension

@@ -21,12 +21,14 @@ __all__ = [
     "AUTH_TYPES",
     "EXTENSION_TYPES",
     "FRONT_SECTION",
+    "INSTALL_KINDS",
     "MODULE_TYPES",
     "RESTART_POLICIES",
     "SANDBOX_FILESYSTEM",
     "SANDBOX_NETWORK",
     "SECTIONS",
     "Auth",
+    "EnvSpec",
     "Extension",
     "Filter",
     "GlobSource",
@@ -185,6 +187,22 @@ class Auth:
     scopes: tuple[str, ...] = ()
 
 
+INSTALL_KINDS = ("pypi", "npm", "file")  # install: pypi:NAME==V, npm:NAME@V, ./dist/x.whl
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """``install:`` and/or ``requirements:`` of an entry (DESIGN §9): what its own environment
+    is built from. ``requirements`` are PEP 508 strings (from the list, or read from the file
+    ``requirements_file`` at load time); ``install`` is the source token as written."""
+
+    install: str | None = None  # "pypi:mcp-server-time==2026.10.19"
+    install_kind: str | None = None  # one of INSTALL_KINDS
+    package: str | None = None  # pypi: the requirement "NAME==V"; npm: "NAME@V"; file: the path
+    requirements: tuple[str, ...] = ()
+    requirements_file: Path | None = None
+
+
 @dataclass(frozen=True)
 class Extension:
     """One validated entry of servers.yaml or modules.yaml."""
@@ -218,6 +236,7 @@ class Extension:
     tools: Filter = Filter()  # servers only: what of the server is advertised and callable
     prompts: Filter = Filter()
     resources: Filter = Filter()  # by URI (resource templates: by their uriTemplate)
+    environment: EnvSpec | None = None  # install:/requirements: (DESIGN §9)
 
     @property
     def kind(self) -> str:
