@@ -218,3 +218,60 @@ def test_config_errors_name_file_line_and_field(tmp_path: Path) -> None:
     assert "expected pypi:NAME==VERSION" in errors[(4, "servers[0].install")]
     assert "not a valid PEP 508 requirement" in errors[(9, "servers[1].requirements[0]")]
     assert "needs command:" in errors[(12, "servers[2].install")]
+
+
+MCP_VERSION = '''\
+"""Answers with the version of the `mcp` distribution its environment holds."""
+
+metadata = {"name": "mcp-version", "version": "1.0.0", "capabilities": ["tools"]}
+TOOLS = [{"name": "version", "description": "mcp's version",
+          "inputSchema": {"type": "object", "properties": {}}}]
+
+
+def create_handler(config):
+    import mcp  # importable: its environment has it
+
+    def handle(method, params):
+        if method == "tools/list":
+            return {"tools": TOOLS}
+        if method == "tools/call":
+            from importlib.metadata import version
+
+            text = "mcp " + version("mcp") + " " + mcp.__name__
+            return {"content": [{"type": "text", "text": text}]}
+        raise KeyError(method)
+
+    return handle
+'''
+
+
+def test_mcp_1_and_mcp_2_side_by_side(tmp_path: Path) -> None:
+    entries = [
+        {
+            "name": "old",
+            "type": "local",
+            "path": "./servers/mcp_version",
+            "requirements": ["mcp==1.30.0"],
+        },
+        {
+            "name": "new",
+            "type": "local",
+            "path": "./servers/mcp_version",
+            "requirements": ["mcp>=2,<3"],
+        },
+    ]
+    ext = make_extensions(tmp_path, [], entries)
+    (ext / "servers" / "mcp_version").mkdir()
+    (ext / "servers" / "mcp_version" / "__init__.py").write_text(MCP_VERSION)
+    lock_or_skip(tmp_path, ext, "old")
+    lock_or_skip(tmp_path, ext, "new")
+    with serve_fixture(tmp_path, [], entries) as s:
+        s.start()
+        s.wait_state("old", "running", timeout=180)
+        s.wait_state("new", "running", timeout=180)
+        old = s.spctl("call", "old", "version")
+        new = s.spctl("call", "new", "version")
+        assert old.returncode == 0 and new.returncode == 0, old.stderr + new.stderr
+        assert "mcp 1.30.0 mcp" in old.stdout
+        assert "mcp 2." in new.stdout
+    assert len(envs_of(tmp_path)) == 2
