@@ -45,6 +45,8 @@ app.command("mcp")(mcp_stdio.mcp)
 app.command("validate")(_validate.validate)
 app.command("lock")(install_cmds.lock)
 app.command("install")(install_cmds.install)
+app.command("upgrade")(install_cmds.upgrade)
+app.command("gc")(install_cmds.gc)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import typer
 if TYPE_CHECKING:
     from supervisor.config import Extension
 
-__all__ = ["install", "lock"]
+__all__ = ["gc", "install", "lock", "upgrade"]
 
 _EXTENSIONS = typer.Option(
     "--extensions",
@@ -81,6 +81,57 @@ def install(
             failed += 1
             continue
         typer.echo(f"{ext.name}: {env.path}")
+    raise typer.Exit(1 if failed else 0)
+
+
+def upgrade(
+    name: Annotated[str, typer.Argument(metavar="EXT", help="The extension to re-resolve.")],
+    extensions: Annotated[Path, _EXTENSIONS] = Path("extensions"),
+) -> None:
+    """Re-resolve one extension's requirements (newest allowed versions), re-lock it and build
+    its new environment beside the old one."""
+    from supervisor.control.paths import state_dir
+    from supervisor.install.envs import EnvError, ensure_env, lock_extension
+
+    (ext,) = _selected(extensions, [name])
+    root = extensions.resolve()
+    try:
+        table = lock_extension(ext, root)
+        env = ensure_env(ext, root, state_dir(), auto_lock=False, progress=_progress(ext.name))
+    except EnvError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{ext.name}: locked {len(table['packages'])} packages, built {env.path}")
+    typer.echo(f"(restart it to switch: spctl restart {ext.name})")
+
+
+def gc(
+    extensions: Annotated[Path, _EXTENSIONS] = Path("extensions"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Only list what would be removed.")
+    ] = False,
+) -> None:
+    """Remove the environments that no entry of extensions/spctl.lock names."""
+    from supervisor.control.paths import state_dir
+    from supervisor.install.envs import EnvError, remove_env, unused_envs
+
+    try:
+        doomed = unused_envs(extensions.resolve(), state_dir())
+    except EnvError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    failed = 0
+    for path in doomed:
+        if not dry_run:
+            try:
+                remove_env(path)
+            except OSError as exc:
+                typer.echo(f"error: cannot remove {path}: {exc.strerror or exc}", err=True)
+                failed += 1
+                continue
+        typer.echo(f"{'would remove' if dry_run else 'removed'} {path}")
+    if not doomed:
+        typer.echo("nothing to remove")
     raise typer.Exit(1 if failed else 0)
 
 

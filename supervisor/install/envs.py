@@ -44,6 +44,8 @@ __all__ = [
     "lock_extension",
     "locked_env",
     "needs_env",
+    "remove_env",
+    "unused_envs",
     "with_env",
 ]
 
@@ -361,3 +363,33 @@ def with_env(ext: Extension, env: Env) -> Extension:
 
 
 _VENV_SCRIPTS = ("python", "activate", "deactivate", "pydoc")  # prefixes: not the server
+
+
+# -- gc ---------------------------------------------------------------------------------------
+
+
+def unused_envs(extensions_dir: Path, state_dir: Path) -> list[Path]:
+    """Environments under ``state_dir/envs`` that no ``[extensions.*]`` entry of the lock names
+    (and leftovers of interrupted builds)."""
+    try:
+        tables = read_lock(extensions_dir).get(SECTION, {})
+    except LockError as exc:
+        raise EnvError(str(exc)) from None
+    keep = {
+        env_dir(state_dir, name, table["digest"]).name
+        for name, table in tables.items()
+        if isinstance(table, Mapping) and isinstance(table.get("digest"), str)
+    }
+    envs = state_dir / "envs"
+    if not envs.is_dir():
+        return []
+    # .tmp-…: a build under way (or interrupted: removed by the next build of it)
+    found = (p for p in envs.iterdir() if p.is_dir() and not p.name.startswith(".tmp-"))
+    return sorted(p for p in found if p.name not in keep)
+
+
+def remove_env(path: Path) -> None:
+    """Rename it out of the way first (a half-removed env is never taken for a built one)."""
+    doomed = path.with_name(f".tmp-gc-{path.name}")
+    os.rename(path, doomed)
+    shutil.rmtree(doomed)

@@ -275,3 +275,28 @@ def test_mcp_1_and_mcp_2_side_by_side(tmp_path: Path) -> None:
         assert "mcp 1.30.0 mcp" in old.stdout
         assert "mcp 2." in new.stdout
     assert len(envs_of(tmp_path)) == 2
+
+
+def test_upgrade_builds_beside_and_gc_removes_the_unused(tmp_path: Path) -> None:
+    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
+    lock_or_skip(tmp_path, ext, "time")
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (first,) = envs_of(tmp_path)
+    servers = yaml.safe_load((ext / "servers.yaml").read_text())
+    servers["servers"][0]["install"] = "pypi:mcp-server-time==2026.10.10"
+    (ext / "servers.yaml").write_text(yaml.safe_dump(servers))
+    out = run("upgrade", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert 'version = "2026.10.10"' in (ext / "spctl.lock").read_text()
+    assert len(envs_of(tmp_path)) == 2 and first in envs_of(tmp_path)  # built beside
+    out = run("gc", "--dry-run", "--extensions", str(ext), root=tmp_path)
+    assert (
+        out.returncode == 0 and f"would remove {tmp_path / 'state' / 'envs' / first}" in out.stdout
+    )
+    assert len(envs_of(tmp_path)) == 2
+    out = run("gc", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (second,) = envs_of(tmp_path)
+    assert second != first
+    assert "nothing to remove" in run("gc", "--extensions", str(ext), root=tmp_path).stdout
