@@ -11,6 +11,7 @@ import typer
 from supervisor.cli import (
     audit,
     ctl,
+    install_cmds,
     mcp_cmds,
     mcp_stdio,
     page_cmd,
@@ -59,6 +60,10 @@ app.command("unpin")(pin_cmds.unpin)
 app.command("sign")(pin_cmds.sign)
 app.add_typer(token_cmds.app, name="token")
 app.command("audit")(audit.audit)
+app.command("lock")(install_cmds.lock)
+app.command("install")(install_cmds.install)
+app.command("upgrade")(install_cmds.upgrade)
+app.command("gc")(install_cmds.gc)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from supervisor.config.blocks import (
     read_sandbox,
     read_url,
 )
+from supervisor.config.envspec import read_environment
 from supervisor.config.fields import Problem, Reader, join
 from supervisor.config.hooks import merge_hooks, read_hooks
 from supervisor.config.load import Mark, MarkedMap
@@ -45,6 +46,7 @@ ENTRY_KEYS = (
     *("sandbox", "passEnv", "tools", "prompts", "resources"),
     *("signature", "allowedSigners"),
     "hooks",
+    *("install", "requirements"),
 )
 FILTERS = ("tools", "prompts", "resources")  # servers only
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -126,6 +128,7 @@ def read_entry(
     config = _config(r, item, p)
     python = _python(r, item, p, root)
     signature, allowed_signers = _signing(r, item, p, root)
+    environment = read_environment(r, item, p, root, section=section, kind=kind)
     run_as = _run_as(r, item, p)
     limits = read_limits(r, item, p)
     restart = read_restart(r, item, p)
@@ -174,6 +177,7 @@ def read_entry(
         signature=signature,
         allowed_signers=allowed_signers,
         hooks=hooks,
+        environment=environment,
     )
     entry.problems = r.problems
     entry.extension = None if r.problems else extension

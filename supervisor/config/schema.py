@@ -22,12 +22,14 @@ __all__ = [
     "EXTENSION_TYPES",
     "FRONT_SECTION",
     "HOOK_EVENTS",
+    "INSTALL_KINDS",
     "MODULE_TYPES",
     "RESTART_POLICIES",
     "SANDBOX_FILESYSTEM",
     "SANDBOX_NETWORK",
     "SECTIONS",
     "Auth",
+    "EnvSpec",
     "Extension",
     "Filter",
     "GlobSource",
@@ -200,6 +202,22 @@ class Auth:
     scopes: tuple[str, ...] = ()
 
 
+INSTALL_KINDS = ("pypi", "npm", "file")  # install: pypi:NAME==V, npm:NAME@V, ./dist/x.whl
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """``install:`` and/or ``requirements:`` of an entry (DESIGN §9): what its own environment
+    is built from. ``requirements`` are PEP 508 strings (from the list, or read from the file
+    ``requirements_file`` at load time); ``install`` is the source token as written."""
+
+    install: str | None = None  # "pypi:mcp-server-time==2026.10.19"
+    install_kind: str | None = None  # one of INSTALL_KINDS
+    package: str | None = None  # pypi: the requirement "NAME==V"; npm: "NAME@V"; file: the path
+    requirements: tuple[str, ...] = ()
+    requirements_file: Path | None = None
+
+
 @dataclass(frozen=True)
 class Extension:
     """One validated entry of servers.yaml or modules.yaml."""
@@ -236,6 +254,7 @@ class Extension:
     signature: Path | None = None  # an OpenSSH signature of the pin digest (DESIGN §10)
     allowed_signers: Path | None = None  # whose keys may make it (ssh-keygen ALLOWED SIGNERS)
     hooks: Hooks = Hooks()  # commands run on onCrash/onFailed/onRecovered
+    environment: EnvSpec | None = None  # install:/requirements: (DESIGN §9)
 
     @property
     def kind(self) -> str:

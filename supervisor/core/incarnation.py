@@ -29,11 +29,13 @@ from anyio.abc import TaskGroup
 
 from supervisor.config import Extension
 from supervisor.core.cgroups import WorkerCgroup
+from supervisor.core.environments import prepare
 from supervisor.core.inbox import Exited, Kill, Ready, Spawned, SpawnFailed, WorkerMessage
 from supervisor.core.orphans import Lineage
 from supervisor.core.process import WorkerProcess
 from supervisor.core.worker_spec import build_spec
 from supervisor.install import integrity
+from supervisor.install.envs import EnvError, needs_env
 from supervisor.rules.exits import Exit, describe, from_waitid
 from supervisor.rules.health import HealthSettings, HealthTracker, Unhealthy
 from supervisor.rules.limits import format_size
@@ -111,6 +113,7 @@ class Incarnation:
         self.confined = False  # the worker is in its cgroup
         self.scopes: list[anyio.CancelScope] = []
         self.integrity: str | None = None  # pinned / unpinned / signed (install.integrity)
+        self.installing: str | None = None  # building its environment: the latest progress
 
     @property
     def pid(self) -> int | None:
@@ -148,6 +151,13 @@ class Incarnation:
         with anyio.CancelScope(shield=True):  # a group made must be known, to be removed
             group = await anyio.to_thread.run_sync(self._make_cgroup)
         self.cgroup = group
+        if needs_env(self.ext):
+            failed = await self._prepare_env()
+            if failed is not None:
+                if group is not None:
+                    await anyio.to_thread.run_sync(group.remove)
+                hooks.post(Exited(self.n, failed))
+                return
         try:
             proc: WorkerProcess = await ctx.spawn(self.ext, hooks.on_line, self._adder(group))
         except OSError as exc:
@@ -208,6 +218,25 @@ class Incarnation:
             hooks.log.debug("rpc traffic", **traffic(channel))
         channel.close(f"worker exited ({describe(from_waitid(result.si_code, result.si_status))})")
         hooks.post(Exited(self.n, self.exit(result)))
+
+    async def _prepare_env(self) -> Exit | None:
+        """Build the extension's environment if the lock's is missing (in a thread: the other
+        extensions go on), then run on it; an ``Exit`` (a load error) when that fails."""
+        log = self.hooks.log
+
+        def progress(text: str) -> None:
+            self.installing = text
+            log.info("installing", detail=text)
+
+        self.installing = "checking the environment"
+        try:
+            self.ext = await anyio.to_thread.run_sync(prepare, self.ext, progress)
+        except EnvError as exc:
+            log.warning("environment failed", error=str(exc))
+            return Exit(None, None, cause=f"environment: {exc}", load_error=True)
+        finally:
+            self.installing = None
+        return None
 
     def exit(self, result: os.waitid_result) -> Exit:
         """How this worker ended: the status, what we did, and what it reported."""

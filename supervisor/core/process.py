@@ -18,6 +18,7 @@ import itertools
 import os
 import signal
 import socket
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -37,8 +38,33 @@ _serials = itertools.count(1)
 
 
 def managed(pid: int) -> bool:
-    """Did we spawn ``pid`` (a worker, not yet reaped)? Orphan handling must leave it alone."""
-    return pid in _managed
+    """Did we spawn ``pid`` (a worker or a helper, not yet reaped)? Orphan handling must leave
+    it alone. While a helper is being forked (its pid not known yet) every child counts."""
+    return pid in _managed or _helpers_starting > 0
+
+
+# Helpers: subprocesses the core runs from a thread (uv building an environment,
+# supervisor.install.uv), reaped by their own subprocess.Popen, never adopted or killed.
+_helpers_lock = threading.Lock()
+_helpers_starting = 0
+
+
+def helper_starting() -> None:
+    global _helpers_starting
+    with _helpers_lock:
+        _helpers_starting += 1
+
+
+def helper_started(pid: int | None) -> None:
+    global _helpers_starting
+    with _helpers_lock:
+        if pid is not None:
+            _managed.add(pid)
+        _helpers_starting -= 1
+
+
+def helper_ended(pid: int) -> None:
+    _managed.discard(pid)
 
 
 def manage(pid: int) -> None:
@@ -122,6 +148,8 @@ def _reap_group_members(pgid: int) -> None:
 def reap_orphans(known: set[int]) -> int:
     """Reap zombie children we do not manage (orphans re-parented to us). Returns how many."""
     reaped = 0
+    if _helpers_starting:
+        return 0  # a helper being forked: its pid is not in _managed yet
     for pid in set(children("self")) - known - _managed:
         try:
             got, _ = os.waitpid(pid, os.WNOHANG)

@@ -87,6 +87,11 @@ class Runner:
     def pid(self) -> int | None:
         return self._inc.pid if self._inc is not None else None
 
+    @property
+    def installing(self) -> str | None:
+        """While its environment is being built (``starting``): what the build is doing."""
+        return self._inc.installing if self._inc is not None else None
+
     async def run(self) -> None:
         """The actor loop; runs until cancelled (serve owns it in its task group)."""
         async with anyio.create_task_group() as tg:

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from supervisor.config import Extension
 from supervisor.rules.limits import Sample, WatchLimits, headroom
-from supervisor.rules.states import State, StateMachine
+from supervisor.rules.states import INSTALLING, State, StateMachine
 
 __all__ = ["Observed", "snapshot", "usage"]
 
@@ -29,6 +29,9 @@ class Observed(Protocol):
     def crashes(self) -> Mapping[str, int]: ...  # by rules.exits.crash_reason
 
     @property
+    def installing(self) -> str | None: ...  # its environment is being built
+
+    @property
     def pid(self) -> int | None: ...
 
 
@@ -36,14 +39,16 @@ def snapshot(r: Observed) -> dict[str, Any]:
     now = time.monotonic()
     ext, state, since, pid = r.ext, r.sm.state, r.sm.since, r.pid
     live = r.usage if pid else None
+    installing = r.installing if state is State.STARTING else None
     return {
         "name": ext.name,
         "kind": ext.kind,
         "type": ext.type,
         "enabled": ext.enabled,
         "lazy": ext.lazy,
-        "state": state.value,
-        "reason": r.sm.reason,
+        # `installing` is a phase of `starting` (states.INSTALLING), shown as a state
+        "state": INSTALLING if installing is not None else state.value,
+        "reason": installing if installing is not None else r.sm.reason,
         "pid": pid,
         "since": time.time() - (now - since),
         "uptime": (now - since) if state is State.RUNNING else None,

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["TRANSITIONS", "IllegalTransition", "State", "StateMachine", "Transition"]
+__all__ = ["INSTALLING", "TRANSITIONS", "IllegalTransition", "State", "StateMachine", "Transition"]
 
 
 class State(enum.Enum):
@@ -70,6 +70,12 @@ TRANSITIONS: Mapping[State, frozenset[State]] = MappingProxyType(
     }
 )
 
+
+# `installing` is what `spctl status` shows for a `starting` worker whose environment
+# (install:/requirements:, DESIGN §9) is being built before the spawn. It is a phase of
+# STARTING, not a state of its own: every command reacts to it as to `starting` (a stop waits
+# for the build, then stops the worker), so the goals tables need no rows for it.
+INSTALLING = "installing"
 
 # Named groups of states, defined once (the core, the control API and the faces use these).
 # UP: has a worker or is getting one (a lazy server's cached catalog is not used then).

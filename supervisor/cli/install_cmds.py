@@ -1,0 +1,166 @@
+"""``spctl lock [EXT]`` and ``spctl install [EXT]``: extension environments (DESIGN §9).
+
+``lock`` resolves each named extension's ``install:``/``requirements:`` (all that have one when
+no name is given) with uv and writes ``extensions/spctl.lock``; ``install`` builds exactly what
+the lock says (hashes required) under the state directory, and never writes the lock. Both
+print one line per extension and exit 1 when any failed (the others are still done). They
+import the config and ``supervisor.install`` only, lazily: never the core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from supervisor.config import Extension
+
+__all__ = ["gc", "install", "lock", "upgrade"]
+
+_EXTENSIONS = typer.Option(
+    "--extensions",
+    "-e",
+    help="The extensions directory (holding servers.yaml, modules.yaml and spctl.lock).",
+)
+
+
+def lock(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[EXT]...",
+            help="Extensions to lock (default: every one with install: or requirements:).",
+        ),
+    ] = None,
+    extensions: Annotated[Path, _EXTENSIONS] = Path("extensions"),
+) -> None:
+    """Resolve extensions' requirements with hashes and write extensions/spctl.lock."""
+    from supervisor.install.envs import EnvError, lock_extension
+
+    failed = 0
+    for ext in _selected(extensions, names):
+        try:
+            table = lock_extension(ext, extensions.resolve())
+        except EnvError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            failed += 1
+            continue
+        typer.echo(f"{ext.name}: locked {len(table['packages'])} packages ({table['digest']})")
+    raise typer.Exit(1 if failed else 0)
+
+
+def install(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[EXT]...",
+            help="Extensions to build (default: every one with install: or requirements:).",
+        ),
+    ] = None,
+    extensions: Annotated[Path, _EXTENSIONS] = Path("extensions"),
+) -> None:
+    """Build extensions' environments exactly as extensions/spctl.lock says."""
+    from supervisor.control.paths import state_dir
+    from supervisor.install.envs import EnvError, ensure_env
+
+    failed = 0
+    for ext in _selected(extensions, names):
+        try:
+            env = ensure_env(
+                ext,
+                extensions.resolve(),
+                state_dir(),
+                auto_lock=False,
+                progress=_progress(ext.name),
+            )
+        except EnvError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            failed += 1
+            continue
+        typer.echo(f"{ext.name}: {env.path}")
+    raise typer.Exit(1 if failed else 0)
+
+
+def upgrade(
+    name: Annotated[str, typer.Argument(metavar="EXT", help="The extension to re-resolve.")],
+    extensions: Annotated[Path, _EXTENSIONS] = Path("extensions"),
+) -> None:
+    """Re-resolve one extension's requirements (newest allowed versions), re-lock it and build
+    its new environment beside the old one."""
+    from supervisor.control.paths import state_dir
+    from supervisor.install.envs import EnvError, ensure_env, lock_extension
+
+    (ext,) = _selected(extensions, [name])
+    root = extensions.resolve()
+    try:
+        table = lock_extension(ext, root)
+        env = ensure_env(ext, root, state_dir(), auto_lock=False, progress=_progress(ext.name))
+    except EnvError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{ext.name}: locked {len(table['packages'])} packages, built {env.path}")
+    typer.echo(f"(restart it to switch: spctl restart {ext.name})")
+
+
+def gc(
+    extensions: Annotated[Path, _EXTENSIONS] = Path("extensions"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Only list what would be removed.")
+    ] = False,
+) -> None:
+    """Remove the environments that no entry of extensions/spctl.lock names."""
+    from supervisor.control.paths import state_dir
+    from supervisor.install.envs import EnvError, remove_env, unused_envs
+
+    try:
+        doomed = unused_envs(extensions.resolve(), state_dir())
+    except EnvError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    failed = 0
+    for path in doomed:
+        if not dry_run:
+            try:
+                remove_env(path)
+            except OSError as exc:
+                typer.echo(f"error: cannot remove {path}: {exc.strerror or exc}", err=True)
+                failed += 1
+                continue
+        typer.echo(f"{'would remove' if dry_run else 'removed'} {path}")
+    if not doomed:
+        typer.echo("nothing to remove")
+    raise typer.Exit(1 if failed else 0)
+
+
+def _progress(name: str) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        typer.echo(f"{name}: {text}", err=True)
+
+    return say
+
+
+def _selected(extensions: Path, names: list[str] | None) -> list[Extension]:
+    from supervisor.config import load_registry
+
+    result = load_registry(extensions)
+    if result.fatal or (names and any(name in result.invalid for name in names)):
+        for error in result.errors:
+            typer.echo(str(error), err=True)
+        raise typer.Exit(1)
+    registry = result.registry
+    if not names:
+        return [ext for ext in registry.extensions if ext.environment is not None]
+    chosen = []
+    for name in names:
+        ext = registry.get(name)
+        if ext is None:
+            typer.echo(f"error: no extension named {name!r} in {extensions}", err=True)
+            raise typer.Exit(1)
+        if ext.environment is None:
+            typer.echo(f"error: {name} has neither install: nor requirements:", err=True)
+            raise typer.Exit(1)
+        chosen.append(ext)
+    return chosen

@@ -1,0 +1,206 @@
+"""The ``uv`` binary (from the ``uv`` PyPI package spctl depends on): resolve with hashes, make
+a venv, install from a lock. Plain subprocesses; uv's cache is its default or ``UV_CACHE_DIR``.
+
+When the index cannot be reached, each command is retried once with ``--offline`` (uv's cache
+only); when that fails too, the error says the cache cannot satisfy the request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "LockedPackage",
+    "UvError",
+    "compile_locked",
+    "install_locked",
+    "make_venv",
+    "set_child_hooks",
+    "uv_bin",
+]
+
+_NETWORK_HINTS = (
+    "dns error",
+    "failed to lookup address",
+    "connection refused",
+    "network is unreachable",
+    "error sending request",
+    "operation timed out",
+    "connect error",
+    "tcp connect",
+    "failed to fetch",
+)
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+_HASH = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
+_TIMEOUT = 600.0
+
+
+class UvError(Exception):
+    """A uv command failed; the message holds what uv said (its last lines)."""
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    name: str
+    version: str
+    hashes: tuple[str, ...]
+
+    def to_lock(self) -> dict[str, object]:
+        return {"name": self.name, "version": self.version, "hashes": list(self.hashes)}
+
+
+def uv_bin() -> str:
+    """The path of the uv binary that ships with the ``uv`` package."""
+    try:
+        from uv import find_uv_bin
+    except ImportError as exc:  # pragma: no cover - a broken installation
+        raise UvError(f"the uv package is not installed ({exc}); reinstall spctl") from None
+    try:
+        return find_uv_bin()
+    except FileNotFoundError as exc:  # pragma: no cover - a broken installation
+        raise UvError(f"the uv binary is missing ({exc}); reinstall spctl") from None
+
+
+def compile_locked(
+    requirements: Sequence[str], python_version: str, workdir: Path
+) -> list[LockedPackage]:
+    """Resolve ``requirements`` for ``python_version`` into exact versions with hashes."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = workdir / "requirements.in"
+    source.write_text("".join(f"{line}\n" for line in requirements), encoding="utf-8")
+    argv = [
+        *("pip", "compile", "--no-config", "--generate-hashes", "--no-header", "--no-annotate"),
+        *("--quiet", "--python-version", python_version, str(source)),
+    ]
+    out = _run(argv, what="resolving " + ", ".join(requirements))
+    return parse_compiled(out)
+
+
+def parse_compiled(text: str) -> list[LockedPackage]:
+    """The packages of ``uv pip compile --generate-hashes`` output."""
+    packages: list[LockedPackage] = []
+    name = version = None
+    hashes: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pin = _PIN.match(line)
+        if pin is not None:
+            if name is not None and version is not None:
+                packages.append(LockedPackage(name, version, tuple(hashes)))
+            name, version, hashes = pin.group(1).lower(), pin.group(2).rstrip("\\ "), []
+        hashes.extend(_HASH.findall(line))
+    if name is not None and version is not None:
+        packages.append(LockedPackage(name, version, tuple(hashes)))
+    if not packages:
+        raise UvError(f"uv resolved nothing (its output: {_tail(text)})")
+    for package in packages:
+        if not package.hashes:
+            raise UvError(f"uv gave no hash for {package.name}=={package.version}")
+    return sorted(packages, key=lambda p: p.name)
+
+
+def make_venv(target: Path, python: str) -> None:
+    """``uv venv`` at ``target`` on the interpreter ``python`` (no pip, no seed packages)."""
+    _run(
+        ["venv", "--no-config", "--quiet", "--relocatable", "--python", python, str(target)],
+        what=f"creating a venv at {target}",
+        offline_retry=False,
+    )
+
+
+def install_locked(python: Path, packages: Sequence[LockedPackage], workdir: Path) -> None:
+    """Install exactly ``packages`` (no dependency resolution, every hash required)."""
+    locked = workdir / "requirements.lock"
+    locked.write_text(
+        "".join(
+            f"{p.name}=={p.version} " + " ".join(f"--hash={h}" for h in p.hashes) + "\n"
+            for p in packages
+        ),
+        encoding="utf-8",
+    )
+    argv = [
+        *("pip", "install", "--no-config", "--quiet", "--require-hashes", "--no-deps"),
+        *("--python", str(python), "-r", str(locked)),
+    ]
+    _run(argv, what=f"installing {len(packages)} locked packages")
+
+
+def _run(argv: list[str], *, what: str, offline_retry: bool = True) -> str:
+    env: Mapping[str, str] = {**os.environ, "UV_NO_PROGRESS": "1", "NO_COLOR": "1"}
+    first = _once([uv_bin(), *argv], env)
+    if first.returncode == 0:
+        return first.stdout
+    said = _tail(first.stderr or first.stdout)
+    if not (offline_retry and _looks_offline(said)):
+        raise UvError(f"{what}: {said}")
+    second = _once([uv_bin(), *argv, "--offline"], env)
+    if second.returncode == 0:
+        return second.stdout
+    raise UvError(
+        f"{what}: the package index cannot be reached ({said}), and uv's cache cannot satisfy "
+        f"it offline: {_tail(second.stderr or second.stdout)}"
+    )
+
+
+def set_child_hooks(
+    starting: Callable[[], None],
+    started: Callable[[int | None], None],
+    ended: Callable[[int], None],
+) -> None:
+    """How a supervisor that reaps and kills children it does not know (the core's orphan
+    handling) is told about uv: ``starting()`` before the fork, ``started(pid)`` after it
+    (None: the fork failed), ``ended(pid)`` once uv is reaped."""
+    _hooks[:] = [starting, started, ended]
+
+
+_hooks: list[Any] = [lambda: None, lambda pid: None, lambda pid: None]
+
+
+def _once(argv: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    starting, started, ended = _hooks
+    starting()
+    proc = None
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    except OSError as exc:
+        raise UvError(f"cannot run uv ({argv[0]}): {exc.strerror or exc}") from None
+    finally:
+        started(proc.pid if proc is not None else None)
+    try:
+        out, err = proc.communicate(timeout=_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise UvError(f"uv did not finish within {_TIMEOUT:g}s: {' '.join(argv[1:3])}") from None
+    except BaseException:  # interrupted (Ctrl-C): uv goes too; the build leaves only its temp dir
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        ended(proc.pid)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _looks_offline(text: str) -> bool:
+    lowered = text.lower()
+    return any(hint in lowered for hint in _NETWORK_HINTS)
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    kept = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
+    return " / ".join(kept[-lines:]) if kept else "(no output)"

@@ -1,0 +1,302 @@
+"""Extension environments (DESIGN §9): real uv, real PyPI, real supervisors.
+
+One uv cache is shared by the whole module (``UV_CACHE_DIR``), so each package is downloaded
+once per run. Every test skips when PyPI cannot be reached and the cache is empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helpers import SPCTL, make_extensions, serve_fixture
+
+pytestmark = pytest.mark.timeout(300)
+
+TIME = "mcp-server-time==2026.10.19"
+TIME_ENTRY: dict[str, Any] = {
+    "name": "time",
+    "type": "local",
+    "install": f"pypi:{TIME}",
+    "command": ["mcp-server-time", "--local-timezone=UTC"],
+    "sandbox": {},  # the default: strict, outbound
+}
+NEEDS_DEP = '''\
+"""A local MCP server extension whose tool answers with a function of its dependency."""
+
+import idna
+
+metadata = {"name": "needs-dep", "version": "1.0.0", "capabilities": ["tools"]}
+TOOLS = [{"name": "encode", "description": "IDNA-encode a name",
+          "inputSchema": {"type": "object", "properties": {"name": {"type": "string"}}}}]
+
+
+def create_handler(config):
+    def handle(method, params):
+        if method == "tools/list":
+            return {"tools": TOOLS}
+        if method == "tools/call":
+            name = params["arguments"]["name"]
+            text = idna.encode(name).decode() + " idna " + idna.__version__
+            return {"content": [{"type": "text", "text": text}]}
+        raise KeyError(method)
+
+    return handle
+'''
+
+
+@pytest.fixture(scope="module", autouse=True)
+def uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    cache = tmp_path_factory.mktemp("uv-cache")
+    old = os.environ.get("UV_CACHE_DIR")
+    os.environ["UV_CACHE_DIR"] = str(cache)
+    try:
+        yield cache
+    finally:
+        if old is None:
+            os.environ.pop("UV_CACHE_DIR", None)
+        else:
+            os.environ["UV_CACHE_DIR"] = old
+
+
+def run(*args: str, root: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STATE_DIRECTORY": str(root / "state")}
+    return subprocess.run(
+        [SPCTL, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def lock_or_skip(root: Path, ext: Path, name: str) -> None:
+    out = run("lock", name, "--extensions", str(ext), root=root)
+    if out.returncode != 0 and "cannot be reached" in out.stderr:
+        pytest.skip(f"PyPI not reachable: {out.stderr.strip()}")
+    assert out.returncode == 0, out.stderr
+
+
+def envs_of(root: Path) -> list[str]:
+    envs = root / "state" / "envs"
+    return sorted(p.name for p in envs.iterdir()) if envs.is_dir() else []
+
+
+def test_install_pypi_server_serves_and_answers(tmp_path: Path) -> None:
+    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
+    lock_or_skip(tmp_path, ext, "time")
+    lock = (ext / "spctl.lock").read_text()
+    assert '[extensions.time]\nsource = "pypi:mcp-server-time==2026.10.19"' in lock
+    assert 'name = "msgpack"' in lock and "sha256:" in lock
+    before = lock
+    # spctl install builds exactly the lock, and leaves it as it was
+    out = run("install", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (env_name,) = envs_of(tmp_path)
+    assert env_name.startswith("time-") and (ext / "spctl.lock").read_text() == before
+    env = tmp_path / "state" / "envs" / env_name
+    probe = subprocess.run(
+        [str(env / "bin" / "python"), "-P", "-c", "import worker, msgpack\nimport supervisor"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "No module named 'supervisor'" in probe.stderr  # worker yes, the rest of spctl no
+    assert "worker" not in probe.stderr.split("No module named")[0].split("\n")[-1]
+    with serve_fixture(tmp_path, [], [dict(TIME_ENTRY)]) as s:
+        s.start()
+        s.wait_state("time", "running", timeout=60)
+        out = s.spctl("call", "time", "get_current_time", "--arg", "timezone=UTC")
+        assert out.returncode == 0, out.stderr
+        assert '"timezone": "UTC"' in out.stdout
+    assert envs_of(tmp_path) == [env_name]  # serve used the env that was there
+
+
+def test_requirements_local_package_imports_its_dependency(tmp_path: Path) -> None:
+    entry = {
+        "name": "needs-dep",
+        "type": "local",
+        "path": "./servers/needs_dep",
+        "requirements": ["idna==3.10"],
+    }
+    ext = make_extensions(tmp_path, [], [entry])
+    (ext / "servers" / "needs_dep").mkdir()
+    (ext / "servers" / "needs_dep" / "__init__.py").write_text(NEEDS_DEP)
+    # No lock entry: serve locks it on first start (and writes spctl.lock)
+    with serve_fixture(tmp_path, [], [entry]) as s:
+        s.start()
+        s.wait_state("needs-dep", "running", timeout=120)
+        out = s.spctl("call", "needs-dep", "encode", "--arg", "name=bücher.example")
+        assert out.returncode == 0, out.stderr
+        assert "xn--bcher-kva.example idna 3.10" in out.stdout
+    assert 'name = "idna"\nversion = "3.10"' in (ext / "spctl.lock").read_text()
+
+
+def test_version_that_does_not_exist_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    entry = dict(TIME_ENTRY, install="pypi:mcp-server-time==1999.1.1")
+    ext = make_extensions(tmp_path, [], [entry])
+    out = run("lock", "time", "--extensions", str(ext), root=tmp_path)
+    if "cannot be reached" in out.stderr:
+        pytest.skip("PyPI not reachable")
+    assert out.returncode == 1
+    assert "time: cannot lock" in out.stderr and "mcp-server-time==1999.1.1" in out.stderr
+    assert not (ext / "spctl.lock").exists() and envs_of(tmp_path) == []
+
+
+def test_unresolvable_requirements_fail_the_extension_only(tmp_path: Path) -> None:
+    bad = {
+        "name": "bad",
+        "type": "local",
+        "path": "./servers/needs_dep",
+        "requirements": ["idna==3.10", "idna<3"],
+    }
+    ext = make_extensions(tmp_path, [], [bad])
+    (ext / "servers" / "needs_dep").mkdir()
+    (ext / "servers" / "needs_dep" / "__init__.py").write_text(NEEDS_DEP)
+    with serve_fixture(tmp_path, [], [bad]) as s:
+        s.start()
+        failed = s.wait_state("bad", "failed", timeout=120)
+        assert "environment: bad: cannot lock" in failed["reason"] + str(failed["last_exit"])
+        assert "idna" in str(failed["last_exit"])
+    assert not (ext / "spctl.lock").exists() and envs_of(tmp_path) == []
+
+
+def test_lock_mismatch_and_hand_edited_lock_are_errors(tmp_path: Path) -> None:
+    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
+    lock_or_skip(tmp_path, ext, "time")
+    lock = ext / "spctl.lock"
+    good = lock.read_text()
+    # the entry changed: requirements differ from the lock
+    servers = yaml.safe_load((ext / "servers.yaml").read_text())
+    servers["servers"][0]["install"] = "pypi:mcp-server-time==2026.10.10"
+    (ext / "servers.yaml").write_text(yaml.safe_dump(servers))
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 1
+    assert "locked for requirements ['mcp-server-time==2026.10.19']" in out.stderr
+    assert "run `spctl lock time`" in out.stderr
+    servers["servers"][0]["install"] = TIME_ENTRY["install"]
+    (ext / "servers.yaml").write_text(yaml.safe_dump(servers))
+    # a version edited by hand: the digest no longer matches
+    edited = good.replace('name = "tzdata"\nversion = "', 'name = "tzdata"\nversion = "1')
+    assert edited != good
+    lock.write_text(edited)
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 1
+    assert "does not match its packages (edited by hand?)" in out.stderr
+    assert envs_of(tmp_path) == [] and lock.read_text() == edited
+
+
+def test_config_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    ext = tmp_path / "extensions"
+    ext.mkdir()
+    (ext / "servers.yaml").write_text(
+        textwrap.dedent(
+            """\
+            servers:
+              - name: a
+                type: local
+                install: pypi:mcp-server-time
+                command: [mcp-server-time]
+              - name: b
+                type: local
+                path: ./b.py
+                requirements: ["not a requirement ==="]
+              - name: c
+                type: local
+                install: pypi:x==1
+            """
+        )
+    )
+    (ext / "b.py").write_text("")
+    out = run("validate", "--extensions", str(ext), "--json", root=tmp_path)
+    assert out.returncode == 1
+    errors = {(e["line"], e["field"]): e["message"] for e in json.loads(out.stdout)["errors"]}
+    assert "expected pypi:NAME==VERSION" in errors[(4, "servers[0].install")]
+    assert "not a valid PEP 508 requirement" in errors[(9, "servers[1].requirements[0]")]
+    assert "needs command:" in errors[(12, "servers[2].install")]
+
+
+MCP_VERSION = '''\
+"""Answers with the version of the `mcp` distribution its environment holds."""
+
+metadata = {"name": "mcp-version", "version": "1.0.0", "capabilities": ["tools"]}
+TOOLS = [{"name": "version", "description": "mcp's version",
+          "inputSchema": {"type": "object", "properties": {}}}]
+
+
+def create_handler(config):
+    import mcp  # importable: its environment has it
+
+    def handle(method, params):
+        if method == "tools/list":
+            return {"tools": TOOLS}
+        if method == "tools/call":
+            from importlib.metadata import version
+
+            text = "mcp " + version("mcp") + " " + mcp.__name__
+            return {"content": [{"type": "text", "text": text}]}
+        raise KeyError(method)
+
+    return handle
+'''
+
+
+def test_mcp_1_and_mcp_2_side_by_side(tmp_path: Path) -> None:
+    entries = [
+        {
+            "name": "old",
+            "type": "local",
+            "path": "./servers/mcp_version",
+            "requirements": ["mcp==1.30.0"],
+        },
+        {
+            "name": "new",
+            "type": "local",
+            "path": "./servers/mcp_version",
+            "requirements": ["mcp>=2,<3"],
+        },
+    ]
+    ext = make_extensions(tmp_path, [], entries)
+    (ext / "servers" / "mcp_version").mkdir()
+    (ext / "servers" / "mcp_version" / "__init__.py").write_text(MCP_VERSION)
+    lock_or_skip(tmp_path, ext, "old")
+    lock_or_skip(tmp_path, ext, "new")
+    with serve_fixture(tmp_path, [], entries) as s:
+        s.start()
+        s.wait_state("old", "running", timeout=180)
+        s.wait_state("new", "running", timeout=180)
+        old = s.spctl("call", "old", "version")
+        new = s.spctl("call", "new", "version")
+        assert old.returncode == 0 and new.returncode == 0, old.stderr + new.stderr
+        assert "mcp 1.30.0 mcp" in old.stdout
+        assert "mcp 2." in new.stdout
+    assert len(envs_of(tmp_path)) == 2
+
+
+def test_upgrade_builds_beside_and_gc_removes_the_unused(tmp_path: Path) -> None:
+    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
+    lock_or_skip(tmp_path, ext, "time")
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (first,) = envs_of(tmp_path)
+    servers = yaml.safe_load((ext / "servers.yaml").read_text())
+    servers["servers"][0]["install"] = "pypi:mcp-server-time==2026.10.10"
+    (ext / "servers.yaml").write_text(yaml.safe_dump(servers))
+    out = run("upgrade", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert 'version = "2026.10.10"' in (ext / "spctl.lock").read_text()
+    assert len(envs_of(tmp_path)) == 2 and first in envs_of(tmp_path)  # built beside
+    out = run("gc", "--dry-run", "--extensions", str(ext), root=tmp_path)
+    assert (
+        out.returncode == 0 and f"would remove {tmp_path / 'state' / 'envs' / first}" in out.stdout
+    )
+    assert len(envs_of(tmp_path)) == 2
+    out = run("gc", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (second,) = envs_of(tmp_path)
+    assert second != first
+    assert "nothing to remove" in run("gc", "--extensions", str(ext), root=tmp_path).stdout
