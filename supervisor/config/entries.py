@@ -201,7 +201,10 @@ def _section_rules(r: Reader, item: MarkedMap, section: str, p: str) -> str | No
 
 
 def _type_rules(r: Reader, item: MarkedMap, kind: str | None, p: str) -> None:
-    forbidden = {"local": ("url", "auth", "headers"), "remote": ("path", "command")}
+    forbidden = {
+        "local": ("url", "auth", "headers"),
+        "remote": ("path", "command", "signature", "allowedSigners"),  # no files to sign
+    }
     for key in forbidden.get(kind or "", ()):
         if key in item:
             other = "remote" if kind == "local" else "local"

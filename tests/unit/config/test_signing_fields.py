@@ -45,3 +45,14 @@ def test_without_them_nothing_changes(tree: Tree) -> None:
 def test_bad_signing_fields(tree: Tree, extra: str, message: str) -> None:
     tree.servers(LOCAL + extra)
     assert lines(tree.load()) == [message]
+
+
+def test_a_remote_entry_has_no_files_to_sign(tree: Tree) -> None:
+    tree.servers(
+        "servers:\n  - name: api\n    type: remote\n    url: https://api.example.com/mcp\n"
+        "    signature: x.sig\n    allowedSigners: allowed\n"
+    )
+    assert lines(tree.load()) == [
+        "extensions/servers.yaml:5:5: servers[0].signature: is only for type local",
+        "extensions/servers.yaml:6:5: servers[0].allowedSigners: is only for type local",
+    ]
