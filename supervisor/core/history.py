@@ -2,21 +2,22 @@
 
 Every :data:`~supervisor.rules.history.PERIOD` seconds :meth:`Recorder.run` asks the limits
 enforcer for everyone's usage (the same on-demand sweep ``status`` uses, cached for
-``USAGE_TTL``, so a status poll in between costs nothing more), measures the front's process
-tree with a sampler of its own, and reads the supervisor's RSS and CPU time; each becomes one
+``USAGE_TTL``, so a status poll in between costs nothing more), reads the front's RSS and CPU
+time from its ``/proc/<pid>/stat`` (one process, no tree to walk) and the supervisor's own;
+each becomes one
 point (memory, CPU, state) in the pure rings of :mod:`supervisor.rules.history`. The status page
 and ``spctl top`` draw their sparklines from :meth:`Recorder.export`.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from supervisor.core.sampler import Sampler
 from supervisor.rules.history import PERIOD, Point, Rings
 from supervisor.rules.limits import Sample
 
@@ -43,8 +44,8 @@ class Recorder:
         ``{"rss": bytes, "cpu_seconds": s}``."""
         self.rings = Rings()
         self._fleet, self._limits, self._front, self._own = fleet, limits, front, own
-        self._sampler = Sampler()  # the front's tree only: the fleet's is the enforcer's
-        self._last_cpu: tuple[float, float] | None = None  # (monotonic, cpu seconds)
+        self._own_cpu = _Rate()
+        self._front_cpu = _Rate()
 
     async def run(self) -> None:
         """Record one point per PERIOD for everyone until cancelled."""
@@ -64,22 +65,13 @@ class Recorder:
         if front is not None:
             names.append(_FRONT)
             pid = front.pid
-            sample = self._sampler.sample({_FRONT: pid}).get(_FRONT) if pid else None
-            if sample is None:
-                self._sampler.forget(_FRONT)
-            self.rings.add(_FRONT, _point(now, front.state.value, sample))
-        rss, cpu = self._own_point()
-        self.rings.add(_SUPERVISOR, Point(at=now, rss=rss, cpu=cpu, state="running"))
-        self.rings.retain(names)
-
-    def _own_point(self) -> tuple[int | None, float | None]:
+            usage = _proc_usage(pid) if pid else None
+            rss, cpu = (None, None) if usage is None else (usage[0], self._front_cpu(pid, usage[1]))
+            self.rings.add(_FRONT, Point(at=now, rss=rss, cpu=cpu, state=front.state.value))
         own = self._own()
-        at, cpu_s = time.monotonic(), float(own.get("cpu_seconds") or 0.0)
-        cpu = None
-        if self._last_cpu is not None and at > self._last_cpu[0]:
-            cpu = max(0.0, (cpu_s - self._last_cpu[1]) / (at - self._last_cpu[0]))
-        self._last_cpu = (at, cpu_s)
-        return own.get("rss"), cpu
+        cpu = self._own_cpu(0, float(own.get("cpu_seconds") or 0.0))
+        self.rings.add(_SUPERVISOR, Point(at=now, rss=own.get("rss"), cpu=cpu, state="running"))
+        self.rings.retain(names)
 
     def export(self, name: str | None = None) -> dict[str, Any]:
         """``{"period", "capacity", "series": {extension: columns}, "front": columns | None,
@@ -91,6 +83,37 @@ class Recorder:
             out["front"] = series.pop(_FRONT, None)
             out["supervisor"] = series.pop(_SUPERVISOR, None)
         return out
+
+
+class _Rate:
+    """Cores used since the last reading of one process's CPU seconds (None at first, and
+    when the pid changed)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int | None, float, float] | None = None  # pid, monotonic, cpu s
+
+    def __call__(self, pid: int | None, cpu_seconds: float) -> float | None:
+        at, last = time.monotonic(), self._last
+        self._last = (pid, at, cpu_seconds)
+        if last is None or last[0] != pid or at <= last[1]:
+            return None
+        return max(0.0, (cpu_seconds - last[2]) / (at - last[1]))
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _proc_usage(pid: int) -> tuple[int, float] | None:
+    """(RSS bytes, CPU seconds) of one process from ``/proc/<pid>/stat``; None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rfind(b")") + 2 :].split()  # the name may hold spaces and ")"
+        # stat(5) fields 14, 15 (utime, stime) and 24 (rss), counted from field 3 here
+        return int(fields[21]) * _PAGE, (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _point(at: float, state: str, sample: Sample | None) -> Point:

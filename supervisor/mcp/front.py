@@ -60,7 +60,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from supervisor.control.paths import state_dir
 from supervisor.mcp.client_tokens import ClientTokens
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.face import Face, changed_kinds
@@ -68,7 +67,7 @@ from supervisor.mcp.guard import CLIENT, Guard, allowed_hosts, parse_listen, rej
 from supervisor.mcp.http_conn import limited_protocol
 from supervisor.mcp.limits import DEFAULT_MAX_BODY, FrontLimits
 from supervisor.mcp.metrics import CONTENT_TYPE, Metrics
-from supervisor.mcp.page import OPEN_PATHS, TOKEN_FILE, StatusPage, action_token
+from supervisor.mcp.page import OPEN_PATHS, StatusPage, action_token
 from supervisor.mcp.sessions import Sessions
 from supervisor.mcp.supervised import SupervisorChannel, attach
 from supervisor.rules.readiness import not_ready
@@ -335,8 +334,9 @@ async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None =
         page = None
         if not args.no_status_page:
             try:
-                where = args.page_token or state_dir() / TOKEN_FILE
-                page = StatusPage(link, action_token(where, token))
+                page = StatusPage(link, action_token(args.page_token, token))
+                if args.page_token is None and token is None:
+                    log.info("status page read-only: no --page-token and no --token-file")
             except OSError as exc:  # the page is a convenience: MCP is served without it
                 log.error("no status page: cannot write its token", error=str(exc))
         front = Front(
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         "--page-token",
         type=Path,
         help="where to write the page's action token without --token-file "
-        "(default <state dir>/page-token)",
+        "(spctl serve passes <state dir>/page-token; without it the page is read-only)",
     )
     parser.add_argument(
         "--supervised",

@@ -11,9 +11,9 @@ step, no CDN) and two JSON endpoints, each answered from what the core says at t
 The page shell (``/`` and ``/static/…``) holds no data and passes the front's guard without a
 token (:attr:`OPEN_PATHS`); everything else keeps the guard. The action token is the
 ``--token-file`` one when given; otherwise a random one made at start and written 0600 to
-``--page-token`` (the core passes ``<state dir>/page-token``; :func:`action_token`), which
-``spctl page`` reads to print the page's URL as ``http://HOST:PORT/#token=…`` (a fragment:
-never sent to a server).
+``--page-token`` (the core passes ``<state dir>/page-token``; :func:`action_token`; a front
+started by hand without it has a read-only page), which ``spctl page`` reads to print the
+page's URL as ``http://HOST:PORT/#token=…`` (a fragment: never sent to a server).
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from supervisor.mcp.core_link import CoreLink
 from worker.protocol import UNKNOWN_EXTENSION
 from worker.rpc import RpcError
 
-__all__ = ["OPEN_PATHS", "TOKEN_FILE", "StatusPage", "action_token"]
+__all__ = ["OPEN_PATHS", "StatusPage", "action_token"]
 
-TOKEN_FILE = "page-token"
 _FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/page.js": ("page.js", "text/javascript; charset=utf-8"),
@@ -58,13 +57,18 @@ _HEADERS = {
 }
 
 
-def action_token(path: Path, given: bytes | None) -> bytes:
+def action_token(path: Path | None, given: bytes | None) -> bytes:
     """The token the page's actions need: ``given`` (the ``--token-file`` one), else a new
-    random one written 0600 to ``path`` (temp file + rename). Raises OSError."""
+    random one written 0600 to ``path`` (temp file + rename). Without a path (a front started
+    by hand without ``--page-token``) nobody can know it: the page is read-only. Raises
+    OSError."""
     if given is not None:
-        path.unlink(missing_ok=True)  # one of an earlier run without --token-file is stale
+        if path is not None:
+            path.unlink(missing_ok=True)  # one of an earlier run without --token-file is stale
         return given
     token = secrets.token_urlsafe(32).encode()
+    if path is None:
+        return token
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
