@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from supervisor.cli.render import table
-from supervisor.clients_file import default_path, load, save
+from supervisor.clients_file import default_path, load, locked, save
 from supervisor.rules.clients import Client, Clients, ClientsError, check_glob, check_name
 from supervisor.rules.clients import hash_token as _hash
 
@@ -79,14 +79,15 @@ def add(
             print(f"spctl: {problem}", file=sys.stderr)
         raise typer.Exit(2)
     path = clients_file or default_path()
-    clients = _read(path)
-    if clients.get(name) is not None and not replace:
-        raise _fail(f"{path}: a client named {name!r} exists (--replace gives it a new token)")
     token = "spctl_" + secrets.token_urlsafe(32)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     client = Client(name, _hash(token), tuple(allow), read_only, created)
     try:
-        save(path, clients.with_client(client))
+        with locked(path):
+            clients = _read(path)
+            if clients.get(name) is not None and not replace:
+                raise _fail(f"{path}: a client named {name!r} exists (--replace: a new token)")
+            save(path, clients.with_client(client))
     except OSError as exc:
         raise _fail(f"{path}: cannot write: {exc.strerror or exc}") from None
     print(token)
@@ -119,11 +120,12 @@ def remove(
 ) -> None:
     """Remove a client: its token stops working at once."""
     path = clients_file or default_path()
-    clients = _read(path)
-    if clients.get(name) is None:
-        raise _fail(f"{path}: no client named {name!r}")
     try:
-        save(path, clients.without(name))
+        with locked(path):
+            clients = _read(path)
+            if clients.get(name) is None:
+                raise _fail(f"{path}: no client named {name!r}")
+            save(path, clients.without(name))
     except OSError as exc:
         raise _fail(f"{path}: cannot write: {exc.strerror or exc}") from None
     print(f"client {name!r} removed from {path}", file=sys.stderr)
