@@ -22,7 +22,7 @@ from supervisor.rules.clients import Clients, ClientsError, parse, render
 __all__ = ["FILE_NAME", "Stamp", "default_path", "load", "locked", "save", "stamp"]
 
 FILE_NAME = "clients.toml"
-Stamp = tuple[int, int, int, int]  # (device, inode, size, mtime_ns): changes on every save
+Stamp = tuple[int, int, int, int, int]  # (device, inode, size, mtime_ns, mode): any save, chmod
 
 
 def default_path(environ: Mapping[str, str] | None = None) -> Path:
@@ -36,7 +36,7 @@ def stamp(path: Path) -> Stamp | None:
         st = path.stat()
     except FileNotFoundError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
 
 
 def load(path: Path) -> Clients:

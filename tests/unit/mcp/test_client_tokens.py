@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from supervisor.clients_file import load, save
 from supervisor.mcp.client_tokens import ClientTokens
@@ -111,3 +112,23 @@ def test_the_token_file_token_is_a_client_with_full_access(tmp_path: Path) -> No
     assert tokens.identify(b"Basic legacy") is None
     assert tokens.identify(None) is None
     assert tokens.identify(bearer("legacy2")) is None
+
+
+def test_a_chmod_that_lets_others_read_is_logged_and_the_last_good_clients_kept(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "clients.toml"
+    save(path, Clients((ALICE,)))
+    tokens = ClientTokens(path)
+    path.chmod(0o644)
+    with capture_logs() as logs:
+        tokens.refresh()
+        tokens.refresh()  # the same bad file: logged once
+    refused = [e for e in logs if e["event"].startswith("clients file refused")]
+    assert len(refused) == 1 and "mode 644" in refused[0]["error"], logs
+    assert tokens.identify(bearer("tok-alice")) == ALICE
+    path.chmod(0o600)
+    save(path, Clients((BOB,)))
+    tokens.refresh()
+    assert tokens.identify(bearer("tok-alice")) is None
+    assert tokens.identify(bearer("tok-bob")) == BOB
