@@ -16,18 +16,25 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from supervisor.control.paths import state_dir
+from supervisor.control.paths import SYSTEMD_SOCKET, client_socket_path, state_dir
 from supervisor.rules.clients import Clients, ClientsError, parse, render
 
-__all__ = ["FILE_NAME", "Stamp", "default_path", "load", "locked", "save", "stamp"]
+__all__ = ["FILE_NAME", "SYSTEMD_STATE", "Stamp", "default_path", "load", "locked", "save", "stamp"]
 
 FILE_NAME = "clients.toml"
+SYSTEMD_STATE = Path("/var/lib/spctl")  # StateDirectory=spctl in systemd/spctl.service
 Stamp = tuple[int, int, int, int, int]  # (device, inode, size, mtime_ns, mode): any save, chmod
 
 
-def default_path(environ: Mapping[str, str] | None = None) -> Path:
-    """``<state dir>/clients.toml`` (see :func:`supervisor.control.paths.state_dir`)."""
-    return state_dir(environ) / FILE_NAME
+def default_path(environ: Mapping[str, str] | None = None, *, operator: bool = False) -> Path:
+    """``<state dir>/clients.toml`` (see :func:`supervisor.control.paths.state_dir`).
+
+    ``operator``: for a verb run from a shell, which has no ``$STATE_DIRECTORY``: when it would
+    talk to the systemd unit's socket, the unit's state directory is meant."""
+    env = os.environ if environ is None else environ
+    if operator and not env.get("STATE_DIRECTORY") and client_socket_path(env) == SYSTEMD_SOCKET:
+        return SYSTEMD_STATE / FILE_NAME
+    return state_dir(env) / FILE_NAME
 
 
 def stamp(path: Path) -> Stamp | None:

@@ -85,7 +85,7 @@ def add(
         for problem in problems:
             print(f"spctl: {problem}", file=sys.stderr)
         raise typer.Exit(2)
-    path = clients_file or default_path()
+    path = clients_file or default_path(operator=True)
     token = "spctl_" + secrets.token_urlsafe(32)
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     client = Client(name, hash_token(token), tuple(allow), read_only, created)
@@ -110,7 +110,7 @@ def list_(clients_file: ClientsFileOpt = None) -> None:
     """The clients: names, what they may reach, when added (never tokens or hashes)."""
     from supervisor.clients_file import default_path
 
-    path = clients_file or default_path()
+    path = clients_file or default_path(operator=True)
     clients = _read(path)
     if not clients.clients:
         print(f"no clients in {path}", file=sys.stderr)
@@ -130,7 +130,7 @@ def remove(
     """Remove a client: its token stops working at once."""
     from supervisor.clients_file import default_path, locked, save
 
-    path = clients_file or default_path()
+    path = clients_file or default_path(operator=True)
     try:
         with locked(path):
             clients = _read(path)

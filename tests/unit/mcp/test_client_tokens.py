@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from supervisor.clients_file import load, save
+from supervisor.clients_file import default_path, load, save
 from supervisor.mcp.client_tokens import ClientTokens
 from supervisor.rules.clients import FULL_ACCESS, Client, Clients, ClientsError, hash_token
 
@@ -132,3 +132,11 @@ def test_a_chmod_that_lets_others_read_is_logged_and_the_last_good_clients_kept(
     tokens.refresh()
     assert tokens.identify(bearer("tok-alice")) is None
     assert tokens.identify(bearer("tok-bob")) == BOB
+
+
+def test_the_default_path_is_in_the_state_directory(tmp_path: Path) -> None:
+    env = {"STATE_DIRECTORY": str(tmp_path / "state"), "SPCTL_SOCKET": str(tmp_path / "s")}
+    assert default_path(env) == tmp_path / "state" / "clients.toml"
+    assert default_path(env, operator=True) == tmp_path / "state" / "clients.toml"
+    env = {"SPCTL_SOCKET": str(tmp_path / "run" / "control.sock")}
+    assert default_path(env, operator=True) == tmp_path / "run" / "clients.toml"
