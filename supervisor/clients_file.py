@@ -2,30 +2,39 @@
 
 Its contents and rules are :mod:`supervisor.rules.clients`; here only where it lives, its mode
 (0600, owned by us: a group- or world-readable file is refused, not warned about, since token
-hashes of short tokens could be guessed offline) and the temp-file + rename write.
+hashes of short tokens could be guessed offline), the temp-file + rename write, and a lock on
+the file's directory so two ``spctl token`` verbs at once cannot lose each other's change.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from supervisor.control.paths import state_dir
+from supervisor.control.paths import SYSTEMD_SOCKET, client_socket_path, state_dir
 from supervisor.rules.clients import Clients, ClientsError, parse, render
 
-__all__ = ["FILE_NAME", "Stamp", "default_path", "load", "save", "stamp"]
+__all__ = ["FILE_NAME", "SYSTEMD_STATE", "Stamp", "default_path", "load", "locked", "save", "stamp"]
 
 FILE_NAME = "clients.toml"
-Stamp = tuple[int, int, int, int]  # (device, inode, size, mtime_ns): changes on every save
+SYSTEMD_STATE = Path("/var/lib/spctl")  # StateDirectory=spctl in systemd/spctl.service
+Stamp = tuple[int, int, int, int, int]  # (device, inode, size, mtime_ns, mode): any save, chmod
 
 
-def default_path(environ: Mapping[str, str] | None = None) -> Path:
-    """``<state dir>/clients.toml`` (see :func:`supervisor.control.paths.state_dir`)."""
-    return state_dir(environ) / FILE_NAME
+def default_path(environ: Mapping[str, str] | None = None, *, operator: bool = False) -> Path:
+    """``<state dir>/clients.toml`` (see :func:`supervisor.control.paths.state_dir`).
+
+    ``operator``: for a verb run from a shell, which has no ``$STATE_DIRECTORY``: when it would
+    talk to the systemd unit's socket, the unit's state directory is meant."""
+    env = os.environ if environ is None else environ
+    if operator and not env.get("STATE_DIRECTORY") and client_socket_path(env) == SYSTEMD_SOCKET:
+        return SYSTEMD_STATE / FILE_NAME
+    return state_dir(env) / FILE_NAME
 
 
 def stamp(path: Path) -> Stamp | None:
@@ -34,7 +43,7 @@ def stamp(path: Path) -> Stamp | None:
         st = path.stat()
     except FileNotFoundError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_mode)
 
 
 def load(path: Path) -> Clients:
@@ -79,3 +88,16 @@ def save(path: Path, clients: Clients) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock for a read-modify-write of ``path`` (on its directory, created
+    0700 if missing: the file itself is replaced by each write)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

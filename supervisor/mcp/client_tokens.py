@@ -2,7 +2,7 @@
 
 The front asks :meth:`ClientTokens.identify` once per request (from :class:`Guard`). The clients
 file is re-read when it changes: each request stats it (a few microseconds) and a new stamp
-(inode, size, mtime) reloads it, so ``spctl token add|remove`` holds from the next request on,
+(inode, size, mtime, mode) reloads it, so ``spctl token add|remove`` holds from the next request on,
 with no reload. A file that became invalid (bad TOML, readable by others) is logged and the last
 good clients are kept; a file that is gone has no clients. Once a clients file was seen (or
 with ``--token-file``) every request needs a token: deleting the file never opens the front.

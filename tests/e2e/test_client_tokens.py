@@ -346,3 +346,28 @@ def test_the_client_name_goes_with_the_call_and_cannot_be_forged(env: Env, who: 
             assert meta["client"] == expected and meta["other"] == 1, meta
 
     run(body)
+
+
+def test_token_verbs_at_once_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "clients.toml"
+    procs = [
+        subprocess.Popen(
+            [SPCTL, "token", "add", f"c{i}", "--allow", "*", "--clients-file", str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(6)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    listed = subprocess.run(
+        [SPCTL, "token", "list", "--clients-file", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sorted(line.split()[0] for line in listed.stdout.splitlines()[1:]) == [
+        f"c{i}" for i in range(6)
+    ]
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

@@ -9,8 +9,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from supervisor.clients_file import load, save
+from supervisor.clients_file import default_path, load, save
 from supervisor.mcp.client_tokens import ClientTokens
 from supervisor.rules.clients import FULL_ACCESS, Client, Clients, ClientsError, hash_token
 
@@ -111,3 +112,31 @@ def test_the_token_file_token_is_a_client_with_full_access(tmp_path: Path) -> No
     assert tokens.identify(b"Basic legacy") is None
     assert tokens.identify(None) is None
     assert tokens.identify(bearer("legacy2")) is None
+
+
+def test_a_chmod_that_lets_others_read_is_logged_and_the_last_good_clients_kept(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "clients.toml"
+    save(path, Clients((ALICE,)))
+    tokens = ClientTokens(path)
+    path.chmod(0o644)
+    with capture_logs() as logs:
+        tokens.refresh()
+        tokens.refresh()  # the same bad file: logged once
+    refused = [e for e in logs if e["event"].startswith("clients file refused")]
+    assert len(refused) == 1 and "mode 644" in refused[0]["error"], logs
+    assert tokens.identify(bearer("tok-alice")) == ALICE
+    path.chmod(0o600)
+    save(path, Clients((BOB,)))
+    tokens.refresh()
+    assert tokens.identify(bearer("tok-alice")) is None
+    assert tokens.identify(bearer("tok-bob")) == BOB
+
+
+def test_the_default_path_is_in_the_state_directory(tmp_path: Path) -> None:
+    env = {"STATE_DIRECTORY": str(tmp_path / "state"), "SPCTL_SOCKET": str(tmp_path / "s")}
+    assert default_path(env) == tmp_path / "state" / "clients.toml"
+    assert default_path(env, operator=True) == tmp_path / "state" / "clients.toml"
+    env = {"SPCTL_SOCKET": str(tmp_path / "run" / "control.sock")}
+    assert default_path(env, operator=True) == tmp_path / "run" / "clients.toml"
