@@ -57,6 +57,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serve, Path]
             "crash_later",
             config={"after": 0.05},
             restart={"policy": "always", "maxRestarts": 1, "window": "60s", "backoff": 0.05},
+            hooks={"onCrash": ["/nonexistent/hook"]},  # cannot start: logged, nothing else
         ),
         # its hook hangs: killed after 8 s while the loop goes on (started by its test)
         module_entry(
@@ -92,12 +93,16 @@ def test_a_crash_and_the_recovery(env: tuple[Serve, Path]) -> None:
     assert any(e.get("line") == "hook saw onCrash of flaky" for e in logged)
 
 
-def test_on_failed_from_the_files_hooks(env: tuple[Serve, Path]) -> None:
+def test_on_failed_from_the_files_hooks_and_a_hook_that_cannot_start(
+    env: tuple[Serve, Path],
+) -> None:
     s, out = env
     s.wait_state("doomed", "failed")
     got = wait_for(lambda: events(out / "failed"), 20, "doomed's onFailed")
     assert [e["event"] for e in got] == ["onFailed"]
     assert got[0]["state"] == "failed" and got[0]["extension"] == "doomed"
+    cannot = [e for e in s.logs() if e.get("event") == "hook cannot start"]
+    assert cannot and cannot[0]["extension"] == "doomed" and "/nonexistent/hook" in str(cannot[0])
 
 
 def test_a_crash_loop_runs_the_hook_at_most_the_rate_limit(env: tuple[Serve, Path]) -> None:
