@@ -25,6 +25,7 @@ __all__ = ["audit", "format_record"]
 
 _FOLLOW_POLL = 0.25  # seconds between looks at the file with -f
 _ROTATED = 8  # rotated copies looked for (serve keeps 2)
+SYSTEMD_AUDIT = Path("/var/lib/spctl") / AUDIT_FILE  # StateDirectory=spctl in the unit
 
 
 def audit(
@@ -49,7 +50,7 @@ def audit(
         oldest = time.time() - parse_since(since) if since is not None else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--since") from None
-    path = file or state_dir() / AUDIT_FILE
+    path = file or _default_path()
     if not path.exists() and not follow:
         print(
             f"spctl audit: no audit log at {path} (is spctl serve running with --audit?)",
@@ -88,6 +89,15 @@ def audit(
         return
     except BrokenPipeError:
         sys.stderr.close()  # `spctl audit | head`: no traceback
+
+
+def _default_path() -> Path:
+    """The state directory's audit log; from an operator's shell (no ``$STATE_DIRECTORY``)
+    the systemd unit's, when nothing is at the usual place and that one exists."""
+    path = state_dir() / AUDIT_FILE
+    if not os.environ.get("STATE_DIRECTORY") and not path.exists() and SYSTEMD_AUDIT.exists():
+        return SYSTEMD_AUDIT
+    return path
 
 
 def format_record(record: dict[str, Any]) -> str:

@@ -1,8 +1,10 @@
 """The audit log's writer: one JSON line per routed call, off the event loop.
 
-The loop's part is :meth:`AuditLog.record`: append a tuple of what it saw to a deque and wake
-the writer thread (no JSON, no I/O). The thread builds the records
-(:func:`supervisor.rules.audit.build_record`: redaction, truncation), writes them in batches
+The loop's part is :meth:`AuditLog.record`: append a tuple of what it saw to a deque (no JSON,
+no I/O); the writer thread wakes on the first record and gathers for :data:`FLUSH_DELAY`
+(or until :data:`BATCH` records wait), so a stream of calls costs it a few wake-ups a second.
+The thread builds the records (:func:`supervisor.rules.audit.build_record`: redaction,
+truncation), writes them in batches
 to ``<state_dir>/audit.jsonl`` (0600, O_APPEND; flushed per batch, never fsynced) and rotates
 by size: ``audit.jsonl`` → ``audit.jsonl.1`` → … → ``audit.jsonl.<keep-1>``, so at most
 ``keep`` files of about ``max_bytes`` each. When the disk cannot keep up, at most
@@ -31,6 +33,8 @@ __all__ = ["AUDIT_FILE", "AuditLog", "AuditOptions"]
 log = structlog.get_logger("spctl.audit")
 
 MAX_PENDING = 100_000
+BATCH = 512  # records that wake the writer at once …
+FLUSH_DELAY = 0.2  # … else it gathers for this long after the first (≤ 5 wake-ups a second)
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,7 @@ class AuditLog:
                 self._dropped += 1
                 return
             self._pending.append((*entry, _outcome_part(result), error_code))
-            if len(self._pending) == 1:
+            if len(self._pending) in (1, BATCH):
                 self._wake.notify()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -110,6 +114,8 @@ class AuditLog:
             with self._wake:
                 while not self._pending and not self._closing and not self._dropped:
                     self._wake.wait()
+                if len(self._pending) < BATCH and not self._closing:
+                    self._wake.wait(FLUSH_DELAY)  # gather a batch (record wakes it at BATCH)
                 batch = list(self._pending)
                 self._pending.clear()
                 dropped, self._dropped = self._dropped, 0

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from supervisor.config import Extension, Filter, LoadResult
+from supervisor.config.schema import Hooks
 
 __all__ = ["Hostable", "Plan", "hostable", "plan"]
 
@@ -88,6 +89,7 @@ def _unfiltered(ext: Extension, enabled: bool | None = None) -> Extension:
         tools=none,
         prompts=none,
         resources=none,
+        hooks=Hooks(),  # read by the core on each event: a new hook needs no new worker
     )
 
 

@@ -9,6 +9,11 @@
 2. ``GET /metrics`` with 1 and 100 extensions (the tiny handler of bench_mcp): the scrape's
    wall time as an HTTP client sees it, beside the core's ``status`` alone over the control
    socket (what every scrape asks). Goal: ≤ 20 ms with 100.
+3. ``tools/call`` of ``echo`` through two cores, one ``spctl serve --no-audit`` and one with
+   the audit log (the default: one JSON line per call, written by the core's thread), each
+   with its own front (``--no-metrics``), interleaved as in 1. Goal: ≤ 3 % cost. And the
+   writer alone: what ``AuditLog.record`` costs the event loop per call, and how many records
+   a second its thread writes (defaults; and with ``--audit-bodies``).
 
 Every process started here is stopped on the way out.
 """
@@ -69,13 +74,15 @@ def front(sock: Path, log: Path, *extra: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def core(root: Path, servers: list[dict[str, object]], tiny: bool = False) -> Iterator[Serve]:
-    """``spctl serve --no-front`` with ``servers``, once all of them run."""
+def core(
+    root: Path, servers: list[dict[str, object]], tiny: bool = False, extra: tuple[str, ...] = ()
+) -> Iterator[Serve]:
+    """``spctl serve --no-front [extra…]`` with ``servers``, once all of them run."""
     ext = make_extensions(root, [], servers)
     if tiny:
         (ext / "servers" / "tiny").mkdir(exist_ok=True)
         (ext / "servers" / "tiny" / "__init__.py").write_text(TINY)
-    s = Serve(root, ext, root / "run" / "control.sock")
+    s = Serve(root, ext, root / "run" / "control.sock", extra_args=list(extra))
     try:
         s.start()
 
@@ -119,6 +126,78 @@ def part_calls(tmp: Path) -> None:
                 "≤ 3 %",
             ],
         ],
+    )
+
+
+def part_audit(tmp: Path) -> None:
+    (tmp / "off").mkdir()
+    (tmp / "on").mkdir()
+    echo = [server_entry("echo", "mcp_echo")]
+    with (
+        core(tmp / "off", echo, extra=("--no-audit",)) as off,
+        core(tmp / "on", [server_entry("echo", "mcp_echo")]) as on,
+        front(off.socket, tmp / "off.log", "--no-metrics") as off_url,
+        front(on.socket, tmp / "on.log", "--no-metrics") as on_url,
+    ):
+        bare = Target("no audit", f"{off_url}/mcp", "echo__echo")
+        audited = Target("audit", f"{on_url}/mcp", "echo__echo")
+        anyio.run(compare, [bare, audited], "auto")
+        log = tmp / "on" / "state" / "audit.jsonl"
+        lines = len(log.read_text().splitlines()) if log.exists() else 0
+        assert lines > SEQUENTIAL, f"only {lines} audit lines"
+        assert not (tmp / "off" / "state" / "audit.jsonl").exists()
+    a50, b50 = median(bare.latencies), median(audited.latencies)
+    a99, b99 = p99(bare.latencies), p99(audited.latencies)
+    ar, br = median(bare.rates), median(audited.rates)
+    print_table(
+        f"tools/call echo without and with the audit log (two cores, a front each, "
+        f"{SEQUENTIAL} sequential calls each, interleaved; throughput: median of {BURSTS} "
+        f"alternating bursts of {CALLERS} clients; {lines} audit lines written)",
+        ["measure", "--no-audit", "audit on", "cost", "goal"],
+        [
+            ["p50", ms(a50), ms(b50), f"{(b50 / a50 - 1) * 100:+.1f} %", "≤ +3 %"],
+            ["p99", ms(a99), ms(b99), f"{(b99 / a99 - 1) * 100:+.1f} %", ""],
+            [
+                "throughput",
+                f"{ar:.0f} calls/s",
+                f"{br:.0f} calls/s",
+                f"{(1 - br / ar) * 100:+.1f} %",
+                "≤ 3 %",
+            ],
+        ],
+    )
+
+
+WRITER_RECORDS = 50_000
+
+
+def part_writer(tmp: Path) -> None:
+    from supervisor.core.audit import AuditLog, AuditOptions
+
+    rows = []
+    for bodies in (False, True):
+        log = AuditLog(AuditOptions(path=tmp / f"writer-{bodies}.jsonl", bodies=bodies))
+        log.start()
+        params = {"name": "echo", "arguments": {"text": "hello", "api_key": "k" * 40}}
+        meta = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+        t0 = time.perf_counter()
+        for _ in range(WRITER_RECORDS):
+            log.record("front", "echo", "tools/call", params, meta, time.time(), 0.01, None)
+        queued = time.perf_counter() - t0
+        wait_for(lambda log=log: log.written >= WRITER_RECORDS, 120, "the writer")  # type: ignore[misc]
+        drained = time.perf_counter() - t0
+        log.close()
+        rows.append(
+            [
+                "with --audit-bodies" if bodies else "default",
+                f"{queued / WRITER_RECORDS * 1e6:.2f} µs",
+                f"{WRITER_RECORDS / drained:,.0f} records/s",
+            ]
+        )
+    print_table(
+        f"the audit writer alone ({WRITER_RECORDS:,} records queued as fast as possible)",
+        ["records", "record() on the loop, per call", "written by the thread"],
+        rows,
     )
 
 
@@ -181,6 +260,9 @@ def main() -> None:
         (root / "calls").mkdir()
         part_calls(root / "calls")
         part_scrape(root)
+        (root / "audit").mkdir()
+        part_audit(root / "audit")
+        part_writer(root / "audit")
 
 
 if __name__ == "__main__":

@@ -131,7 +131,11 @@ def test_faces_errors_services_and_trace_context(plain: Serve) -> None:
 
 
 def test_spctl_audit_filters(plain: Serve) -> None:
-    wait_records(audit_path(plain), 1)
+    before = len(records(audit_path(plain)))
+    plain.call("mcp", "other", "prompts/get", {"name": "greet", "arguments": {}}, {})
+    plain.call("call", "kv-store", "kv.put", {"key": "b", "value": 1})
+    plain.call("call", "echo", "echo", {"text": "x"})
+    wait_records(audit_path(plain), before + 3)
     out = plain.spctl("audit", "--json", "--extension", "other")
     assert out.returncode == 0, out.stderr
     got = [json.loads(line) for line in out.stdout.splitlines()]
@@ -161,6 +165,7 @@ def test_spctl_audit_since_leaves_out_older_records(tmp_path: Path) -> None:
 
 
 def test_spctl_audit_follow_prints_new_records(plain: Serve, tmp_path: Path) -> None:
+    plain.call("call", "echo", "echo", {"text": "x"})  # the file exists before -f starts
     wait_records(audit_path(plain), 1)
     out_path = tmp_path / "follow.out"
     with open(out_path, "wb") as out:

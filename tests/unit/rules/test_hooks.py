@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 
+from supervisor.config import Extension, Source
+from supervisor.config.schema import Hooks
+from supervisor.config.values import FrozenDict
 from supervisor.rules.hooks import Events, RateLimit, payload
+from supervisor.rules.reload_plan import plan
 from supervisor.rules.states import State, Transition
 
 S = State
@@ -79,3 +86,11 @@ def test_payload() -> None:
         "time": "T",
         "restarts": 2,
     }
+
+
+def test_a_reload_that_changes_only_hooks_keeps_the_worker() -> None:
+    src = Source(Path("modules.yaml"), 1, 1)
+    before = Extension(name="x", section="modules", type="local", source=src)
+    after = dataclasses.replace(before, hooks=Hooks(FrozenDict({"onCrash": ("/bin/true",)})))
+    p = plan({"x": before}, {"x": after}, frozenset({"x"}))
+    assert p.refilter == ("x",) and p.restart == ()
