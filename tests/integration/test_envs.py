@@ -300,3 +300,26 @@ def test_upgrade_builds_beside_and_gc_removes_the_unused(tmp_path: Path) -> None
     (second,) = envs_of(tmp_path)
     assert second != first
     assert "nothing to remove" in run("gc", "--extensions", str(ext), root=tmp_path).stdout
+
+
+def test_offline_builds_from_the_cache_or_says_it_cannot(tmp_path: Path) -> None:
+    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
+    lock_or_skip(tmp_path, ext, "time")  # fills the module's uv cache
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path / "online")
+    assert out.returncode == 0, out.stderr
+    no_network = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    env = {**os.environ, **no_network, "STATE_DIRECTORY": str(tmp_path / "offline")}
+    argv = [SPCTL, "install", "time", "--extensions", str(ext)]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert out.returncode == 0, out.stderr  # from uv's cache alone
+    assert len(list((tmp_path / "offline" / "envs").iterdir())) == 1
+    env = {
+        **env,
+        "UV_CACHE_DIR": str(tmp_path / "empty-cache"),
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+    }
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert out.returncode == 1
+    assert "the package index cannot be reached" in out.stderr
+    assert "uv's cache cannot satisfy it offline" in out.stderr
+    assert envs_of(tmp_path) == []  # the failed build left nothing
