@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import SPCTL, make_extensions, serve_fixture
+from tests.helpers import SPCTL, make_extensions, serve_fixture, server_entry
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -323,3 +324,36 @@ def test_offline_builds_from_the_cache_or_says_it_cannot(tmp_path: Path) -> None
     assert "the package index cannot be reached" in out.stderr
     assert "uv's cache cannot satisfy it offline" in out.stderr
     assert envs_of(tmp_path) == []  # the failed build left nothing
+
+
+def test_installing_is_shown_and_blocks_no_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A "proxy" that completes the TCP handshake (the kernel's backlog) and never answers: uv
+    # waits on it for as long as the test needs, so the build is seen under way.
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)
+    proxy = f"http://127.0.0.1:{hang.getsockname()[1]}"
+    for var in ("HTTPS_PROXY", "HTTP_PROXY"):
+        monkeypatch.setenv(var, proxy)
+    monkeypatch.setenv("UV_HTTP_TIMEOUT", "300")
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "empty-cache"))
+    slow = {"name": "slow", "type": "local", "path": "./servers/needs_dep"}
+    slow["requirements"] = ["idna==3.10"]
+    entries = [slow, server_entry("echo", "mcp_echo")]
+    ext = make_extensions(tmp_path, [], entries)
+    (ext / "servers" / "needs_dep").mkdir()
+    (ext / "servers" / "needs_dep" / "__init__.py").write_text(NEEDS_DEP)
+    try:
+        with serve_fixture(tmp_path, [], entries) as s:
+            s.start()
+            shown = s.wait_state("slow", "installing", timeout=30)
+            assert "resolving idna==3.10" in shown["reason"]
+            s.wait_state("echo", "running", timeout=30)  # the build holds no one up
+            status = s.spctl("status")
+            assert "installing" in status.stdout, status.stdout
+            assert s.ext("slow")["state"] == "installing"
+    finally:
+        hang.close()
+    assert not (ext / "spctl.lock").exists()
