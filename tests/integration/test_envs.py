@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import textwrap
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import SPCTL, make_extensions, serve_fixture, server_entry
+from tests.helpers import SPCTL, make_extensions, serve_fixture, server_entry, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -357,3 +358,39 @@ def test_installing_is_shown_and_blocks_no_one(
     finally:
         hang.close()
     assert not (ext / "spctl.lock").exists()
+
+
+def test_ctrl_c_during_a_build_leaves_nothing_used(tmp_path: Path) -> None:
+    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
+    lock_or_skip(tmp_path, ext, "time")
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)
+    proxy = f"http://127.0.0.1:{hang.getsockname()[1]}"
+    env = {
+        **os.environ,
+        "HTTPS_PROXY": proxy,
+        "HTTP_PROXY": proxy,
+        "UV_HTTP_TIMEOUT": "300",
+        "UV_CACHE_DIR": str(tmp_path / "empty-cache"),  # so the install must download: it hangs
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+    }
+    envs = tmp_path / "state" / "envs"
+    try:
+        proc = subprocess.Popen(
+            [SPCTL, "install", "time", "--extensions", str(ext)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: any(envs.glob(".tmp-time-*/env/pyvenv.cfg")), 60, "the build under way")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        hang.close()
+    assert proc.returncode != 0, err
+    assert envs_of(tmp_path) == []  # its temp dir is gone; nothing looks built
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert len(envs_of(tmp_path)) == 1
