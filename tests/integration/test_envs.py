@@ -394,3 +394,29 @@ def test_ctrl_c_during_a_build_leaves_nothing_used(tmp_path: Path) -> None:
     out = run("install", "time", "--extensions", str(ext), root=tmp_path)
     assert out.returncode == 0, out.stderr
     assert len(envs_of(tmp_path)) == 1
+
+
+def test_a_wrong_hash_fails_the_build_and_keeps_the_old_env(tmp_path: Path) -> None:
+    from supervisor.install.envs import digest_of
+    from supervisor.install.lockfile import read_lock, update_lock
+    from supervisor.install.uv import LockedPackage
+
+    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
+    lock_or_skip(tmp_path, ext, "time")
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (old,) = envs_of(tmp_path)
+    table = read_lock(ext)["extensions"]["time"]
+    # A hand edit that keeps the lock consistent (digest recomputed) but lies about a hash
+    for package in table["packages"]:
+        if package["name"] == "tzdata":
+            package["hashes"] = ["sha256:" + "0" * 64]
+    packages = [
+        LockedPackage(p["name"], p["version"], tuple(p["hashes"])) for p in table["packages"]
+    ]
+    table["digest"] = digest_of(table["python"], packages)
+    update_lock(ext, "extensions", "time", table)
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 1
+    assert "time: cannot build the environment" in out.stderr and "tzdata" in out.stderr
+    assert envs_of(tmp_path) == [old]  # the old env is as it was; nothing new looks built
