@@ -256,12 +256,14 @@ def test_mcp_1_and_mcp_2_side_by_side(tmp_path: Path) -> None:
             "type": "local",
             "path": "./servers/mcp_version",
             "requirements": ["mcp==1.30.0"],
+            "startTimeout": "120s",  # imports the SDK: slow on a loaded 2-core machine
         },
         {
             "name": "new",
             "type": "local",
             "path": "./servers/mcp_version",
             "requirements": ["mcp>=2,<3"],
+            "startTimeout": "120s",
         },
     ]
     ext = make_extensions(tmp_path, [], entries)
@@ -275,7 +277,11 @@ def test_mcp_1_and_mcp_2_side_by_side(tmp_path: Path) -> None:
         s.wait_state("new", "running", timeout=180)
         old = s.spctl("call", "old", "version")
         new = s.spctl("call", "new", "version")
-        assert old.returncode == 0 and new.returncode == 0, old.stderr + new.stderr
+        assert old.returncode == 0 and new.returncode == 0, (
+            old,
+            new,
+            s.log_path.read_text()[-3000:],
+        )
         assert "mcp 1.30.0 mcp" in old.stdout
         assert "mcp 2." in new.stdout
     assert len(envs_of(tmp_path)) == 2
