@@ -41,7 +41,10 @@ def lock(
     from supervisor.install.envs import EnvError, lock_extension
 
     failed = 0
-    for ext in _selected(extensions, names):
+    chosen = _selected(extensions, names)
+    if not chosen:
+        typer.echo("nothing to lock: no entry has install: or requirements:")
+    for ext in chosen:
         try:
             table = lock_extension(ext, extensions.resolve())
         except EnvError as exc:
@@ -67,7 +70,10 @@ def install(
     from supervisor.install.envs import EnvError, ensure_env
 
     failed = 0
-    for ext in _selected(extensions, names):
+    chosen = _selected(extensions, names)
+    if not chosen:
+        typer.echo("nothing to install: no entry has install: or requirements:")
+    for ext in chosen:
         try:
             env = ensure_env(
                 ext,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import SPCTL, make_extensions, serve_fixture
+from tests.helpers import SPCTL, make_extensions, serve_fixture, server_entry, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -99,14 +101,16 @@ def test_install_pypi_server_serves_and_answers(tmp_path: Path) -> None:
     (env_name,) = envs_of(tmp_path)
     assert env_name.startswith("time-") and (ext / "spctl.lock").read_text() == before
     env = tmp_path / "state" / "envs" / env_name
-    probe = subprocess.run(
-        [str(env / "bin" / "python"), "-P", "-c", "import worker, msgpack\nimport supervisor"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert "No module named 'supervisor'" in probe.stderr  # worker yes, the rest of spctl no
-    assert "worker" not in probe.stderr.split("No module named")[0].split("\n")[-1]
+
+    def probe(code: str) -> subprocess.CompletedProcess[str]:
+        python = str(env / "bin" / "python")
+        return subprocess.run(
+            [python, "-P", "-c", code], capture_output=True, text=True, check=False
+        )
+
+    assert probe("import worker.host, msgpack").returncode == 0  # the worker shim: importable
+    no_spctl = probe("import supervisor")  # the rest of spctl: not
+    assert no_spctl.returncode == 1 and "No module named 'supervisor'" in no_spctl.stderr
     with serve_fixture(tmp_path, [], [dict(TIME_ENTRY)]) as s:
         s.start()
         s.wait_state("time", "running", timeout=60)
@@ -252,12 +256,14 @@ def test_mcp_1_and_mcp_2_side_by_side(tmp_path: Path) -> None:
             "type": "local",
             "path": "./servers/mcp_version",
             "requirements": ["mcp==1.30.0"],
+            "startTimeout": "120s",  # imports the SDK: slow on a loaded 2-core machine
         },
         {
             "name": "new",
             "type": "local",
             "path": "./servers/mcp_version",
             "requirements": ["mcp>=2,<3"],
+            "startTimeout": "120s",
         },
     ]
     ext = make_extensions(tmp_path, [], entries)
@@ -271,7 +277,11 @@ def test_mcp_1_and_mcp_2_side_by_side(tmp_path: Path) -> None:
         s.wait_state("new", "running", timeout=180)
         old = s.spctl("call", "old", "version")
         new = s.spctl("call", "new", "version")
-        assert old.returncode == 0 and new.returncode == 0, old.stderr + new.stderr
+        assert old.returncode == 0 and new.returncode == 0, (
+            old,
+            new,
+            s.log_path.read_text()[-3000:],
+        )
         assert "mcp 1.30.0 mcp" in old.stdout
         assert "mcp 2." in new.stdout
     assert len(envs_of(tmp_path)) == 2
@@ -300,3 +310,126 @@ def test_upgrade_builds_beside_and_gc_removes_the_unused(tmp_path: Path) -> None
     (second,) = envs_of(tmp_path)
     assert second != first
     assert "nothing to remove" in run("gc", "--extensions", str(ext), root=tmp_path).stdout
+
+
+def test_offline_builds_from_the_cache_or_says_it_cannot(tmp_path: Path) -> None:
+    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
+    lock_or_skip(tmp_path, ext, "time")  # fills the module's uv cache
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path / "online")
+    assert out.returncode == 0, out.stderr
+    no_network = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    env = {**os.environ, **no_network, "STATE_DIRECTORY": str(tmp_path / "offline")}
+    argv = [SPCTL, "install", "time", "--extensions", str(ext)]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert out.returncode == 0, out.stderr  # from uv's cache alone
+    assert len(list((tmp_path / "offline" / "envs").iterdir())) == 1
+    env = {
+        **env,
+        "UV_CACHE_DIR": str(tmp_path / "empty-cache"),
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+    }
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert out.returncode == 1
+    assert "the package index cannot be reached" in out.stderr
+    assert "uv's cache cannot satisfy it offline" in out.stderr
+    assert envs_of(tmp_path) == []  # the failed build left nothing
+
+
+def test_installing_is_shown_and_blocks_no_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A "proxy" that completes the TCP handshake (the kernel's backlog) and never answers: uv
+    # waits on it for as long as the test needs, so the build is seen under way.
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)
+    proxy = f"http://127.0.0.1:{hang.getsockname()[1]}"
+    for var in ("HTTPS_PROXY", "HTTP_PROXY"):
+        monkeypatch.setenv(var, proxy)
+    monkeypatch.setenv("UV_HTTP_TIMEOUT", "300")
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "empty-cache"))
+    slow = {"name": "slow", "type": "local", "path": "./servers/needs_dep"}
+    slow["requirements"] = ["idna==3.10"]
+    entries = [slow, server_entry("echo", "mcp_echo")]
+    ext = make_extensions(tmp_path, [], entries)
+    (ext / "servers" / "needs_dep").mkdir()
+    (ext / "servers" / "needs_dep" / "__init__.py").write_text(NEEDS_DEP)
+    try:
+        with serve_fixture(tmp_path, [], entries) as s:
+            s.start()
+            s.wait_state("slow", "installing", timeout=30)
+
+            def resolving() -> bool:
+                e = s.ext("slow")
+                return e["state"] == "installing" and "resolving idna==3.10" in e["reason"]
+
+            wait_for(resolving, 30, "slow to show its build's progress")
+            s.wait_state("echo", "running", timeout=30)  # the build holds no one up
+            status = s.spctl("status")
+            assert "installing" in status.stdout, status.stdout
+            assert s.ext("slow")["state"] == "installing"
+    finally:
+        hang.close()
+    assert not (ext / "spctl.lock").exists()
+
+
+def test_ctrl_c_during_a_build_leaves_nothing_used(tmp_path: Path) -> None:
+    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
+    lock_or_skip(tmp_path, ext, "time")
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)
+    proxy = f"http://127.0.0.1:{hang.getsockname()[1]}"
+    env = {
+        **os.environ,
+        "HTTPS_PROXY": proxy,
+        "HTTP_PROXY": proxy,
+        "UV_HTTP_TIMEOUT": "300",
+        "UV_CACHE_DIR": str(tmp_path / "empty-cache"),  # so the install must download: it hangs
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+    }
+    envs = tmp_path / "state" / "envs"
+    try:
+        proc = subprocess.Popen(
+            [SPCTL, "install", "time", "--extensions", str(ext)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(lambda: any(envs.glob(".tmp-time-*/env/pyvenv.cfg")), 60, "the build under way")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        hang.close()
+    assert proc.returncode != 0, err
+    assert envs_of(tmp_path) == []  # its temp dir is gone; nothing looks built
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert len(envs_of(tmp_path)) == 1
+
+
+def test_a_wrong_hash_fails_the_build_and_keeps_the_old_env(tmp_path: Path) -> None:
+    from supervisor.install.envs import digest_of
+    from supervisor.install.lockfile import read_lock, update_lock
+    from supervisor.install.uv import LockedPackage
+
+    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
+    lock_or_skip(tmp_path, ext, "time")
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (old,) = envs_of(tmp_path)
+    table = read_lock(ext)["extensions"]["time"]
+    # A hand edit that keeps the lock consistent (digest recomputed) but lies about a hash
+    for package in table["packages"]:
+        if package["name"] == "tzdata":
+            package["hashes"] = ["sha256:" + "0" * 64]
+    packages = [
+        LockedPackage(p["name"], p["version"], tuple(p["hashes"])) for p in table["packages"]
+    ]
+    table["digest"] = digest_of(table["python"], packages)
+    update_lock(ext, "extensions", "time", table)
+    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 1
+    assert "time: cannot build the environment" in out.stderr and "tzdata" in out.stderr
+    assert envs_of(tmp_path) == [old]  # the old env is as it was; nothing new looks built

@@ -206,3 +206,29 @@ def test_inconsistent_lock_is_refused(
         locked_env(ext, root, tmp_path / "state")
     assert message in str(caught.value)
     assert "run `spctl lock a`" in str(caught.value)
+
+
+def test_with_env_resolves_the_command_in_bin(tmp_path: Path) -> None:
+    from supervisor.install.envs import Env, with_env
+
+    _, ext = one(
+        tmp_path,
+        """\
+        servers:
+          - {name: t, type: local, install: "pypi:t==1", command: [t-server, --flag]}
+        """,
+    )
+    env = Env("t", "sha256:" + "a" * 64, host_python(), (), tmp_path / "env")
+    (env.bin).mkdir(parents=True)
+    (env.bin / "python").touch()
+    (env.bin / "other-server").touch()
+    with pytest.raises(
+        EnvError,
+        match=r"t-server is not in the environment's bin/ \(it has: "
+        r"other-server\)",
+    ):
+        with_env(ext, env)
+    (env.bin / "t-server").touch()
+    running = with_env(ext, env)
+    assert running.command == (str(env.bin / "t-server"), "--flag")
+    assert running.python == env.python
