@@ -29,7 +29,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from supervisor.rules.exits import CRASH_REASONS
-from supervisor.rules.states import State
+from supervisor.rules.states import INSTALLING, State
 
 __all__ = ["CONTENT_TYPE", "OTHER", "Metrics", "Operations", "core_families"]
 
@@ -41,7 +41,8 @@ OTHER = "other"  # the tool label of a name not in the catalog
 # The OpenTelemetry MCP semantic conventions' advice for mcp.server.operation.duration.
 BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _LABELS = ("mcp_method_name", "gen_ai_tool_name", "error_type", "extension")
-STATES = tuple(s.value for s in State)
+# ``installing`` is what status says of a worker starting while its environment is built.
+STATES = (*(s.value for s in State), INSTALLING)
 
 
 def _number(value: Any) -> float | None:

@@ -8,7 +8,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from supervisor.mcp.metrics import OTHER, Metrics, core_families
-from supervisor.rules.states import State
+from supervisor.rules.states import INSTALLING, State
 
 STATUS: dict[str, Any] = {
     "supervisor": {
@@ -75,7 +75,21 @@ def test_state_is_one_hot_over_every_state() -> None:
             for (metric, labels), value in got.items()
             if metric == "spctl_extension_state" and dict(labels)["extension"] == name
         }
-        assert row == {s.value: float(s.value == now) for s in State}
+        assert row == {**{s.value: float(s.value == now) for s in State}, INSTALLING: 0.0}
+
+
+def test_installing_is_a_state_of_the_one_hot() -> None:
+    """A worker whose environment is being built shows as ``installing`` (a phase of
+    starting): its one-hot row says so instead of reading 0 everywhere."""
+    status = {"supervisor": {}, "extensions": [{"name": "time", "state": INSTALLING}]}
+    got = render(status)
+    row = {
+        dict(labels)["state"]: value
+        for (metric, labels), value in got.items()
+        if metric == "spctl_extension_state"
+    }
+    assert row[INSTALLING] == 1.0
+    assert sum(row.values()) == 1.0
 
 
 def test_what_the_answer_lacks_is_left_out_not_zero() -> None:
