@@ -4,9 +4,9 @@ Theory of operation: two kinds of numbers, one registry.
 
 - What the core knows (states, restarts, memory, CPU of every extension, the supervisor's
   own) is never kept in the front: each scrape asks the core for ``status`` over the control
-  socket and :func:`core_families` turns that one answer into metric families. The
-  collector holds the answer only while :meth:`Metrics.render` runs (synchronously, so no
-  other task can see it half-set); between scrapes it holds nothing.
+  socket and :func:`core_families` turns that one answer into metric families, written out
+  by :func:`core_text` (the same text as prometheus-client's ``generate_latest``, faster);
+  nothing of the answer is kept after the scrape.
 - What only the front sees (every MCP operation it forwards) is kept here, by
   :class:`Operations`: the ``mcp_server_operation_duration_seconds`` histogram with the
   OpenTelemetry MCP semantic-convention labels, and the operations in flight.
@@ -26,12 +26,12 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
-from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from supervisor.rules.exits import CRASH_REASONS
 from supervisor.rules.states import INSTALLING, State
 
-__all__ = ["CONTENT_TYPE", "OTHER", "Metrics", "Operations", "core_families"]
+__all__ = ["CONTENT_TYPE", "OTHER", "Metrics", "Operations", "core_families", "core_text"]
 
 # The classic text format's type, which every Prometheus (and scraper) accepts; the body is
 # that format, since every name here is a legacy one.
@@ -136,17 +136,31 @@ def _supervisor_families(about: Any) -> Iterable[Metric]:
         )
 
 
-class _CoreCollector(Collector):
-    """Yields the families of the ``status`` it is handed for one render, nothing otherwise."""
+def core_text(status: Mapping[str, Any]) -> str:
+    """The text exposition of :func:`core_families`, exactly as ``generate_latest`` writes it
+    (a unit test compares them byte for byte), but ~3× faster: those are ~1,800 samples with
+    100 extensions, and ``generate_latest`` re-validates every label name of every sample.
+    What it relies on holds by construction: gauges and counters only, legacy metric and
+    label names, no timestamps, no ``_created`` samples."""
+    out: list[str] = []
+    for family in core_families(status):
+        name = family.name + "_total" if family.type == "counter" else family.name
+        doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n")
+        for sample in family.samples:
+            value: str = floatToGoString(sample.value)  # type: ignore[no-untyped-call]
+            if not sample.labels:
+                out.append(f"{sample.name} {value}\n")
+                continue
+            labels = ",".join(f'{k}="{_escape_value(v)}"' for k, v in sorted(sample.labels.items()))
+            out.append(f"{sample.name}{{{labels}}} {value}\n")
+    return "".join(out)
 
-    def __init__(self) -> None:
-        self.status: Mapping[str, Any] | None = None
 
-    def collect(self) -> Iterable[Metric]:
-        return () if self.status is None else core_families(self.status)
-
-    def describe(self) -> Iterable[Metric]:
-        return ()  # no names to reserve: a scrape reads them fresh
+def _escape_value(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
 
 
 class Operations:
@@ -201,13 +215,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.operations = Operations(self.registry)
         ProcessCollector(namespace="spctl_front", registry=self.registry)
-        self._core = _CoreCollector()
-        self.registry.register(self._core)
 
     def render(self, status: Mapping[str, Any]) -> bytes:
-        """The text exposition with ``status`` (the core's answer of this scrape)."""
-        self._core.status = status
-        try:
-            return generate_latest(self.registry)
-        finally:
-            self._core.status = None
+        """The text exposition with ``status`` (the core's answer of this scrape): the
+        front's own families through ``generate_latest``, then the core's (:func:`core_text`)."""
+        return generate_latest(self.registry) + core_text(status).encode()

@@ -172,3 +172,33 @@ def test_retain_drops_the_series_of_tools_no_longer_listed() -> None:
     ops.end("tools/call", "gone", "", "a", 0.001)  # listed again later: a new series
     counts = samples(metrics.render({}).decode())
     assert any(dict(labels).get("gen_ai_tool_name") == "gone" for _, labels in counts)
+
+
+def _reference(status: dict[str, Any]) -> bytes:
+    """prometheus-client's own exposition of the core's families (what render must equal)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import Collector
+
+    class Core(Collector):
+        def collect(self):  # type: ignore[no-untyped-def]
+            return core_families(status)
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Core())
+    return generate_latest(registry)
+
+
+def test_the_core_families_render_as_prometheus_client_renders_them() -> None:
+    """The core's families are written by a faster writer than generate_latest (a scrape of
+    100 extensions spent ~20 ms in it): byte for byte the same text, odd names included."""
+    from supervisor.mcp.metrics import core_text
+
+    odd = {"name": 'we"ird\\na\nme-é', "state": "running", "restarts": 1e21, "usage": {"rss": 0.5}}
+    big = {
+        "supervisor": STATUS["supervisor"],
+        "extensions": [*STATUS["extensions"], odd]
+        + [{**STATUS["extensions"][0], "name": f"ext{i}"} for i in range(50)],
+    }
+    for status in (STATUS, big, {"supervisor": {}, "extensions": []}):
+        assert core_text(status).encode() == _reference(status)
