@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,14 +56,26 @@ class LockedPackage:
         return {"name": self.name, "version": self.version, "hashes": list(self.hashes)}
 
 
+_UV_LOCK = threading.Lock()
+_UV_BIN: list[str] = []  # found once: sysconfig's first use is not thread-safe
+
+
 def uv_bin() -> str:
-    """The path of the uv binary that ships with the ``uv`` package."""
+    """The path of the uv binary that ships with the ``uv`` package (environments are built
+    in threads, several at once: the first lookup is made under a lock and kept)."""
+    with _UV_LOCK:
+        if not _UV_BIN:
+            _UV_BIN.append(_find_uv_bin())
+        return _UV_BIN[0]
+
+
+def _find_uv_bin() -> str:
     try:
         from uv import find_uv_bin
     except ImportError as exc:  # pragma: no cover - a broken installation
         raise UvError(f"the uv package is not installed ({exc}); reinstall spctl") from None
     try:
-        return find_uv_bin()
+        return str(find_uv_bin())
     except FileNotFoundError as exc:  # pragma: no cover - a broken installation
         raise UvError(f"the uv binary is missing ({exc}); reinstall spctl") from None
 

@@ -249,6 +249,11 @@ def create_handler(config):
 '''
 
 
+@pytest.mark.skipif(
+    os.environ.get("SPCTL_SLOW_TESTS") != "1",
+    reason="builds two SDK environments (~60 packages, minutes on a cold cache): "
+    "set SPCTL_SLOW_TESTS=1 to run it (kept out of make test for CI's 15 minutes)",
+)
 def test_mcp_1_and_mcp_2_side_by_side(tmp_path: Path) -> None:
     entries = [
         {

@@ -232,3 +232,31 @@ def test_with_env_resolves_the_command_in_bin(tmp_path: Path) -> None:
     running = with_env(ext, env)
     assert running.command == (str(env.bin / "t-server"), "--flag")
     assert running.python == env.python
+
+
+def test_uv_bin_is_safe_from_threads_at_once() -> None:
+    """Two extensions' environments built at once asked for the uv binary from two threads:
+    ``sysconfig``'s first initialisation is not thread-safe, and one of them got
+    ``TypeError: can only concatenate str (not "NoneType")`` (the runner crashed). A fresh
+    interpreter, so that sysconfig is initialised by the threads themselves."""
+    import subprocess
+    import sys
+
+    code = (
+        "import threading\n"
+        "from supervisor.install.uv import uv_bin\n"
+        "errors, found = [], []\n"
+        "def ask():\n"
+        "    try:\n"
+        "        found.append(uv_bin())\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "threads = [threading.Thread(target=ask) for _ in range(8)]\n"
+        "[t.start() for t in threads]\n"
+        "[t.join() for t in threads]\n"
+        "assert not errors, errors\n"
+        "assert len(set(found)) == 1 and len(found) == 8, found\n"
+    )
+    for _ in range(5):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
