@@ -89,9 +89,9 @@ _text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_siz
 
 @given(
     st.dictionaries(
-        st.text(min_size=1, max_size=10),
+        st.from_regex(r"[a-z][a-z0-9_-]{0,9}", fullmatch=True),  # entry names are bare keys
         st.dictionaries(
-            _text.filter(bool),
+            st.from_regex(r"[a-z][A-Za-z0-9_]{0,9}", fullmatch=True),
             st.one_of(
                 _text, st.integers(-(2**63), 2**63 - 1), st.booleans(), st.lists(_text, max_size=4)
             ),
