@@ -56,8 +56,8 @@ LOCK_NAME = "spctl.lock"
 LOCK_VERSION = 1
 
 _HEADER = "# Written by spctl (spctl lock / spctl pin). Commit it with the registry; do not edit.\n"
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
-_LITERAL_OK = re.compile(r"^[^'\x00-\x1f\x7f]*$")  # no quote, no control character
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # fullmatch: "$" would let "a\n" through
+_LITERAL_OK = re.compile(r"[^'\x00-\x1f\x7f]*")  # no quote, no control character
 
 
 class Literal(str):
@@ -180,7 +180,7 @@ def _table(lines: list[str], path: list[str], table: Any, *, array: bool = False
 
 
 def _key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _string(key)
+    return key if _BARE_KEY.fullmatch(key) else _string(key)
 
 
 def _value(value: Any, path: list[str]) -> str:
@@ -192,7 +192,7 @@ def _value(value: Any, path: list[str]) -> str:
         if not math.isfinite(value):
             raise LockError(f"{'.'.join(path)}: {value} cannot be written to the lock")
         return repr(value)
-    if isinstance(value, Literal) and _LITERAL_OK.match(value):
+    if isinstance(value, Literal) and _LITERAL_OK.fullmatch(value):
         return f"'{value}'"
     if isinstance(value, str):
         return _string(value)
