@@ -9,13 +9,12 @@ the file's directory so two ``spctl token`` verbs at once cannot lose each other
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import stat
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from supervisor.atomic import dir_lock, write_atomic
 from supervisor.control.paths import SYSTEMD_SOCKET, client_socket_path, state_dir
 from supervisor.rules.clients import Clients, ClientsError, parse, render
 
@@ -77,17 +76,7 @@ def load(path: Path) -> Clients:
 def save(path: Path, clients: Clients) -> None:
     """Write ``clients`` to ``path``: mode 0600, a temp file renamed over it (never half)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".clients-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:  # mkstemp: 0600 already
-            f.write(render(clients.clients))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, render(clients.clients).encode())
 
 
 @contextlib.contextmanager
@@ -95,9 +84,5 @@ def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock for a read-modify-write of ``path`` (on its directory, created
     0700 if missing: the file itself is replaced by each write)."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with dir_lock(path.parent):
         yield
-    finally:
-        os.close(fd)

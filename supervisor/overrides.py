@@ -10,14 +10,12 @@ enables removes the override rather than recording a redundant one.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from supervisor.atomic import write_atomic
 from supervisor.config import Extension
 
 __all__ = ["FILE_NAME", "Overrides"]
@@ -49,16 +47,8 @@ class Overrides:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".overrides-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"enabled": self.enabled}, f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, self.path)  # atomic: a crash never leaves half a file
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        text = json.dumps({"enabled": self.enabled}, indent=2, sort_keys=True) + "\n"
+        write_atomic(self.path, text.encode(), fsync=False)  # a crash never leaves half a file
 
     def set(self, ext: Extension, enabled: bool, yaml_enabled: bool) -> None:
         if enabled == yaml_enabled:

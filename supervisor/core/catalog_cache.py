@@ -26,11 +26,10 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from supervisor.atomic import write_atomic
 from supervisor.config import Extension
 from supervisor.config.values import thaw
 
@@ -95,15 +94,8 @@ class CatalogCache:
             return None
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{ext.name}-")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    json.dump({"fingerprint": stamp, "catalog": catalog}, f)
-                os.replace(tmp, self._path(ext.name))
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            text = json.dumps({"fingerprint": stamp, "catalog": catalog})
+            write_atomic(self._path(ext.name), text.encode(), fsync=False)
         except (OSError, TypeError, ValueError) as exc:
             return f"cannot cache the catalog of {ext.name} in {self.directory}: {exc}"
         self._known[ext.name] = (stamp, catalog)

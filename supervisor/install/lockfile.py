@@ -28,16 +28,14 @@ those, nested tables and arrays of tables.
 
 from __future__ import annotations
 
-import fcntl
 import math
-import os
 import re
-import tempfile
 import tomllib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from supervisor.atomic import dir_lock, write_atomic
 
 __all__ = [
     "LOCK_NAME",
@@ -46,7 +44,6 @@ __all__ = [
     "LockError",
     "dumps",
     "lock_path",
-    "locked",
     "read_lock",
     "update_lock",
     "write_lock",
@@ -97,22 +94,11 @@ def read_lock(extensions_dir: Path) -> dict[str, Any]:
     return data
 
 
-@contextmanager
-def locked(extensions_dir: Path) -> Iterator[None]:
-    """Exclusive ``flock`` on the extensions directory: one read-modify-write at a time."""
-    fd = os.open(extensions_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def update_lock(
     extensions_dir: Path, section: str, name: str, table: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """Replace (``None``: remove) ``[section.name]``, keep the rest; returns what was written."""
-    with locked(extensions_dir):
+    with dir_lock(extensions_dir):  # one read-modify-write at a time
         data = read_lock(extensions_dir)
         tables = dict(data.get(section, {}))
         if table is None:
@@ -129,20 +115,7 @@ def update_lock(
 
 def write_lock(extensions_dir: Path, data: Mapping[str, Any]) -> None:
     """Write the whole lock: a temp file beside it, fsync, rename (never half-written)."""
-    path = lock_path(extensions_dir)
-    text = dumps(data)
-    fd, tmp = tempfile.mkstemp(prefix=".spctl.lock.", dir=extensions_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(lock_path(extensions_dir), dumps(data).encode(), mode=0o644)
 
 
 def dumps(data: Mapping[str, Any]) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
-from contextlib import suppress
 from pathlib import Path
+
+from supervisor.atomic import write_atomic
 
 __all__ = ["NAMESPACE", "SigningError", "message", "sign", "verify"]
 
@@ -65,18 +65,7 @@ def sign(digest: str, key: Path, out: Path) -> None:
     if proc.returncode != 0 or b"BEGIN SSH SIGNATURE" not in proc.stdout:
         raise SigningError(f"cannot sign with {key}: {_said(proc)}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(proc.stdout)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        with suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(out, proc.stdout, mode=0o644)
 
 
 def verify(digest: str, signature: Path, allowed_signers: Path) -> str:

@@ -19,7 +19,6 @@ page's URL as ``http://HOST:PORT/#token=…`` (a fragment: never sent to a serve
 from __future__ import annotations
 
 import hmac
-import os
 import re
 import secrets
 from importlib import resources
@@ -30,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from supervisor.atomic import write_atomic
 from supervisor.mcp.core_link import CoreLink
 from worker.protocol import UNKNOWN_EXTENSION
 from worker.rpc import RpcError
@@ -70,14 +70,7 @@ def action_token(path: Path | None, given: bytes | None) -> bytes:
     if path is None:
         return token
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, token + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, token + b"\n")
     return token
 
 
