@@ -365,36 +365,18 @@ class ControlApi:
         """Await ``forward`` (one routed call) and queue its audit record, whatever it ends in."""
         assert self.audit is not None
         wall, started = time.time(), time.monotonic()
+        result: Any = None
+        code: int | None = CANCELLED  # cancelled (the caller went away, shutdown): said as such
         try:
             result = await forward
+            code = None
+            return result
         except RpcError as exc:
-            self.audit.record(
-                client,
-                extension,
-                method,
-                params,
-                meta,
-                wall,
-                time.monotonic() - started,
-                error_code=exc.code,
-            )
+            code = exc.code
             raise
-        except BaseException:  # cancelled (the caller went away, shutdown): said as such
-            self.audit.record(
-                client,
-                extension,
-                method,
-                params,
-                meta,
-                wall,
-                time.monotonic() - started,
-                error_code=CANCELLED,
-            )
-            raise
-        self.audit.record(
-            client, extension, method, params, meta, wall, time.monotonic() - started, result
-        )
-        return result
+        finally:
+            duration = time.monotonic() - started
+            self.audit.record(client, extension, method, params, meta, wall, duration, result, code)
 
     async def _service(self, runner: Runner, name: str, params: Any) -> Any:
         ext = runner.ext
