@@ -30,7 +30,7 @@ import anyio
 import structlog
 
 from supervisor.config import Extension
-from supervisor.core.process import manage, release
+from supervisor.core.process import helper_ended, helper_started, helper_starting
 from supervisor.rules.audit import iso_time
 from supervisor.rules.hooks import Events, RateLimit, payload
 from supervisor.rules.states import Transition
@@ -130,7 +130,7 @@ class HookRunner:
                     await anyio.wait_readable(pidfd)
             proc.wait()
             os.close(pidfd)
-            release(proc.pid)
+            helper_ended(proc.pid)
             proc.stdout.close()
         if not killed:
             seconds = round(time.monotonic() - started, 3)
@@ -139,17 +139,21 @@ class HookRunner:
 
 
 def _spawn(argv: tuple[str, ...], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Start the hook. Popen, not an awaited spawn: the pid is ours (``manage``) before the
-    loop runs the orphan handling again, which kills children we did not spawn."""
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    manage(proc.pid)
+    """Start the hook, as a helper of :mod:`supervisor.core.process`: the orphan handling,
+    which kills children we did not spawn, leaves it alone until it is reaped."""
+    helper_starting()
+    proc = None
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        helper_started(proc.pid if proc is not None else None)
     return proc
 
 
