@@ -58,7 +58,6 @@ class HookRunner:
         self.events = Events()
         self.limit = limit or RateLimit()
         self.running = 0
-        self.runs = 0
 
     def on_transition(self, ext: Extension, restarts: int, tr: Transition) -> None:
         for event in self.events.of(ext.name, tr):
@@ -88,7 +87,6 @@ class HookRunner:
             data = payload(event, ext.name, tr, time=iso_time(time.time()), restarts=restarts)
             timeout = ext.hooks.timeout if ext.hooks.timeout is not None else DEFAULT_TIMEOUT
             self.running += 1
-            self.runs += 1
             self._start_soon(self._guarded, ext.name, event, argv, data, timeout)
 
     async def _guarded(self, *args: Any) -> None:
