@@ -36,7 +36,7 @@ from worker.protocol import CANCELLED, INVALID_CONFIG, METHOD_NOT_FOUND, REFUSED
 from worker.protocol import TIMEOUT as CALL_TIMEOUT
 from worker.rpc import RpcError
 
-__all__ = ["INVALID_CONFIG", "REFUSED", "UNKNOWN_EXTENSION", "ControlApi"]
+__all__ = ["INVALID_CONFIG", "REFUSED", "UNKNOWN_EXTENSION", "ControlApi", "own_usage"]
 
 log = structlog.get_logger("spctl.control")
 
@@ -146,7 +146,7 @@ class ControlApi:
             **self._about,
             "overrides": str(self.fleet.overrides.path),
             "uptime": time.monotonic() - self._started,
-            **_own_usage(),
+            **own_usage(),
             "limits_enforcement": self._limits.mode,
             "mcp_front": self._front(),
             "limits_reason": self._limits.reason,
@@ -391,7 +391,7 @@ class ControlApi:
         return await self._call_extension(runner, lambda d: runner.service(name, params, d))
 
 
-def _own_usage() -> dict[str, Any]:
+def own_usage() -> dict[str, Any]:
     """The supervisor's own RSS (bytes) and CPU time (seconds): two cheap reads, no psutil."""
     times = os.times()
     try:

@@ -26,7 +26,7 @@ from supervisor.control.server import AlreadyRunning, ControlServer
 from supervisor.core.audit import AuditLog
 from supervisor.core.catalog_cache import CatalogCache
 from supervisor.core.catalogs import Catalogs
-from supervisor.core.control_api import ControlApi, _own_usage
+from supervisor.core.control_api import ControlApi, own_usage
 from supervisor.core.fleet import Fleet
 from supervisor.core.front import Front
 from supervisor.core.history import Recorder
@@ -93,7 +93,7 @@ class Supervisor:
         parts = (self.fleet, self.catalogs, self.reloader, self.relay, self.order, self.limits)
         self.audit = AuditLog(opts.audit) if opts.audit is not None else None
         front_runner = lambda: self.front.runner if self.front is not None else None  # noqa: E731
-        self.history = Recorder(self.fleet, self.limits, front_runner, _own_usage)
+        self.history = Recorder(self.fleet, self.limits, front_runner, own_usage)
         self.api = ControlApi(
             *parts, about=about, front=front, audit=self.audit, history=self.history
         )
