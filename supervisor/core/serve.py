@@ -78,8 +78,9 @@ class Supervisor:
             lineage=self.limits.lineage,
         )
         self.fleet = Fleet(self.ctx, overrides)
-        hook_env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
-        self.hooks = HookRunner(self.fleet.start_soon, hook_env)
+        # What the hooks and the front are given: our environment without its private part.
+        env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+        self.hooks = HookRunner(self.fleet.start_soon, env)
         self.catalogs = Catalogs(self.fleet, CatalogCache(state_dir() / "catalogs"))
         self.order = Ordering(self.fleet, self.catalogs)
         first = hostable(loaded, overrides.enabled)
@@ -106,7 +107,6 @@ class Supervisor:
         # The MCP front: built here, run in the task group, stopped first, shown in status.
         self.front: Front | None = None
         if opts.front is not None:
-            env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
             keeper = (self.keeper.watch, self.keeper.unwatch)
             self.front = Front(
                 opts.front,
