@@ -91,8 +91,7 @@ class ControlServer:
         self.intake = Intake(limits)
         self._listener: socket.socket | None = None
         self._lock_fd: int | None = None
-        self._channels: set[Channel] = set()
-        self._peers: dict[Channel, tuple[int, int]] = {}  # (pid, uid) by SO_PEERCRED
+        self._channels: dict[Channel, tuple[int, int]] = {}  # open ones: (pid, uid) of the peer
         self._tasks: set[asyncio.Task[None]] = set()
         self.refused = 0
         self._refuse = refuse
@@ -166,15 +165,14 @@ class ControlServer:
                     bound = functools.partial(self._as_face, channel, bound)
                 channel.handlers[method] = bound
             await channel.connect(conn)
-            self._channels.add(channel)
-            self._peers[channel] = (pid, uid)
+            self._channels[channel] = (pid, uid)
             task = loop.create_task(self._forget(channel))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     def peer(self, channel: Channel) -> tuple[int, int] | None:
         """(pid, uid) of the process at the other end of ``channel``, as accepted."""
-        return self._peers.get(channel)
+        return self._channels.get(channel)
 
     def _judge(self, pid: int) -> str | None:
         if self._refuse is None:
@@ -199,8 +197,7 @@ class ControlServer:
 
     async def _forget(self, channel: Channel) -> None:
         reason = await channel.wait_closed()
-        self._channels.discard(channel)
-        self._peers.pop(channel, None)
+        self._channels.pop(channel, None)
         self.intake.release(channel)
         channel.handlers.clear()  # its stream handlers hold it: no cycle left for the collector
         if not reason.startswith(_ORDINARY_ENDS):

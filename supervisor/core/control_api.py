@@ -36,7 +36,7 @@ from worker.protocol import CANCELLED, INVALID_CONFIG, METHOD_NOT_FOUND, REFUSED
 from worker.protocol import TIMEOUT as CALL_TIMEOUT
 from worker.rpc import RpcError
 
-__all__ = ["INVALID_CONFIG", "REFUSED", "UNKNOWN_EXTENSION", "ControlApi"]
+__all__ = ["INVALID_CONFIG", "REFUSED", "UNKNOWN_EXTENSION", "ControlApi", "own_usage"]
 
 log = structlog.get_logger("spctl.control")
 
@@ -146,7 +146,7 @@ class ControlApi:
             **self._about,
             "overrides": str(self.fleet.overrides.path),
             "uptime": time.monotonic() - self._started,
-            **_own_usage(),
+            **own_usage(),
             "limits_enforcement": self._limits.mode,
             "mcp_front": self._front(),
             "limits_reason": self._limits.reason,
@@ -365,36 +365,18 @@ class ControlApi:
         """Await ``forward`` (one routed call) and queue its audit record, whatever it ends in."""
         assert self.audit is not None
         wall, started = time.time(), time.monotonic()
+        result: Any = None
+        code: int | None = CANCELLED  # cancelled (the caller went away, shutdown): said as such
         try:
             result = await forward
+            code = None
+            return result
         except RpcError as exc:
-            self.audit.record(
-                client,
-                extension,
-                method,
-                params,
-                meta,
-                wall,
-                time.monotonic() - started,
-                error_code=exc.code,
-            )
+            code = exc.code
             raise
-        except BaseException:  # cancelled (the caller went away, shutdown): said as such
-            self.audit.record(
-                client,
-                extension,
-                method,
-                params,
-                meta,
-                wall,
-                time.monotonic() - started,
-                error_code=CANCELLED,
-            )
-            raise
-        self.audit.record(
-            client, extension, method, params, meta, wall, time.monotonic() - started, result
-        )
-        return result
+        finally:
+            duration = time.monotonic() - started
+            self.audit.record(client, extension, method, params, meta, wall, duration, result, code)
 
     async def _service(self, runner: Runner, name: str, params: Any) -> Any:
         ext = runner.ext
@@ -409,7 +391,7 @@ class ControlApi:
         return await self._call_extension(runner, lambda d: runner.service(name, params, d))
 
 
-def _own_usage() -> dict[str, Any]:
+def own_usage() -> dict[str, Any]:
     """The supervisor's own RSS (bytes) and CPU time (seconds): two cheap reads, no psutil."""
     times = os.times()
     try:

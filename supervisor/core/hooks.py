@@ -30,7 +30,7 @@ import anyio
 import structlog
 
 from supervisor.config import Extension
-from supervisor.core.process import manage, release
+from supervisor.core.process import helper_ended, helper_started, helper_starting
 from supervisor.rules.audit import iso_time
 from supervisor.rules.hooks import Events, RateLimit, payload
 from supervisor.rules.states import Transition
@@ -58,7 +58,6 @@ class HookRunner:
         self.events = Events()
         self.limit = limit or RateLimit()
         self.running = 0
-        self.runs = 0
 
     def on_transition(self, ext: Extension, restarts: int, tr: Transition) -> None:
         for event in self.events.of(ext.name, tr):
@@ -88,7 +87,6 @@ class HookRunner:
             data = payload(event, ext.name, tr, time=iso_time(time.time()), restarts=restarts)
             timeout = ext.hooks.timeout if ext.hooks.timeout is not None else DEFAULT_TIMEOUT
             self.running += 1
-            self.runs += 1
             self._start_soon(self._guarded, ext.name, event, argv, data, timeout)
 
     async def _guarded(self, *args: Any) -> None:
@@ -130,7 +128,7 @@ class HookRunner:
                     await anyio.wait_readable(pidfd)
             proc.wait()
             os.close(pidfd)
-            release(proc.pid)
+            helper_ended(proc.pid)
             proc.stdout.close()
         if not killed:
             seconds = round(time.monotonic() - started, 3)
@@ -139,17 +137,21 @@ class HookRunner:
 
 
 def _spawn(argv: tuple[str, ...], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Start the hook. Popen, not an awaited spawn: the pid is ours (``manage``) before the
-    loop runs the orphan handling again, which kills children we did not spawn."""
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    manage(proc.pid)
+    """Start the hook, as a helper of :mod:`supervisor.core.process`: the orphan handling,
+    which kills children we did not spawn, leaves it alone until it is reaped."""
+    helper_starting()
+    proc = None
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    finally:
+        helper_started(proc.pid if proc is not None else None)
     return proc
 
 

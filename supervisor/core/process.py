@@ -43,8 +43,11 @@ def managed(pid: int) -> bool:
     return pid in _managed or _helpers_starting > 0
 
 
-# Helpers: subprocesses the core runs from a thread (uv building an environment,
-# supervisor.install.uv), reaped by their own subprocess.Popen, never adopted or killed.
+# Helpers: children of the core that are not workers (a hook, supervisor.core.hooks; uv
+# building an environment from a thread, supervisor.install.uv), reaped by their own
+# subprocess.Popen, never adopted or killed. helper_starting() before the fork, so that
+# orphan handling on another thread leaves every child alone until helper_started(pid) says
+# which one it is (None: the fork failed); helper_ended(pid) once it is reaped.
 _helpers_lock = threading.Lock()
 _helpers_starting = 0
 
@@ -64,16 +67,6 @@ def helper_started(pid: int | None) -> None:
 
 
 def helper_ended(pid: int) -> None:
-    _managed.discard(pid)
-
-
-def manage(pid: int) -> None:
-    """``pid`` is a child of ours that its owner reaps (a hook): orphan handling leaves it
-    alone until :func:`release`."""
-    _managed.add(pid)
-
-
-def release(pid: int) -> None:
     _managed.discard(pid)
 
 

@@ -26,7 +26,7 @@ from supervisor.control.server import AlreadyRunning, ControlServer
 from supervisor.core.audit import AuditLog
 from supervisor.core.catalog_cache import CatalogCache
 from supervisor.core.catalogs import Catalogs
-from supervisor.core.control_api import ControlApi, _own_usage
+from supervisor.core.control_api import ControlApi, own_usage
 from supervisor.core.fleet import Fleet
 from supervisor.core.front import Front
 from supervisor.core.history import Recorder
@@ -78,8 +78,9 @@ class Supervisor:
             lineage=self.limits.lineage,
         )
         self.fleet = Fleet(self.ctx, overrides)
-        hook_env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
-        self.hooks = HookRunner(self.fleet.start_soon, hook_env)
+        # What the hooks and the front are given: our environment without its private part.
+        env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+        self.hooks = HookRunner(self.fleet.start_soon, env)
         self.catalogs = Catalogs(self.fleet, CatalogCache(state_dir() / "catalogs"))
         self.order = Ordering(self.fleet, self.catalogs)
         first = hostable(loaded, overrides.enabled)
@@ -93,7 +94,7 @@ class Supervisor:
         parts = (self.fleet, self.catalogs, self.reloader, self.relay, self.order, self.limits)
         self.audit = AuditLog(opts.audit) if opts.audit is not None else None
         front_runner = lambda: self.front.runner if self.front is not None else None  # noqa: E731
-        self.history = Recorder(self.fleet, self.limits, front_runner, _own_usage)
+        self.history = Recorder(self.fleet, self.limits, front_runner, own_usage)
         self.api = ControlApi(
             *parts, about=about, front=front, audit=self.audit, history=self.history
         )
@@ -106,7 +107,6 @@ class Supervisor:
         # The MCP front: built here, run in the task group, stopped first, shown in status.
         self.front: Front | None = None
         if opts.front is not None:
-            env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
             keeper = (self.keeper.watch, self.keeper.unwatch)
             self.front = Front(
                 opts.front,

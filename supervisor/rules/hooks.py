@@ -46,9 +46,6 @@ class Events:
             self._crashed.discard(name)  # the operator stopped it: nothing to recover from
         return []
 
-    def forget(self, name: str) -> None:
-        self._crashed.discard(name)
-
 
 @dataclass(frozen=True)
 class Verdict:

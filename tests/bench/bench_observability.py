@@ -107,14 +107,24 @@ def part_calls(tmp: Path) -> None:
         anyio.run(compare, [bare, metered], "auto")
         status, body = get(metered_url, "/metrics")
         assert status == 200 and b'gen_ai_tool_name="echo"' in body, body[:500]
-    a50, b50 = median(bare.latencies), median(metered.latencies)
-    a99, b99 = p99(bare.latencies), p99(metered.latencies)
-    ar, br = median(bare.rates), median(metered.rates)
-    print_table(
+    print_cost(
         f"tools/call echo through the front without and with metrics (one core, two fronts, "
         f"{SEQUENTIAL} sequential calls each, interleaved; throughput: median of {BURSTS} "
         f"alternating bursts of {CALLERS} clients)",
-        ["measure", "--no-metrics", "metrics on", "cost", "goal"],
+        ("--no-metrics", "metrics on"),
+        bare,
+        metered,
+    )
+
+
+def print_cost(title: str, columns: tuple[str, str], bare: Target, other: Target) -> None:
+    """p50, p99 and throughput of ``other`` beside ``bare``, and what ``other`` costs."""
+    a50, b50 = median(bare.latencies), median(other.latencies)
+    a99, b99 = p99(bare.latencies), p99(other.latencies)
+    ar, br = median(bare.rates), median(other.rates)
+    print_table(
+        title,
+        ["measure", *columns, "cost", "goal"],
         [
             ["p50", ms(a50), ms(b50), f"{(b50 / a50 - 1) * 100:+.1f} %", "≤ +3 %"],
             ["p99", ms(a99), ms(b99), f"{(b99 / a99 - 1) * 100:+.1f} %", ""],
@@ -146,25 +156,13 @@ def part_audit(tmp: Path) -> None:
         lines = len(log.read_text().splitlines()) if log.exists() else 0
         assert lines > SEQUENTIAL, f"only {lines} audit lines"
         assert not (tmp / "off" / "state" / "audit.jsonl").exists()
-    a50, b50 = median(bare.latencies), median(audited.latencies)
-    a99, b99 = p99(bare.latencies), p99(audited.latencies)
-    ar, br = median(bare.rates), median(audited.rates)
-    print_table(
+    print_cost(
         f"tools/call echo without and with the audit log (two cores, a front each, "
         f"{SEQUENTIAL} sequential calls each, interleaved; throughput: median of {BURSTS} "
         f"alternating bursts of {CALLERS} clients; {lines} audit lines written)",
-        ["measure", "--no-audit", "audit on", "cost", "goal"],
-        [
-            ["p50", ms(a50), ms(b50), f"{(b50 / a50 - 1) * 100:+.1f} %", "≤ +3 %"],
-            ["p99", ms(a99), ms(b99), f"{(b99 / a99 - 1) * 100:+.1f} %", ""],
-            [
-                "throughput",
-                f"{ar:.0f} calls/s",
-                f"{br:.0f} calls/s",
-                f"{(1 - br / ar) * 100:+.1f} %",
-                "≤ 3 %",
-            ],
-        ],
+        ("--no-audit", "audit on"),
+        bare,
+        audited,
     )
 
 
