@@ -285,7 +285,7 @@ class Face:
                 server, own = (self.scope, name) if self.scope else name.split(SEPARATOR, 1)
                 if key == "prompts":
                     return client.admits(server, own)
-                return client.admits(server, own) and (not client.read_only or read_only_tool(item))
+                return client.admits_tool(server, item, own)
             member = "uri" if key == "resources" else "uriTemplate"
             uri = item.get(member)
             if not isinstance(uri, str):
