@@ -47,14 +47,11 @@ class ClientTokens:
         now = stamp(self.path)
         if now == self._stamp or (now is not None and now == self._bad):
             return
-        if now is None:
-            self._stamp, self.clients = None, Clients()
-            log.info("clients file gone: no per-client tokens", path=str(self.path))
-            return
         try:
             clients = load(self.path)
-        except FileNotFoundError:
+        except FileNotFoundError:  # gone (now is None), or between the stat and the open
             self._stamp, self.clients = None, Clients()
+            log.info("clients file gone: no per-client tokens", path=str(self.path))
             return
         except ClientsError as exc:
             self._bad = now

@@ -285,7 +285,7 @@ class Face:
                 server, own = (self.scope, name) if self.scope else name.split(SEPARATOR, 1)
                 if key == "prompts":
                     return client.admits(server, own)
-                return client.admits(server, own) and (not client.read_only or read_only_tool(item))
+                return client.admits_tool(server, item, own)
             member = "uri" if key == "resources" else "uriTemplate"
             uri = item.get(member)
             if not isinstance(uri, str):
@@ -328,24 +328,16 @@ class Face:
 
     # -- calls ----------------------------------------------------------------------------
 
-    def _route(
-        self,
-        resolve: Callable[[str | None, str], Route],
-        name: str,
-        client: Client | None = None,
-        kind: str = "resource",
-    ) -> Route:
-        return self._resolve(resolve, name, client, kind)[0]
-
     def _resolve(
         self,
         resolve: Callable[[str | None, str], Route],
         name: str,
-        client: Client | None = None,
-        kind: str = "tool",
+        client: Client | None,
+        kind: str,
     ) -> tuple[Route, bool]:
-        """The route of ``name`` and whether the current catalog lists it; for a ``client``
-        that may not use it, what a name that does not exist gets. Raises MCPError."""
+        """The route of ``name`` (a ``kind``: tool, prompt, resource) and whether the current
+        catalog lists it; for a ``client`` that may not use it, what a name that does not
+        exist gets. Raises MCPError."""
         try:
             try:
                 route, known = resolve(self.scope, name), True
@@ -414,7 +406,7 @@ class Face:
         kind = "tool" if method == "tools/call" else "prompt" if key == "name" else "resource"
         client = _narrowed(ctx)
         if ops is None:
-            route = self._route(resolve, name, client, kind)
+            route = self._resolve(resolve, name, client, kind)[0]
             return await self._forward(ctx, route, method, key, within)
         started = time.perf_counter()
         ops.begin(method)
@@ -468,7 +460,8 @@ class Face:
         connection = getattr(ctx.session, "_connection", None)  # see the module docstring
         if not isinstance(connection, Connection):
             raise MCPError(INTERNAL_ERROR, "resources/subscribe needs a session")
-        route = self._route(self.link.router.resolve_resource, params.uri, _narrowed(ctx))
+        resolve = self.link.router.resolve_resource
+        route = self._resolve(resolve, params.uri, _narrowed(ctx), "resource")[0]
         try:
             await self.link.subscribe(connection, route.server, params.uri)
         except RpcError as exc:

@@ -148,16 +148,16 @@ class Front:
         ]
         if self.metrics is not None:
             routes.append(Route("/metrics", self.scrape, methods=["GET"]))
-        if self.page is None:
-            return Guard(Starlette(routes=routes), hosts=hosts, token=token, tokens=tokens)
-        routes += self.page.routes()
+        page = self.page
+        if page is not None:
+            routes += page.routes()
         return Guard(
             Starlette(routes=routes),
             hosts=hosts,
             token=token,
             tokens=tokens,
-            open_paths=OPEN_PATHS,
-            page_token=self.page.token,
+            open_paths=OPEN_PATHS if page is not None else frozenset(),
+            page_token=page.token if page is not None else None,
         )
 
     # -- observability: each answer is read from the core at request time ----------------

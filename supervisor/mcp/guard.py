@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from supervisor.mcp.client_tokens import ClientTokens
 
-__all__ = ["CLIENT", "Guard", "allowed_hosts", "parse_listen", "reject"]
+__all__ = ["CLIENT", "Guard", "allowed_hosts", "bearer_ok", "parse_listen", "reject"]
 
 CLIENT = "spctl.client"  # the ASGI scope key of the request's supervisor.rules.clients.Client
 
@@ -117,7 +117,7 @@ class Guard:
         if scope["method"] in ("GET", "HEAD") and path in self.open_paths:
             return True
         page = self.page_token
-        return page is not None and path.startswith("/api/") and _token_ok(auth, page)
+        return page is not None and path.startswith("/api/") and bearer_ok(auth, page)
 
 
 def _admitted(tokens: ClientTokens, scope: Scope, auth: bytes | None) -> bool:
@@ -132,7 +132,8 @@ def _admitted(tokens: ClientTokens, scope: Scope, auth: bytes | None) -> bool:
     return True
 
 
-def _token_ok(auth: bytes | None, token: bytes) -> bool:
+def bearer_ok(auth: bytes | None, token: bytes) -> bool:
+    """Whether an ``Authorization`` header value is ``Bearer <token>`` (constant-time)."""
     if auth is None:
         return False
     scheme, _, given = auth.partition(b" ")

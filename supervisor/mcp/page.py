@@ -18,7 +18,6 @@ page's URL as ``http://HOST:PORT/#token=…`` (a fragment: never sent to a serve
 
 from __future__ import annotations
 
-import hmac
 import re
 import secrets
 from importlib import resources
@@ -31,6 +30,7 @@ from starlette.routing import Route
 
 from supervisor.atomic import write_atomic
 from supervisor.mcp.core_link import CoreLink
+from supervisor.mcp.guard import bearer_ok
 from worker.protocol import UNKNOWN_EXTENSION
 from worker.rpc import RpcError
 
@@ -94,10 +94,8 @@ class StatusPage:
         return Response(body, media_type=kind, headers=_HEADERS)
 
     def _authorized(self, request: Request) -> bool:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), self.token
-        )
+        auth = request.headers.get("authorization")  # the guard let only one through
+        return bearer_ok(None if auth is None else auth.encode("latin-1"), self.token)
 
     async def status(self, request: Request) -> Response:
         """The core's status and history of this moment (503 when it does not answer)."""

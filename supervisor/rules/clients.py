@@ -133,9 +133,10 @@ class Client:
             for s, n in self._rules
         )
 
-    def admits_tool(self, server: str, tool: Mapping[str, Any]) -> bool:
-        """Whether the client may list and call ``tool`` (an MCP Tool dict, own name)."""
-        name = tool.get("name")
+    def admits_tool(self, server: str, tool: Mapping[str, Any], own: str | None = None) -> bool:
+        """Whether the client may list and call ``tool`` (an MCP Tool dict) of ``server``;
+        ``own``: the server's own name of it when ``tool`` is listed as ``SERVER__NAME``."""
+        name = tool.get("name") if own is None else own
         if not isinstance(name, str) or not self.admits(server, name):
             return False
         return not self.read_only or read_only_tool(tool)

@@ -10,8 +10,6 @@ with the page open. Skipped, saying why, without /usr/bin/chromium.
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 import time
 import urllib.parse
@@ -21,22 +19,12 @@ from typing import Any
 import psutil
 
 from tests.bench._table import print_table
-from tests.helpers import REPO, Serve, wait_for
+from tests.browser import CHROMIUM, default_serve, launch
+from tests.helpers import wait_for
 
 __all__ = ["main"]
 
 SECONDS = 30.0
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _cpu(procs: list[psutil.Process]) -> list[float]:
@@ -55,17 +43,10 @@ def main() -> None:
     if not CHROMIUM.exists():
         print(f"bench_page: skipped: {CHROMIUM} is not installed (apt-get install chromium)\n")
         return
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        ext = root / "extensions"
-        shutil.copytree(
-            REPO / "extensions", ext, ignore=shutil.ignore_patterns("__pycache__", ".state")
-        )
-        s = Serve(root, ext, root / "run" / "control.sock", front=True)
-        s.extra_args = ["--listen", "127.0.0.1:0"]
+        s = default_serve(Path(tmp))
         try:
             s.start()
             s.wait_state("notes", "running", 60)
@@ -83,7 +64,7 @@ def main() -> None:
             url = f"{parts.scheme}://{parts.netloc}/"
             before = _measure(procs, SECONDS)
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+                browser = launch(p)
                 page = browser.new_page()
                 page.goto(url)
                 page.wait_for_selector('tr[data-name="notes"]')

@@ -14,30 +14,18 @@ never downloads a browser here: it is given ``executable_path``. With
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import REPO, Serve, wait_for
+from tests.browser import CHROMIUM, default_serve, launch
+from tests.helpers import Serve, wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 EXTENSIONS = ("notes", "weather", "backup-daemon")
 
 if not CHROMIUM.exists():
@@ -45,19 +33,12 @@ if not CHROMIUM.exists():
     print(f"SKIPPED tests/e2e/test_status_page.py: {why}", file=sys.stderr)
     pytest.skip(why, allow_module_level=True)
 
-os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
-    root = tmp_path_factory.mktemp("page")
-    ext = root / "extensions"
-    shutil.copytree(
-        REPO / "extensions", ext, ignore=shutil.ignore_patterns("__pycache__", ".state")
-    )
-    s = Serve(root, ext, root / "run" / "control.sock", front=True)
-    s.extra_args = ["--listen", "127.0.0.1:0"]
+    s = default_serve(tmp_path_factory.mktemp("page"))
     try:
         s.start()
         for name in ("notes", "backup-daemon"):
@@ -71,7 +52,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        b = launch(p)
         try:
             yield b
         finally:
