@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -247,8 +248,9 @@ def ensure_env(
         env = locked_env(ext, extensions_dir, state_dir)
         assert env is not None
     if not env.complete:
-        build_env(env, progress=say)
-    _ensure_shim(env)
+        build_env(env, progress=say)  # installs the current shim
+    else:
+        _ensure_shim(env)
     return env
 
 
@@ -288,10 +290,14 @@ def _site_packages(venv: Path) -> Path:
     return found[0]
 
 
-def _worker_source() -> Path:
+@functools.cache
+def _worker_package() -> tuple[Path, str]:
+    """Where the worker package this spctl runs is, and the digest of its files: computed once
+    per process (it was rehashed at every start of every extension with an environment)."""
     import worker
 
-    return Path(worker.__file__).resolve().parent
+    source = Path(worker.__file__).resolve().parent
+    return source, _worker_digest(source)
 
 
 def _worker_digest(source: Path) -> str:
@@ -306,8 +312,7 @@ def _worker_digest(source: Path) -> str:
 def _install_shim(venv: Path) -> None:
     """Copy the worker package into ``venv/spctl-shim/<digest>/worker`` and point a ``.pth``
     at it (atomically): only ``worker`` becomes importable, never ``supervisor``."""
-    source = _worker_source()
-    digest = _worker_digest(source)
+    source, digest = _worker_package()
     shim = venv / "spctl-shim" / digest
     if not (shim / "worker").is_dir():
         tmp = Path(tempfile.mkdtemp(prefix=".shim-", dir=venv))
