@@ -54,6 +54,7 @@ SECTION = "extensions"
 COMPLETE = ".spctl-complete"
 _PTH = "_spctl_worker.pth"
 Progress = Callable[[str], None]
+LockReader = Callable[[Path], Mapping[str, Any]]
 
 
 class EnvError(Exception):
@@ -167,12 +168,15 @@ def _msgpack_requirement() -> str:
         return "msgpack"
 
 
-def locked_env(ext: Extension, extensions_dir: Path, state_dir: Path) -> Env | None:
+def locked_env(
+    ext: Extension, extensions_dir: Path, state_dir: Path, *, read: LockReader = read_lock
+) -> Env | None:
     """The env the lock says ``ext`` runs in; None when the lock has no entry for it. A lock
-    entry that does not match the entry, or is not consistent in itself, raises ``EnvError``."""
+    entry that does not match the entry, or is not consistent in itself, raises ``EnvError``.
+    ``read``: how the lock is read (the core's reads it again only when it changed)."""
     where = f"{extensions_dir / 'spctl.lock'} [extensions.{ext.name}]"
     try:
-        table = read_lock(extensions_dir).get(SECTION, {}).get(ext.name)
+        table = read(extensions_dir).get(SECTION, {}).get(ext.name)
     except LockError as exc:
         raise EnvError(f"{ext.name}: {exc}") from None
     if table is None:
@@ -234,10 +238,11 @@ def ensure_env(
     *,
     auto_lock: bool = True,
     progress: Progress | None = None,
+    read: LockReader = read_lock,
 ) -> Env:
     """The env of ``ext``, built from the lock if it is not there yet."""
     say = progress or (lambda _: None)
-    env = locked_env(ext, extensions_dir, state_dir)
+    env = locked_env(ext, extensions_dir, state_dir, read=read)
     if env is None:
         if not auto_lock:
             raise EnvError(
@@ -245,7 +250,7 @@ def ensure_env(
                 f"{ext.name}`"
             )
         lock_extension(ext, extensions_dir, progress=say)
-        env = locked_env(ext, extensions_dir, state_dir)
+        env = locked_env(ext, extensions_dir, state_dir, read=read)
         assert env is not None
     if not env.complete:
         build_env(env, progress=say)  # installs the current shim
