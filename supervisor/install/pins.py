@@ -104,13 +104,16 @@ class Changes:
         return [n + mark for n, mark in sorted(marked)]
 
     def describe(self, limit: int = 5) -> str:
-        """``3 files changed since pinned: a.py, b.py, c.py`` (at most ``limit`` names, then …)."""
+        """``3 files changed since pinned: a.py, b.py, c.py`` (at most ``limit`` names, then …;
+        no names when ``limit`` is 0)."""
         parts = []
         names = self.names()
         if names:
-            shown = ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
             noun = "file" if len(names) == 1 else "files"
-            parts.append(f"{len(names)} {noun} changed since pinned: {shown}")
+            part = f"{len(names)} {noun} changed since pinned"
+            if limit > 0:
+                part += ": " + ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
+            parts.append(part)
         if self.env:
             parts.append("its environment changed since pinned")
         return "; ".join(parts) or "the digest differs from the pin"
