@@ -39,7 +39,7 @@ def lock(
     extensions: Annotated[Path, _EXTENSIONS] = Path("extensions"),
 ) -> None:
     """Resolve extensions' requirements with hashes and write extensions/spctl.lock."""
-    from supervisor.install.envs import lock_extension
+    from supervisor.install.envlock import lock_extension
 
     def one(ext: Extension) -> str:
         table = lock_extension(ext, extensions.resolve())
@@ -67,7 +67,7 @@ def install(
 def _each(chosen: list[Extension], verb: str, one: Callable[[Extension], str]) -> None:
     """``one`` for each extension: a line each, an error line for each that fails (the others
     are still done), exit 1 when any failed."""
-    from supervisor.install.envs import EnvError
+    from supervisor.install.envlock import EnvError
 
     if not chosen:
         typer.echo(f"nothing to {verb}: no entry has install: or requirements:")
@@ -90,7 +90,8 @@ def upgrade(
     """Re-resolve one extension's requirements (newest allowed versions), re-lock it and build
     its new environment beside the old one."""
     from supervisor.control.paths import state_dir
-    from supervisor.install.envs import EnvError, ensure_env, lock_extension
+    from supervisor.install.envlock import EnvError, lock_extension
+    from supervisor.install.envs import ensure_env
 
     (ext,) = _selected(extensions, [name])
     root = extensions.resolve()

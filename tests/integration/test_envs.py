@@ -415,7 +415,7 @@ def test_ctrl_c_during_a_build_leaves_nothing_used(tmp_path: Path) -> None:
 
 
 def test_a_wrong_hash_fails_the_build_and_keeps_the_old_env(tmp_path: Path) -> None:
-    from supervisor.install.envs import digest_of
+    from supervisor.install.envlock import digest_of
     from supervisor.install.lockfile import read_lock, update_lock
     from supervisor.install.uv import LockedPackage
 
