@@ -348,6 +348,7 @@ def test_upgrade_builds_beside_and_gc_removes_the_unused(tmp_path: Path, time_bu
 def test_offline_builds_from_the_cache_or_says_it_cannot(tmp_path: Path, time_built: Built) -> None:
     ext = copy_of(time_built, tmp_path, env=False)  # its lock and install filled the uv cache
     no_network = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    no_network["UV_HTTP_RETRIES"] = "0"  # refused at once: uv's retries only cost time here
     env = {**os.environ, **no_network, "STATE_DIRECTORY": str(tmp_path / "offline")}
     argv = [SPCTL, "install", "time", "--extensions", str(ext)]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
