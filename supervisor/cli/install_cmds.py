@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -27,66 +27,59 @@ _EXTENSIONS = typer.Option(
 )
 
 
+def _names(verb: str) -> Any:
+    return typer.Argument(
+        metavar="[EXT]...",
+        help=f"Extensions to {verb} (default: every one with install: or requirements:).",
+    )
+
+
 def lock(
-    names: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="[EXT]...",
-            help="Extensions to lock (default: every one with install: or requirements:).",
-        ),
-    ] = None,
+    names: Annotated[list[str] | None, _names("lock")] = None,
     extensions: Annotated[Path, _EXTENSIONS] = Path("extensions"),
 ) -> None:
     """Resolve extensions' requirements with hashes and write extensions/spctl.lock."""
-    from supervisor.install.envs import EnvError, lock_extension
+    from supervisor.install.envlock import lock_extension
 
-    failed = 0
-    chosen = _selected(extensions, names)
-    if not chosen:
-        typer.echo("nothing to lock: no entry has install: or requirements:")
-    for ext in chosen:
-        try:
-            table = lock_extension(ext, extensions.resolve())
-        except EnvError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            failed += 1
-            continue
-        typer.echo(f"{ext.name}: locked {len(table['packages'])} packages ({table['digest']})")
-    raise typer.Exit(1 if failed else 0)
+    def one(ext: Extension) -> str:
+        table = lock_extension(ext, extensions.resolve())
+        return f"locked {len(table['packages'])} packages ({table['digest']})"
+
+    _each(_selected(extensions, names), "lock", one)
 
 
 def install(
-    names: Annotated[
-        list[str] | None,
-        typer.Argument(
-            metavar="[EXT]...",
-            help="Extensions to build (default: every one with install: or requirements:).",
-        ),
-    ] = None,
+    names: Annotated[list[str] | None, _names("build")] = None,
     extensions: Annotated[Path, _EXTENSIONS] = Path("extensions"),
 ) -> None:
     """Build extensions' environments exactly as extensions/spctl.lock says."""
     from supervisor.control.paths import state_dir
-    from supervisor.install.envs import EnvError, ensure_env
+    from supervisor.install.envs import ensure_env
 
-    failed = 0
-    chosen = _selected(extensions, names)
+    def one(ext: Extension) -> str:
+        progress = _progress(ext.name)
+        env = ensure_env(ext, extensions.resolve(), state_dir(), auto_lock=False, progress=progress)
+        return str(env.path)
+
+    _each(_selected(extensions, names), "install", one)
+
+
+def _each(chosen: list[Extension], verb: str, one: Callable[[Extension], str]) -> None:
+    """``one`` for each extension: a line each, an error line for each that fails (the others
+    are still done), exit 1 when any failed."""
+    from supervisor.install.envlock import EnvError
+
     if not chosen:
-        typer.echo("nothing to install: no entry has install: or requirements:")
+        typer.echo(f"nothing to {verb}: no entry has install: or requirements:")
+    failed = 0
     for ext in chosen:
         try:
-            env = ensure_env(
-                ext,
-                extensions.resolve(),
-                state_dir(),
-                auto_lock=False,
-                progress=_progress(ext.name),
-            )
+            done = one(ext)
         except EnvError as exc:
             typer.echo(f"error: {exc}", err=True)
             failed += 1
             continue
-        typer.echo(f"{ext.name}: {env.path}")
+        typer.echo(f"{ext.name}: {done}")
     raise typer.Exit(1 if failed else 0)
 
 
@@ -97,7 +90,8 @@ def upgrade(
     """Re-resolve one extension's requirements (newest allowed versions), re-lock it and build
     its new environment beside the old one."""
     from supervisor.control.paths import state_dir
-    from supervisor.install.envs import EnvError, ensure_env, lock_extension
+    from supervisor.install.envlock import EnvError, lock_extension
+    from supervisor.install.envs import ensure_env
 
     (ext,) = _selected(extensions, [name])
     root = extensions.resolve()

@@ -82,12 +82,8 @@ def pin(
         print(f"{name}: matches its pin {pinned.digest}")
         return
     found = pins.changes(pinned, now)
-    names = found.names()
-    noun = "file" if len(names) == 1 else "files"
-    parts = [f"{len(names)} {noun} changed since pinned"] if names else []
-    parts += ["its environment changed since pinned"] if found.env else []
-    print(f"{name}: {'; '.join(parts) or 'the digest differs from the pin'}")
-    for line in names:
+    print(f"{name}: {found.describe(limit=0)}")  # then every name, one a line
+    for line in found.names():
         print(f"  {line}")
     raise typer.Exit(EXIT_REFUSED)
 

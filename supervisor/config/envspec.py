@@ -9,7 +9,7 @@ built from, checked without touching the network.
   those packages.
 
 Only the ``pypi`` kind is built by this spctl; the other two are accepted here and refused,
-with a message that says so, when the environment is built (``supervisor.install.envs``).
+with a message that says so, when the environment is built (``supervisor.install.envlock``).
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from supervisor.config import Extension
 from supervisor.control.paths import state_dir
 from supervisor.core.process import helper_ended, helper_started, helper_starting
 from supervisor.install.envs import ensure_env, with_env
+from supervisor.install.integrity import current_lock
+from supervisor.install.pins import extensions_root
 from supervisor.install.uv import set_child_hooks
 
 __all__ = ["prepare"]
@@ -25,6 +27,8 @@ set_child_hooks(helper_starting, helper_started, helper_ended)
 
 def prepare(ext: Extension, progress: Callable[[str], None]) -> Extension:
     """``ext`` as its worker runs, on its built environment (raises ``EnvError``)."""
-    extensions_dir = ext.source.file.parent
-    env = ensure_env(ext, extensions_dir, state_dir(), auto_lock=True, progress=progress)
+    # the lock as the pin check just before read it: parsed again only when it changed
+    env = ensure_env(
+        ext, extensions_root(ext), state_dir(), auto_lock=True, progress=progress, read=current_lock
+    )
     return with_env(ext, env)

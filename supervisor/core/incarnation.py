@@ -35,7 +35,7 @@ from supervisor.core.orphans import Lineage
 from supervisor.core.process import WorkerProcess
 from supervisor.core.worker_spec import build_spec
 from supervisor.install import integrity
-from supervisor.install.envs import EnvError, needs_env
+from supervisor.install.envlock import EnvError, needs_env
 from supervisor.rules.exits import Exit, describe, from_waitid
 from supervisor.rules.health import HealthSettings, HealthTracker, Unhealthy
 from supervisor.rules.limits import format_size

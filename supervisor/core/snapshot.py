@@ -24,6 +24,7 @@ class Observed(Protocol):
     last_error: dict[str, Any] | None
     metadata: dict[str, Any]
     usage: Sample | None
+    integrity: str | None  # pinned / unpinned / signed, at its last start
 
     @property
     def crashes(self) -> Mapping[str, int]: ...  # by rules.exits.crash_reason
@@ -60,7 +61,7 @@ def snapshot(r: Observed) -> dict[str, Any]:
         "metadata": r.metadata,
         "usage": usage(live),
         "headroom": headroom(live, WatchLimits.from_config(ext.limits)) if live else {},
-        "integrity": getattr(r, "integrity", None),  # pinned / unpinned / signed, last start
+        "integrity": r.integrity,
     }
 
 

@@ -25,7 +25,7 @@ from supervisor.install.pins import (
 )
 from supervisor.install.signing import SigningError, verify
 
-__all__ = ["Verdict", "check"]
+__all__ = ["Verdict", "check", "current_lock"]
 
 _parsed: dict[Path, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
@@ -40,8 +40,10 @@ class Verdict:
     digest: str | None = None
 
 
-def _lock(root: Path) -> Mapping[str, Any]:
-    """The lock's content, parsed again only when the file changed (read-only: shared)."""
+def current_lock(root: Path) -> Mapping[str, Any]:
+    """The lock's content, parsed again only when the file changed (read-only: shared). The
+    core's reader before each start: the pin check here, the environment's lookup
+    (supervisor.core.environments)."""
     try:
         st = os.stat(lock_path(root))
     except FileNotFoundError:
@@ -64,7 +66,7 @@ def check(ext: Extension) -> Verdict:
     signed = signature is not None and allowed is not None
     label = "signed" if signed else "unpinned"
     try:
-        lock = _lock(root)
+        lock = current_lock(root)
         table = lock.get(PIN_SECTION, {}).get(ext.name)
         if table is None and not signed:
             return Verdict("unpinned")

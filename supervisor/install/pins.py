@@ -2,8 +2,9 @@
 
 What is pinned: the extension's ``path`` tree (a package directory, a ``.py`` file, or a stdio
 server's working directory); for a ``command:`` entry without ``path:``, the file its first
-word names when that file is inside the extensions directory; and the ``env`` string the
-environment builder records in ``[extensions.NAME]`` when there is one.
+word names when that file is inside the extensions directory; and the ``digest`` the
+environment builder records in ``[extensions.NAME]`` when there is one (kept as the pin's
+``env``).
 
 The tree is walked in sorted order, never following a symlink: a symlink counts by its target
 string (its SHA-256), a file by its relative path, whether it is executable and the SHA-256 of
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.config import Extension
+from supervisor.install.envlock import SECTION as ENV_SECTION
 from supervisor.install.lockfile import Literal, LockError, read_lock, update_lock
 
 __all__ = [
@@ -61,7 +63,6 @@ __all__ = [
 ]
 
 PIN_SECTION = "pins"
-ENV_SECTION = "extensions"  # the environment builder's section; its ``env`` field is pinned
 _FORMAT = b"spctl-pin-v1\n"
 _CHUNK = 1 << 20
 _SKIP_DIRS = frozenset(
@@ -104,13 +105,16 @@ class Changes:
         return [n + mark for n, mark in sorted(marked)]
 
     def describe(self, limit: int = 5) -> str:
-        """``3 files changed since pinned: a.py, b.py, c.py`` (at most ``limit`` names, then …)."""
+        """``3 files changed since pinned: a.py, b.py, c.py`` (at most ``limit`` names, then …;
+        no names when ``limit`` is 0)."""
         parts = []
         names = self.names()
         if names:
-            shown = ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
             noun = "file" if len(names) == 1 else "files"
-            parts.append(f"{len(names)} {noun} changed since pinned: {shown}")
+            part = f"{len(names)} {noun} changed since pinned"
+            if limit > 0:
+                part += ": " + ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
+            parts.append(part)
         if self.env:
             parts.append("its environment changed since pinned")
         return "; ".join(parts) or "the digest differs from the pin"
@@ -226,8 +230,9 @@ def compute(
 
 
 def _env_of(lock: Mapping[str, Any], name: str) -> str | None:
+    """The digest of the extension's environment (supervisor.install.envlock), if it has one."""
     table = lock.get(ENV_SECTION, {}).get(name)
-    env = table.get("env") if isinstance(table, Mapping) else None
+    env = table.get("digest") if isinstance(table, Mapping) else None
     return env if isinstance(env, str) else None
 
 

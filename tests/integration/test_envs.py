@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,19 +90,48 @@ def envs_of(root: Path) -> list[str]:
     return sorted(p.name for p in envs.iterdir()) if envs.is_dir() else []
 
 
-def test_install_pypi_server_serves_and_answers(tmp_path: Path) -> None:
-    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
-    lock_or_skip(tmp_path, ext, "time")
+@dataclass(frozen=True)
+class Built:
+    """TIME_ENTRY locked and built once for the module (each test works on a copy)."""
+
+    root: Path
+    lock: str  # spctl.lock as `spctl lock time` wrote it
+    install: subprocess.CompletedProcess[str]  # `spctl install` of that lock
+    lock_after: str  # spctl.lock after the install
+    envs: list[str]  # what the install left under state/envs
+
+
+@pytest.fixture(scope="module")
+def time_built(uv_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    root = tmp_path_factory.mktemp("time-built")
+    ext = make_extensions(root, [], [dict(TIME_ENTRY)])
+    lock_or_skip(root, ext, "time")  # fills the module's uv cache
     lock = (ext / "spctl.lock").read_text()
+    out = run("install", "--extensions", str(ext), root=root)
+    return Built(root, lock, out, (ext / "spctl.lock").read_text(), envs_of(root))
+
+
+def copy_of(built: Built, root: Path, *, env: bool) -> Path:
+    """``root/extensions`` as locked for TIME_ENTRY, and (``env``) its built environment in
+    ``root/state/envs``; returns the extensions directory."""
+    assert built.install.returncode == 0, built.install.stderr
+    ext = root / "extensions"
+    shutil.copytree(built.root / "extensions", ext)
+    if env:
+        shutil.copytree(built.root / "state" / "envs", root / "state" / "envs", symlinks=True)
+    return ext
+
+
+def test_install_pypi_server_serves_and_answers(tmp_path: Path, time_built: Built) -> None:
+    lock = time_built.lock
     assert '[extensions.time]\nsource = "pypi:mcp-server-time==2026.10.19"' in lock
     assert 'name = "msgpack"' in lock and "sha256:" in lock
-    before = lock
     # spctl install builds exactly the lock, and leaves it as it was
-    out = run("install", "--extensions", str(ext), root=tmp_path)
+    out = time_built.install
     assert out.returncode == 0, out.stderr
-    (env_name,) = envs_of(tmp_path)
-    assert env_name.startswith("time-") and (ext / "spctl.lock").read_text() == before
-    env = tmp_path / "state" / "envs" / env_name
+    (env_name,) = time_built.envs
+    assert env_name.startswith("time-") and time_built.lock_after == lock
+    env = time_built.root / "state" / "envs" / env_name
 
     def probe(code: str) -> subprocess.CompletedProcess[str]:
         python = str(env / "bin" / "python")
@@ -111,6 +142,7 @@ def test_install_pypi_server_serves_and_answers(tmp_path: Path) -> None:
     assert probe("import worker.host, msgpack").returncode == 0  # the worker shim: importable
     no_spctl = probe("import supervisor")  # the rest of spctl: not
     assert no_spctl.returncode == 1 and "No module named 'supervisor'" in no_spctl.stderr
+    copy_of(time_built, tmp_path, env=True)
     with serve_fixture(tmp_path, [], [dict(TIME_ENTRY)]) as s:
         s.start()
         s.wait_state("time", "running", timeout=60)
@@ -169,9 +201,8 @@ def test_unresolvable_requirements_fail_the_extension_only(tmp_path: Path) -> No
     assert not (ext / "spctl.lock").exists() and envs_of(tmp_path) == []
 
 
-def test_lock_mismatch_and_hand_edited_lock_are_errors(tmp_path: Path) -> None:
-    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
-    lock_or_skip(tmp_path, ext, "time")
+def test_lock_mismatch_and_hand_edited_lock_are_errors(tmp_path: Path, time_built: Built) -> None:
+    ext = copy_of(time_built, tmp_path, env=False)
     lock = ext / "spctl.lock"
     good = lock.read_text()
     # the entry changed: requirements differ from the lock
@@ -292,11 +323,8 @@ def test_mcp_1_and_mcp_2_side_by_side(tmp_path: Path) -> None:
     assert len(envs_of(tmp_path)) == 2
 
 
-def test_upgrade_builds_beside_and_gc_removes_the_unused(tmp_path: Path) -> None:
-    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
-    lock_or_skip(tmp_path, ext, "time")
-    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
-    assert out.returncode == 0, out.stderr
+def test_upgrade_builds_beside_and_gc_removes_the_unused(tmp_path: Path, time_built: Built) -> None:
+    ext = copy_of(time_built, tmp_path, env=True)  # locked and built
     (first,) = envs_of(tmp_path)
     servers = yaml.safe_load((ext / "servers.yaml").read_text())
     servers["servers"][0]["install"] = "pypi:mcp-server-time==2026.10.10"
@@ -317,12 +345,10 @@ def test_upgrade_builds_beside_and_gc_removes_the_unused(tmp_path: Path) -> None
     assert "nothing to remove" in run("gc", "--extensions", str(ext), root=tmp_path).stdout
 
 
-def test_offline_builds_from_the_cache_or_says_it_cannot(tmp_path: Path) -> None:
-    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
-    lock_or_skip(tmp_path, ext, "time")  # fills the module's uv cache
-    out = run("install", "time", "--extensions", str(ext), root=tmp_path / "online")
-    assert out.returncode == 0, out.stderr
+def test_offline_builds_from_the_cache_or_says_it_cannot(tmp_path: Path, time_built: Built) -> None:
+    ext = copy_of(time_built, tmp_path, env=False)  # its lock and install filled the uv cache
     no_network = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    no_network["UV_HTTP_RETRIES"] = "0"  # refused at once: uv's retries only cost time here
     env = {**os.environ, **no_network, "STATE_DIRECTORY": str(tmp_path / "offline")}
     argv = [SPCTL, "install", "time", "--extensions", str(ext)]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
@@ -378,9 +404,8 @@ def test_installing_is_shown_and_blocks_no_one(
     assert not (ext / "spctl.lock").exists()
 
 
-def test_ctrl_c_during_a_build_leaves_nothing_used(tmp_path: Path) -> None:
-    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
-    lock_or_skip(tmp_path, ext, "time")
+def test_ctrl_c_during_a_build_leaves_nothing_used(tmp_path: Path, time_built: Built) -> None:
+    ext = copy_of(time_built, tmp_path, env=False)
     hang = socket.socket()
     hang.bind(("127.0.0.1", 0))
     hang.listen(64)
@@ -414,15 +439,14 @@ def test_ctrl_c_during_a_build_leaves_nothing_used(tmp_path: Path) -> None:
     assert len(envs_of(tmp_path)) == 1
 
 
-def test_a_wrong_hash_fails_the_build_and_keeps_the_old_env(tmp_path: Path) -> None:
-    from supervisor.install.envs import digest_of
+def test_a_wrong_hash_fails_the_build_and_keeps_the_old_env(
+    tmp_path: Path, time_built: Built
+) -> None:
+    from supervisor.install.envlock import digest_of
     from supervisor.install.lockfile import read_lock, update_lock
     from supervisor.install.uv import LockedPackage
 
-    ext = make_extensions(tmp_path, [], [dict(TIME_ENTRY)])
-    lock_or_skip(tmp_path, ext, "time")
-    out = run("install", "time", "--extensions", str(ext), root=tmp_path)
-    assert out.returncode == 0, out.stderr
+    ext = copy_of(time_built, tmp_path, env=True)  # locked and built
     (old,) = envs_of(tmp_path)
     table = read_lock(ext)["extensions"]["time"]
     # A hand edit that keeps the lock consistent (digest recomputed) but lies about a hash

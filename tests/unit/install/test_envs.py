@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import Extension, load_registry
-from supervisor.install.envs import (
+from supervisor.install.envlock import (
     EnvError,
     digest_of,
     host_python,

@@ -164,9 +164,9 @@ def test_pin_writes_the_lock_and_the_check_passes_then_names_a_changed_byte(
 
 def test_the_environment_recorded_in_the_lock_is_pinned(tmp_path: Path) -> None:
     root, ext = _registry(tmp_path)
-    update_lock(root, "extensions", "hello", {"env": "sha256:" + "1" * 64})
+    update_lock(root, "extensions", "hello", {"digest": "sha256:" + "1" * 64})
     pin_extension(ext, root)
-    update_lock(root, "extensions", "hello", {"env": "sha256:" + "2" * 64})
+    update_lock(root, "extensions", "hello", {"digest": "sha256:" + "2" * 64})
     assert integrity.check(ext).problem == "integrity: its environment changed since pinned"
 
 

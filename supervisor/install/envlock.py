@@ -1,0 +1,218 @@
+"""The lock side of an extension's environment (DESIGN §9): what to resolve, the
+``[extensions.NAME]`` table of ``extensions/spctl.lock``, and its checks. Building is
+:mod:`supervisor.install.envs`.
+
+- **Lock**: the entry's requirements (``install: pypi:…`` and/or ``requirements:``) plus
+  ``msgpack`` (the worker's one dependency, at the host's version) are resolved with hashes by
+  ``uv pip compile`` and written to ``extensions/spctl.lock`` ``[extensions.NAME]``: ``source``,
+  ``requirements`` (the entry's own), ``python`` (``X.Y`` of the interpreter spctl runs on),
+  ``digest`` (sha256 of the python version and the locked package list) and ``packages``.
+- **Match**: an entry whose requirements differ from its lock entry is refused with a message
+  that says what differs and to run ``spctl lock NAME``. An entry with no lock entry at all is
+  locked on its first build (``auto_lock``); ``serve`` does that, ``spctl install`` does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from supervisor.config import Extension
+from supervisor.install.lockfile import LockError, read_lock, update_lock
+from supervisor.install.uv import LockedPackage, UvError, compile_locked
+
+__all__ = [
+    "COMPLETE",
+    "SECTION",
+    "Env",
+    "EnvError",
+    "LockReader",
+    "Progress",
+    "digest_of",
+    "env_dir",
+    "host_python",
+    "lock_extension",
+    "locked_env",
+    "needs_env",
+    "requirements_of",
+]
+
+SECTION = "extensions"
+COMPLETE = ".spctl-complete"
+Progress = Callable[[str], None]
+LockReader = Callable[[Path], Mapping[str, Any]]
+
+
+class EnvError(Exception):
+    """The environment of one extension cannot be locked or built; the message says why."""
+
+
+@dataclass(frozen=True)
+class Env:
+    """A built (or to be built) environment, as its lock entry describes it."""
+
+    name: str
+    digest: str  # "sha256:…"
+    python_version: str
+    packages: tuple[LockedPackage, ...]
+    path: Path
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    @property
+    def bin(self) -> Path:
+        return self.path / "bin"
+
+    @property
+    def complete(self) -> bool:
+        return (self.path / COMPLETE).is_file()
+
+
+def needs_env(ext: Extension) -> bool:
+    return ext.environment is not None
+
+
+def host_python() -> str:
+    """``X.Y`` of the interpreter spctl runs on (the envs are built on it)."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def requirements_of(ext: Extension) -> list[str]:
+    """What the entry itself asks for, in order (what the lock records as ``requirements``)."""
+    spec = ext.environment
+    if spec is None:
+        raise EnvError(f"{ext.name}: has neither install: nor requirements:")
+    if spec.install_kind == "npm":
+        raise EnvError(
+            f"{ext.name}: install: {spec.install}: npm packages are not built yet by this "
+            f"spctl (only pypi:NAME==VERSION is)"
+        )
+    if spec.install_kind == "file":
+        raise EnvError(
+            f"{ext.name}: install: {spec.install}: installing a local wheel/sdist is not built "
+            f"yet by this spctl (only pypi:NAME==VERSION is)"
+        )
+    found = [spec.package] if spec.package else []
+    return [*found, *spec.requirements]
+
+
+def digest_of(
+    python_version: str, packages: tuple[LockedPackage, ...] | list[LockedPackage]
+) -> str:
+    body = json.dumps(
+        {
+            "python": python_version,
+            "packages": [[p.name, p.version, sorted(p.hashes)] for p in packages],
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def env_dir(state_dir: Path, name: str, digest: str) -> Path:
+    return state_dir / "envs" / f"{name}-{digest.removeprefix('sha256:')[:12]}"
+
+
+def lock_extension(
+    ext: Extension, extensions_dir: Path, *, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Resolve the entry's requirements and write ``[extensions.NAME]``; returns the table."""
+    wanted = requirements_of(ext)
+    python_version = host_python()
+    say = progress or (lambda _: None)
+    say(f"resolving {', '.join(wanted)} for Python {python_version}")
+    with tempfile.TemporaryDirectory(prefix="spctl-lock-") as work:
+        try:
+            packages = compile_locked([*wanted, _msgpack_requirement()], python_version, Path(work))
+        except UvError as exc:
+            raise EnvError(f"{ext.name}: cannot lock: {exc}") from None
+    table: dict[str, Any] = {
+        "source": ext.environment.install if ext.environment and ext.environment.install else "",
+        "requirements": wanted,
+        "python": python_version,
+        "digest": digest_of(python_version, packages),
+        "packages": [p.to_lock() for p in packages],
+    }
+    try:
+        update_lock(extensions_dir, SECTION, ext.name, table)
+    except (LockError, OSError) as exc:
+        raise EnvError(f"{ext.name}: cannot write the lock: {exc}") from None
+    say(f"locked {len(packages)} packages ({table['digest'][:19]}…)")
+    return table
+
+
+def _msgpack_requirement() -> str:
+    try:
+        return f"msgpack=={metadata.version('msgpack')}"
+    except metadata.PackageNotFoundError:  # pragma: no cover - spctl depends on it
+        return "msgpack"
+
+
+def locked_env(
+    ext: Extension, extensions_dir: Path, state_dir: Path, *, read: LockReader = read_lock
+) -> Env | None:
+    """The env the lock says ``ext`` runs in; None when the lock has no entry for it. A lock
+    entry that does not match the entry, or is not consistent in itself, raises ``EnvError``.
+    ``read``: how the lock is read (the core's reads it again only when it changed)."""
+    where = f"{extensions_dir / 'spctl.lock'} [extensions.{ext.name}]"
+    try:
+        table = read(extensions_dir).get(SECTION, {}).get(ext.name)
+    except LockError as exc:
+        raise EnvError(f"{ext.name}: {exc}") from None
+    if table is None:
+        return None
+    fix = f"run `spctl lock {ext.name}`"
+    if not isinstance(table, Mapping):
+        raise EnvError(f"{where}: not a table; {fix}")
+    wanted = requirements_of(ext)
+    if table.get("requirements") != wanted:
+        raise EnvError(
+            f"{where}: locked for requirements {table.get('requirements')!r}, the entry asks for "
+            f"{wanted!r}; {fix}"
+        )
+    if table.get("python") != host_python():
+        raise EnvError(
+            f"{where}: locked for Python {table.get('python')!r}, spctl runs on "
+            f"{host_python()}; {fix}"
+        )
+    packages = _packages(table.get("packages"), where, fix)
+    names = {p.name for p in packages}
+    if "msgpack" not in names:
+        raise EnvError(f"{where}: has no msgpack (the worker needs it); {fix}")
+    digest = table.get("digest")
+    if digest != digest_of(host_python(), packages):
+        raise EnvError(
+            f"{where}: digest {digest!r} does not match its packages (edited by hand?); {fix}"
+        )
+    return Env(ext.name, digest, host_python(), packages, env_dir(state_dir, ext.name, digest))
+
+
+def _packages(raw: object, where: str, fix: str) -> tuple[LockedPackage, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise EnvError(f"{where}: packages must be a non-empty list of tables; {fix}")
+    found = []
+    for index, item in enumerate(raw):
+        ok = isinstance(item, Mapping) and isinstance(item.get("name"), str)
+        ok = ok and isinstance(item.get("version"), str) and isinstance(item.get("hashes"), list)
+        hashes = item.get("hashes") if ok and isinstance(item, Mapping) else None
+        if (
+            not ok
+            or not hashes
+            or not all(isinstance(h, str) and h.startswith("sha256:") for h in hashes)
+        ):
+            raise EnvError(
+                f"{where}: packages[{index}] needs name, version and sha256 hashes; {fix}"
+            )
+        assert isinstance(item, Mapping)
+        found.append(LockedPackage(item["name"], item["version"], tuple(hashes)))
+    return tuple(found)
