@@ -1,50 +1,61 @@
 """The remote kind: an MCP server at an http(s) URL (``type: remote``), over Streamable HTTP.
 
-Theory of operation. :class:`RemoteServer` is an :class:`worker.mcp.client.McpClient` whose
-transport is the SDK's Streamable HTTP client on an ``httpx2`` client of ours, so the catalog,
-``mcp`` forwarding, cancellation, progress, ``list_changed`` and ``resources/updated`` behave
-as for the ``sdk`` kind; the handshake is the 2025-11-25 era's ``initialize``. The entry's
-``headers`` are the client's default headers (every request to the server, never the token
-endpoint). :class:`Credentials` (an ``httpx2.Auth``) puts the credential on every request:
-``bearer`` → ``Authorization: Bearer <token>``; ``apikey`` → ``<header>: <key>``; ``oauth2`` →
-an access token from the client-credentials grant (a form POST of ``grant_type``,
-``client_id``, ``client_secret`` and ``scope`` to ``tokenUrl``), sent as a bearer token. The
-token is fetched before connecting, checked before every request and fetched again when less
-than a tenth of its ``expires_in`` (at most :data:`RENEW_MARGIN`) is left, and once more when
-the server answers 401 (the request is then sent again, once). Without ``expires_in`` only a
-401 renews it.
+Theory of operation. :class:`RemoteServer` is a :class:`worker.mcp.lean.LeanClient` whose
+peer is an :class:`worker.mcp.http_peer.HttpPeer` (every message a POST to the URL, answers
+as JSON or an event stream, the ``Mcp-Session-Id`` and ``MCP-Protocol-Version`` headers, a GET
+stream for what the server sends outside a call), so the handshake (the 2025-11-25 era's
+``initialize``; the version the server answers is recorded), the catalog, ``mcp`` forwarding,
+cancellation, progress, ``list_changed`` and ``resources/updated`` behave as for the
+``stdio`` kind — and this module imports neither the MCP SDK nor pydantic (a worker costs
+about a third of the SDK's memory: docs/extensions/remote-server.md). The peer's ``httpx2``
+client carries the entry's ``headers`` (every request to the server, never the token
+endpoint) and :class:`worker.kinds.remote_auth.Credentials`, which put the credential on
+every request (``bearer``, ``apikey``, or an ``oauth2`` client-credentials token fetched
+before connecting, renewed before it expires and once on a 401).
 
 Failures. A server that cannot be reached, refuses the credentials or fails the handshake makes
 :meth:`RemoteServer.start` raise :class:`RemoteError`, whose message names the extension, the
 URL (never a secret: no user info, no query) and the cause ("401 Unauthorized from …: check
-auth"); the host reports it and exits 1, so the restart policy applies. While running, a lost
-connection ends the transport, and with it the session: :attr:`McpClient.exited` resolves and
-the host ends the worker (non-zero), as for a stdio server that exits. Each health ping of the
-supervisor also sends an MCP ``ping`` to the server (:meth:`RemoteServer.health_ping`, one at a
-time, :data:`PING_TIMEOUT` each); :data:`PING_MISSES` failures in a row end the worker too.
+auth"); the host reports it and exits 1, so the restart policy applies. While running, a
+request that cannot be sent (the connection refused or reset) ends the session:
+:attr:`LeanClient.exited` resolves ("was lost: cannot connect to …") and the host ends the
+worker (non-zero); calls in flight fail at once. Each health ping of the supervisor also
+sends an MCP ``ping`` to the server (:meth:`RemoteServer.health_ping`, one at a time,
+:data:`PING_TIMEOUT` each); :data:`PING_MISSES` failures in a row end the worker too.
+
+``SPCTL_REMOTE_CLIENT=sdk`` in the worker's environment (the entry's ``env:``) hosts the server
+through the SDK's client instead (:mod:`worker.kinds.remote_sdk`): the benchmarks' baseline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
-from typing import Any
+import os
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import httpx2
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
 
-from worker.kinds.base import Notify, ServerKind, Unavailable
-from worker.kinds.remote_auth import Credentials, RemoteAuth, RemoteError, display
+from worker.kinds.base import Notify, ServerKind, Session, Unavailable
+from worker.kinds.remote_auth import (
+    PING_MISSES,
+    PING_TIMEOUT,
+    TIMEOUT,
+    Credentials,
+    RemoteAuth,
+    RemoteError,
+    RemoteSpec,
+    display,
+)
 from worker.log import say
-from worker.mcp.client import Catalog, McpClient, Streams
-from worker.protocol import BootSpec
+from worker.mcp.http_peer import HttpPeer, HttpStatus, Lost, describe
+from worker.mcp.lean import LeanClient
+from worker.mcp.publish import Catalog
+from worker.protocol import CONNECTION_LOST, BootSpec
+from worker.rpc import RpcError
 
 __all__ = [
+    "CLIENT_ENV",
     "Credentials",
     "RemoteAuth",
     "RemoteError",
@@ -55,50 +66,69 @@ __all__ = [
     "load",
 ]
 
-TIMEOUT = httpx2.Timeout(30.0, connect=10.0, read=300.0)  # read: SSE streams stay open
-PING_TIMEOUT = 10.0
-PING_MISSES = 2
+CLIENT_ENV = "SPCTL_REMOTE_CLIENT"
+"""``sdk``: host the server through the MCP SDK's client (the benchmarks' baseline)."""
 
 
-@dataclass(frozen=True)
-class RemoteSpec:
-    """Which server, how to authenticate, and the extra headers."""
-
-    name: str
-    url: str
-    auth: RemoteAuth | None = None
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may carry secrets
-
-
-class RemoteServer(McpClient):
+class RemoteServer(LeanClient):
     """One remote MCP server and the session to it; see the module docstring."""
 
     def __init__(self, spec: RemoteSpec, notify: Callable[..., None]) -> None:
-        super().__init__(notify)
         self.spec = spec
         self.where = display(spec.url)
         self.label = f"remote MCP server {spec.name}"
         self.credentials = Credentials(spec.auth)
+        super().__init__(notify)
+        self.http: HttpPeer = self.peer  # type: ignore[assignment]  # _new_peer made it
         self._pinging: asyncio.Task[None] | None = None
         self._missed = 0
+
+    def _new_peer(self) -> HttpPeer:
+        return HttpPeer(
+            self.spec.url,
+            self.where,
+            self._client,
+            self._on_notification,
+            self._lost,
+            self.label,
+        )
+
+    def _client(self) -> httpx2.AsyncClient:
+        headers = dict(self.spec.headers)
+        return httpx2.AsyncClient(headers=headers, timeout=TIMEOUT, auth=self.credentials)
 
     @property
     def metadata(self) -> dict[str, Any]:
         auth = self.spec.auth.type if self.spec.auth is not None else "none"
         return {"url": self.where, "auth": auth, **super().metadata}
 
-    @contextlib.asynccontextmanager
-    async def _connect(self) -> AsyncIterator[Streams]:
-        async with (
-            httpx2.AsyncClient(
-                headers=dict(self.spec.headers), timeout=TIMEOUT, auth=self.credentials
-            ) as client,
-            streamable_http_client(self.spec.url, http_client=client) as streams,
-        ):
-            yield streams
+    # -- the transport (the peer's) -------------------------------------------------------
 
-    def _transport(self) -> AbstractAsyncContextManager[Streams]:
-        return self._connect()
+    async def _connect(self) -> None:
+        """Nothing to open: the first POST (``initialize``) connects."""
+
+    def _write(self, data: bytes) -> None:  # pragma: no cover - the HttpPeer posts messages
+        raise AssertionError("a remote server is not spoken to in lines")
+
+    def _negotiated(self, version: str) -> None:
+        self.http.protocol_version = version
+
+    async def _disconnect(self) -> None:
+        await self.http.close()
+        how = self.how_ended or "was stopped"
+        self.peer.fail_all(RpcError(CONNECTION_LOST, f"the {self.label} {how}"))
+
+    def _lost(self, error: BaseException) -> None:
+        """A request could not be sent: the session is over (unless still in the handshake,
+        whose own failure says why)."""
+        if self.info is None or self._closing:
+            return
+        how = f"was lost: {self.explain(error)}"
+        if self._server_ended(how):
+            say(f"the session to the {self.label} ended: {self.explain(error)}")
+            self.peer.fail_all(RpcError(CONNECTION_LOST, f"the {self.label} {how}"))
+
+    # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> Catalog:
         """Get a token (oauth2), connect, handshake, fetch the catalog; RemoteError if not."""
@@ -113,27 +143,18 @@ class RemoteServer(McpClient):
 
     def explain(self, error: BaseException) -> str:
         """Why talking to the server failed, in words that name the URL and no secret."""
-        if isinstance(error, RemoteError):
-            return str(error)
+        if isinstance(error, RemoteError | Lost):
+            return str(error) if isinstance(error, RemoteError) else error.message
+        if isinstance(error, HttpStatus):
+            if error.status[:3] in ("401", "403"):
+                return f"{error.status} from {self.where}: check auth"
+            return f"{error.status} from {self.where}: {error.message}"
+        if isinstance(error, httpx2.TransportError):
+            return describe(error, self.where)
+        if isinstance(error, RpcError):
+            return f"{self.where} answered with an MCP error: {error.message}"
         detail = str(error) or type(error).__name__
-        if isinstance(error, httpx2.ConnectError | httpx2.ConnectTimeout):
-            return f"cannot connect to {self.where}: {detail}"
-        if not isinstance(error, MCPError):
-            return f"{type(error).__name__} from {self.where}: {detail}"
-        if error.code == CONNECTION_CLOSED:
-            return f"the connection to {self.where} closed"
-        # The SDK turns an HTTP error status into a generic MCP error: say the status instead.
-        status = self.credentials.status
-        if status is not None and status[:3] in ("401", "403"):
-            return f"{status} from {self.where}: check auth"
-        if status is not None and status[0] in "45":
-            return f"{status} from {self.where}: {error.message}"
-        return f"{self.where} answered with an MCP error: {error.message}"
-
-    def _session_ended(self, error: BaseException | None) -> None:
-        if not self.exited.done():
-            how = "closed the session" if error is None else f"was lost: {self.explain(error)}"
-            self.exited.set_result(how)
+        return f"{type(error).__name__} from {self.where}: {detail}"
 
     async def close(self) -> None:
         if self._pinging is not None:
@@ -144,36 +165,37 @@ class RemoteServer(McpClient):
 
     def health_ping(self) -> None:
         """The supervisor pinged the worker: ping the server too (unless a ping is out)."""
-        if self._pinging is None and not self._closing and self.session is not None:
+        if self._pinging is None and not self._closing and self.info is not None:
             self._pinging = self.loop.create_task(self._ping())
 
     async def _ping(self) -> None:
-        session = self.session
         try:
-            if session is None:
-                return
             async with asyncio.timeout(PING_TIMEOUT):
-                await session.send_ping()
+                await self.peer.request("ping")
             self._missed = 0
         except Exception as e:
-            if isinstance(e, MCPError) and e.code == CONNECTION_CLOSED:
-                return  # the transport is gone: the session's end says why
+            if isinstance(e, Lost) or self.exited.done():
+                return  # the session is over: its end says why
             self._missed += 1
             why = "no answer" if isinstance(e, TimeoutError) else self.explain(e)
             say(f"ping to {self.where} failed ({self._missed}/{PING_MISSES}): {why}")
             if self._missed >= PING_MISSES and not self._closing and not self.exited.done():
-                self.exited.set_result(
-                    f"at {self.where} failed {self._missed} pings in a row: {why}"
-                )
+                self._server_ended(f"at {self.where} failed {self._missed} pings in a row: {why}")
         finally:
             self._pinging = None
+
+
+class Remote(Session, Protocol):
+    """A remote server's session (:class:`RemoteServer` or the SDK's baseline)."""
+
+    def health_ping(self) -> None: ...
 
 
 class RemoteKind(ServerKind):
     """Kind ``remote``: a server that cannot be reached at start is :class:`Unavailable` (exit
     1: the restart policy applies), not a load error; each health ping pings it too."""
 
-    server: RemoteServer
+    server: Remote
 
     async def start(self) -> Catalog | None:
         try:
@@ -189,6 +211,12 @@ async def load(spec: BootSpec, notify: Notify) -> RemoteKind:
     """Check the URL's auth and headers (a bad one is a load error); nothing is sent yet."""
     assert spec.url is not None  # BootSpec.parse checked it
     auth = RemoteAuth.parse(spec.auth) if spec.auth else None
-    return RemoteKind(
-        "remote", RemoteServer(RemoteSpec(spec.name, spec.url, auth, spec.headers), notify)
-    )
+    remote = RemoteSpec(spec.name, spec.url, auth, spec.headers)
+    server: Remote
+    if os.environ.get(CLIENT_ENV) == "sdk":
+        from worker.kinds.remote_sdk import SdkRemoteServer
+
+        server = SdkRemoteServer(remote, notify)
+    else:
+        server = RemoteServer(remote, notify)
+    return RemoteKind("remote", server)

@@ -1,7 +1,9 @@
 """Credentials for remote extensions (``type: remote``): the entry's ``auth`` and an httpx2 auth.
 
-Shared by remote MCP servers (:mod:`worker.kinds.remote`) and remote modules
-(:mod:`worker.kinds.remote_module`); it imports httpx2 only, never the MCP SDK.
+Shared by remote MCP servers (:mod:`worker.kinds.remote`, and its SDK baseline
+:mod:`worker.kinds.remote_sdk`) and remote modules (:mod:`worker.kinds.remote_module`); it
+imports httpx2 only, never the MCP SDK. :class:`RemoteSpec` is what a remote MCP server's
+worker is told (URL, auth, headers).
 :class:`Credentials` (an ``httpx2.Auth``) puts the credential on every request: ``bearer`` →
 ``Authorization: Bearer <token>``; ``apikey`` → ``<header>: <key>``; ``oauth2`` → an access
 token from the client-credentials grant (a form POST of ``grant_type``, ``client_id``,
@@ -28,10 +30,14 @@ import httpx2
 from worker.log import say
 
 __all__ = [
+    "PING_MISSES",
+    "PING_TIMEOUT",
     "RENEW_MARGIN",
+    "TIMEOUT",
     "Credentials",
     "RemoteAuth",
     "RemoteError",
+    "RemoteSpec",
     "display",
     "fetch_token",
     "status_text",
@@ -41,6 +47,11 @@ TOKEN_TIMEOUT = 30.0
 RENEW_MARGIN = 60.0
 """An access token is renewed this long (or a tenth of its lifetime) before it expires."""
 _OAUTH_ERROR = re.compile(r"[a-z_]{1,40}")
+TIMEOUT = httpx2.Timeout(30.0, connect=10.0, read=300.0)  # read: SSE streams stay open
+"""The HTTP timeouts of a remote MCP server's requests."""
+PING_TIMEOUT = 10.0
+PING_MISSES = 2
+"""A remote MCP server's worker ends after this many failed pings in a row."""
 
 
 class RemoteError(Exception):
@@ -89,6 +100,16 @@ class RemoteAuth:
             token_url=raw.get("tokenUrl", ""),
             scopes=tuple(scopes),
         )
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    """Which remote MCP server, how to authenticate, and the extra headers."""
+
+    name: str
+    url: str
+    auth: RemoteAuth | None = None
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # may carry secrets
 
 
 def display(url: str) -> str:

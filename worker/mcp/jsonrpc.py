@@ -128,7 +128,24 @@ class LinePeer:
     def pending(self) -> int:
         return len(self._pending)
 
+    def fail(self, rid: int, error: Exception) -> bool:
+        """Fail the pending call ``rid`` with ``error`` (its transport could not deliver the
+        answer); False if it is not pending."""
+        entry = self._pending.pop(rid, None)
+        if entry is None or entry[0].done():
+            return False
+        entry[0].set_exception(error)
+        return True
+
     # -- receiving ------------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> None:
+        """Take one whole message (or batch) the server sent, framed by its transport (an HTTP
+        body, an SSE event): newlines inside it are JSON whitespace, not frames."""
+        if len(data) > self.max_line:
+            say(f"a message of more than {self.max_line} bytes from the {self.label}: skipped")
+        else:
+            self._line(data)
 
     def feed(self, data: bytes) -> None:
         """Take the next bytes the server wrote; handles every complete line in them."""

@@ -97,7 +97,7 @@ class LeanClient(CatalogPublisher):
         self.exited: asyncio.Future[str] = self.loop.create_future()
         """How the server ended, for the host (whose cancelled wait may cancel it)."""
         self._gone: asyncio.Future[str] = self.loop.create_future()  # the same, ours alone
-        self.peer = LinePeer(self._write, self._on_notification, self.label)
+        self.peer = self._new_peer()
         self.info: dict[str, Any] | None = None
         """The server's ``initialize`` result, once the handshake is done."""
 
@@ -114,6 +114,10 @@ class LeanClient(CatalogPublisher):
 
     # -- what a subclass provides ---------------------------------------------------------
 
+    def _new_peer(self) -> LinePeer:
+        """The JSON-RPC peer: lines through :meth:`_write` unless a subclass frames otherwise."""
+        return LinePeer(self._write, self._on_notification, self.label)
+
     async def _connect(self) -> None:
         """Open the transport (spawn the server)."""
         raise NotImplementedError
@@ -124,6 +128,9 @@ class LeanClient(CatalogPublisher):
 
     async def _disconnect(self) -> None:
         """Ask the server to end, make sure it does, and fail what is still pending."""
+
+    def _negotiated(self, version: str) -> None:
+        """The handshake settled on ``version`` (before ``notifications/initialized``)."""
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -170,6 +177,7 @@ class LeanClient(CatalogPublisher):
         if not isinstance(result, dict) or not isinstance(result.get("protocolVersion"), str):
             raise RuntimeError(f"bad initialize result from the {self.label}: {result!r:.300}")
         self.info = result
+        self._negotiated(result["protocolVersion"])
         self.peer.notify("notifications/initialized")
 
     # -- catalog --------------------------------------------------------------------------
