@@ -148,6 +148,8 @@ class RemoteServer(LeanClient):
         if isinstance(error, HttpStatus):
             if error.status[:3] in ("401", "403"):
                 return f"{error.status} from {self.where}: check auth"
+            if error.message == f"the server answered {error.status}":
+                return f"{error.status} from {self.where}"  # no more to say than the status
             return f"{error.status} from {self.where}: {error.message}"
         if isinstance(error, httpx2.TransportError):
             return describe(error, self.where)
@@ -174,7 +176,7 @@ class RemoteServer(LeanClient):
                 await self.peer.request("ping")
             self._missed = 0
         except Exception as e:
-            if isinstance(e, Lost) or self.exited.done():
+            if self.exited.done():
                 return  # the session is over: its end says why
             self._missed += 1
             why = "no answer" if isinstance(e, TimeoutError) else self.explain(e)

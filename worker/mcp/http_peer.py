@@ -206,7 +206,8 @@ class HttpPeer(LinePeer):
         try:
             if kind == "text/event-stream":
                 if not await self._events(response, rid):
-                    self._resume_or_fail(rid, "the event stream ended before the answer")
+                    why = f"the event stream from {self.where} ended before the answer"
+                    self._resume_or_fail(rid, why)
                 return
             if kind != "application/json":
                 self.fail(rid, RpcError(INVALID_REQUEST, f"unexpected content type {kind!r}"))
@@ -273,7 +274,7 @@ class HttpPeer(LinePeer):
             self._others.add(task)
             task.add_done_callback(self._others.discard)
         else:
-            self.fail(rid, Lost(f"{why} (from {self.where})"))
+            self.fail(rid, Lost(why))
 
     async def _resume(self, rid: int, why: str, last: str, retry: float) -> None:
         """GET the rest of call ``rid``'s stream from after event ``last``."""
@@ -289,7 +290,7 @@ class HttpPeer(LinePeer):
                         if response.status_code == 200 and await self._events(response, rid):
                             return
                 retry = self._retry.get(rid, retry)
-            self.fail(rid, Lost(f"{why} (from {self.where}; not resumed)"))
+            self.fail(rid, Lost(f"{why} (not resumed)"))
         finally:
             self._last_event.pop(rid, None)
             self._retry.pop(rid, None)
