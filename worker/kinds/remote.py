@@ -23,7 +23,7 @@ worker (non-zero); calls in flight fail at once. Each health ping of the supervi
 sends an MCP ``ping`` to the server (:meth:`RemoteServer.health_ping`, one at a time,
 :data:`PING_TIMEOUT` each); :data:`PING_MISSES` failures in a row end the worker too.
 
-``SPCTL_REMOTE_CLIENT=sdk`` in the worker's environment (the entry's ``env:``) hosts the server
+``REMOTE_MCP_CLIENT=sdk`` in the worker's environment (the entry's ``env:``) hosts the server
 through the SDK's client instead (:mod:`worker.kinds.remote_sdk`): the benchmarks' baseline.
 """
 
@@ -66,7 +66,7 @@ __all__ = [
     "load",
 ]
 
-CLIENT_ENV = "SPCTL_REMOTE_CLIENT"
+CLIENT_ENV = "REMOTE_MCP_CLIENT"
 """``sdk``: host the server through the MCP SDK's client (the benchmarks' baseline)."""
 
 

@@ -1,6 +1,6 @@
 """The remote kind through the official SDK's Streamable HTTP client: the benchmarks' baseline.
 
-``SPCTL_REMOTE_CLIENT=sdk`` in a ``type: remote`` entry's ``env:`` makes its worker use this
+``REMOTE_MCP_CLIENT=sdk`` in a ``type: remote`` entry's ``env:`` makes its worker use this
 :class:`SdkRemoteServer` instead of the lean :class:`worker.kinds.remote.RemoteServer` (no
 feature needs it: it is kept so ``tests/bench/bench_remote.py`` can measure what the lean
 client saves, in the same run). It is what the remote kind was before the lean client: an
