@@ -6,7 +6,8 @@ is: worker/mcp/http_peer.py) and ``sdk`` (the same entry with ``env: {REMOTE_MCP
 sdk}``: the worker uses the SDK's Streamable HTTP client, the remote kind before the lean
 client). ``tools/call echo`` three ways, with the SDK client in its default mode:
 
-(a) direct: the client calls the server's /mcp (the floor);
+(a) direct: the client calls the server's /mcp, in its default era and in the legacy one
+    (the era the workers speak to the server);
 (b) lean: through the front's ``/mcp/lean`` (client → front → core → worker → server);
 (c) sdk: through ``/mcp/sdk``.
 
@@ -50,6 +51,7 @@ class Target:
     name: str
     url: str
     direct: bool = False  # the server itself: the client brings the token
+    mode: str = "auto"  # the SDK client's era: auto (2026-07-28 here) or legacy (2025-11-25)
     one: Client | None = None
     latencies: list[float] = field(default_factory=list)
 
@@ -89,7 +91,7 @@ async def measure(targets: list[Target], pids: dict[str, int]) -> dict[str, Any]
                 auth = {"Authorization": f"Bearer {TOKEN}"}
                 http = await stack.enter_async_context(httpx2.AsyncClient(headers=auth))
                 server = streamable_http_client(t.url, http_client=http)
-            t.one = await stack.enter_async_context(Client(server))
+            t.one = await stack.enter_async_context(Client(server, mode=t.mode))
             for _ in range(3):
                 await t.call("warm")
         found["versions"] = {t.name: t.one.protocol_version for t in targets if t.one}
@@ -131,8 +133,10 @@ def main() -> None:
                 pids = {e["name"]: int(e["pid"]) for e in status["extensions"]}
                 start_cpu = {n: cpu(pids[n]) for n in WORKERS}
                 idle = {n: memory(pids[n]) for n in WORKERS}
-                targets = [Target("direct", url, direct=True)] + [
-                    Target(n, f"{front}/{n}") for n in WORKERS
+                targets = [
+                    Target("direct", url, direct=True),
+                    Target("direct, legacy", url, direct=True, mode="legacy"),
+                    *(Target(n, f"{front}/{n}") for n in WORKERS),
                 ]
                 found = anyio.run(measure, targets, pids)
                 busy = {n: memory(pids[n]) for n in WORKERS}
@@ -163,7 +167,7 @@ def main() -> None:
         ],
         rows,
     )
-    base = median(targets[0].latencies)
+    base = median(targets[1].latencies)  # the era the workers speak to the server
     rows = [
         [
             t.name,
@@ -176,10 +180,10 @@ def main() -> None:
     ]
     print_table(
         f"tools/call echo, sequential ({SEQUENTIAL} calls per target, interleaved)",
-        ["target", "era", "p50", "p99", "p50 vs direct"],
+        ["target", "era", "p50", "p99", "p50 vs direct, legacy"],
         rows,
     )
-    lean, sdk = median(targets[1].latencies), median(targets[2].latencies)
+    lean, sdk = median(targets[2].latencies), median(targets[3].latencies)
     print(
         f"lean vs sdk worker: RSS {busy['lean'][0]:.1f} vs {busy['sdk'][0]:.1f} MiB "
         f"({busy['lean'][0] / busy['sdk'][0]:.2f}×), p50 {lean / sdk:.2f}×, CPU per call "
