@@ -38,3 +38,24 @@ def test_the_host_imports_no_kind_until_it_knows_which() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_the_remote_kind_imports_neither_the_sdk_nor_pydantic() -> None:
+    # Loading the kind and building its client: what a remote worker imports before its
+    # first request (REMOTE_MCP_CLIENT=sdk is the benchmark's baseline, which does).
+    code = (
+        "import asyncio, sys\n"
+        "from worker.kinds import load_kind\n"
+        "from worker.protocol import BootSpec\n"
+        "async def main():\n"
+        "    spec = BootSpec(name='x', kind='remote', path='/', url='http://127.0.0.1:9/mcp')\n"
+        "    kind = await load_kind(spec, lambda *_: None)\n"
+        "    kind.server.http.client\n"
+        "    print(type(kind.server).__name__)\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in ('mcp', 'mcp_types', 'pydantic') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.split() == ["RemoteServer", "[]"]
