@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import FIXTURES, HttpFixture, start_http_fixture
+from tests.helpers import FIXTURES, HttpFixture, serve_fixture, start_http_fixture, wait_for
 from tests.integration.harness import WorkerHarness
 from tests.integration.test_remote_servers import KEY, TOOLS, Remote, spec, start_remote, text
 from worker.protocol import CONNECTION_LOST, EXIT_ERROR, EXIT_OK, INTERNAL_ERROR
@@ -166,3 +166,21 @@ async def test_a_call_in_flight_fails_when_the_server_dies(tmp_path: Path) -> No
             assert remote.url in caught.value.message
     finally:
         remote.stop()
+
+
+def test_a_timeout_cancels_the_call_on_the_server(tmp_path: Path) -> None:
+    server = start_http_fixture(Faults, FAULTS, tmp_path, [])
+    try:
+        entry = {"name": "fx", "type": "remote", "url": server.url, "timeout": "1s"}
+        with serve_fixture(tmp_path, [], [entry]) as s:
+            s.start()
+            s.wait_state("fx", "running", timeout=30)
+            out = s.spctl("call", "fx", "hang")
+            assert out.returncode == 1
+            assert "fx: no answer within timeout 1s" in out.stderr
+            cancelled = lambda: "notifications/cancelled" in server.stats()["methods"]  # noqa: E731
+            wait_for(cancelled, 10, "notifications/cancelled to reach the server")
+            out = s.spctl("call", "fx", "json")  # the session goes on
+            assert (out.returncode, out.stdout.strip()) == (0, "json"), out.stderr
+    finally:
+        server.stop()
