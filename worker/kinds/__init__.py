@@ -1,7 +1,8 @@
 """One module per kind of extension, each implementing :class:`worker.kinds.base.Kind`.
 
-:func:`load_kind` imports only the module of the kind a worker hosts: ``sdk`` and ``remote``
-import the MCP SDK, ``remote`` and ``remote_module`` httpx; the others the standard library.
+:func:`load_kind` imports only the module of the kind a worker hosts: ``sdk`` imports the MCP
+SDK (and ``remote`` only for its benchmark baseline, ``REMOTE_MCP_CLIENT=sdk``), ``remote`` and
+``remote_module`` httpx2; the others the standard library.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""The MCP client the ``stdio`` kind forwards with: handshake, catalog, ``mcp`` calls — no SDK.
+"""The MCP client the ``stdio`` and ``remote`` kinds forward with: handshake, catalog, ``mcp``
+calls — no SDK.
 
 Theory of operation. :class:`LeanClient` is an MCP client session over a :class:`LinePeer`
-(JSON-RPC 2.0 a line, :mod:`worker.mcp.jsonrpc`); a subclass supplies the transport
+(JSON-RPC 2.0 a line, :mod:`worker.mcp.jsonrpc`; or, from ``_new_peer``, a peer that frames
+otherwise: :mod:`worker.mcp.http_peer` for remote servers); a subclass supplies the transport
 (``_connect``, ``_write``, ``_disconnect``) and resolves :attr:`LeanClient.exited` when the
 server has ended. :meth:`LeanClient.start` does the ``initialize`` handshake of the 2025-11-25
 era (what published servers speak; the version the server answers is accepted and recorded),
