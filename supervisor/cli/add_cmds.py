@@ -10,12 +10,14 @@ for nothing is removed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import click
 import typer
 
 if TYPE_CHECKING:
@@ -301,8 +303,16 @@ def _build(draft: Draft, state: Path, resolve_table: Any) -> tuple[dict[str, Any
         say(f"latest version: {draft.package}=={draft.version}")
     table["source"] = f"pypi:{draft.package}=={draft.version}"
     table["requirements"] = [f"{draft.package}=={draft.version}"]
-    packages = tuple(LockedPackage(p["name"], p["version"], tuple(p["hashes"])) for p in table["packages"])
-    env = Env(draft.name, table["digest"], host_python(), packages, env_dir(state, draft.name, table["digest"]))
+    packages = tuple(
+        LockedPackage(p["name"], p["version"], tuple(p["hashes"])) for p in table["packages"]
+    )
+    env = Env(
+        draft.name,
+        table["digest"],
+        host_python(),
+        packages,
+        env_dir(state, draft.name, table["digest"]),
+    )
     fresh = not env.path.exists()
     if not env.complete:
         build_env(env, progress=say)
@@ -332,12 +342,16 @@ def _command(draft: Draft, env: Env, command: str | None, yes: bool) -> str:
             "NAME of a program in its environment if it has one)"
         )
     if yes or not sys.stdin.isatty():
-        raise Refused(f"{what} installs several console scripts ({', '.join(scripts)}): "
-                      "choose one with --command")
+        raise Refused(
+            f"{what} installs several console scripts ({', '.join(scripts)}): "
+            "choose one with --command"
+        )
     for number, script in enumerate(scripts, 1):
         typer.echo(f"  {number}. {script}")
-    choice = typer.prompt(f"{what} installs several console scripts: which one runs the server?",
-                          type=typer.IntRange(1, len(scripts)))
+    choice = typer.prompt(
+        f"{what} installs several console scripts: which one runs the server?",
+        type=click.IntRange(1, len(scripts)),
+    )
     return scripts[int(choice) - 1]
 
 
@@ -417,10 +431,8 @@ def _forget(env: Env | None, fresh: bool) -> None:
     if env is not None and fresh and env.path.exists():
         from supervisor.install.envs import remove_env
 
-        try:
+        with contextlib.suppress(OSError):
             remove_env(env.path)
-        except OSError:
-            pass
 
 
 def _progress(name: str) -> Any:

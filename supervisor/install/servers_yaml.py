@@ -105,10 +105,7 @@ def remove_entry(text: str, name: str) -> str:
     index = names.index(name)
     lines = text.splitlines(keepends=True)
     start = servers.lc.item(index)[0]  # 0-based line of its "- "
-    if index + 1 < len(servers):
-        end = servers.lc.item(index + 1)[0]
-    else:
-        end = _block_end(lines, start)
+    end = servers.lc.item(index + 1)[0] if index + 1 < len(servers) else _block_end(lines, start)
     keep = end
     while keep > start + 1 and lines[keep - 1].strip().startswith("#"):
         keep -= 1  # the comment lines right above the next entry are the next entry's
@@ -148,5 +145,10 @@ def _blank_or_comment(line: str) -> bool:
 
 def _empty_list(text: str) -> str:
     """``servers:`` left with no item: make it an explicit empty list."""
-    return re.sub(r"^servers:[ \t]*(#[^\n]*)?$", lambda m: "servers: []" + (
-        f"  {m.group(1)}" if m.group(1) else ""), text, count=1, flags=re.MULTILINE)
+    return re.sub(
+        r"^servers:[ \t]*(#[^\n]*)?$",
+        lambda m: "servers: []" + (f"  {m.group(1)}" if m.group(1) else ""),
+        text,
+        count=1,
+        flags=re.MULTILINE,
+    )

@@ -50,7 +50,7 @@ def fetch_server(registry: str, name: str, *, timeout: float = _TIMEOUT) -> Any:
     url = f"{registry.rstrip('/')}/v0.1/servers/{quoted}/versions/latest"
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             raw = response.read(_MAX_BYTES + 1)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

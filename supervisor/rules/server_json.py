@@ -22,7 +22,9 @@ from typing import Any
 __all__ = ["KNOWN_SCHEMAS", "Plan", "ServerJsonError", "plan_from", "unwrap"]
 
 KNOWN_SCHEMAS = ("2025-09-29", "2025-10-17", "2025-12-11")
-_SCHEMA_URL = re.compile(r"https://static\.modelcontextprotocol\.io/schemas/([0-9-]+)/server\.schema\.json")
+_SCHEMA_URL = re.compile(
+    r"https://static\.modelcontextprotocol\.io/schemas/([0-9-]+)/server\.schema\.json"
+)
 _VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OFFICIAL = "io.modelcontextprotocol.registry/official"
@@ -128,8 +130,16 @@ def _package(
             f"{p}.runtimeArguments are for {package.get('runtimeHint') or 'the runtime'} "
             "(uvx/npx), which spctl does not use: ignored"
         )
-    return Plan(name, exact, kind, identifier, tuple(args), tuple(env), secrets=tuple(secrets),
-                notes=tuple(notes))
+    return Plan(
+        name,
+        exact,
+        kind,
+        identifier,
+        tuple(args),
+        tuple(env),
+        secrets=tuple(secrets),
+        notes=tuple(notes),
+    )
 
 
 def _remote(
