@@ -213,7 +213,7 @@ def test_add_from_a_registry_fixture_maps_env_and_secrets(tmp_path: Path) -> Non
         assert out.returncode == 0, out.stderr
         text = (ext / "servers.yaml").read_text()
         assert "s3cret-value" not in text + out.stdout + out.stderr  # never a literal
-        assert "TIME_API_KEY: ${TIME_API_KEY}" in text and "TIME_LOG: info" in text
+        assert "TIME_API_KEY: '${TIME_API_KEY}'" in text and "TIME_LOG: info" in text
         assert "command: [mcp-server-time, --local-timezone=UTC]" in text
         assert f"# added by spctl add: io.github.example/mcp-server-time {TIME_VERSION}" in text
         assert "set TIME_API_KEY in the supervisor's environment (the API key)" in out.stdout
@@ -314,7 +314,7 @@ def test_remote_from_server_json(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     text = (ext / "servers.yaml").read_text()
     assert "- name: weather\n  type: remote\n  url: https://acme.example.com/mcp" in text
-    assert "X-Api-Key: ${X_API_KEY}" in text
+    assert "X-Api-Key: '${X_API_KEY}'" in text
     assert not (ext / "spctl.lock").exists()
     assert "no supervisor is running: it will be picked up at the next start" in out.stdout
 
