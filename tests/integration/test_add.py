@@ -167,8 +167,12 @@ def test_add_from_a_registry_fixture_maps_env_and_secrets(tmp_path: Path) -> Non
                         {"type": "named", "name": "--local-timezone", "default": "UTC"}
                     ],
                     environmentVariables=[
-                        {"name": "TIME_API_KEY", "isSecret": True, "isRequired": True,
-                         "description": "the API key"},
+                        {
+                            "name": "TIME_API_KEY",
+                            "isSecret": True,
+                            "isRequired": True,
+                            "description": "the API key",
+                        },
                         {"name": "TIME_LOG", "default": "info", "description": "log level"},
                     ],
                 ),
@@ -179,7 +183,7 @@ def test_add_from_a_registry_fixture_maps_env_and_secrets(tmp_path: Path) -> Non
     seen: list[str] = []
 
     class Registry(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:
             seen.append(self.path)
             wanted = "/v0.1/servers/io.github.example%2Fmcp-server-time/versions/latest"
             body = json.dumps(doc).encode() if self.path == wanted else b"{}"
@@ -219,8 +223,16 @@ def test_add_from_a_registry_fixture_maps_env_and_secrets(tmp_path: Path) -> Non
         assert "set TIME_API_KEY in the supervisor's environment (the API key)" in out.stdout
         assert "\n- name: time\n" in text and text.startswith(HEADER)
         # unknown to the registry
-        out = spctl("add", "registry:io.github.example/none", "--registry", base, "--yes",
-                    "-e", str(ext), root=tmp_path)
+        out = spctl(
+            "add",
+            "registry:io.github.example/none",
+            "--registry",
+            base,
+            "--yes",
+            "-e",
+            str(ext),
+            root=tmp_path,
+        )
         refused(out, "the registry has no server named 'io.github.example/none'")
     finally:
         server.shutdown()
@@ -234,7 +246,7 @@ def test_add_from_a_registry_fixture_maps_env_and_secrets(tmp_path: Path) -> Non
     ("source", "words"),
     [
         ("pypi:no-such-package-xyz", ["no-such-package-xyz", "cannot lock"]),
-        (f"pypi:mcp-server-time==1999.1.1", ["mcp-server-time==1999.1.1", "cannot lock"]),
+        ("pypi:mcp-server-time==1999.1.1", ["mcp-server-time==1999.1.1", "cannot lock"]),
         ("pypi:idna==3.10", ["idna 3.10 installs no console script"]),
         ("pypi:pip==25.3", ["pip 25.3 installs several console scripts (pip, pip3", "--command"]),
     ],
@@ -250,22 +262,61 @@ def test_bad_pypi_sources_change_nothing(tmp_path: Path, source: str, words: lis
 @pytest.mark.parametrize(
     ("doc", "words"),
     [
-        ({"$schema": "https://example.com/other.json", "name": "x", "version": "1",
-          "packages": [time_package()]}, ["unknown server.json schema"]),
-        ({"$schema": SCHEMA, "version": "1", "packages": [time_package()]},
-         ["name: missing"]),
+        (
+            {
+                "$schema": "https://example.com/other.json",
+                "name": "x",
+                "version": "1",
+                "packages": [time_package()],
+            },
+            ["unknown server.json schema"],
+        ),
+        ({"$schema": SCHEMA, "version": "1", "packages": [time_package()]}, ["name: missing"]),
         ({"$schema": SCHEMA, "name": "x", "version": "1"}, ["neither packages[] nor remotes[]"]),
-        ({"$schema": SCHEMA, "name": "x", "version": "1",
-          "packages": [{"registryType": "oci", "identifier": "ghcr.io/x/y:1"}]},
-         ["oci not supported"]),
-        ({"$schema": SCHEMA, "name": "x", "version": "1",
-          "packages": [{"registryType": "npm", "identifier": "@x/y", "version": "1.0.0",
-                        "transport": {"type": "stdio"}}]},
-         ["npm installs are not supported yet"]),
-        ({"$schema": SCHEMA, "name": "x", "version": "1",
-          "packages": [time_package(environmentVariables=[
-              {"name": "REGION", "isRequired": True, "description": "the region to serve"}])]},
-         ["REGION is required (the region to serve)", "--env REGION=VALUE"]),
+        (
+            {
+                "$schema": SCHEMA,
+                "name": "x",
+                "version": "1",
+                "packages": [{"registryType": "oci", "identifier": "ghcr.io/x/y:1"}],
+            },
+            ["oci not supported"],
+        ),
+        (
+            {
+                "$schema": SCHEMA,
+                "name": "x",
+                "version": "1",
+                "packages": [
+                    {
+                        "registryType": "npm",
+                        "identifier": "@x/y",
+                        "version": "1.0.0",
+                        "transport": {"type": "stdio"},
+                    }
+                ],
+            },
+            ["npm installs are not supported yet"],
+        ),
+        (
+            {
+                "$schema": SCHEMA,
+                "name": "x",
+                "version": "1",
+                "packages": [
+                    time_package(
+                        environmentVariables=[
+                            {
+                                "name": "REGION",
+                                "isRequired": True,
+                                "description": "the region to serve",
+                            }
+                        ]
+                    )
+                ],
+            },
+            ["REGION is required (the region to serve)", "--env REGION=VALUE"],
+        ),
     ],
 )
 def test_bad_server_json_changes_nothing(
@@ -281,16 +332,19 @@ def test_bad_server_json_changes_nothing(
 def test_refusals_before_any_work(tmp_path: Path) -> None:
     ext = extensions(tmp_path)
     before = snapshot(tmp_path)
-    out = spctl("add", "npm:@modelcontextprotocol/server-everything", "--yes", "-e", str(ext),
-                root=tmp_path)
+    out = spctl(
+        "add", "npm:@modelcontextprotocol/server-everything", "--yes", "-e", str(ext), root=tmp_path
+    )
     refused(out, "npm installs are not supported yet")
     out = spctl("add", "pypi:mcp-server-time", "-e", str(ext), root=tmp_path)  # no tty
     refused(out, "stdin is not a terminal and --yes was not given")
-    out = spctl("add", "pypi:mcp-server-time", "--name", "echo", "--yes", "-e", str(ext),
-                root=tmp_path)
+    out = spctl(
+        "add", "pypi:mcp-server-time", "--name", "echo", "--yes", "-e", str(ext), root=tmp_path
+    )
     refused(out, "'echo' is already taken")
-    out = spctl("add", "pypi:mcp-server-time", "--name", "Bad_Name", "--yes", "-e", str(ext),
-                root=tmp_path)
+    out = spctl(
+        "add", "pypi:mcp-server-time", "--name", "Bad_Name", "--yes", "-e", str(ext), root=tmp_path
+    )
     refused(out, "an entry name is lowercase")
     out = spctl("remove", "nope", "--yes", "-e", str(ext), root=tmp_path)
     refused(out, "has no entry named 'nope'")
@@ -304,13 +358,23 @@ def test_remote_from_server_json(tmp_path: Path) -> None:
         "name": "com.example/weather-mcp",
         "version": "2.0.0",
         "remotes": [
-            {"type": "streamable-http", "url": "https://{tenant}.example.com/mcp",
-             "variables": {"tenant": {"default": "acme"}},
-             "headers": [{"name": "X-Api-Key", "isSecret": True, "isRequired": True}]},
+            {
+                "type": "streamable-http",
+                "url": "https://{tenant}.example.com/mcp",
+                "variables": {"tenant": {"default": "acme"}},
+                "headers": [{"name": "X-Api-Key", "isSecret": True, "isRequired": True}],
+            },
         ],
     }
-    out = spctl("add", server_json(tmp_path, doc), "--yes", "-e", str(ext), root=tmp_path,
-                env={"X_API_KEY": "k"})
+    out = spctl(
+        "add",
+        server_json(tmp_path, doc),
+        "--yes",
+        "-e",
+        str(ext),
+        root=tmp_path,
+        env={"X_API_KEY": "k"},
+    )
     assert out.returncode == 0, out.stderr
     text = (ext / "servers.yaml").read_text()
     assert "- name: weather\n  type: remote\n  url: https://acme.example.com/mcp" in text
@@ -330,14 +394,18 @@ def test_ctrl_c_during_the_build_leaves_nothing(tmp_path: Path) -> None:
     }
     proc = subprocess.Popen(
         [SPCTL, "add", "pypi:mcp-server-time==" + TIME_VERSION, "--yes", "-e", str(ext)],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     envs = tmp_path / "state" / "envs"
     try:
         building = wait_for(
             lambda: proc.poll() is not None or (envs.is_dir() and any(envs.glob(".tmp-time-*"))),
-            120, "the build to start",
+            120,
+            "the build to start",
         )
         if proc.poll() is not None:
             out, err = proc.communicate()
