@@ -112,8 +112,9 @@ def remove_entry(text: str, name: str) -> str:
     if index + 1 >= len(servers):
         while keep > start + 1 and _blank_or_comment(lines[keep - 1]):
             keep -= 1  # after the last entry: what follows the block stays
-    while start > 0 and lines[start - 1].strip().startswith("#"):
-        start -= 1  # the entry's own comment (e.g. the one spctl add wrote)
+    column = len(lines[start]) - len(lines[start].lstrip(" "))
+    while start > 0 and lines[start - 1].startswith(" " * column + "#"):
+        start -= 1  # the entry's own comment, at its column (e.g. the one spctl add wrote)
     result = "".join(lines[:start] + lines[keep:])
     if len(servers) == 1:
         result = _empty_list(result)

@@ -94,7 +94,7 @@ def console_scripts(env: Path, package: str) -> list[str]:
     raise SourceError(f"{package} is not installed in {env}")
 
 
-_AFFIXES = ("mcp-server-", "server-mcp-", "mcp-")
+_AFFIXES = ("mcp-server-", "server-mcp-", "mcp-", "server-")
 _SUFFIXES = ("-mcp-server", "-server-mcp", "-mcp", "-server")
 
 
