@@ -112,7 +112,14 @@ def _add(
     if not root.is_dir():
         raise Refused(f"{extensions}: extensions directory not found")
     old_text = _read(servers_file)
-    draft = _draft(source, _values(env, "--env") | _values(arg, "--arg"), registry)
+    values = _values(env, "--env") | _values(arg, "--arg")
+    draft = _draft(source, values, registry)
+    for variable, _, _ in draft.secrets:
+        if variable in values:
+            raise Refused(
+                f"{variable} is a secret: spctl add writes ${{{variable}}}, never a literal; "
+                f"export {variable} instead of giving it with --env/--arg"
+            )
     entry_name = name or _derived(draft)
     _check_name(entry_name, root, old_text)
     draft.name = entry_name

@@ -346,6 +346,15 @@ def test_refusals_before_any_work(tmp_path: Path) -> None:
         "add", "pypi:mcp-server-time", "--name", "Bad_Name", "--yes", "-e", str(ext), root=tmp_path
     )
     refused(out, "an entry name is lowercase")
+    secret = {
+        "$schema": SCHEMA,
+        "name": "x",
+        "version": "1",
+        "packages": [time_package(environmentVariables=[{"name": "KEY", "isSecret": True}])],
+    }
+    given = ("--env", "KEY=literal", "--yes", "-e", str(ext))
+    out = spctl("add", server_json(tmp_path, secret), *given, root=tmp_path)
+    refused(out, "KEY is a secret: spctl add writes ${KEY}, never a literal")
     out = spctl("remove", "nope", "--yes", "-e", str(ext), root=tmp_path)
     refused(out, "has no entry named 'nope'")
     assert snapshot(tmp_path) == before
@@ -421,3 +430,43 @@ def test_ctrl_c_during_the_build_leaves_nothing(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode != 0, err
     assert snapshot(tmp_path) == before  # no entry, no lock, no env (not even a temp dir)
+
+
+def test_on_a_terminal_it_shows_what_it_will_run_and_asks(tmp_path: Path) -> None:
+    import pty
+
+    ext = extensions(tmp_path)
+    doc = {
+        "$schema": SCHEMA,
+        "name": "com.example/weather-mcp",
+        "version": "2.0.0",
+        "remotes": [{"type": "streamable-http", "url": "https://weather.example.com/mcp"}],
+    }
+    source = server_json(tmp_path, doc)
+    before = snapshot(tmp_path)
+    for answer, code in (("n", 1), ("y", 0)):
+        leader, follower = pty.openpty()
+        try:
+            os.write(leader, f"{answer}\n".encode())
+            out = subprocess.run(
+                [SPCTL, "add", source, "-e", str(ext)],
+                env={
+                    **os.environ,
+                    "STATE_DIRECTORY": str(tmp_path / "state"),
+                    "SPCTL_SOCKET": str(tmp_path / "run" / "control.sock"),
+                },
+                stdin=follower,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            os.close(follower)
+            os.close(leader)
+        assert out.returncode == code, out.stdout + out.stderr
+        assert "weather: will run: (remote) https://weather.example.com/mcp" in out.stdout
+        assert "write weather to" in out.stdout
+        if answer == "n":
+            assert "not confirmed" in out.stderr and snapshot(tmp_path) == before
+    assert "- name: weather\n  type: remote\n" in (ext / "servers.yaml").read_text()
