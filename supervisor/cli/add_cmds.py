@@ -295,6 +295,8 @@ def _check_name(name: str, root: Path, text: str) -> None:
 
 
 def _build(draft: Draft, state: Path, resolve_table: Any) -> tuple[dict[str, Any], Env, bool]:
+    from packaging.utils import canonicalize_name
+
     from supervisor.install.envlock import Env, env_dir, host_python
     from supervisor.install.envs import build_env
     from supervisor.install.uv import LockedPackage
@@ -303,7 +305,7 @@ def _build(draft: Draft, state: Path, resolve_table: Any) -> tuple[dict[str, Any
     wanted = draft.package + (f"=={draft.version}" if draft.version else "")
     table = resolve_table(draft.name, [wanted], f"pypi:{wanted}", progress=say)
     if draft.version is None:  # pin the version uv chose
-        mine = [p for p in table["packages"] if p["name"] == draft.package]
+        mine = [p for p in table["packages"] if canonicalize_name(p["name"]) == draft.package]
         if not mine:
             raise Refused(f"uv did not resolve {draft.package}")
         draft.version = mine[0]["version"]
@@ -374,14 +376,15 @@ def _with_entry(text: str, entry: dict[str, Any], provenance: str) -> str:
 def _validated(root: Path, old_text: str, new_text: str, name: str) -> Any:
     from supervisor.config import load_registry
 
-    before = {str(e) for e in load_registry(root).errors}
+    old = load_registry(root).errors
+    before = {(e.file.name, e.field, e.message) for e in old}  # lines may move: not compared
     after = load_registry(root, texts={"servers": new_text})
-    new_errors = [str(e) for e in after.errors if str(e) not in before]
+    new_errors = [str(e) for e in after.errors if (e.file.name, e.field, e.message) not in before]
     ext = after.registry.get(name)
     if new_errors or ext is None:
         detail = "; ".join(new_errors) or f"{name} is not in the registry it would write"
         raise Refused(f"the registry with the new entry does not validate: {detail}")
-    for error in before:
+    for error in old:
         typer.echo(f"warning (already there): {error}", err=True)
     return ext
 

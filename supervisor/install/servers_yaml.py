@@ -27,7 +27,7 @@ class EditError(Exception):
 def _yaml(offset: int) -> YAML:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
-    yaml.width = 100
+    yaml.width = 4096  # never re-wrap the operator's long lines
     yaml.indent(mapping=2, sequence=offset + 2, offset=offset)
     return yaml
 

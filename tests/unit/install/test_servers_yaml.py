@@ -64,3 +64,13 @@ def test_empty_or_missing_files_and_unknown_names() -> None:
 )
 def test_derived_names(text: str, name: str) -> None:
     assert derive_name(text) == name
+
+
+def test_long_lines_and_quotes_are_left_as_they_were() -> None:
+    text = (
+        "servers:\n  - name: a\n    type: local\n    path: ./servers/a\n"
+        f"    config: {{note: '{'x' * 150}', other: \"q\"}}\n"
+    )
+    added = add_entry(text, ENTRY, "c")
+    assert added.startswith(text)
+    assert remove_entry(added, "time") == text
