@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from supervisor.cli import (
+    add_cmds,
     audit,
     ctl,
     install_cmds,
@@ -64,6 +65,8 @@ app.command("lock")(install_cmds.lock)
 app.command("install")(install_cmds.install)
 app.command("upgrade")(install_cmds.upgrade)
 app.command("gc")(install_cmds.gc)
+app.command("add")(add_cmds.add)
+app.command("remove")(add_cmds.remove)
 
 
 def main() -> None:

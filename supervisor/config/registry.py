@@ -21,19 +21,26 @@ from supervisor.config.entries import Entry, read_entry
 from supervisor.config.errors import ConfigError
 from supervisor.config.fields import Problem, Reader, suggest
 from supervisor.config.hooks import read_hooks
-from supervisor.config.load import Mark, MarkedList, MarkedMap, read_file
+from supervisor.config.load import Mark, MarkedList, MarkedMap, parse_text, read_file
 from supervisor.config.schema import SECTIONS, Extension, Hooks, LoadResult, Registry
 from supervisor.config.values import FrozenDict, show
 
 __all__ = ["load_registry"]
 
 
-def load_registry(root: Path | str, environ: Mapping[str, str] | None = None) -> LoadResult:
+def load_registry(
+    root: Path | str,
+    environ: Mapping[str, str] | None = None,
+    *,
+    texts: Mapping[str, str] | None = None,
+) -> LoadResult:
     """Load and validate ``root/servers.yaml`` and ``root/modules.yaml``.
 
     Either file may be absent (it contributes nothing; so does an empty file); a missing
     ``root`` is a fatal error. ``${VAR}`` references are expanded from ``environ`` (default
     ``os.environ``). Reads the two files and stats paths; imports and runs nothing.
+    ``texts``: the content to validate instead of a file, by section (``spctl add`` checks
+    the registry it is about to write).
     """
     environ = os.environ if environ is None else environ
     directory = Path(root).absolute()
@@ -50,9 +57,12 @@ def load_registry(root: Path | str, environ: Mapping[str, str] | None = None) ->
     entries: list[Entry] = []
     for section in SECTIONS:
         file = directory / f"{section}.yaml"
-        if not _present(file, file_errors):
+        if texts is not None and section in texts:
+            parsed = parse_text(texts[section])
+        elif not _present(file, file_errors):
             continue
-        parsed = read_file(file)
+        else:
+            parsed = read_file(file)
         for found in parsed.problems:
             file_errors.append(ConfigError(file, found.line, found.column, "", found.message))
         file_hooks = _file_hooks(parsed.data, file, resolved, environ, file_errors)

@@ -42,6 +42,7 @@ __all__ = [
     "locked_env",
     "needs_env",
     "requirements_of",
+    "resolve_table",
 ]
 
 SECTION = "extensions"
@@ -127,7 +128,19 @@ def lock_extension(
     ext: Extension, extensions_dir: Path, *, progress: Progress | None = None
 ) -> dict[str, Any]:
     """Resolve the entry's requirements and write ``[extensions.NAME]``; returns the table."""
-    wanted = requirements_of(ext)
+    source = ext.environment.install if ext.environment and ext.environment.install else ""
+    table = resolve_table(ext.name, requirements_of(ext), source, progress=progress)
+    try:
+        update_lock(extensions_dir, SECTION, ext.name, table)
+    except (LockError, OSError) as exc:
+        raise EnvError(f"{ext.name}: cannot write the lock: {exc}") from None
+    return table
+
+
+def resolve_table(
+    name: str, wanted: list[str], source: str, *, progress: Progress | None = None
+) -> dict[str, Any]:
+    """The ``[extensions.NAME]`` table for ``wanted`` (resolved with uv), written nowhere."""
     python_version = host_python()
     say = progress or (lambda _: None)
     say(f"resolving {', '.join(wanted)} for Python {python_version}")
@@ -135,18 +148,14 @@ def lock_extension(
         try:
             packages = compile_locked([*wanted, _msgpack_requirement()], python_version, Path(work))
         except UvError as exc:
-            raise EnvError(f"{ext.name}: cannot lock: {exc}") from None
+            raise EnvError(f"{name}: cannot lock: {exc}") from None
     table: dict[str, Any] = {
-        "source": ext.environment.install if ext.environment and ext.environment.install else "",
+        "source": source,
         "requirements": wanted,
         "python": python_version,
         "digest": digest_of(python_version, packages),
         "packages": [p.to_lock() for p in packages],
     }
-    try:
-        update_lock(extensions_dir, SECTION, ext.name, table)
-    except (LockError, OSError) as exc:
-        raise EnvError(f"{ext.name}: cannot write the lock: {exc}") from None
     say(f"locked {len(packages)} packages ({table['digest'][:19]}…)")
     return table
 
