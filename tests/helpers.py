@@ -27,6 +27,17 @@ FIXTURES = REPO / "tests" / "fixtures"
 SPCTL = str(Path(sys.executable).with_name("spctl"))
 
 
+def interruptible(argv: list[str]) -> list[str]:
+    """``argv`` run with SIGINT at its default first: a process started from a background job
+    of a non-interactive shell (``make test &``, some CI runners) inherits SIGINT *ignored*,
+    and Python then installs no KeyboardInterrupt handler, so a test's Ctrl-C would be lost."""
+    restore = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", restore, *argv]
+
+
 def wait_for(cond: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
     """Poll ``cond`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -20,7 +20,14 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import SPCTL, make_extensions, serve_fixture, server_entry, wait_for
+from tests.helpers import (
+    SPCTL,
+    interruptible,
+    make_extensions,
+    serve_fixture,
+    server_entry,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -402,7 +409,9 @@ def test_ctrl_c_during_the_build_leaves_nothing(tmp_path: Path) -> None:
         "UV_CACHE_DIR": str(tmp_path / "cold-cache"),  # a cold cache: the build downloads
     }
     proc = subprocess.Popen(
-        [SPCTL, "add", "pypi:mcp-server-time==" + TIME_VERSION, "--yes", "-e", str(ext)],
+        interruptible(
+            [SPCTL, "add", "pypi:mcp-server-time==" + TIME_VERSION, "--yes", "-e", str(ext)]
+        ),
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -21,7 +21,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import SPCTL, make_extensions, serve_fixture, server_entry, wait_for
+from tests.helpers import (
+    SPCTL,
+    interruptible,
+    make_extensions,
+    serve_fixture,
+    server_entry,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -350,7 +357,7 @@ def test_offline_builds_from_the_cache_or_says_it_cannot(tmp_path: Path, time_bu
     no_network = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
     no_network["UV_HTTP_RETRIES"] = "0"  # refused at once: uv's retries only cost time here
     env = {**os.environ, **no_network, "STATE_DIRECTORY": str(tmp_path / "offline")}
-    argv = [SPCTL, "install", "time", "--extensions", str(ext)]
+    argv = interruptible([SPCTL, "install", "time", "--extensions", str(ext)])
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert out.returncode == 0, out.stderr  # from uv's cache alone
     assert len(list((tmp_path / "offline" / "envs").iterdir())) == 1
@@ -421,7 +428,7 @@ def test_ctrl_c_during_a_build_leaves_nothing_used(tmp_path: Path, time_built: B
     envs = tmp_path / "state" / "envs"
     try:
         proc = subprocess.Popen(
-            [SPCTL, "install", "time", "--extensions", str(ext)],
+            interruptible([SPCTL, "install", "time", "--extensions", str(ext)]),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

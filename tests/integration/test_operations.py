@@ -13,7 +13,15 @@ from pathlib import Path
 
 import yaml
 
-from tests.helpers import SPCTL, Serve, make_extensions, module_entry, serve_fixture, wait_for
+from tests.helpers import (
+    SPCTL,
+    Serve,
+    interruptible,
+    make_extensions,
+    module_entry,
+    serve_fixture,
+    wait_for,
+)
 
 
 def _write_modules(ext: Path, modules: list[dict[str, object]]) -> None:
@@ -192,7 +200,10 @@ def test_logs_tail_and_follow_across_restart(tmp_path: Path) -> None:
         assert "stdout: first line" in out.stdout
         assert "stdout: partial line without newline" in out.stdout  # kept at exit
         proc = subprocess.Popen(
-            [SPCTL, "logs", "p", "-n", "0", "-f"], env=s.env, stdout=subprocess.PIPE, text=True
+            interruptible([SPCTL, "logs", "p", "-n", "0", "-f"]),
+            env=s.env,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         seen: list[str] = []
 
