@@ -28,7 +28,7 @@ import sys
 import time
 from typing import NoReturn
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
 import worker.__main__ as worker_main
 import worker.host  # noqa: F401  (pre-imported: this is what the fork saves)

@@ -28,7 +28,15 @@ from supervisor.core.kill import LINEAGE, children, lineage_prefix
 from supervisor.core.output import PipeReader
 from supervisor.core.zygote import Zygote, enabled
 
-__all__ = ["WorkerProcess", "managed", "reap_orphans", "set_child_subreaper", "spawn_mode", "spawn_worker", "zygote"]
+__all__ = [
+    "WorkerProcess",
+    "managed",
+    "reap_orphans",
+    "set_child_subreaper",
+    "spawn_mode",
+    "spawn_worker",
+    "zygote",
+]
 
 PR_SET_CHILD_SUBREAPER = 36
 

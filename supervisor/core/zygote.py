@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
 __all__ = ["BACKOFF", "Zygote", "enabled"]
 
@@ -66,7 +66,7 @@ class Zygote:
         if now - self.started_at < BACKOFF:
             return False
         self.started_at = now
-        from supervisor.core.process import helper_starting, helper_started
+        from supervisor.core.process import helper_started, helper_starting
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -103,7 +103,7 @@ class Zygote:
         its pid (already our child), or None: exec it instead (why: :attr:`last_error`)."""
         if not self.start() or self.sock is None:
             return None
-        from supervisor.core.process import helper_starting, helper_started
+        from supervisor.core.process import helper_started, helper_starting
 
         pid: int | None = None
         helper_starting()  # the orphan reaper must not take it before we know its pid
@@ -122,7 +122,7 @@ class Zygote:
             return pid
         except (OSError, ValueError, TypeError) as e:
             self.last_error = f"zygote request failed: {e}"
-            self._alive()
+            self.close()  # a late answer must never be read as the next request's
             return None
         finally:
             helper_started(pid)
