@@ -51,7 +51,7 @@ def zygote() -> Zygote | None:
     """The core's zygote when ``SPCTL_ZYGOTE=on`` (created on first use), else None."""
     global _zygote
     if _zygote is None and enabled():
-        _zygote = Zygote()
+        _zygote = Zygote(starting=helper_starting, started=helper_started, ended=helper_ended)
     return _zygote
 
 

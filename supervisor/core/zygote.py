@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
@@ -31,8 +32,18 @@ def enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
 class Zygote:
     """One zygote of ``python`` (the core's own interpreter by default)."""
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(
+        self,
+        python: str = sys.executable,
+        *,
+        starting: Callable[[], None] = lambda: None,
+        started: Callable[[int | None], None] = lambda pid: None,
+        ended: Callable[[int], None] = lambda pid: None,
+    ) -> None:
+        # starting/started/ended: supervisor.core.process's helper_* (the orphan reaper's
+        # bookkeeping: it must never reap the zygote or a worker whose pid is not known yet)
         self.python = python
+        self._starting, self._started, self._ended = starting, started, ended
         self.pid: int | None = None
         self.sock: socket.socket | None = None
         self.started_at = -BACKOFF
@@ -42,15 +53,13 @@ class Zygote:
     def _alive(self) -> bool:
         if self.pid is None:
             return False
-        from supervisor.core.process import helper_ended
-
         try:
             got, _ = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:
             got = self.pid
         if got == 0:
             return True
-        helper_ended(self.pid)
+        self._ended(self.pid)
         self.last_error = f"zygote (pid {self.pid}) died"
         self.pid = None
         if self.sock is not None:
@@ -66,14 +75,12 @@ class Zygote:
         if now - self.started_at < BACKOFF:
             return False
         self.started_at = now
-        from supervisor.core.process import helper_started, helper_starting
-
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         env = dict(os.environ)
         env["SPCTL_PARENT_PID"] = str(os.getpid())
         pid = None
-        helper_starting()
+        self._starting()
         try:
             pid = os.posix_spawn(
                 self.python,
@@ -91,7 +98,7 @@ class Zygote:
             ours.close()
             return False
         finally:
-            helper_started(pid)
+            self._started(pid)
             theirs.close()
             os.close(null)
         self.pid, self.sock = pid, ours
@@ -103,10 +110,8 @@ class Zygote:
         its pid (already our child), or None: exec it instead (why: :attr:`last_error`)."""
         if not self.start() or self.sock is None:
             return None
-        from supervisor.core.process import helper_started, helper_starting
-
         pid: int | None = None
-        helper_starting()  # the orphan reaper must not take it before we know its pid
+        self._starting()  # the orphan reaper must not take it before we know its pid
         try:
             self.sock.settimeout(REPLY_TIMEOUT)
             socket.send_fds(self.sock, [msgpack.packb(env)], fds)
@@ -125,7 +130,7 @@ class Zygote:
             self.close()  # a late answer must never be read as the next request's
             return None
         finally:
-            helper_started(pid)
+            self._started(pid)
 
     def close(self) -> None:
         if self.sock is not None:
@@ -139,7 +144,5 @@ class Zygote:
                 os.waitpid(self.pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
-            from supervisor.core.process import helper_ended
-
-            helper_ended(self.pid)
+            self._ended(self.pid)
             self.pid = None
