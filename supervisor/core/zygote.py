@@ -77,7 +77,10 @@ class Zygote:
         self.started_at = now
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        env = dict(os.environ)
+        # No secret of the core's environment: a forked worker's /proc/PID/environ shows
+        # the zygote's (os.environ is replaced in the child, the initial block is inherited).
+        keep = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+        env = {k: os.environ[k] for k in keep if k in os.environ}
         env["SPCTL_PARENT_PID"] = str(os.getpid())
         pid = None
         self._starting()
