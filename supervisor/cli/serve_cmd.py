@@ -126,6 +126,14 @@ def serve(
             help="Also record call arguments (redacted secrets, cut to 1 KiB).",
         ),
     ] = False,
+    zygote: Annotated[
+        bool | None,
+        typer.Option(
+            "--zygote/--no-zygote",
+            help="Fork workers on spctl's own interpreter from a pre-imported zygote "
+            "(also SPCTL_ZYGOTE=on|off; default off).",
+        ),
+    ] = None,
     log_json: Annotated[
         bool | None,
         typer.Option("--log-json/--log-text", help="Log format (default: JSON unless a tty)."),
@@ -140,6 +148,8 @@ def serve(
     from supervisor.logs import configure
     from supervisor.rules.health import HealthSettings
 
+    if zygote is not None:  # read by supervisor.core.process when it spawns
+        os.environ["SPCTL_ZYGOTE"] = "on" if zygote else "off"
     debug = "extensions:" in os.environ.get("DEBUG", "")
     configure(json=log_json, level=logging.DEBUG if debug else logging.INFO)
     try:

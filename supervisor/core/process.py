@@ -26,8 +26,17 @@ import anyio
 
 from supervisor.core.kill import LINEAGE, children, lineage_prefix
 from supervisor.core.output import PipeReader
+from supervisor.core.zygote import Zygote, enabled
 
-__all__ = ["WorkerProcess", "managed", "reap_orphans", "set_child_subreaper", "spawn_worker"]
+__all__ = [
+    "WorkerProcess",
+    "managed",
+    "reap_orphans",
+    "set_child_subreaper",
+    "spawn_mode",
+    "spawn_worker",
+    "zygote",
+]
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -35,6 +44,25 @@ PR_SET_CHILD_SUBREAPER = 36
 # never take their status. Added synchronously right after posix_spawn.
 _managed: set[int] = set()
 _serials = itertools.count(1)
+_zygote: Zygote | None = None
+
+
+def zygote() -> Zygote | None:
+    """The core's zygote when ``SPCTL_ZYGOTE=on`` (created on first use), else None."""
+    global _zygote
+    if _zygote is None and enabled():
+        _zygote = Zygote(starting=helper_starting, started=helper_started, ended=helper_ended)
+    return _zygote
+
+
+def spawn_mode(argv: Sequence[str]) -> str:
+    """How a worker with ``argv`` is started: "zygote" or "exec"."""
+    z = zygote()
+    return "zygote" if z is not None and list(argv) == _zygote_argv(z) else "exec"
+
+
+def _zygote_argv(z: Zygote) -> list[str]:
+    return [z.python, "-P", "-m", "worker"]
 
 
 def managed(pid: int) -> bool:
@@ -190,20 +218,27 @@ async def spawn_worker(
     mark = f"{lineage_prefix(os.getpid()) or ''}{next(_serials)}"
     full_env[LINEAGE] = mark
     try:
-        # Spawned from the loop thread on purpose (PDEATHSIG is per thread); it takes ~1 ms.
-        pid = os.posix_spawn(  # noqa: ASYNC221
-            argv[0],
-            list(argv),
-            full_env,
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, null, 0),
-                (os.POSIX_SPAWN_DUP2, out_w, 1),
-                (os.POSIX_SPAWN_DUP2, err_w, 2),
-                (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 3),
-            ],
-            setpgroup=0,
-            setsigdef=_RESET_SIGNALS,
-        )
+        z = zygote()
+        pid = None
+        if z is not None and list(argv) == _zygote_argv(z):
+            pid = z.fork_worker(full_env, [null, out_w, err_w, child_sock.fileno()])
+            if pid is None:
+                on_line("spctl", f"worker exec'd, not forked: {z.last_error}")
+        if pid is None:
+            # Spawned from the loop thread on purpose (PDEATHSIG is per thread); ~1 ms.
+            pid = os.posix_spawn(  # noqa: ASYNC221
+                argv[0],
+                list(argv),
+                full_env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, null, 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                    (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 3),
+                ],
+                setpgroup=0,
+                setsigdef=_RESET_SIGNALS,
+            )
     except BaseException:
         parent_sock.close()
         os.close(out_r)

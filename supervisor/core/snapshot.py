@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from supervisor.config import Extension
+from supervisor.core.process import spawn_mode
 from supervisor.rules.limits import Sample, WatchLimits, headroom
 from supervisor.rules.states import INSTALLING, State, StateMachine
 
@@ -62,6 +64,8 @@ def snapshot(r: Observed) -> dict[str, Any]:
         "usage": usage(live),
         "headroom": headroom(live, WatchLimits.from_config(ext.limits)) if live else {},
         "integrity": r.integrity,
+        # forked from the zygote (SPCTL_ZYGOTE=on, spctl's own interpreter) or exec'd
+        "spawn": spawn_mode([str(ext.python or sys.executable), "-P", "-m", "worker"]),
     }
 
 

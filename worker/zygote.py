@@ -1,0 +1,118 @@
+"""The zygote: a fork server that has imported the worker's modules, so a worker starts by
+``fork`` instead of a fresh interpreter (opt-in: ``SPCTL_ZYGOTE=on``; DESIGN §14).
+
+Theory of operation. The core starts ``python -P -m worker.zygote`` with one end of a
+``SOCK_SEQPACKET`` socketpair at fd 3. The zygote imports :mod:`worker.host` (asyncio, msgpack,
+the kinds) but nothing of any extension, freezes the heap (``gc.freeze``) and then, single
+threaded, serves requests: one packet whose payload is the worker's environment (msgpack) and
+whose ``SCM_RIGHTS`` are stdin, stdout, stderr and the channel end. For each it forks an
+*intermediate* that forks the worker and exits at once, so the worker is re-parented to the
+core (a child subreaper): waitid(P_PIDFD), the reaping and the keeper work as for an exec'd
+worker, and killing the zygote kills no worker. The zygote answers the worker's pid (or an
+error) only after the intermediate is reaped, i.e. once the worker is the core's child.
+
+The worker waits for that re-parenting, puts itself in its own process group, moves the four
+fds to 0–3, closes every other fd, replaces the environment and runs
+:func:`worker.__main__.main` — which arms PR_SET_PDEATHSIG and checks that its parent is the
+core, exactly as an exec'd worker does. The signal dispositions are those of a fresh
+interpreter: the zygote never changes them.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import socket
+import sys
+import time
+from typing import NoReturn
+
+import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
+
+import worker.__main__ as worker_main
+import worker.host  # noqa: F401  (pre-imported: this is what the fork saves)
+from worker.privileges import arm_pdeathsig, guard_parent
+from worker.protocol import EXIT_ORPHANED
+
+ZYGOTE_FD = 3
+MAX_REQUEST = 1 << 20
+REPARENT_TIMEOUT = 5.0
+
+
+def _child(fds: list[int], env: dict[str, str], intermediate: int) -> NoReturn:
+    deadline = time.monotonic() + REPARENT_TIMEOUT
+    while os.getppid() == intermediate:  # the intermediate exits right after the fork
+        if time.monotonic() > deadline:
+            os._exit(EXIT_ORPHANED)
+        time.sleep(0.0002)
+    os.setpgid(0, 0)
+    high = [os.dup(fd) for fd in fds]  # out of the way of 0–3 before the dup2s
+    high = [os.dup2(fd, 100 + i) for i, fd in enumerate(high)]
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)
+    os.closerange(4, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 65536)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    os.environ.clear()
+    os.environ.update(env)
+    gc.unfreeze()
+    try:
+        worker_main.main()
+    finally:
+        os._exit(1)
+
+
+def _serve_one(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+    try:
+        env = msgpack.unpackb(data)
+        if len(fds) != 4 or not isinstance(env, dict):
+            raise ValueError("a request is an environment and 4 fds")
+        r, w = os.pipe()
+        inter = os.fork()
+        if inter == 0:
+            os.close(r)
+            me = os.getpid()
+            try:
+                pid = os.fork()
+            except OSError as e:
+                os.write(w, msgpack.packb({"error": f"fork: {e.strerror}"}))
+                os._exit(0)
+            if pid == 0:
+                os.close(w)
+                sock.close()
+                _child(fds, env, me)
+            os.write(w, msgpack.packb({"pid": pid}))
+            os._exit(0)
+        os.close(w)
+        os.waitpid(inter, 0)
+        with os.fdopen(r, "rb") as f:
+            answer = f.read()
+        sock.send(answer or msgpack.packb({"error": "the intermediate died"}))
+    except (OSError, ValueError) as e:
+        sock.send(msgpack.packb({"error": f"{type(e).__name__}: {e}"}))
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def main() -> None:
+    arm_pdeathsig()
+    parent = os.environ.get("SPCTL_PARENT_PID", "")
+    if parent.isdigit():
+        guard_parent(int(parent), "before the zygote was armed")
+    sock = socket.socket(fileno=ZYGOTE_FD)
+    os.set_inheritable(ZYGOTE_FD, False)
+    gc.freeze()
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 4)
+        except OSError:
+            break
+        if not data:
+            break
+        _serve_one(sock, data, fds)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
