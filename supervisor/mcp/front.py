@@ -296,6 +296,8 @@ def _is_loopback(host: str) -> bool:
 async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None = None) -> int:
     import uvicorn
 
+    from supervisor.mcp.quiet_server import QuietServer
+
     host, port = parse_listen(args.listen)
     token = _read_token(args.token_file) if args.token_file else None
     tokens = ClientTokens(args.clients_file, token) if args.clients_file else None
@@ -360,7 +362,7 @@ async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None =
             timeout_graceful_shutdown=3,
             timeout_keep_alive=limits.keepalive_timeout,  # type: ignore[arg-type]  # a float is fine
         )
-        server = uvicorn.Server(config)
+        server = QuietServer(config)  # no 10 Hz tick while idle
 
         async def exit_when(closed: Callable[[], Awaitable[str]], what: str) -> None:
             nonlocal code

@@ -39,6 +39,7 @@ from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from supervisor.mcp.limits import FrontLimits
+from supervisor.mcp.quiet_server import refresh_date
 
 __all__ = ["limited_protocol"]
 
@@ -108,6 +109,7 @@ class _LimitedH11(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._dropped:
             return
+        refresh_date(self.server_state)  # the Date header, without the server's 1 s timer
         super().data_received(data)
         self._watch_reading()
 
