@@ -50,6 +50,10 @@ class WorkerCgroup:
     def _dir(self, controller: str) -> Path | None:
         return self._dirs.get("" if self.mode == "cgroup v2" else controller)
 
+    def directory(self, controller: str) -> Path | None:
+        """The group's directory for ``controller`` (v2: the one directory); None without it."""
+        return self._dir(controller)
+
     def add(self, pid: int) -> None:
         """Move process ``pid`` (not its existing children) into the group in every hierarchy.
 

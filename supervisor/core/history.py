@@ -1,12 +1,14 @@
 """The recent history of every extension, the front and the supervisor (``history`` verb).
 
 Every :data:`~supervisor.rules.history.PERIOD` seconds :meth:`Recorder.run` asks the limits
-enforcer for everyone's usage (the same on-demand sweep ``status`` uses, cached for
-``USAGE_TTL``, so a status poll in between costs nothing more), reads the front's RSS and CPU
-time from its ``/proc/<pid>/stat`` (one process, no tree to walk) and the supervisor's own;
-each becomes one
-point (memory, CPU, state) in the pure rings of :mod:`supervisor.rules.history`. The status page
-and ``spctl top`` draw their sparklines from :meth:`Recorder.export`.
+enforcer for everyone's usage (the same on-demand sampling ``status`` uses, cached for
+``USAGE_TTL``, so a status poll in between costs nothing more: a worker in its cgroup is read
+from the cgroup's counters, three small files, the others with the psutil sweep), reads the
+front's RSS and CPU time from its ``/proc/<pid>/stat`` (one process, no tree to walk) and the
+supervisor's own; each becomes one point (memory, CPU, state) in the pure rings of
+:mod:`supervisor.rules.history`. The status page and ``spctl top`` draw their sparklines from
+:meth:`Recorder.export`. The points fall on a grid of the monotonic clock shared with the
+lineage sweep (:func:`~supervisor.core.watchdog.aligned`): both wake the core once.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from supervisor.core.watchdog import aligned
 from supervisor.rules.history import PERIOD, Point, Rings
 from supervisor.rules.limits import Sample
 
@@ -48,15 +51,16 @@ class Recorder:
         self._front_cpu = _Rate()
 
     async def run(self) -> None:
-        """Record one point per PERIOD for everyone until cancelled."""
+        """Record one point per PERIOD for everyone until cancelled, on the clock grid the
+        lineage sweep uses too (one wakeup for both)."""
         while True:
             self.record()
-            await anyio.sleep(PERIOD)
+            await anyio.sleep(max(0.0, aligned(PERIOD) - time.monotonic()))
 
     def record(self) -> None:
         now = time.time()
         runners = self._fleet.runners
-        self._limits.refresh_usage(runners)
+        self._limits.refresh_usage(runners, fds=False)  # cgroup counters where there are
         names = [_SUPERVISOR]
         for name, r in runners.items():
             names.append(name)

@@ -5,7 +5,7 @@ Theory of operation: an extension may start processes that leave its worker's pr
 subreaper. Nothing of an extension may outlive it, so every such process is attributed to the
 worker it came from, and killed with it:
 
-- **Known descendants.** Every other watchdog sweep, 500 ms (:meth:`Lineage.sweep`), each
+- **Known descendants.** Every ``LINEAGE_PERIOD`` (2 s, :meth:`Lineage.sweep`), each
   worker's tree is read (:class:`~supervisor.core.sampler.ProcessTable`: parents, groups)
   and every member is remembered as ``(pid, start time)``, so a later process with a reused
   pid is never taken for it. A member that leaves the worker's group is told to the keeper
@@ -79,8 +79,13 @@ class _Worker:
 class Lineage:
     """The attribution of processes to workers; one per supervisor, used on the loop thread."""
 
-    def __init__(self, keeper: KeeperLike | None = None) -> None:
+    def __init__(
+        self, keeper: KeeperLike | None = None, on_change: Callable[[], None] | None = None
+    ) -> None:
+        """``on_change()`` is called when a worker is added or has exited (the watchdog
+        re-plans its timers then, instead of polling for new workers)."""
         self._keeper = keeper
+        self._on_change = on_change
         self._workers: dict[int, _Worker] = {}
         self._told: set[Key] = set()  # what the keeper watches
         self._killed: set[Key] = set()  # SIGKILLed, maybe not dead yet: not killed twice
@@ -97,6 +102,8 @@ class Lineage:
         """A worker is up (and in ``cgroup``, if it has one): its tree is watched from now."""
         serial = proc.mark.rsplit(".", 1)[-1]
         self._workers[proc.pid] = _Worker(proc.pid, proc.pgid, serial, name, cgroup, kill)
+        if self._on_change is not None:
+            self._on_change()
 
     def exited(self, pid: int) -> None:
         """Worker ``pid`` is gone and its group reaped: kill what is left of its tree."""
@@ -104,6 +111,18 @@ class Lineage:
         if worker is not None:
             self._kill(worker.known | worker.adopted, worker.name, "its worker exited")
         self._adopt(ProcessTable(()))
+        if worker is not None and self._on_change is not None:
+            self._on_change()
+
+    @property
+    def workers(self) -> int:
+        """How many live workers are watched (no sweep is needed without any)."""
+        return len(self._workers)
+
+    def cgroup_of(self, pid: int) -> WorkerCgroup | None:
+        """The cgroup worker ``pid`` is confined in (it was moved into it); None otherwise."""
+        worker = self._workers.get(pid)
+        return worker.cgroup if worker is not None else None
 
     def close(self) -> None:
         """At shutdown: kill every known descendant and orphan left."""

@@ -78,4 +78,5 @@ def usage(sample: Sample | None) -> dict[str, Any] | None:
         "cpu_seconds": round(sample.cpu_seconds, 4),
         "processes": sample.processes,
         "open_files": sample.open_files,
+        "source": sample.source,
     }

@@ -71,6 +71,9 @@ class Sample:
     open_files: int
     at: float  # monotonic seconds
     cpu_seconds: float = 0.0  # CPU time of the tree since its worker started (a counter)
+    # "processes": summed over the tree's processes (psutil); "cgroup": the worker's cgroup
+    # counters (rss is then the memory the cgroup is charged: its limit is enforced on that)
+    source: str = "processes"
 
 
 class LimitsLike(Protocol):

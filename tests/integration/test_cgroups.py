@@ -406,3 +406,36 @@ def test_forced_v2_kill_and_remove() -> None:
     finally:
         cg.close()
     assert not (support.hierarchies[0].path / f"{PREFIX}-{os.getpid()}").exists()
+
+
+@needs_cgroups
+def test_the_meter_reads_a_tree_from_its_cgroup_counters(cgroups: Cgroups) -> None:
+    """CgroupMeter (what status, top and the history read for a worker in its cgroup): the
+    processes of the group, the memory it is charged, its CPU time and the rate of it; None
+    once the group is gone."""
+    from supervisor.core.cgroup_meter import CgroupMeter
+
+    group = cgroups.create("meter", Limits(memory=256 * MiB))
+    assert group is not None
+    meter = CgroupMeter()
+    with start_in(group, "tree", "--children", 2, "--spin", 1) as h:
+        assert h.line().startswith("pids ")
+        first = meter.sample("meter", group)
+        assert first is not None and first.source == "cgroup"
+        assert first.processes == 3
+        assert first.open_files >= 3 * 3  # stdin, stdout, stderr at least, each
+        assert first.cpu == 0.0  # nothing to compare with yet
+        if "memory" in SUPPORT.controllers:
+            assert first.rss > 10 * MiB
+        assert meter.sample("meter", group, fds=False) is not None  # a reading of its own
+        spun = wait_for(
+            lambda: (s := meter.sample("meter", group, fds=False)) and s.cpu > 0.2 and s,
+            10,
+            "the spinner's CPU in the counters",
+        )
+        if "cpuacct" in SUPPORT.controllers or SUPPORT.mode == "cgroup v2":
+            assert spun.cpu_seconds > first.cpu_seconds
+        assert spun.open_files == 0  # fds=False: not counted
+        assert group.kill()
+    assert group.remove()
+    assert meter.sample("meter", group) is None
