@@ -5,15 +5,19 @@ its whole tree counted by the kernel, so ``status``, ``top``, ``/metrics`` and t
 read three small files instead of sweeping the process table with psutil
 (:mod:`supervisor.core.sampler`):
 
-- memory: what the cgroup is charged, the number its memory limit is enforced against —
-  ``memory.current`` (v2) or ``memory.usage_in_bytes`` (v1): resident memory of the tree plus
-  its page cache and kernel memory, each page counted once (a sum of RSS counts shared pages
-  once per process);
+- memory: the resident memory of the group's processes (``/proc/<pid>/statm`` of each pid
+  the cgroup lists: no tree walk), the same figure the psutil sweep gives; beside it what the
+  cgroup is *charged* — ``memory.current`` (v2) or ``memory.usage_in_bytes`` (v1), the number
+  the kernel enforces the memory limit on, each page counted once, page cache included, and
+  without the pages a worker forked from the zygote shares with it (charged where they were
+  first touched);
 - CPU: ``usage_usec`` of ``cpu.stat`` (v2) or ``cpuacct.usage`` in ns (v1), the tree's CPU
   time since the cgroup was made (one per worker incarnation: ``cpu_seconds``); cores are its
   change between two readings over the wall time between them (0.0 at the first);
 - processes: the pids in ``cgroup.procs``; open descriptors are counted in ``/proc/<pid>/fd``
   of those pids, only when asked (``status``; the history draws memory and CPU only).
+
+So a sample costs one read of ``cgroup.procs``, two counters and one ``statm`` per process.
 
 A counter the setup lacks (no memory or cpuacct hierarchy in v1) reads as 0. Files are read
 with one ``os.read`` each: a cgroup file is a few bytes, and the group may vanish between two
@@ -105,7 +109,8 @@ class CgroupMeter:
         if procs is None:
             return None
         pids = [int(p) for p in procs.split()]
-        memory = _number(_read(files.memory)) if files.memory else 0
+        charged = _number(_read(files.memory)) if files.memory else None
+        rss = sum(_rss(pid) for pid in set(pids))
         raw = _number(_read(files.cpu)) if files.cpu else 0
         cpu_seconds = raw / 1e9 if files.cpu_ns else raw / 1e6
         at = self._clock()
@@ -115,19 +120,32 @@ class CgroupMeter:
         last.at, last.cpu = at, cpu_seconds
         open_files = sum(_count_fds(pid) for pid in pids) if fds else 0
         return Sample(
-            rss=memory,
+            rss=rss,
             cpu=cores,
             processes=len(set(pids)),  # v1 may list a pid twice
             open_files=open_files,
             at=at,
             cpu_seconds=cpu_seconds,
             source="cgroup",
+            charged=charged,
         )
 
     def retain(self, names: set[str]) -> None:
         """Forget the workers not in ``names``."""
         for name in self._last.keys() - names:
             del self._last[name]
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss(pid: int) -> int:
+    """Resident bytes of ``pid`` (``statm``'s second field); 0 when it is gone."""
+    data = _read(f"/proc/{pid}/statm")
+    try:
+        return int(data.split()[1]) * _PAGE if data else 0
+    except (IndexError, ValueError):
+        return 0
 
 
 def _count_fds(pid: int) -> int:

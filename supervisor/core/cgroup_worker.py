@@ -76,6 +76,22 @@ class WorkerCgroup:
             out.append({int(p) for d in dirs for p in _read(d / "cgroup.procs").split()})
         return out
 
+    def outside(self, pids: set[int]) -> set[int]:
+        """Those of ``pids`` that are not in the group (nor beneath it) in every hierarchy.
+
+        Cheap in the common case: one read of each directory's ``cgroup.procs``; the cgroups
+        an extension made beneath its group are walked only when a pid is missing from it.
+        """
+        out: set[int] = set()
+        for path in self.paths:
+            missing = pids - _procs(path)
+            if missing:
+                below = [Path(top) / d for top, sub, _ in os.walk(path) for d in sub]
+                for d in below:
+                    missing -= _procs(d)
+                out |= missing
+        return out
+
     def kill(self, timeout: float = 1.0) -> bool:
         """SIGKILL every process in the group; True when it is empty within ``timeout`` s."""
         deadline = time.monotonic() + timeout
@@ -199,3 +215,20 @@ def apply_limits(group: WorkerCgroup, limits: LimitsLike, controllers: frozenset
         else:
             _write(cpu / "cpu.cfs_period_us", CFS_PERIOD_US)
             _write(cpu / "cpu.cfs_quota_us", quota)
+
+
+def _procs(path: Path) -> set[int]:
+    """The pids in ``path/cgroup.procs``; none when it is gone. One open and a read or two."""
+    try:
+        fd = os.open(path / "cgroup.procs", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return set()
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    except OSError:
+        return set()
+    finally:
+        os.close(fd)
+    return {int(p) for p in b"".join(chunks).split()}

@@ -37,7 +37,7 @@ from supervisor.core.worker_spec import build_spec
 from supervisor.install import integrity
 from supervisor.install.envlock import EnvError, needs_env
 from supervisor.rules.exits import Exit, describe, from_waitid
-from supervisor.rules.health import HealthSettings, HealthTracker, Unhealthy
+from supervisor.rules.health import HealthSettings, HealthTracker, Unhealthy, on_grid
 from supervisor.rules.limits import format_size
 from supervisor.rules.states import Transition
 from worker.channel import Channel, ChannelClosed
@@ -308,7 +308,7 @@ class Incarnation:
         assert channel is not None
         with self.scope():
             while self.proc is not None and self.proc.alive:
-                due = tracker.next_ping_at() or time.monotonic()
+                due = on_grid(tracker.next_ping_at() or time.monotonic(), settings.interval)
                 await anyio.sleep(max(0.0, due - time.monotonic()))
                 sent = time.monotonic()
                 tracker.ping_sent(sent)

@@ -211,11 +211,11 @@ class Lineage:
     def _check_confined(self, worker: _Worker, members: set[Key], table: ProcessTable) -> None:
         """Members outside the worker's cgroup in two sweeps in a row: kill them and it."""
         assert worker.cgroup is not None
-        inside = worker.cgroup.members()
         tree = members | worker.adopted
         if (start := table.start(worker.pid)) is not None:
             tree.add((worker.pid, start))  # the worker itself may move out too
-        outside = {key for key in tree if not _in_all(key[0], inside)}
+        out = worker.cgroup.outside({pid for pid, _ in tree})
+        outside = {key for key in tree if key[0] in out}
         confirmed, worker.suspects = outside & worker.suspects, outside - worker.suspects
         for pid, start in sorted(confirmed):
             if table.start(pid) != start:
@@ -245,10 +245,6 @@ class Lineage:
         if key in self._told and self._keeper is not None:
             self._keeper.unwatch_process(*key)
         self._told.discard(key)
-
-
-def _in_all(pid: int, inside: list[set[int]]) -> bool:
-    return all(pid in members for members in inside)
 
 
 def _comm(pid: int) -> str:

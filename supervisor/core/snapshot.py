@@ -79,4 +79,5 @@ def usage(sample: Sample | None) -> dict[str, Any] | None:
         "processes": sample.processes,
         "open_files": sample.open_files,
         "source": sample.source,
+        "cgroup_memory": sample.charged,
     }

@@ -19,14 +19,23 @@ with that verdict's reason. Any answer resets the count. Time is passed in (mono
             return kill(reason=verdict.reason)
 
 Pings are scheduled from when the previous one was *sent*, so a slow answer does not stretch
-the interval.
+the interval; the runner moves each due time to the nearest multiple of the interval
+(:func:`on_grid`), so the pings of all workers go out together.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HealthSettings", "HealthTracker", "Healthy", "Unhealthy", "Verdict"]
+__all__ = ["HealthSettings", "HealthTracker", "Healthy", "Unhealthy", "Verdict", "on_grid"]
+
+
+def on_grid(due: float, interval: float) -> float:
+    """``due`` moved to the nearest multiple of ``interval`` (on the same clock): every worker's
+    pings then fall on the same instants, one wakeup of the supervisor for all of them. A ping
+    sent on the grid is due exactly one interval later; two pings are never closer than half
+    an interval, nor further apart than one and a half."""
+    return float(int(due / interval + 0.5)) * interval
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,10 @@ class Sample:
     open_files: int
     at: float  # monotonic seconds
     cpu_seconds: float = 0.0  # CPU time of the tree since its worker started (a counter)
-    # "processes": summed over the tree's processes (psutil); "cgroup": the worker's cgroup
-    # counters (rss is then the memory the cgroup is charged: its limit is enforced on that)
+    # "processes": the tree found in the process table (psutil); "cgroup": the processes,
+    # CPU time and memory charge of the worker's cgroup (rss still sums the processes' RSS)
     source: str = "processes"
+    charged: int | None = None  # bytes the worker's cgroup is charged (its memory limit's base)
 
 
 class LimitsLike(Protocol):

@@ -40,27 +40,30 @@ SETTLE = min(5.0, WINDOW / 4)  # after everything runs: the start's own work is 
 
 @dataclass(frozen=True)
 class Reading:
-    cpu: float  # user + system seconds
+    cpu: float  # user + system seconds (/proc/<pid>/stat, clock ticks)
+    ran: float  # seconds on a CPU of the live threads (/proc/<pid>/task/*/schedstat, ns)
     switches: int  # voluntary + involuntary context switches, all threads
-    threads: int
 
 
-def _switches(pid: int) -> tuple[int, int]:
-    total = threads = 0
+def _threads(pid: int) -> tuple[float, int]:
+    """(seconds on a CPU, context switches) summed over the live threads of ``pid``."""
+    ran = 0.0
+    switches = 0
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return 0, 0
+        return 0.0, 0
     for tid in tids:
         try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ran += int(f.read().split()[0]) / 1e9
             with open(f"/proc/{pid}/task/{tid}/status") as f:
                 for line in f:
                     if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        total += int(line.split()[1])
-        except (OSError, ValueError):
+                        switches += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        threads += 1
-    return total, threads
+    return ran, switches
 
 
 def _read(pid: int) -> Reading | None:
@@ -68,8 +71,8 @@ def _read(pid: int) -> Reading | None:
         times = psutil.Process(pid).cpu_times()
     except psutil.Error:
         return None
-    switches, threads = _switches(pid)
-    return Reading(times.user + times.system, switches, threads)
+    ran, switches = _threads(pid)
+    return Reading(times.user + times.system, ran, switches)
 
 
 def _roles(serve: Serve) -> dict[int, str]:
@@ -93,8 +96,8 @@ def _roles(serve: Serve) -> dict[int, str]:
     return roles
 
 
-def _window(pids: dict[int, str], seconds: float) -> dict[str, tuple[float, float, int]]:
-    """role → (% of one core, wakeups/s, processes) over ``seconds``."""
+def _window(pids: dict[int, str], seconds: float) -> dict[str, tuple[float, float, float, int]]:
+    """role → (% of one core by stat, by schedstat, wakeups/s, processes) over ``seconds``."""
     before = {pid: r for pid in pids if (r := _read(pid)) is not None}
     t0 = time.monotonic()
     wait_for(lambda: time.monotonic() - t0 >= seconds, seconds + 5, "the idle window")
@@ -104,11 +107,15 @@ def _window(pids: dict[int, str], seconds: float) -> dict[str, tuple[float, floa
         after, start = _read(pid), before.get(pid)
         if after is None or start is None:
             continue
-        acc = out.setdefault(role, [0.0, 0.0, 0])
+        acc = out.setdefault(role, [0.0, 0.0, 0.0, 0])
         acc[0] += after.cpu - start.cpu
-        acc[1] += after.switches - start.switches
-        acc[2] += 1
-    return {role: (100 * c / elapsed, s / elapsed, int(n)) for role, (c, s, n) in out.items()}
+        acc[1] += max(0.0, after.ran - start.ran)
+        acc[2] += after.switches - start.switches
+        acc[3] += 1
+    return {
+        role: (100 * c / elapsed, 100 * r / elapsed, w / elapsed, int(n))
+        for role, (c, r, w, n) in out.items()
+    }
 
 
 def _bare() -> subprocess.Popen[bytes]:
@@ -144,18 +151,21 @@ def _measure(
         bare.wait()
         serve.stop()
     rows = []
-    total_cpu = total_wake = 0.0
+    total = [0.0, 0.0, 0.0]
     for role in ("core", "keeper", "zygote", "front", "workers"):
         if role not in found:
             continue
-        cpu, wake, n = found[role]
-        total_cpu += cpu
-        total_wake += wake
+        cpu, ran, wake, n = found[role]
+        total = [total[0] + cpu, total[1] + ran, total[2] + wake]
         label = f"{role} ({n})" if role == "workers" else role
-        rows.append([title, label, f"{cpu:.3f} %", f"{wake:.1f}"])
-    rows.append([title, "**all**", f"**{total_cpu:.3f} %**", f"**{total_wake:.1f}**"])
-    cpu, wake, _ = found.get("bare", (0.0, 0.0, 0))
-    rows.append([title, "bare `time.sleep` (baseline)", f"{cpu:.3f} %", f"{wake:.1f}"])
+        rows.append([title, label, f"{cpu:.3f} %", f"{ran:.3f} %", f"{wake:.1f}"])
+    rows.append(
+        [title, "**all**", f"**{total[0]:.3f} %**", f"**{total[1]:.3f} %**", f"**{total[2]:.1f}**"]
+    )
+    cpu, ran, wake, _ = found.get("bare", (0.0, 0.0, 0.0, 0))
+    rows.append(
+        [title, "bare `time.sleep` (baseline)", f"{cpu:.3f} %", f"{ran:.3f} %", f"{wake:.1f}"]
+    )
     return rows
 
 
@@ -201,12 +211,17 @@ def _per_call(fn: Callable[[], object], seconds: float = 1.0) -> float:
 
 
 def _timer_rows() -> list[list[str]]:
-    from supervisor.core.cgroups import Cgroups, detect
+    from supervisor.core.cgroup_meter import CgroupMeter
+    from supervisor.core.cgroups import Cgroups, WorkerCgroup, detect
     from supervisor.core.orphans import Lineage
     from supervisor.core.process import helper_ended, helper_started, helper_starting
     from supervisor.core.sampler import Sampler
+    from supervisor.core.watchdog import LINEAGE_PERIOD
     from supervisor.rules.history import PERIOD
     from supervisor.rules.limits import SAMPLE_PERIOD
+
+    def share(cost: float, period: float | None) -> str:
+        return "never" if period is None else f"{period:g} s: {100 * cost / period:.3f} %"
 
     procs = []
     for _ in range(N):  # our children, but spawned ones: the lineage sweep leaves them alone
@@ -214,62 +229,77 @@ def _timer_rows() -> list[list[str]]:
         procs.append(_sleeper())
         helper_started(procs[-1].pid)
     rows: list[list[str]] = []
+
+    def row(label: str, cost: float, before: float | None, now: float | None) -> None:
+        rows.append([label, f"{cost * 1e3:.2f} ms", share(cost, before), share(cost, now)])
+
+    def lineage_of(groups: list[WorkerCgroup | None]) -> Lineage:
+        lineage = Lineage()  # the trees of the workers it knows: the same 20 roots
+        for p, g in zip(procs, groups, strict=True):
+            lineage._workers[p.pid] = _worker(p.pid, g)
+        return lineage
+
     try:
         roots = {f"d-{i}": p.pid for i, p in enumerate(procs)}
         sampler = Sampler()
         sweep = _per_call(lambda: sampler.sample(roots))
-        rows.append(
-            [
-                f"watchdog psutil sweep, {N} trees",
-                f"{sweep * 1e3:.2f} ms",
-                f"{SAMPLE_PERIOD:g} s",
-                f"{100 * sweep / SAMPLE_PERIOD:.3f} %",
-            ]
+        row(
+            f"watchdog psutil sweep, {N} limited trees, no cgroups",
+            sweep,
+            SAMPLE_PERIOD,
+            SAMPLE_PERIOD,
         )
-        lineage = Lineage()
-        # Lineage.sweep walks the trees of the workers it knows: the same 20 roots.
-        for pid in roots.values():
-            lineage._workers[pid] = _FakeWorker.make(pid)  # type: ignore[assignment]
-        lin = _per_call(lineage.sweep)
-        from supervisor.core.watchdog import LINEAGE_PERIOD
-
-        rows.append(
-            [
-                f"lineage sweep, {N} workers",
-                f"{lin * 1e3:.2f} ms",
-                f"{LINEAGE_PERIOD:g} s",
-                f"{100 * lin / LINEAGE_PERIOD:.3f} %",
-            ]
-        )
+        row(f"history point by psutil sweep, {N} trees, no cgroups", sweep, PERIOD, PERIOD)
+        bare = _per_call(lineage_of([None] * N).sweep)
+        row(f"lineage sweep, {N} workers, no cgroups", bare, SAMPLE_PERIOD * 2, LINEAGE_PERIOD)
         support = detect()
         if support.mode != "none" and os.geteuid() == 0:
             with Cgroups(support, prefix="spctl-bench") as cgroups:
-                groups = []
+                groups: list[WorkerCgroup | None] = []
                 for i, p in enumerate(procs):
                     g = cgroups.create(f"d-{i}", _Limits())
                     assert g is not None
                     g.add(p.pid)
                     groups.append(g)
-                read = _per_call(lambda: [g.usage() for g in groups])
+                live = [g for g in groups if g is not None]
+                row(
+                    f"watchdog psutil sweep, {N} memory-limited trees in cgroups",
+                    sweep,
+                    SAMPLE_PERIOD,
+                    None,
+                )
+                old = bare + _per_call(lambda: [g.members() for g in live])
+                row(
+                    f"lineage sweep, {N} workers in cgroups ({support.mode}), before",
+                    old,
+                    SAMPLE_PERIOD * 2,
+                    None,
+                )
+                confined = _per_call(lineage_of(groups).sweep)
+                row(
+                    f"lineage sweep, {N} workers in cgroups ({support.mode}), now",
+                    confined,
+                    None,
+                    LINEAGE_PERIOD,
+                )
+                meter = CgroupMeter()
+                point = _per_call(
+                    lambda: [meter.sample(g.paths[0].name, g, fds=False) for g in live]
+                )
+                row(f"history point from cgroup counters, {N} groups", point, None, PERIOD)
+                row(f"history point by psutil sweep, {N} trees in cgroups", sweep, PERIOD, None)
+                status = _per_call(lambda: [meter.sample(g.paths[0].name, g) for g in live])
                 rows.append(
                     [
-                        f"cgroup counters ({support.mode}), {N} groups",
-                        f"{read * 1e3:.2f} ms",
-                        f"{PERIOD:g} s (history)",
-                        f"{100 * read / PERIOD:.3f} %",
+                        f"`status` usage from cgroup counters + fds, {N} groups",
+                        f"{status * 1e3:.2f} ms",
+                        "on demand",
+                        "on demand",
                     ]
                 )
-                for g in groups:
+                for g in live:
                     g.kill()
                     g.remove()
-        rows.append(
-            [
-                f"history point via psutil sweep, {N} trees (old recorder)",
-                f"{sweep * 1e3:.2f} ms",
-                f"{PERIOD:g} s",
-                f"{100 * sweep / PERIOD:.3f} %",
-            ]
-        )
     finally:
         for p in procs:
             p.kill()
@@ -289,14 +319,11 @@ class _Limits:
     processes: int | None = None
 
 
-class _FakeWorker:
+def _worker(pid: int, group: Any) -> Any:
     """What Lineage keeps of a worker, for timing its sweep without a runner."""
+    from supervisor.core.orphans import _Worker
 
-    @staticmethod
-    def make(pid: int) -> Any:
-        from supervisor.core.orphans import _Worker
-
-        return _Worker(pid, pid, str(pid), f"w{pid}", None, lambda _reason: None)
+    return _Worker(pid, pid, str(pid), f"w{pid}", group, lambda _reason: None)
 
 
 def main() -> None:
@@ -306,12 +333,12 @@ def main() -> None:
     print_table(
         f"Idle cost over {WINDOW:g} s windows (load average {load[0]:.2f} before, "
         f"{after[0]:.2f} after; {os.cpu_count()} cores)",
-        ["setup", "process", "CPU (% of one core)", "wakeups/s"],
+        ["setup", "process", "CPU, stat", "CPU, schedstat", "wakeups/s"],
         idle,
     )
     print_table(
         f"The cost of each timer (load average {os.getloadavg()[0]:.2f})",
-        ["timer", "one run", "period", "% of one core"],
+        ["timer", "one run", "before: period, % of one core", "now: period, % of one core"],
         _timer_rows(),
     )
 

@@ -44,6 +44,8 @@ def test_workers_in_their_cgroups_are_read_from_its_counters(tmp_path: Path) -> 
             usage = ext["usage"]
             assert usage["source"] == "cgroup", ext
             assert usage["rss"] > 0 and usage["processes"] == 1 and usage["open_files"] >= 3
+            if "memory" in SUPPORT.controllers:
+                assert usage["cgroup_memory"] is not None  # what its limit is enforced on
         wait_for(lambda: s.ext("limited")["usage"]["cpu_seconds"] > 0, 10, "CPU counted")
 
         def recorded() -> bool:

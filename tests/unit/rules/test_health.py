@@ -96,3 +96,16 @@ class TestSchedule:
 def test_settings_are_checked(kwargs: dict[str, float], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         HealthSettings(**kwargs)  # type: ignore[arg-type]
+
+
+def test_pings_fall_on_a_grid_shared_by_every_worker() -> None:
+    from supervisor.rules.health import on_grid
+
+    assert on_grid(10.0, 5.0) == 10.0
+    assert on_grid(12.4, 5.0) == 10.0  # nearest: never more than half an interval early
+    assert on_grid(12.6, 5.0) == 15.0
+    # a ping sent just after a grid point is due exactly on the next one, not one later
+    sent = 15.003
+    assert on_grid(sent + 5.0, 5.0) == 20.0
+    # two workers started at different moments ping at the same instants
+    assert on_grid(101.2 + 5.0, 5.0) == on_grid(102.4 + 5.0, 5.0) == 105.0
