@@ -157,6 +157,42 @@ class TestLifecycle:
             assert await h.exit_code() == EXIT_NOT_RUNNING
         assert lines(events) == ["stop"]
 
+    @pytest.mark.parametrize("style", ["sync", "async", "awaitable"])
+    async def test_is_running_is_polled_until_false(self, tmp_path: Path, style: str) -> None:
+        """A sync is_running() runs in a thread of its own ("is_running": the event loop is not
+        woken for each "still running"), an async one on the loop, a sync one returning an
+        awaitable has it awaited; the third call says False: exit 4, not polled after."""
+        calls = tmp_path / "calls"
+        body = {
+            "sync": "def is_running(self):\n        return self._call()",
+            "async": "async def is_running(self):\n        return self._call()",
+            "awaitable": (
+                "def is_running(self):\n        return self._later(self._call())\n"
+                "    async def _later(self, value):\n        return value"
+            ),
+        }[style]
+        (tmp_path / "poll.py").write_text(
+            "import threading\n"
+            "class Poll:\n"
+            "    n = 0\n"
+            "    def start(self): pass\n"
+            "    def stop(self): pass\n"
+            "    def _call(self):\n"
+            "        Poll.n += 1\n"
+            f"        with open({str(calls)!r}, 'a') as f:\n"
+            "            f.write(threading.current_thread().name + '\\n')\n"
+            "        return Poll.n < 3\n"
+            f"    {body}\n"
+        )
+        async with WorkerHarness(tmp_path / "poll.py", check_interval=0.02) as h:
+            await h.ready()
+            assert await h.notification("exiting") == {"reason": "is_running() returned False"}
+            assert await h.exit_code() == EXIT_NOT_RUNNING
+        names = lines(calls)
+        assert len(names) == 3, names
+        expected = "is_running" if style in ("sync", "awaitable") else "MainThread"
+        assert set(names) == {expected}, names
+
     async def test_crash_later_exits_1(self) -> None:
         async with WorkerHarness(FIXTURES / "crash_later", config={"after": 0.2}) as h:
             await h.ready()

@@ -13,6 +13,9 @@ ones run in a thread (``asyncio.to_thread``) so the loop keeps answering pings w
 As a :class:`~worker.kinds.base.Kind` (kinds ``daemon`` and ``plugin``), :class:`DaemonKind`
 runs ``initialize`` and ``start``, then polls ``is_running()`` every ``check_interval``: False
 ends the worker (``exiting``, then ``stop``/``shutdown``, exit 4); raising is a run-time error.
+A sync ``is_running`` is polled from a thread of its own that wakes the event loop only when
+the answer is not "running" (:func:`_poll`); an async one on the loop; a plugin without one
+costs no timer at all.
 A plugin (:mod:`worker.kinds.services`) also serves ``service`` requests; its lifecycle methods
 are all optional.
 """
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import inspect
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -73,6 +77,46 @@ class Daemon:
         if not self.has("is_running"):
             return True
         return bool(await self.call("is_running"))
+
+
+async def _poll(fn: Callable[[], Any], interval: float) -> Any:
+    """Call a sync ``is_running`` every ``interval`` s in a thread of its own until it returns
+    something falsy or awaitable (returned, awaited), or raises (raised here). The event loop
+    is not woken for the calls that say "running": an idle daemon's worker wakes once per
+    interval, in that thread, instead of the loop's timer, an executor hand-off and the
+    answer's wakeup each time. Cancelling stops the thread at its next wake (a call under way
+    finishes; its answer is dropped)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+    stop = threading.Event()
+
+    def settle(outcome: Any, error: BaseException | None) -> None:
+        if done.done():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(outcome)
+
+    def run() -> None:
+        while not stop.wait(interval):
+            try:
+                outcome = fn()
+            except BaseException as e:  # a run-time error of the extension, raised in wait()
+                loop.call_soon_threadsafe(settle, None, e)
+                return
+            if not outcome or inspect.isawaitable(outcome):
+                loop.call_soon_threadsafe(settle, outcome, None)
+                return
+
+    threading.Thread(target=run, name="is_running", daemon=True).start()
+    try:
+        outcome = await done
+    finally:
+        stop.set()
+    if inspect.isawaitable(outcome):
+        outcome = await outcome
+    return outcome
 
 
 def _is_daemon_like(obj: object, required: tuple[str, ...] = REQUIRED) -> bool:
@@ -194,9 +238,17 @@ class DaemonKind:
         await self.daemon.call("start")
 
     async def wait(self) -> Verdict:
+        fn = getattr(self.daemon.obj, "is_running", None)
+        if not callable(fn):
+            await asyncio.Event().wait()  # a plugin without one runs as long as its worker
+        assert callable(fn)
         while True:
-            await asyncio.sleep(self.interval)
-            if not await self.daemon.is_running():
+            if inspect.iscoroutinefunction(fn):
+                await asyncio.sleep(self.interval)
+                running = bool(await fn())
+            else:
+                running = bool(await _poll(fn, self.interval))
+            if not running:
                 reason = "is_running() returned False"
                 say(reason)
                 return Verdict(EXIT_NOT_RUNNING, (EXITING, {"reason": reason}), close=True)
