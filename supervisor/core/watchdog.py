@@ -168,7 +168,7 @@ class LimitsEnforcer:
                     self.sampler.forget(name)
             now = time.monotonic()
             if not watched:
-                tick = now  # the first sample of a newly watched worker comes one period on
+                tick = now  # a newly watched worker is sampled at once, then every period
             due = [tick + SAMPLE_PERIOD] if watched else []
             if self.lineage.workers:
                 due.append(sweep_at)

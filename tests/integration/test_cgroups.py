@@ -440,3 +440,40 @@ def test_the_meter_reads_a_tree_from_its_cgroup_counters(cgroups: Cgroups) -> No
         assert group.kill()
     assert group.remove()
     assert meter.sample("meter", group) is None
+
+
+@needs_cgroups
+def test_outside_tells_a_pid_moved_out_in_any_hierarchy(cgroups: Cgroups) -> None:
+    """What the lineage's escape check asks: inside the group or a cgroup beneath it in every
+    hierarchy, or not; a pid moved to the parent in one hierarchy only is outside."""
+    group = cgroups.create("outside", Limits())
+    assert group is not None
+    subs = [path / "inner" for path in group.paths]
+    with start_in(group, "tree", "--children", 0) as h:
+        try:
+            assert group.outside({h.pid}) == set()
+            for sub in subs:  # an extension's own cgroup beneath its group: still inside
+                sub.mkdir()
+                (sub / "cgroup.procs").write_text(str(h.pid))
+            assert group.outside({h.pid}) == set()
+            (group.paths[-1].parent / "cgroup.procs").write_text(str(h.pid))
+            assert group.outside({h.pid}) == {h.pid}
+            assert group.outside(set()) == set()
+        finally:
+            group.kill()  # what is left in it; the hog left it in one hierarchy: killed below
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(h.pid, 9)
+            wait_for(lambda: pid_gone(h.pid), 10, "the hog to die")
+            for sub in subs:
+                wait_for(lambda s=sub: _rmdir_ok(s), 10, f"{sub} removed")
+    assert group.remove()
+
+
+def _rmdir_ok(path: Path) -> bool:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
