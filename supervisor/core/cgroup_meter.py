@@ -2,11 +2,11 @@
 
 Theory of operation: a worker in a cgroup of its own (:mod:`supervisor.core.cgroup_worker`) has
 its whole tree counted by the kernel, so ``status``, ``top``, ``/metrics`` and the history
-read three small files instead of sweeping the process table with psutil
+read three small files instead of sweeping the process table
 (:mod:`supervisor.core.sampler`):
 
 - memory: the resident memory of the group's processes (``/proc/<pid>/statm`` of each pid
-  the cgroup lists: no tree walk), the same figure the psutil sweep gives; beside it what the
+  the cgroup lists: no tree walk), the same figure the /proc sweep gives; beside it what the
   cgroup is *charged* — ``memory.current`` (v2) or ``memory.usage_in_bytes`` (v1), the number
   the kernel enforces the memory limit on, each page counted once, page cache included, and
   without the pages a worker forked from the zygote shares with it (charged where they were

@@ -150,7 +150,7 @@ class ControlApi:
             "limits_enforcement": self._limits.mode,
             "mcp_front": self._front(),
             "limits_reason": self._limits.reason,
-            # the workers the psutil watchdog samples (a limit no cgroup enforces for them)
+            # the workers the watchdog samples (a limit no cgroup enforces for them)
             "watchdog": sorted(self._limits.watched(self.fleet.runners)),
         }
         if name is not None:

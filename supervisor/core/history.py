@@ -3,7 +3,7 @@
 Every :data:`~supervisor.rules.history.PERIOD` seconds :meth:`Recorder.run` asks the limits
 enforcer for everyone's usage (the same on-demand sampling ``status`` uses, cached for
 ``USAGE_TTL``, so a status poll in between costs nothing more: a worker in its cgroup is read
-from the cgroup's counters, three small files, the others with the psutil sweep), reads the
+from the cgroup's counters, three small files, the others with the /proc sweep), reads the
 front's RSS and CPU time from its ``/proc/<pid>/stat`` (one process, no tree to walk) and the
 supervisor's own; each becomes one point (memory, CPU, state) in the pure rings of
 :mod:`supervisor.rules.history`. The status page and ``spctl top`` draw their sparklines from

@@ -9,8 +9,11 @@ are re-parented elsewhere), the whole table is read instead. Each worker's tree 
 it: the root, its descendants by parent, and every member of the root's process group with
 *their* descendants. The group catches what the parent links miss: a grandchild whose parent
 died is re-parented to the supervisor (a child subreaper) but keeps the worker's group. Each
-member is then measured with psutil (RSS, CPU times, open descriptors); a process that vanishes
-between the table and its measurement is skipped.
+member is measured from that same read of its ``stat`` — RSS, CPU times and its reaped
+children's, as psutil would read them there — and, when asked (``fds``), its open descriptors
+from ``/proc/<pid>/fd``: one read per process, no second pass (psutil's ``cpu_times`` and
+``memory_info`` read ``stat`` and ``statm`` again); the watchdog does not ask for descriptors
+(``openFiles`` is an rlimit, not watched), ``status`` does.
 
 CPU is the change in CPU time between two sweeps divided by the wall time between them, so
 the first sample of a tree reports 0.0. Per pid the last CPU time is kept (pids are told apart
@@ -18,7 +21,8 @@ by their start time, so a reused pid is a new process). CPU of short-lived child
 lost: when a member reaps a child, the child's total moves into the member's ``children_*``
 times; those deltas count, less what was already counted for members that vanished.
 
-This is the only module that imports psutil.
+This is the only module that reads other processes' usage for the watchdog; it needs no
+psutil.
 """
 
 from __future__ import annotations
@@ -27,8 +31,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-
-import psutil
 
 from supervisor.rules.limits import Sample
 
@@ -41,17 +43,35 @@ class _Row:
     pgrp: int
     start: int  # clock ticks since boot: with the pid, the identity of a process
     gone: bool = False  # a zombie, or exiting (PF_EXITING): no longer in any cgroup
+    zombie: bool = False
+    cpu: int = 0  # utime + stime, clock ticks
+    reaped: int = 0  # cutime + cstime: its reaped children's totals, clock ticks
+    rss: int = 0  # resident pages
 
 
 _PF_EXITING = 0x4
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _row(data: bytes) -> _Row:
     """``/proc/<pid>/stat`` → row. Raises IndexError/ValueError on garbage."""
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    # fields[i] is stat(5)'s field i + 3: state, ppid, pgrp, … flags (9), utime (14), stime,
+    # cutime, cstime (17), starttime (22), rss (24).
     fields = data[data.rfind(b")") + 2 :].split()
-    gone = fields[0] in (b"Z", b"X") or bool(int(fields[6]) & _PF_EXITING)
-    return _Row(int(fields[1]), int(fields[2]), int(fields[19]), gone)
+    zombie = fields[0] in (b"Z", b"X")
+    gone = zombie or bool(int(fields[6]) & _PF_EXITING)
+    return _Row(
+        int(fields[1]),
+        int(fields[2]),
+        int(fields[19]),
+        gone,
+        zombie,
+        int(fields[11]) + int(fields[12]),
+        int(fields[13]) + int(fields[14]),
+        int(fields[21]),
+    )
 
 
 def _read_table(proc: str = "/proc") -> dict[int, _Row]:
@@ -220,54 +240,41 @@ class Sampler:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._trees: dict[str, _Tree] = {}
-        self._procs: dict[tuple[int, int], psutil.Process] = {}
 
-    def sample(self, roots: Mapping[str, int]) -> dict[str, Sample]:
-        """name → sample of the tree rooted at that pid. Names whose root is gone are left out."""
+    def sample(self, roots: Mapping[str, int], *, fds: bool = True) -> dict[str, Sample]:
+        """name → sample of the tree rooted at that pid. Names whose root is gone are left out.
+        ``fds=False``: open descriptors are not counted (``open_files`` is 0)."""
         table = _tree_table(roots.values())
         index = _Index.of(table)
         at = self._clock()
         result: dict[str, Sample] = {}
-        alive: set[tuple[int, int]] = set()
         for name, root in roots.items():
             if root not in table:
                 continue
-            keys = [(pid, table[pid].start) for pid in _members(root, table, index)]
-            alive.update(keys)
-            result[name] = self._measure(name, keys, at)
-        for key in self._procs.keys() - alive:
-            del self._procs[key]
+            pids = _members(root, table, index)
+            result[name] = self._measure(name, [(pid, table[pid]) for pid in pids], at, fds)
         return result
 
     def forget(self, name: str) -> None:
         """Drop what is kept about ``name`` (its worker is gone; a new one starts afresh)."""
         self._trees.pop(name, None)
 
-    def _measure(self, name: str, keys: Iterable[tuple[int, int]], at: float) -> Sample:
+    def _measure(
+        self, name: str, rows: Iterable[tuple[int, _Row]], at: float, count_fds: bool
+    ) -> Sample:
         tree = self._trees.setdefault(name, _Tree())
         rss = processes = fds = 0
         own = reaped = 0.0
         now: dict[tuple[int, int], _Cpu] = {}
-        for key in keys:
-            proc = self._procs.get(key)
-            try:
-                if proc is None:
-                    proc = self._procs[key] = psutil.Process(key[0])
-                with proc.oneshot():
-                    times = proc.cpu_times()
-                    mem = proc.memory_info().rss
-                    open_fds = _num_fds(proc)
-            except psutil.ZombieProcess:
-                processes += 1  # it still holds a pid (and counts against pids.max)
+        for pid, row in rows:
+            processes += 1  # a zombie too: it still holds a pid (and counts against pids.max)
+            if row.zombie:
                 continue
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue  # vanished between the table and now
-            processes += 1
-            rss += mem
-            fds += open_fds
-            cpu = now[key] = _Cpu(
-                times.user + times.system, times.children_user + times.children_system
-            )
+            key = (pid, row.start)
+            rss += row.rss * _PAGE
+            if count_fds:
+                fds += _num_fds(pid)
+            cpu = now[key] = _Cpu(row.cpu / _TICKS, row.reaped / _TICKS)
             before = tree.cpu.get(key)
             if before is None:
                 # New since the last sweep: all its CPU time falls in this interval.
@@ -288,8 +295,8 @@ class Sampler:
         )
 
 
-def _num_fds(proc: psutil.Process) -> int:
+def _num_fds(pid: int) -> int:
     try:
-        return proc.num_fds()
-    except psutil.AccessDenied:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:  # gone, or another user's
         return 0

@@ -1,4 +1,4 @@
-"""Limits at run time: the cgroup manager and the psutil watchdog, wired for the runners.
+"""Limits at run time: the cgroup manager and the watchdog, wired for the runners.
 
 Theory of operation: at start the cgroup support is detected (v2, v1 or none) and, where
 there is one, every worker gets a cgroup of its own (limits set, frozen and killed as a whole
@@ -6,8 +6,9 @@ on stop, removed when the worker is gone). What the kernel enforces there — me
 (``memory.max``/``memory.limit_in_bytes``, an OOM kill), processes (``pids.max``, a refused
 fork) and cpu (a CFS quota, which throttles) — the watchdog leaves to it. It samples, every
 ``SAMPLE_PERIOD``, only the workers with a limit nothing else holds (no cgroup, or no
-controller for that kind), in one psutil sweep, and asks the pure ``evaluate`` for a verdict;
-a breach kills that worker's tree through its runner, with the breach as the recorded reason.
+controller for that kind), in one sweep of /proc (:mod:`supervisor.core.sampler`), and asks
+the pure ``evaluate`` for a verdict; a breach kills that worker's tree through its runner,
+with the breach as the recorded reason.
 
 An idle supervisor does no periodic work it does not need (DESIGN §14): the watchdog task
 sleeps until the next thing due — a sample of the watched workers, or the lineage sweep
@@ -15,7 +16,7 @@ sleeps until the next thing due — a sample of the watched workers, or the line
 no worker at all it waits, without a timer, until the lineage says a worker was added or has
 exited. ``status``/``top``/``/metrics`` and the history sample everyone on demand (at most
 once per ``USAGE_TTL``): a worker confined in its cgroup from the cgroup's own counters
-(:mod:`supervisor.core.cgroup_meter`), the others with the psutil sweep.
+(:mod:`supervisor.core.cgroup_meter`), the others with the /proc sweep.
 """
 
 from __future__ import annotations
@@ -193,7 +194,7 @@ class LimitsEnforcer:
 
     def _sample_watched(self, watched: Mapping[str, tuple[Runner, WatchLimits]]) -> None:
         pids = {name: r.pid for name, (r, _) in watched.items() if r.pid is not None}
-        samples = self.sampler.sample(pids)
+        samples = self.sampler.sample(pids, fds=False)  # openFiles is an rlimit, not watched
         for name, sample in samples.items():
             runner, limits = watched[name]
             runner.usage = sample
@@ -207,8 +208,8 @@ class LimitsEnforcer:
 
     def refresh_usage(self, runners: Mapping[str, Runner], *, fds: bool = True) -> None:
         """Sample everyone for ``status``/``top``/the history (cached for USAGE_TTL): a worker
-        confined in its cgroup from the cgroup's counters, the others with one psutil sweep.
-        ``fds=False`` (the history) skips counting the confined workers' open descriptors."""
+        confined in its cgroup from the cgroup's counters, the others with one /proc sweep.
+        ``fds=False`` (the history) skips counting open descriptors."""
         now = time.monotonic()
         pids = {name: r.pid for name, r in runners.items() if r.pid is not None}
         fresh = now - self._usage_at < USAGE_TTL and pids == self._usage_pids
@@ -224,5 +225,5 @@ class LimitsEnforcer:
             else:
                 runners[name].usage = sample
         self.meter.retain(pids.keys() - swept.keys())
-        for name, sample in self.sampler.sample(swept).items():
+        for name, sample in self.sampler.sample(swept, fds=fds).items():
             runners[name].usage = sample

@@ -71,7 +71,7 @@ class Sample:
     open_files: int
     at: float  # monotonic seconds
     cpu_seconds: float = 0.0  # CPU time of the tree since its worker started (a counter)
-    # "processes": the tree found in the process table (psutil); "cgroup": the processes,
+    # "processes": the tree found in the process table (/proc); "cgroup": the processes,
     # CPU time and memory charge of the worker's cgroup (rss still sums the processes' RSS)
     source: str = "processes"
     charged: int | None = None  # bytes the worker's cgroup is charged (its memory limit's base)

@@ -1,5 +1,5 @@
 """An idle supervisor does only the periodic work it needs (DESIGN §14): a worker whose limits
-its cgroup enforces is read from the cgroup's counters and never swept by the psutil
+its cgroup enforces is read from the cgroup's counters and never swept by the
 watchdog; without cgroups the watchdog samples exactly the workers with limits; with no
 worker at all the watchdog task schedules no timer. Real supervisors, real workers."""
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -245,3 +246,30 @@ def test_watchdog_kills_a_fork_bomb() -> None:
     assert breach == Breach("processes", "processes limit 16 exceeded (41)")
     assert len(samples) == SAMPLES_OVER
     wait_for(lambda: all(pid_gone(p) for p in members), what="the children to die")
+
+
+def test_a_sweep_reads_what_psutil_reads() -> None:
+    """RSS, CPU time and open descriptors come from the same read of /proc/<pid>/stat as the
+    tree (and /proc/<pid>/fd): they agree with psutil's for the same processes; fds=False
+    leaves the descriptors uncounted."""
+    import psutil
+
+    script = (
+        "import subprocess, sys, time\n"
+        "while time.process_time() < 0.3: pass\n"  # 0.3 s of CPU, however busy the machine
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "time.sleep(60)\n"
+    )
+    with started([sys.executable, "-c", script]) as root:
+        wait_for(lambda: len(tree_pids(root.pid)) == 2, what="a tree of two")
+        wait_for(lambda: sum(psutil.Process(root.pid).cpu_times()[:2]) >= 0.25, what="spun")
+        got = Sampler().sample({"r": root.pid})["r"]
+        procs = [psutil.Process(p) for p in tree_pids(root.pid)]
+        rss = sum(p.memory_info().rss for p in procs)
+        cpu = sum(sum(p.cpu_times()[:2]) for p in procs)
+        fds = sum(p.num_fds() for p in procs)
+        assert got.processes == 2
+        assert abs(got.rss - rss) < 4 * 2**20, (got.rss, rss)
+        assert abs(got.cpu_seconds - cpu) < 0.05, (got.cpu_seconds, cpu)
+        assert abs(got.open_files - fds) <= 2  # a child still starting may open one more
+        assert Sampler().sample({"r": root.pid}, fds=False)["r"].open_files == 0
