@@ -28,6 +28,9 @@ worker it came from, and killed with it:
   it). A member seen outside it (in any hierarchy) in two sweeps in a row — a root extension
   can write a pid into another cgroup's ``cgroup.procs`` — is killed, and so is the worker,
   with the reason recorded ("pid N (comm) moved out of its cgroup …").
+  Where a member is comes from its ``/proc/<pid>/cgroup``, compared with the worker's own
+  paths as they were once it was in its group: one small read per member, not a read of
+  every hierarchy's ``cgroup.procs`` per worker.
 
 A mark can be forged or scrubbed: a forged one only ties a process to another worker of the
 same spctl (it dies with that one); a scrubbed one makes an orphan unattributable, killed on
@@ -74,6 +77,10 @@ class _Worker:
     known: set[Key] = field(default_factory=set)  # descendants seen, adopted orphans included
     adopted: set[Key] = field(default_factory=set)  # orphans re-parented to us, ours now
     suspects: set[Key] = field(default_factory=set)  # outside its cgroup in the last sweep
+    # hierarchy id → the worker's cgroup path there, from its /proc/<pid>/cgroup once it was
+    # in the group: a member is inside when its own paths are these or beneath (None: ask the
+    # group's cgroup.procs instead)
+    where: dict[str, str] | None = None
 
 
 class Lineage:
@@ -101,7 +108,10 @@ class Lineage:
     ) -> None:
         """A worker is up (and in ``cgroup``, if it has one): its tree is watched from now."""
         serial = proc.mark.rsplit(".", 1)[-1]
-        self._workers[proc.pid] = _Worker(proc.pid, proc.pgid, serial, name, cgroup, kill)
+        worker = _Worker(proc.pid, proc.pgid, serial, name, cgroup, kill)
+        if cgroup is not None:
+            worker.where = _where(proc.pid, cgroup)
+        self._workers[proc.pid] = worker
         if self._on_change is not None:
             self._on_change()
 
@@ -214,8 +224,12 @@ class Lineage:
         tree = members | worker.adopted
         if (start := table.start(worker.pid)) is not None:
             tree.add((worker.pid, start))  # the worker itself may move out too
-        out = worker.cgroup.outside({pid for pid, _ in tree})
-        outside = {key for key in tree if key[0] in out}
+        if worker.where is not None:  # one read of /proc/<pid>/cgroup per member
+            where = worker.where
+            outside = {key for key in tree if not _inside(key[0], where)}
+        else:
+            out = worker.cgroup.outside({pid for pid, _ in tree})
+            outside = {key for key in tree if key[0] in out}
         confirmed, worker.suspects = outside & worker.suspects, outside - worker.suspects
         for pid, start in sorted(confirmed):
             if table.start(pid) != start:
@@ -245,6 +259,44 @@ class Lineage:
         if key in self._told and self._keeper is not None:
             self._keeper.unwatch_process(*key)
         self._told.discard(key)
+
+
+def _cgroup_paths(pid: int) -> dict[str, str] | None:
+    """hierarchy id → cgroup path of ``pid`` (``/proc/<pid>/cgroup``); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            text = f.read()
+    except OSError:
+        return None
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        out[hierarchy] = rest.partition(":")[2]
+    return out
+
+
+def _where(pid: int, cgroup: WorkerCgroup) -> dict[str, str] | None:
+    """The hierarchies of ``cgroup`` as ``pid`` (in it) sees them: those whose path ends in the
+    group's leaf, one per directory of the group; None when that does not add up."""
+    paths = _cgroup_paths(pid)
+    if paths is None or not cgroup.paths:
+        return None
+    leaf = cgroup.paths[0].name
+    where = {h: p for h, p in paths.items() if p.rsplit("/", 1)[-1] == leaf}
+    return where if len(where) == len(cgroup.paths) else None
+
+
+def _inside(pid: int, where: dict[str, str]) -> bool:
+    """Is ``pid`` in the worker's cgroup (or beneath it) in every one of its hierarchies? A
+    process that is gone is not outside."""
+    paths = _cgroup_paths(pid)
+    if paths is None:
+        return True
+    for hierarchy, path in where.items():
+        mine = paths.get(hierarchy)
+        if mine is None or (mine != path and not mine.startswith(path + "/")):
+            return False
+    return True
 
 
 def _comm(pid: int) -> str:
