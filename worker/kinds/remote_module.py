@@ -101,7 +101,7 @@ class RemoteModule:
         self.spec = spec
         self.where = display(spec.url)
         self.label = f"remote module {spec.name}"
-        self.credentials = Credentials(spec.auth)
+        self.credentials = Credentials(spec.auth, spec.url, spec.headers, spec.name)
         self.client = httpx2.AsyncClient(
             headers=dict(spec.headers),
             timeout=httpx2.Timeout(None, connect=CONNECT_TIMEOUT),

@@ -45,7 +45,7 @@ class SdkRemoteServer(McpClient):
         self.spec = spec
         self.where = display(spec.url)
         self.label = f"remote MCP server {spec.name}"
-        self.credentials = Credentials(spec.auth)
+        self.credentials = Credentials(spec.auth, spec.url, spec.headers, spec.name)
         self._pinging: asyncio.Task[None] | None = None
         self._missed = 0
 

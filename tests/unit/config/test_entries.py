@@ -98,6 +98,18 @@ BAD_ENTRIES: list[tuple[str, str, str, str, str, str]] = [
     ("oauth2 scopes not a list",
      REMOTE + "    auth: {type: oauth2, clientId: a, clientSecret: b, scopes: read}\n", "",
      "servers.yaml:5:64", "servers[0].auth.scopes", "expected a list of strings, got 'read'"),
+    ("oauth2 bad grant",
+     REMOTE + "    auth: {type: oauth2, clientId: a, clientSecret: b, grant: password}\n", "",
+     "servers.yaml:5:63", "servers[0].auth.grant",
+     "expected 'client_credentials' or 'authorization_code', got 'password'"),
+    ("oauth2 bad auth method",
+     REMOTE + "    auth: {type: oauth2, clientId: a, clientSecret: b, tokenAuthMethod: jwt}\n",
+     "", "servers.yaml:5:73", "servers[0].auth.tokenAuthMethod",
+     "expected 'client_secret_basic' or 'client_secret_post', got 'jwt'"),
+    ("oauth2 code flow, auth method without a secret",
+     REMOTE + "    auth: {type: oauth2, clientId: a, grant: authorization_code,"
+     " tokenAuthMethod: client_secret_post}\n", "", "servers.yaml:5:83",
+     "servers[0].auth.tokenAuthMethod", "needs clientSecret"),
     ("auth near miss", REMOTE + "    auth: {type: bearer, token: a, tokn: b}\n", "",
      "servers.yaml:5:36", "servers[0].auth.tokn", "unknown key 'tokn' (did you mean 'token'?)"),
     ("auth snake_case", REMOTE + "    auth:\n      type: oauth2\n      clientId: a\n"
