@@ -8,13 +8,27 @@ login`` (headless and loopback), the worker's refresh, and a refused refresh."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
 
-from tests.helpers import FIXTURES, HttpFixture, start_http_fixture
+from tests.helpers import (
+    FIXTURES,
+    SPCTL,
+    HttpFixture,
+    make_extensions,
+    serve_fixture,
+    start_http_fixture,
+    wait_for,
+)
 from tests.integration.harness import WorkerHarness
 from worker.protocol import EXIT_ERROR, EXIT_OK
 
@@ -159,3 +173,187 @@ async def test_no_metadata_anywhere(oauth: OAuth) -> None:
         f"resource metadata at {prm}/r/wellknown/nowhere/mcp (404 Not Found) or {prm} "
         "(404 Not Found); set auth.tokenUrl"
     )
+
+
+# -- the authorization code flow: spctl auth login, the worker's refresh -----------------------
+
+
+def code_entry(url: str, **auth: Any) -> dict[str, Any]:
+    full = {"type": "oauth2", "clientId": "app", "clientSecret": "${OA_SECRET}"}
+    full |= {"grant": "authorization_code", **auth}
+    return {"name": "crm", "type": "remote", "url": url, "auth": full}
+
+
+def login(
+    env: dict[str, str], ext: Path, *flags: str, browse: Any
+) -> subprocess.CompletedProcess[str]:
+    """``spctl auth login crm`` with ``browse(url) → what to type`` playing the user."""
+    argv = [SPCTL, "auth", "login", "crm", "-e", str(ext), "--timeout", "60", *flags]
+    proc = subprocess.Popen(
+        argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        link = proc.stdout.readline().strip()  # the URL to open, alone on stdout
+        typed = browse(link)
+        out, err = proc.communicate(typed, timeout=60)
+    finally:
+        proc.kill()
+    return subprocess.CompletedProcess(argv, proc.wait(), link + "\n" + out, err)
+
+
+def paste_the_redirect(link: str) -> str:
+    """The headless user: opens the link elsewhere, copies the address it was sent to."""
+    answer = httpx2.get(link, follow_redirects=False, timeout=10)
+    assert answer.status_code == 302, answer.text
+    location = answer.headers["location"]
+    assert location.startswith("http://127.0.0.1:") and "/callback?code=" in location
+    return location + "\n"
+
+
+def follow_the_redirect(link: str) -> str:
+    """The user at the machine: the browser follows the redirect to the loopback listener."""
+    answer = httpx2.get(link, follow_redirects=True, timeout=10)
+    assert answer.status_code == 200 and "logged in" in answer.text, answer.text
+    return ""
+
+
+def stored(env: dict[str, str], name: str = "crm") -> dict[str, Any]:
+    path = Path(env["STATE_DIRECTORY"]) / "extensions" / name / "oauth-tokens.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    doc: dict[str, Any] = json.loads(path.read_text())
+    return doc
+
+
+def test_headless_login_refresh_and_a_refused_refresh(
+    oauth: OAuth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OA_SECRET", SECRET)
+    url = oauth.resource("header", "post")
+    token_endpoint = f"{oauth.base}/as/post/token"
+    restart = {"maxRestarts": 1, "backoff": "100ms"}
+    servers = [code_entry(url, scopes=["mcp.read"]) | {"restart": restart}]
+    with serve_fixture(tmp_path, [], servers, extra_args=["--health-interval", "0.5"]) as s:
+        s.start()
+        # never logged in: failed at once, saying what to do (no browser, no prompt)
+        failed = s.wait_state("crm", "failed", timeout=60)
+        assert failed["error"]["message"].startswith("remote MCP server crm: no OAuth tokens")
+        assert failed["error"]["message"].endswith(": run spctl auth login crm")
+        status = s.spctl("auth", "status", "-e", str(s.extensions))
+        assert status.returncode == 0, status.stderr
+        assert "not logged in" in status.stdout
+
+        oauth.control(ttl=2)  # short-lived access tokens: the worker must refresh them
+        done = login(s.env, s.extensions, "--no-browser", browse=paste_the_redirect)
+        assert done.returncode == 0, done.stderr
+        assert "logged in to crm" in done.stderr
+        first = stored(s.env)
+        assert (first["issuer"], first["resource"], first["method"]) == (
+            f"{oauth.base}/as/post",
+            url,
+            "client_secret_post",
+        )
+        exchange = oauth.requests("post")[-1]
+        assert (exchange["grant"], exchange["resource"]) == ("authorization_code", url)
+        for secret in (SECRET, first["access_token"], first["refresh_token"]):
+            assert secret not in done.stdout + done.stderr
+
+        assert s.spctl("restart", "crm").returncode == 0
+        s.wait_state("crm", "running", timeout=60)
+        out = s.spctl("call", "crm", "add", "--arg", "a=2", "--arg", "b=40")
+        assert (out.returncode, out.stdout.strip()) == (0, "42"), out.stderr
+
+        # the access token dies; the next call refreshes it and writes the new tokens back
+        wait_for(lambda: time.time() > first["expires_at"], 10, "the access token's expiry")
+        out = s.spctl("call", "crm", "echo", "--arg", "text=refreshed")
+        assert (out.returncode, out.stdout.strip()) == (0, "refreshed"), out.stderr
+        second = stored(s.env)
+        assert second["access_token"] != first["access_token"]
+        assert second["refresh_token"] != first["refresh_token"]  # rotated by the server
+        refresh = oauth.requests("post")[-1]
+        assert (refresh["grant"], refresh["resource"]) == ("refresh_token", url)
+
+        # the server revokes the refresh token: the next refresh fails → failed, with the cure
+        oauth.control(revoke=True)
+        wait_for(lambda: time.time() > second["expires_at"], 10, "the access token's expiry")
+        s.spctl("call", "crm", "echo", "--arg", "text=x")  # fails: the refresh is refused
+        failed = s.wait_state("crm", "failed", timeout=60)
+        assert failed["error"]["message"] == (
+            f"remote MCP server crm: token refresh to {token_endpoint} failed: 400 Bad Request "
+            "(invalid_grant): run spctl auth login crm"
+        )
+
+        status = s.spctl("auth", "status", "crm", "-e", str(s.extensions), "--json")
+        (row,) = json.loads(status.stdout)["logins"]
+        assert row["state"] == "access token expired (refreshable)"
+        out = s.spctl("auth", "logout", "crm", "-e", str(s.extensions))
+        assert out.returncode == 0, out.stderr
+        status = s.spctl("auth", "status", "crm", "-e", str(s.extensions), "--json")
+        assert json.loads(status.stdout)["logins"][0]["state"] == "not logged in"
+        again = s.spctl("auth", "logout", "crm", "-e", str(s.extensions))
+        assert again.returncode == 1 and "not logged in" in again.stderr
+        outputs = [s.spctl("status", "--json").stdout, s.spctl("logs", "crm").stdout]
+        assert s.stop() == 0
+        for output in [*outputs, s.log_path.read_text()]:
+            for secret in (SECRET, first["access_token"], second["refresh_token"]):
+                assert secret not in output
+
+
+def test_loopback_login_then_the_worker_uses_the_tokens(
+    oauth: OAuth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OA_SECRET", SECRET)
+    oauth.control(ttl=3600)
+    url = oauth.resource("wellknown", "basic")
+    ext = make_extensions(tmp_path, [], [code_entry(url)])
+    env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")}
+    done = login(env, ext, browse=follow_the_redirect)
+    assert done.returncode == 0, done.stderr
+    tokens = stored(env)
+    assert tokens["method"] == "client_secret_basic"
+    assert oauth.requests("basic")[-1]["grant"] == "authorization_code"
+    # the worker, told where the tokens are, hosts the server with them
+    path = tmp_path / "state" / "extensions" / "crm" / "oauth-tokens.json"
+    auth = {"grant": "authorization_code", "tokenFile": str(path)}
+    spec_ = spec(url, **auth)
+    asyncio.run(_hosts_spec(spec_))
+    assert oauth.requests("basic")[-1]["grant"] == "authorization_code"  # no refresh needed
+
+
+async def _hosts_spec(full: dict[str, Any]) -> None:
+    async with WorkerHarness(FIXTURES, name="fx", spec=full) as h:
+        await h.ready(timeout=30)
+        assert await h.request("shutdown") is None
+        assert await h.exit_code() == EXIT_OK
+
+
+def test_login_refusals(oauth: OAuth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OA_SECRET", SECRET)
+    servers = [
+        code_entry(oauth.resource("header", "liar")),
+        {**code_entry(oauth.resource("header", "post")), "name": "svc"}
+        | {"auth": {"type": "oauth2", "clientId": "app", "clientSecret": "${OA_SECRET}"}},
+    ]
+    ext = make_extensions(tmp_path, [], servers)
+    env = {**os.environ, "STATE_DIRECTORY": str(tmp_path / "state")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [SPCTL, "auth", *args, "-e", str(ext)]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    out = run("login", "crm", "--no-browser")
+    assert out.returncode == 1
+    assert "names the issuer" in out.stderr and f"not '{oauth.base}/as/liar'" in out.stderr
+    out = run("login", "svc")
+    assert out.returncode == 1 and "uses the client-credentials grant" in out.stderr
+    out = run("login", "nosuch")
+    assert out.returncode == 1 and "no extension named 'nosuch'" in out.stderr
+    # a pasted redirect of another login (another state) is refused
+    good = oauth.resource("header", "post")
+    ext2 = make_extensions(tmp_path / "two", [], [code_entry(good)])
+    forged = login(
+        env, ext2, "--no-browser", browse=lambda _: "http://127.0.0.1:1/callback?code=x&state=y\n"
+    )
+    assert forged.returncode == 1 and "state is not this login's" in forged.stderr
+    assert not (tmp_path / "state" / "extensions" / "crm" / "oauth-tokens.json").exists()
