@@ -176,8 +176,8 @@ async def _login(ext: Extension, *, no_browser: bool, port: int, timeout: float)
     secret = _reveal(auth.client_secret) if auth.client_secret is not None else ""
     headers = {k: _reveal(v) for k, v in ext.headers.items()}
     try:
-        async with httpx2.AsyncClient(headers=headers, timeout=30, follow_redirects=True) as c:
-            found = await discover(c, url)
+        async with httpx2.AsyncClient(timeout=30) as client:
+            found = await discover(client, url, headers=headers)
         _check(found)
         assert found.authorization_endpoint is not None
         method = choose_method(auth.token_auth_method, found.methods, bool(secret))

@@ -17,13 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.helpers import (
     FIXTURES,
     SPCTL,
     HttpFixture,
+    Serve,
     make_extensions,
     serve_fixture,
     start_http_fixture,
@@ -34,6 +38,7 @@ from worker.protocol import EXIT_ERROR, EXIT_OK
 
 SERVER = FIXTURES / "oauth_server" / "server.py"
 SECRET = "sec-0a7h-5ecr3t"
+FRONT = "front-t0ken-of-the-mcp-client"
 
 
 class OAuth(HttpFixture):
@@ -219,6 +224,19 @@ def follow_the_redirect(link: str) -> str:
     return ""
 
 
+def front_url(s: Serve) -> str | None:
+    status = s.try_status()
+    front = status["supervisor"]["mcp_front"] if status else None
+    return str(front["url"]) if front and front["state"] == "running" else None
+
+
+async def call_through_the_front(url: str) -> str:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {FRONT}"})
+    async with http, Client(streamable_http_client(url, http_client=http)) as c:
+        result = await c.call_tool("crm__add", {"a": 2, "b": 3})
+        return str(result.content[0].text)  # type: ignore[union-attr]
+
+
 def stored(env: dict[str, str], name: str = "crm") -> dict[str, Any]:
     path = Path(env["STATE_DIRECTORY"]) / "extensions" / name / "oauth-tokens.json"
     assert path.stat().st_mode & 0o777 == 0o600
@@ -234,7 +252,11 @@ def test_headless_login_refresh_and_a_refused_refresh(
     token_endpoint = f"{oauth.base}/as/post/token"
     restart = {"maxRestarts": 1, "backoff": "100ms"}
     servers = [code_entry(url, scopes=["mcp.read"]) | {"restart": restart}]
-    with serve_fixture(tmp_path, [], servers, extra_args=["--health-interval", "0.5"]) as s:
+    front_token = tmp_path / "front-token"
+    front_token.write_text(FRONT + "\n")
+    front_token.chmod(0o600)
+    args = ["--health-interval", "0.5", "--listen", "127.0.0.1:0", "--token-file", str(front_token)]
+    with serve_fixture(tmp_path, [], servers, front=True, extra_args=args) as s:
         s.start()
         # never logged in: failed at once, saying what to do (no browser, no prompt)
         failed = s.wait_state("crm", "failed", timeout=60)
@@ -263,6 +285,10 @@ def test_headless_login_refresh_and_a_refused_refresh(
         s.wait_state("crm", "running", timeout=60)
         out = s.spctl("call", "crm", "add", "--arg", "a=2", "--arg", "b=40")
         assert (out.returncode, out.stdout.strip()) == (0, "42"), out.stderr
+        # through the MCP front, with the front's token: the server gets its own token only
+        front = wait_for(lambda: front_url(s), 60, "the MCP front")
+        assert anyio.run(call_through_the_front, front) == "5"
+        assert all(FRONT not in bearer for bearer in oauth.stats()["bearers"])
 
         # the access token dies; the next call refreshes it and writes the new tokens back
         wait_for(lambda: time.time() > first["expires_at"], 10, "the access token's expiry")

@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
 import os
 import re
-import secrets
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,12 +168,16 @@ def choose_method(configured: str | None, supported: Sequence[str] | None, secre
 
 def code_challenge(verifier: str) -> str:
     """The S256 code challenge of a PKCE ``verifier`` (RFC 7636 §4.2)."""
+    import hashlib  # only the login needs it: the worker stays lean
+
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def pkce_pair() -> tuple[str, str]:
     """A new PKCE code verifier (43 characters of ``[A-Za-z0-9_-]``) and its S256 challenge."""
+    import secrets
+
     verifier = secrets.token_urlsafe(32)
     return verifier, code_challenge(verifier)
 
@@ -266,14 +267,16 @@ def _status(response: httpx2.Response) -> str:
     return f"{response.status_code} {response.reason_phrase}".strip()
 
 
-async def probe(client: httpx2.AsyncClient, server_url: str) -> dict[str, str] | None:
+async def probe(
+    client: httpx2.AsyncClient, server_url: str, headers: Mapping[str, str] | None = None
+) -> dict[str, str] | None:
     """POST an MCP ``ping`` to the server without credentials: the ``Bearer`` challenge of its
     401 (RFC 9728 §5.1), or None (no 401, no challenge, or not reachable: the well-known URLs
     are tried next)."""
     ping = {"jsonrpc": "2.0", "id": "spctl-discovery", "method": "ping"}
-    headers = {"Accept": "application/json, text/event-stream"}
+    sent = {**(headers or {}), "Accept": "application/json, text/event-stream"}
     try:
-        response = await client.post(server_url, json=ping, headers=headers)
+        response = await client.post(server_url, json=ping, headers=sent)
     except httpx2.HTTPError:
         return None
     if response.status_code != 401:
@@ -282,14 +285,19 @@ async def probe(client: httpx2.AsyncClient, server_url: str) -> dict[str, str] |
 
 
 async def discover(
-    client: httpx2.AsyncClient, server_url: str, metadata_url: str | None = None
+    client: httpx2.AsyncClient,
+    server_url: str,
+    metadata_url: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Endpoints:
     """The authorization server of the protected server at ``server_url`` and its endpoints:
-    its protected resource metadata (``metadata_url``, from a 401's ``resource_metadata``,
-    else the well-known URLs), then the first authorization server's metadata, whose
-    ``issuer`` must be that server's URL. OAuthError naming what failed."""
+    its protected resource metadata (``metadata_url``, else the ``resource_metadata`` of the
+    401 that :func:`probe` gets, sending the entry's ``headers``, else the well-known URLs),
+    then the first authorization server's metadata, whose ``issuer`` must be that server's
+    URL. OAuthError naming what failed. ``client`` follows no redirect: a metadata document
+    is where the rules say or not at all."""
     if metadata_url is None:
-        challenge = await probe(client, server_url)
+        challenge = await probe(client, server_url, headers)
         metadata_url = (challenge or {}).get("resource_metadata") or None
     prm, prm_at = None, ""
     tried: list[str] = []
@@ -510,6 +518,8 @@ class TokenFile:
     def save(self, tokens: StoredTokens, owner: tuple[int, int] | None = None) -> None:
         """Replace the file with ``tokens`` (a 0600 temp file renamed over it: never half
         written, never readable by others); ``owner``: chown it first (uid, gid)."""
+        import tempfile  # only a refresh writes: not imported at the worker's start
+
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         data = json.dumps(asdict(tokens), indent=1).encode()
         fd, tmp = tempfile.mkstemp(

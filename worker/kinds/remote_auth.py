@@ -215,10 +215,8 @@ class Credentials(httpx2.Auth):
             return auth.token_url, method, resource
         if self._endpoints is None:
             try:
-                async with httpx2.AsyncClient(
-                    headers=self.headers, timeout=TOKEN_TIMEOUT, follow_redirects=True
-                ) as client:
-                    self._endpoints = await discover(client, self.url)
+                async with httpx2.AsyncClient(timeout=TOKEN_TIMEOUT) as client:
+                    self._endpoints = await discover(client, self.url, headers=self.headers)
             except OAuthError as e:
                 raise RemoteError(str(e)) from None
             say(
