@@ -342,14 +342,20 @@ def test_loopback_login_then_the_worker_uses_the_tokens(
     # the worker, told where the tokens are, hosts the server with them
     path = tmp_path / "state" / "extensions" / "crm" / "oauth-tokens.json"
     auth = {"grant": "authorization_code", "tokenFile": str(path)}
-    spec_ = spec(url, **auth)
-    asyncio.run(_hosts_spec(spec_))
-    assert oauth.requests("basic")[-1]["grant"] == "authorization_code"  # no refresh needed
+    asyncio.run(_hosts_then_refreshes_on_401(oauth, spec(url, **auth)))
+    grants = [r["grant"] for r in oauth.requests("basic")]
+    assert grants[-2:] == ["authorization_code", "refresh_token"]
+    assert stored(env)["access_token"] != tokens["access_token"]  # written back
 
 
-async def _hosts_spec(full: dict[str, Any]) -> None:
+async def _hosts_then_refreshes_on_401(oauth: OAuth, full: dict[str, Any]) -> None:
     async with WorkerHarness(FIXTURES, name="fx", spec=full) as h:
         await h.ready(timeout=30)
+        assert oauth.requests("basic")[-1]["grant"] == "authorization_code"  # no refresh yet
+        oauth.control(forget=True)  # the live access token is refused from now on
+        call = {"name": "echo", "arguments": {"text": "after a 401"}}
+        result = await h.request("mcp", "tools/call", call, {})
+        assert result["content"] == [{"type": "text", "text": "after a 401"}]
         assert await h.request("shutdown") is None
         assert await h.exit_code() == EXIT_OK
 
