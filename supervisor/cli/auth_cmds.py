@@ -183,6 +183,7 @@ async def _login(ext: Extension, *, no_browser: bool, port: int, timeout: float)
         method = choose_method(auth.token_auth_method, found.methods, bool(secret))
     except OAuthError as exc:
         raise Refused(f"{ext.name}: {exc}") from None
+    resource = found.resource if auth.resource is None else auth.resource
     verifier, challenge = pkce_pair()
     state = secrets.token_urlsafe(16)
     listener: asyncio.Server | None = None
@@ -203,7 +204,7 @@ async def _login(ext: Extension, *, no_browser: bool, port: int, timeout: float)
         challenge=challenge,
         state=state,
         scopes=scopes,
-        resource=found.resource,
+        resource=resource,
     )
     print(f"To log in to {ext.name}, open this URL in a browser:", file=sys.stderr)
     print(link, flush=True)
@@ -233,8 +234,9 @@ async def _login(ext: Extension, *, no_browser: bool, port: int, timeout: float)
         "code": code,
         "redirect_uri": redirect,
         "code_verifier": verifier,
-        "resource": found.resource,
     }
+    if resource:
+        form["resource"] = resource
     try:
         answer = await request_token(
             found.token_endpoint if not auth.token_url else auth.token_url,
@@ -252,7 +254,7 @@ async def _login(ext: Extension, *, no_browser: bool, port: int, timeout: float)
         expires_at=None if answer.expires_in is None else now + answer.expires_in,
         token_endpoint=auth.token_url or found.token_endpoint,
         issuer=found.issuer,
-        resource=found.resource,
+        resource=resource,
         client_id=client_id,
         method=method,
         scope=answer.scope or (" ".join(scopes) or None),

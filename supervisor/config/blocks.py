@@ -36,7 +36,15 @@ __all__ = [
 _AUTH_FIELDS = {
     "bearer": ("token",),
     "apikey": ("key", "header"),
-    "oauth2": ("clientId", "clientSecret", "tokenUrl", "scopes", "tokenAuthMethod", "grant"),
+    "oauth2": (
+        "clientId",
+        "clientSecret",
+        "tokenUrl",
+        "scopes",
+        "tokenAuthMethod",
+        "grant",
+        "resource",
+    ),
 }
 _AUTH_KEYS = ("type", *(key for keys in _AUTH_FIELDS.values() for key in keys))
 _LIMIT_KEYS = ("memory", "cpu", "cpuTime", "openFiles", "processes")
@@ -104,6 +112,9 @@ def read_auth(r: Reader, item: MarkedMap, p: str) -> schema.Auth | None:
         r.fail(
             found.mark_of("tokenAuthMethod"), join(path, "tokenAuthMethod"), "needs clientSecret"
         )
+    resource = r.string(found, "resource", path)
+    if resource and (problem := _resource_problem(resource)) is not None:
+        r.fail(found.mark_of("resource"), join(path, "resource"), problem)
     return schema.Auth(
         kind,
         client_id=client_id,
@@ -112,7 +123,19 @@ def read_auth(r: Reader, item: MarkedMap, p: str) -> schema.Auth | None:
         scopes=tuple(scope for scope, _, _ in r.strings(found, "scopes", path) or ()),
         token_auth_method=method,
         grant=grant or "client_credentials",
+        resource=resource,
     )
+
+
+def _resource_problem(text: str) -> str | None:
+    """Why ``text`` is not an RFC 8707 resource indicator (an absolute URI, no fragment)."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        parts = None
+    if parts is None or not parts.scheme or "#" in text or any(c.isspace() for c in text):
+        return "expected an absolute URI without a fragment (RFC 8707), or '' to send none"
+    return None
 
 
 def read_limits(r: Reader, item: MarkedMap, p: str) -> schema.Limits:

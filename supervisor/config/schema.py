@@ -209,6 +209,7 @@ class Auth:
     scopes: tuple[str, ...] = ()
     token_auth_method: str | None = None  # client_secret_basic | client_secret_post
     grant: str = "client_credentials"  # or authorization_code (spctl auth login)
+    resource: str | None = None  # RFC 8707: None → the server's URL; "" → send none
 
 
 INSTALL_KINDS = ("pypi", "npm", "file")  # install: pypi:NAME==V, npm:NAME@V, ./dist/x.whl

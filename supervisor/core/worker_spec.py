@@ -86,6 +86,7 @@ def auth_spec(auth: Auth | None) -> dict[str, Any]:
         "clientSecret": auth.client_secret,
         "tokenUrl": auth.token_url,
         "tokenAuthMethod": auth.token_auth_method,
+        "resource": auth.resource,
     }
     out: dict[str, Any] = {key: plain(value) for key, value in fields.items() if value is not None}
     if auth.scopes:

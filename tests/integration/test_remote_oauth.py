@@ -143,6 +143,17 @@ async def test_configured_token_url_and_method(oauth: OAuth) -> None:
 
 
 @pytest.mark.anyio
+async def test_the_resource_asked_for_can_be_set_or_left_out(oauth: OAuth) -> None:
+    url = oauth.resource("header", "post")
+    before = len(oauth.requests("post"))
+    for resource in ("api://crm", ""):  # the server wants tokens for its own URL: refused
+        message = await start_error(url, resource=resource)
+        assert message == f"remote MCP server fx: 401 Unauthorized from {url}: check auth"
+    asked = [r["resource"] for r in oauth.requests("post")[before:]]
+    assert asked == ["api://crm", "api://crm", None, None]  # at the start, again on the 401
+
+
+@pytest.mark.anyio
 async def test_an_issuer_mismatch_is_refused(oauth: OAuth) -> None:
     message = await start_error(oauth.resource("header", "liar"))
     assert message == (

@@ -200,8 +200,9 @@ def authorize_url(
         "code_challenge": challenge,
         "code_challenge_method": "S256",
         "state": state,
-        "resource": resource,
     }
+    if resource:  # "" when the entry says to send none
+        query["resource"] = resource
     if scopes:
         query["scope"] = " ".join(scopes)
     parts = urlsplit(endpoint)
@@ -217,7 +218,7 @@ def code_from(text: str, state: str) -> str:
     if not text:
         raise OAuthError("no code given")
     query = urlsplit(text).query if "://" in text else text.lstrip("?")
-    if "=" not in query:
+    if "://" not in text and not re.search(r"(^|&)(code|state|error)=", query):
         if not re.fullmatch(r"[\x21-\x7e]+", text):
             raise OAuthError("the code has spaces or control characters: paste the code only")
         return text  # a bare code

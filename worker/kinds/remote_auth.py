@@ -95,6 +95,7 @@ class RemoteAuth:
     token_auth_method: str = ""  # client_secret_basic | client_secret_post | "" (chosen)
     grant: str = "client_credentials"  # or authorization_code
     token_file: str = ""  # authorization_code: where spctl auth login keeps the tokens
+    resource: str | None = None  # RFC 8707: None → the server's URL (or the metadata's); "" → none
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> RemoteAuth:
@@ -106,7 +107,7 @@ class RemoteAuth:
             raise ValueError(f"auth type must be bearer, apikey or oauth2, got {kind!r}")
         fields = (
             "token", "key", "header", "clientId", "clientSecret", "tokenUrl",
-            "tokenAuthMethod", "grant", "tokenFile",
+            "tokenAuthMethod", "grant", "tokenFile", "resource",
         )  # fmt: skip
         for name in fields:
             if not isinstance(raw.get(name, ""), str):
@@ -139,6 +140,7 @@ class RemoteAuth:
             token_auth_method=method,
             grant=grant,
             token_file=raw.get("tokenFile", ""),
+            resource=raw.get("resource"),
         )
 
 
@@ -158,7 +160,9 @@ def status_text(response: httpx2.Response) -> str:
 
 async def fetch_token(auth: RemoteAuth, endpoint: str, method: str, resource: str) -> TokenAnswer:
     """An access token from the client-credentials grant at ``endpoint``."""
-    form = {"grant_type": "client_credentials", "resource": resource}
+    form = {"grant_type": "client_credentials"}
+    if resource:
+        form["resource"] = resource
     if auth.scopes:
         form["scope"] = " ".join(auth.scopes)
     try:
@@ -209,7 +213,7 @@ class Credentials(httpx2.Auth):
         ``tokenUrl`` if given, else discovered (once)."""
         auth = self.auth
         assert auth is not None
-        resource = self.url
+        resource = self.url if auth.resource is None else auth.resource
         if auth.token_url:
             method = auth.token_auth_method or "client_secret_post"
             return auth.token_url, method, resource
@@ -228,7 +232,7 @@ class Credentials(httpx2.Auth):
             method = choose_method(auth.token_auth_method, found.methods, True)
         except OAuthError as e:
             raise RemoteError(f"{display(found.issuer)}: {e}") from None
-        return found.token_endpoint, method, found.resource
+        return found.token_endpoint, method, found.resource if auth.resource is None else resource
 
     async def token(self, stale: str | None = None) -> str:
         """The oauth2 access token; a new one if there is none, it is about to expire, or it
@@ -281,11 +285,9 @@ class Credentials(httpx2.Auth):
             )
         endpoint = self.auth.token_url or stored.token_endpoint
         method = self.auth.token_auth_method or stored.method
-        form = {
-            "grant_type": "refresh_token",
-            "refresh_token": stored.refresh_token,
-            "resource": stored.resource or self.url,
-        }
+        form = {"grant_type": "refresh_token", "refresh_token": stored.refresh_token}
+        if stored.resource:  # what the login asked for ("" when told to send none)
+            form["resource"] = stored.resource
         try:
             answer = await request_token(
                 endpoint,

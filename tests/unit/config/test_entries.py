@@ -110,6 +110,13 @@ BAD_ENTRIES: list[tuple[str, str, str, str, str, str]] = [
      REMOTE + "    auth: {type: oauth2, clientId: a, grant: authorization_code,"
      " tokenAuthMethod: client_secret_post}\n", "", "servers.yaml:5:83",
      "servers[0].auth.tokenAuthMethod", "needs clientSecret"),
+    ("oauth2 resource with a fragment",
+     REMOTE + "    auth: {type: oauth2, clientId: a, clientSecret: b, resource: 'https://x#y'}\n",
+     "", "servers.yaml:5:66", "servers[0].auth.resource",
+     "expected an absolute URI without a fragment (RFC 8707), or '' to send none"),
+    ("oauth2 resource not a URI",
+     REMOTE + "    auth: {type: oauth2, clientId: a, clientSecret: b, resource: crm}\n",
+     "", "servers.yaml:5:66", "servers[0].auth.resource", "expected an absolute URI"),
     ("auth near miss", REMOTE + "    auth: {type: bearer, token: a, tokn: b}\n", "",
      "servers.yaml:5:36", "servers[0].auth.tokn", "unknown key 'tokn' (did you mean 'token'?)"),
     ("auth snake_case", REMOTE + "    auth:\n      type: oauth2\n      clientId: a\n"
