@@ -34,7 +34,7 @@ from tests.helpers import (
     wait_for,
 )
 from tests.integration.harness import WorkerHarness
-from worker.protocol import EXIT_ERROR, EXIT_OK
+from worker.protocol import EXIT_ERROR, EXIT_LOAD_ERROR, EXIT_OK
 
 SERVER = FIXTURES / "oauth_server" / "server.py"
 SECRET = "sec-0a7h-5ecr3t"
@@ -369,6 +369,24 @@ async def _hosts_then_refreshes_on_401(oauth: OAuth, full: dict[str, Any]) -> No
         assert result["content"] == [{"type": "text", "text": "after a 401"}]
         assert await h.request("shutdown") is None
         assert await h.exit_code() == EXIT_OK
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["remote", "remote_module"])
+async def test_no_login_is_a_load_error_naming_the_cure(
+    oauth: OAuth, tmp_path: Path, kind: str
+) -> None:
+    missing = tmp_path / "state" / "extensions" / "fx" / "oauth-tokens.json"
+    full = spec(oauth.resource("header", "post"), grant="authorization_code")
+    full["auth"]["tokenFile"] = str(missing)
+    full |= {"kind": kind, "provides": ["crm"]} if kind == "remote_module" else {}
+    async with WorkerHarness(FIXTURES, name="fx", spec=full) as h:
+        error = await h.notification("load_error", timeout=30)
+        assert await h.exit_code() == EXIT_LOAD_ERROR
+    label = "remote MCP server" if kind == "remote" else "remote module"
+    assert error["message"] == (
+        f"{label} fx: no OAuth tokens for fx (no {missing}): run spctl auth login fx"
+    )
 
 
 def test_login_refusals(oauth: OAuth, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,7 +74,7 @@ class SdkRemoteServer(McpClient):
                 await self.credentials.token()
             return await super().start()
         except RemoteError as e:
-            raise RemoteError(f"{self.label}: {e}") from None
+            raise type(e)(f"{self.label}: {e}") from None  # LoginNeeded stays one
         except Exception as e:
             raise RemoteError(f"{self.label}: {self.explain(e)}") from None
 
