@@ -5,12 +5,16 @@ code a user pastes back."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from worker.kinds.oauth import (
     OAuthError,
+    StoredTokens,
+    TokenAnswer,
+    TokenFile,
     as_metadata_urls,
     authorize_url,
     bearer_challenge,
@@ -175,3 +179,29 @@ def test_code_from(text: str, code: str) -> None:
 def test_code_from_refuses(text: str, message: str) -> None:
     with pytest.raises(OAuthError, match=message):
         code_from(text, "st")
+
+
+def test_token_file_round_trip_and_refusals(tmp_path: Path) -> None:
+    store = TokenFile(tmp_path / "ext" / "oauth-tokens.json")
+    assert store.load() is None and store.stamp() is None
+    tokens = StoredTokens("acc3ss", "r3fresh", 1e9, "https://as/token", "https://as", "https://x")
+    store.save(tokens)
+    assert store.path.stat().st_mode & 0o777 == 0o600
+    assert store.path.parent.stat().st_mode & 0o777 == 0o700
+    assert store.load() == tokens
+    assert "acc3ss" not in repr(tokens) and "r3fresh" not in repr(tokens)
+    renewed = tokens.with_answer(TokenAnswer("n3w", 60.0, None, "read"), 100.0)
+    assert (renewed.access_token, renewed.refresh_token) == ("n3w", "r3fresh")  # kept
+    assert (renewed.expires_at, renewed.scope, renewed.issuer) == (160.0, "read", "https://as")
+    assert list(store.path.parent.iterdir()) == [store.path]  # no temp file left
+    store.path.chmod(0o644)
+    with pytest.raises(OAuthError, match=r"mode 644 lets others read the tokens; .*chmod 600"):
+        store.load()
+    store.path.write_text("{not json")
+    store.path.chmod(0o600)
+    with pytest.raises(OAuthError, match="not JSON"):
+        store.load()
+    store.path.write_text('{"refresh_token": "x"}')
+    with pytest.raises(OAuthError, match="no access_token"):
+        store.load()
+    assert store.remove() and not store.remove()

@@ -497,13 +497,22 @@ class TokenFile:
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def load(self) -> StoredTokens | None:
-        """The tokens, or None when there is no file. OAuthError when it cannot be used."""
+        """The tokens, or None when there is no file. OAuthError when it cannot be used (one
+        that others may read is refused: the tokens act for a person)."""
         try:
-            raw = self.path.read_bytes()
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except OSError as e:
             raise OAuthError(f"{self.path}: cannot read: {e.strerror}") from None
+        with os.fdopen(fd, "rb") as f:
+            mode = os.fstat(f.fileno()).st_mode & 0o777
+            if mode & 0o077:
+                raise OAuthError(
+                    f"{self.path}: mode {mode:o} lets others read the tokens; it must be 0600 "
+                    f"(chmod 600 {self.path})"
+                )
+            raw = f.read()
         try:
             doc = json.loads(raw)
         except ValueError:
@@ -516,9 +525,10 @@ class TokenFile:
         except TypeError as e:
             raise OAuthError(f"{self.path}: bad token file: {e}") from None
 
-    def save(self, tokens: StoredTokens, owner: tuple[int, int] | None = None) -> None:
-        """Replace the file with ``tokens`` (a 0600 temp file renamed over it: never half
-        written, never readable by others); ``owner``: chown it first (uid, gid)."""
+    def save(self, tokens: StoredTokens) -> None:
+        """Replace the file with ``tokens`` (a 0600 temp file, fsynced, renamed over it: never
+        half written, never readable by others; what ``supervisor.atomic.write_atomic`` does,
+        which the worker may not import)."""
         import tempfile  # only a refresh writes: not imported at the worker's start
 
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -531,8 +541,6 @@ class TokenFile:
                 out.write(data)
                 out.flush()
                 os.fsync(out.fileno())
-            if owner is not None:
-                os.chown(tmp, *owner)
             os.replace(tmp, self.path)
         except BaseException:
             with contextlib.suppress(OSError):
