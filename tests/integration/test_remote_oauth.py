@@ -321,6 +321,8 @@ def test_headless_login_refresh_and_a_refused_refresh(
             "(invalid_grant): run spctl auth login crm"
         )
 
+        last = stored(s.env)  # renewed a little before its expiry: wait for the expiry itself
+        wait_for(lambda: time.time() > last["expires_at"], 10, "the access token's expiry")
         status = s.spctl("auth", "status", "crm", "-e", str(s.extensions), "--json")
         (row,) = json.loads(status.stdout)["logins"]
         assert row["state"] == "access token expired (refreshable)"
