@@ -7,6 +7,11 @@
   ``uv pip compile`` and written to ``extensions/spctl.lock`` ``[extensions.NAME]``: ``source``,
   ``requirements`` (the entry's own), ``python`` (``X.Y`` of the interpreter spctl runs on),
   ``digest`` (sha256 of the python version and the locked package list) and ``packages``.
+- **npm** (``install: npm:NAME@VERSION``): resolved by the host's npm
+  (:mod:`supervisor.install.npm`) into ``source``, ``requirements`` (``["NAME@VERSION"]``),
+  ``node``/``npm`` (the versions that resolved it: informative, not checked), ``digest`` (sha256
+  of the requirements and the locked tree) and ``packages`` (path, version, ``integrity``, the
+  rest of npm's lock entry as JSON).
 - **Match**: an entry whose requirements differ from its lock entry is refused with a message
   that says what differs and to run ``spctl lock NAME``. An entry with no lock entry at all is
   locked on its first build (``auto_lock``); ``serve`` does that, ``spctl install`` does not.
@@ -26,6 +31,14 @@ from typing import Any
 
 from supervisor.config import Extension
 from supervisor.install.lockfile import LockError, read_lock, update_lock
+from supervisor.install.npm import (
+    NpmError,
+    NpmPackage,
+    parse_packages,
+    resolve_locked,
+    split_spec,
+    tool_versions,
+)
 from supervisor.install.uv import LockedPackage, UvError, compile_locked
 
 __all__ = [
@@ -38,10 +51,13 @@ __all__ = [
     "digest_of",
     "env_dir",
     "host_python",
+    "is_npm",
     "lock_extension",
     "locked_env",
     "needs_env",
+    "npm_digest_of",
     "requirements_of",
+    "resolve_npm_table",
     "resolve_table",
 ]
 
@@ -64,6 +80,9 @@ class Env:
     python_version: str
     packages: tuple[LockedPackage, ...]
     path: Path
+    kind: str = "pypi"  # "pypi" (a venv) | "npm" (a node_modules)
+    npm_packages: tuple[NpmPackage, ...] = ()
+    requirements: tuple[str, ...] = ()  # npm: what package.json asks for
 
     @property
     def python(self) -> Path:
@@ -71,7 +90,15 @@ class Env:
 
     @property
     def bin(self) -> Path:
+        """Where ``command:``'s first word is looked up."""
+        if self.kind == "npm":
+            return self.path / "node_modules" / ".bin"
         return self.path / "bin"
+
+    @property
+    def size(self) -> int:
+        """How many packages it holds."""
+        return len(self.npm_packages) if self.kind == "npm" else len(self.packages)
 
     @property
     def complete(self) -> bool:
@@ -93,10 +120,13 @@ def requirements_of(ext: Extension) -> list[str]:
     if spec is None:
         raise EnvError(f"{ext.name}: has neither install: nor requirements:")
     if spec.install_kind == "npm":
-        raise EnvError(
-            f"{ext.name}: install: {spec.install}: npm packages are not built yet by this "
-            f"spctl (only pypi:NAME==VERSION is)"
-        )
+        assert spec.package is not None
+        if spec.requirements:
+            raise EnvError(
+                f"{ext.name}: install: {spec.install} cannot be combined with requirements: "
+                "(those are Python packages)"
+            )
+        return [spec.package]
     if spec.install_kind == "file":
         raise EnvError(
             f"{ext.name}: install: {spec.install}: installing a local wheel/sdist is not built "
@@ -120,6 +150,20 @@ def digest_of(
     return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
 
+def npm_digest_of(
+    requirements: list[str] | tuple[str, ...], packages: tuple[NpmPackage, ...] | list[NpmPackage]
+) -> str:
+    body = json.dumps(
+        {
+            "npm": list(requirements),
+            "packages": [[p.path, p.version, p.integrity, p.resolved, p.meta] for p in packages],
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
 def env_dir(state_dir: Path, name: str, digest: str) -> Path:
     return state_dir / "envs" / f"{name}-{digest.removeprefix('sha256:')[:12]}"
 
@@ -129,7 +173,10 @@ def lock_extension(
 ) -> dict[str, Any]:
     """Resolve the entry's requirements and write ``[extensions.NAME]``; returns the table."""
     source = ext.environment.install if ext.environment and ext.environment.install else ""
-    table = resolve_table(ext.name, requirements_of(ext), source, progress=progress)
+    if is_npm(ext):
+        table = resolve_npm_table(ext.name, requirements_of(ext), source, progress=progress)
+    else:
+        table = resolve_table(ext.name, requirements_of(ext), source, progress=progress)
     try:
         update_lock(extensions_dir, SECTION, ext.name, table)
     except (LockError, OSError) as exc:
@@ -158,6 +205,40 @@ def resolve_table(
     }
     say(f"locked {len(packages)} packages ({table['digest'][:19]}…)")
     return table
+
+
+def resolve_npm_table(
+    name: str, wanted: list[str], source: str, *, progress: Progress | None = None
+) -> dict[str, Any]:
+    """The ``[extensions.NAME]`` table of an npm package (resolved with npm), written nowhere.
+    ``wanted`` without a version (``NAME``) resolves the newest and pins it."""
+    say = progress or (lambda _: None)
+    say(f"resolving {', '.join(wanted)} with npm")
+    try:
+        node, npm = tool_versions()
+        with tempfile.TemporaryDirectory(prefix="spctl-lock-") as work:
+            packages = resolve_locked(wanted, Path(work))
+    except NpmError as exc:
+        raise EnvError(f"{name}: cannot lock {source or ', '.join(wanted)}: {exc}") from None
+    exact = []
+    for spec in wanted:
+        package = split_spec(spec)[0]
+        (top,) = (p for p in packages if p.path == f"node_modules/{package}")
+        exact.append(f"{package}@{top.version}")
+    table: dict[str, Any] = {
+        "source": source,
+        "requirements": exact,
+        "node": node,
+        "npm": npm,
+        "digest": npm_digest_of(exact, packages),
+        "packages": [p.to_lock() for p in packages],
+    }
+    say(f"locked {len(packages)} npm packages ({table['digest'][:19]}…)")
+    return table
+
+
+def is_npm(ext: Extension) -> bool:
+    return ext.environment is not None and ext.environment.install_kind == "npm"
 
 
 def _msgpack_requirement() -> str:
@@ -189,6 +270,8 @@ def locked_env(
             f"{where}: locked for requirements {table.get('requirements')!r}, the entry asks for "
             f"{wanted!r}; {fix}"
         )
+    if is_npm(ext):
+        return _npm_env(ext, table, state_dir, where, fix)
     if table.get("python") != host_python():
         raise EnvError(
             f"{where}: locked for Python {table.get('python')!r}, spctl runs on "
@@ -204,6 +287,31 @@ def locked_env(
             f"{where}: digest {digest!r} does not match its packages (edited by hand?); {fix}"
         )
     return Env(ext.name, digest, host_python(), packages, env_dir(state_dir, ext.name, digest))
+
+
+def _npm_env(
+    ext: Extension, table: Mapping[str, Any], state_dir: Path, where: str, fix: str
+) -> Env:
+    raw = table.get("packages")
+    if not isinstance(raw, list) or not raw:
+        raise EnvError(f"{where}: packages must be a non-empty list of tables; {fix}")
+    try:
+        packages = tuple(parse_packages(raw, where))
+    except NpmError as exc:
+        raise EnvError(f"{exc}; {fix}") from None
+    wanted = requirements_of(ext)
+    digest = table.get("digest")
+    if not isinstance(digest, str) or digest != npm_digest_of(wanted, packages):
+        raise EnvError(
+            f"{where}: digest {digest!r} does not match its packages (edited by hand?); {fix}"
+        )
+    for spec in wanted:
+        name, version = split_spec(spec)
+        top = [p for p in packages if p.path == f"node_modules/{name}"]
+        if not top or top[0].version != version:
+            raise EnvError(f"{where}: packages do not hold {spec}; {fix}")
+    path = env_dir(state_dir, ext.name, digest)
+    return Env(ext.name, digest, "", (), path, "npm", packages, tuple(wanted))
 
 
 def _packages(raw: object, where: str, fix: str) -> tuple[LockedPackage, ...]:

@@ -22,6 +22,7 @@ __all__ = [
     "compile_locked",
     "install_locked",
     "make_venv",
+    "run_child",
     "set_child_hooks",
     "uv_bin",
 ]
@@ -178,6 +179,21 @@ _hooks: list[Any] = [lambda: None, lambda pid: None, lambda pid: None]
 
 
 def _once(argv: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return run_child(argv, env, tool="uv", error=UvError)
+
+
+def run_child(
+    argv: list[str],
+    env: Mapping[str, str],
+    *,
+    tool: str,
+    error: type[Exception],
+    cwd: Path | None = None,
+    timeout: float = _TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run a build tool (uv, npm) as a child the supervisor knows about (``set_child_hooks``);
+    its output captured. Raises ``error`` when it cannot be run or does not finish in time;
+    Ctrl-C kills it too."""
     starting, started, ended = _hooks
     starting()
     proc = None
@@ -185,21 +201,22 @@ def _once(argv: list[str], env: Mapping[str, str]) -> subprocess.CompletedProces
         proc = subprocess.Popen(
             argv,
             env=dict(env),
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
     except OSError as exc:
-        raise UvError(f"cannot run uv ({argv[0]}): {exc.strerror or exc}") from None
+        raise error(f"cannot run {tool} ({argv[0]}): {exc.strerror or exc}") from None
     finally:
         started(proc.pid if proc is not None else None)
     try:
-        out, err = proc.communicate(timeout=_TIMEOUT)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise UvError(f"uv did not finish within {_TIMEOUT:g}s: {' '.join(argv[1:3])}") from None
+        raise error(f"{tool} did not finish within {timeout:g}s: {' '.join(argv[1:3])}") from None
     except BaseException:  # interrupted (Ctrl-C): uv goes too; the build leaves only its temp dir
         proc.kill()
         proc.wait()

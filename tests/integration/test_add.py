@@ -298,12 +298,12 @@ def test_bad_pypi_sources_change_nothing(tmp_path: Path, source: str, words: lis
                     {
                         "registryType": "npm",
                         "identifier": "@x/y",
-                        "version": "1.0.0",
+                        "version": "latest",
                         "transport": {"type": "stdio"},
                     }
                 ],
             },
-            ["npm installs are not supported yet"],
+            ["packages[0].version: an exact version is required, got 'latest'"],
         ),
         (
             {
@@ -339,10 +339,8 @@ def test_bad_server_json_changes_nothing(
 def test_refusals_before_any_work(tmp_path: Path) -> None:
     ext = extensions(tmp_path)
     before = snapshot(tmp_path)
-    out = spctl(
-        "add", "npm:@modelcontextprotocol/server-everything", "--yes", "-e", str(ext), root=tmp_path
-    )
-    refused(out, "npm installs are not supported yet")
+    out = spctl("add", "npm:@x/y@^1.0.0", "--yes", "-e", str(ext), root=tmp_path)
+    refused(out, "'^1.0.0' is not an exact version")
     out = spctl("add", "pypi:mcp-server-time", "-e", str(ext), root=tmp_path)  # no tty
     refused(out, "stdin is not a terminal and --yes was not given")
     out = spctl(

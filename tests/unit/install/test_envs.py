@@ -131,21 +131,33 @@ def test_bad_entries(tmp_path: Path, entry: str, field: str, message: str) -> No
     assert message in problems[field]
 
 
-def test_npm_and_wheel_are_accepted_but_not_built(tmp_path: Path) -> None:
+def test_npm_without_node_or_npm_on_path_names_the_missing_tool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, found = registry(
+        tmp_path,
+        'servers:\n  - {name: a, type: local, install: "npm:@scope/pkg@1.2.3", command: [pkg]}\n',
+    )
+    assert not found["problems"]
+    (a,) = found["result"].registry.extensions  # type: ignore[attr-defined]
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    with pytest.raises(EnvError, match=r"a: cannot lock npm:@scope/pkg@1\.2\.3: node and npm not"):
+        lock_extension(a, root)
+    assert not (root / "spctl.lock").exists()
+
+
+def test_wheel_is_accepted_but_not_built(tmp_path: Path) -> None:
     (tmp_path / "extensions" / "dist").mkdir(parents=True)
     (tmp_path / "extensions" / "dist" / "x-1-py3-none-any.whl").write_bytes(b"")
     root, found = registry(
         tmp_path,
         """\
         servers:
-          - {name: a, type: local, install: "npm:@scope/pkg@1.2.3", command: [pkg]}
           - {name: b, type: local, install: ./dist/x-1-py3-none-any.whl, command: [x]}
         """,
     )
     assert not found["problems"]
-    a, b = found["result"].registry.extensions  # type: ignore[attr-defined]
-    with pytest.raises(EnvError, match="npm packages are not built yet"):
-        lock_extension(a, root)
+    (b,) = found["result"].registry.extensions  # type: ignore[attr-defined]
     with pytest.raises(EnvError, match="local wheel/sdist is not built yet"):
         lock_extension(b, root)
     assert not (root / "spctl.lock").exists()
