@@ -1,8 +1,8 @@
 """``spctl add SOURCE`` and ``spctl remove EXT`` (DESIGN §9): the seed's marketplace.
 
 ``add`` maps the source (``pypi:NAME[==V]``, ``npm:NAME[@V]``, a ``server.json``,
-``registry:NAME``) to an entry,
-resolves and builds its environment, shows the argv it will run, asks, then writes
+``registry:NAME``) to an entry, resolves and builds its environment, shows the argv it will
+run, asks, then writes
 ``servers.yaml`` (a ruamel.yaml round-trip: comments and layout kept) and ``spctl.lock`` —
 only after the environment is built and the whole registry with the new entry validates — and
 reloads a running supervisor. On any failure nothing is written, and an environment it built

@@ -24,10 +24,17 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 
 from supervisor.config import Extension
 from supervisor.install.lockfile import LockError, read_lock, update_lock
@@ -44,10 +51,12 @@ from supervisor.install.uv import LockedPackage, UvError, compile_locked
 __all__ = [
     "COMPLETE",
     "SECTION",
+    "Archive",
     "Env",
     "EnvError",
     "LockReader",
     "Progress",
+    "archive_of",
     "digest_of",
     "env_dir",
     "host_python",
@@ -128,10 +137,8 @@ def requirements_of(ext: Extension) -> list[str]:
             )
         return [spec.package]
     if spec.install_kind == "file":
-        raise EnvError(
-            f"{ext.name}: install: {spec.install}: installing a local wheel/sdist is not built "
-            f"yet by this spctl (only pypi:NAME==VERSION is)"
-        )
+        assert spec.install is not None
+        return [spec.install, *spec.requirements]
     found = [spec.package] if spec.package else []
     return [*found, *spec.requirements]
 
@@ -142,7 +149,10 @@ def digest_of(
     body = json.dumps(
         {
             "python": python_version,
-            "packages": [[p.name, p.version, sorted(p.hashes)] for p in packages],
+            "packages": [
+                [p.name, p.version, sorted(p.hashes), *([p.file] if p.file else [])]
+                for p in packages
+            ],
         },
         sort_keys=True,
         separators=(",", ":"),
@@ -173,10 +183,12 @@ def lock_extension(
 ) -> dict[str, Any]:
     """Resolve the entry's requirements and write ``[extensions.NAME]``; returns the table."""
     source = ext.environment.install if ext.environment and ext.environment.install else ""
+    wanted = requirements_of(ext)
     if is_npm(ext):
-        table = resolve_npm_table(ext.name, requirements_of(ext), source, progress=progress)
+        table = resolve_npm_table(ext.name, wanted, source, progress=progress)
     else:
-        table = resolve_table(ext.name, requirements_of(ext), source, progress=progress)
+        archive = archive_of(ext, extensions_dir)
+        table = resolve_table(ext.name, wanted, source, progress=progress, archive=archive)
     try:
         update_lock(extensions_dir, SECTION, ext.name, table)
     except (LockError, OSError) as exc:
@@ -184,18 +196,85 @@ def lock_extension(
     return table
 
 
+@dataclass(frozen=True)
+class Archive:
+    """``install: ./dist/x.whl``: the wheel/sdist inside the extensions directory."""
+
+    written: str  # as the entry has it: "./dist/x.whl"
+    relative: str  # to the extensions directory, as the lock has it: "dist/x.whl"
+    path: Path  # absolute
+    name: str  # the distribution, from the file name
+    version: str
+
+    def sha256(self) -> str:
+        h = hashlib.sha256()
+        with self.path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return "sha256:" + h.hexdigest()
+
+
+def archive_of(ext: Extension, extensions_dir: Path) -> Archive | None:
+    """The local archive ``ext`` installs, or None (validated by the config: inside
+    ``extensions_dir``; its name must be a wheel's or an sdist's)."""
+    spec = ext.environment
+    if spec is None or spec.install_kind != "file" or spec.install is None:
+        return None
+    assert spec.package is not None
+    path = Path(spec.package)
+    try:
+        relative = path.relative_to(extensions_dir.resolve()).as_posix()
+    except ValueError:
+        raise EnvError(
+            f"{ext.name}: install: {spec.install} is not inside {extensions_dir}"
+        ) from None
+    try:
+        if path.name.endswith(".whl"):
+            dist, version, _, _ = parse_wheel_filename(path.name)
+        else:
+            dist, version = parse_sdist_filename(
+                path.name[: -len(".tgz")] + ".tar.gz" if path.name.endswith(".tgz") else path.name
+            )
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        raise EnvError(
+            f"{ext.name}: install: {spec.install}: not a wheel or sdist file name ({exc})"
+        ) from None
+    return Archive(spec.install, relative, path, str(dist), str(version))
+
+
 def resolve_table(
-    name: str, wanted: list[str], source: str, *, progress: Progress | None = None
+    name: str,
+    wanted: list[str],
+    source: str,
+    *,
+    progress: Progress | None = None,
+    archive: Archive | None = None,
 ) -> dict[str, Any]:
-    """The ``[extensions.NAME]`` table for ``wanted`` (resolved with uv), written nowhere."""
+    """The ``[extensions.NAME]`` table for ``wanted`` (resolved with uv), written nowhere.
+    ``archive``: the local wheel/sdist among ``wanted``, locked by its file's sha256."""
     python_version = host_python()
     say = progress or (lambda _: None)
     say(f"resolving {', '.join(wanted)} for Python {python_version}")
+    uv_wanted = [
+        f"{archive.name} @ {archive.path.as_uri()}" if archive and w == archive.written else w
+        for w in wanted
+    ]
     with tempfile.TemporaryDirectory(prefix="spctl-lock-") as work:
         try:
-            packages = compile_locked([*wanted, _msgpack_requirement()], python_version, Path(work))
+            packages = compile_locked(
+                [*uv_wanted, _msgpack_requirement()], python_version, Path(work)
+            )
         except UvError as exc:
             raise EnvError(f"{name}: cannot lock: {exc}") from None
+    if archive is not None:
+        try:
+            hashes = (archive.sha256(),)
+        except OSError as exc:
+            raise EnvError(f"{name}: cannot read {archive.written}: {exc}") from None
+        if sum(1 for p in packages if p.file) != 1:
+            raise EnvError(f"{name}: cannot lock: uv did not resolve {archive.written} as a file")
+        mine = LockedPackage(archive.name, archive.version, hashes, archive.relative)
+        packages = [mine if p.file else p for p in packages]
     table: dict[str, Any] = {
         "source": source,
         "requirements": wanted,
@@ -278,6 +357,7 @@ def locked_env(
             f"{host_python()}; {fix}"
         )
     packages = _packages(table.get("packages"), where, fix)
+    packages = _check_archive(ext, extensions_dir, packages, where, fix)
     names = {p.name for p in packages}
     if "msgpack" not in names:
         raise EnvError(f"{where}: has no msgpack (the worker needs it); {fix}")
@@ -286,7 +366,38 @@ def locked_env(
         raise EnvError(
             f"{where}: digest {digest!r} does not match its packages (edited by hand?); {fix}"
         )
-    return Env(ext.name, digest, host_python(), packages, env_dir(state_dir, ext.name, digest))
+    root = extensions_dir.resolve()
+    built = tuple(replace(p, file=str(root / p.file)) if p.file else p for p in packages)
+    return Env(ext.name, digest, host_python(), built, env_dir(state_dir, ext.name, digest))
+
+
+def _check_archive(
+    ext: Extension,
+    extensions_dir: Path,
+    packages: tuple[LockedPackage, ...],
+    where: str,
+    fix: str,
+) -> tuple[LockedPackage, ...]:
+    """The lock's local archive is the entry's own, and the file is still what was locked."""
+    archive = archive_of(ext, extensions_dir)
+    files = [p for p in packages if p.file]
+    expected = [archive.relative] if archive else []
+    if [p.file for p in files] != expected:
+        raise EnvError(
+            f"{where}: locks the files {[p.file for p in files]!r}, the entry installs "
+            f"{expected!r}; {fix}"
+        )
+    if archive is not None:
+        try:
+            now = archive.sha256()
+        except OSError as exc:
+            raise EnvError(f"{ext.name}: cannot read {archive.written}: {exc}") from None
+        if now not in files[0].hashes:
+            raise EnvError(
+                f"{where}: {archive.written} has changed since it was locked (it is {now}, the "
+                f"lock has {', '.join(files[0].hashes)}); {fix}"
+            )
+    return packages
 
 
 def _npm_env(
@@ -331,5 +442,8 @@ def _packages(raw: object, where: str, fix: str) -> tuple[LockedPackage, ...]:
                 f"{where}: packages[{index}] needs name, version and sha256 hashes; {fix}"
             )
         assert isinstance(item, Mapping)
-        found.append(LockedPackage(item["name"], item["version"], tuple(hashes)))
+        file = item.get("file", "")
+        if not isinstance(file, str):
+            raise EnvError(f"{where}: packages[{index}].file must be a path; {fix}")
+        found.append(LockedPackage(item["name"], item["version"], tuple(hashes), file))
     return tuple(found)

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import threading
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ _NETWORK_HINTS = (
     "failed to fetch",
 )
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+_URL_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*) @ (file://\S+)")  # a local archive
 _HASH = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
 _TIMEOUT = 600.0
 
@@ -52,9 +54,21 @@ class LockedPackage:
     name: str
     version: str
     hashes: tuple[str, ...]
+    file: str = ""  # a local archive: its path (in the lock: relative to the extensions dir)
 
     def to_lock(self) -> dict[str, object]:
-        return {"name": self.name, "version": self.version, "hashes": list(self.hashes)}
+        table: dict[str, object] = {"name": self.name, "version": self.version}
+        if self.file:
+            table["file"] = self.file
+        table["hashes"] = list(self.hashes)
+        return table
+
+    def requirement(self) -> str:
+        """Its line in a requirements file for ``uv pip install --require-hashes``."""
+        hashes = " ".join(f"--hash={h}" for h in self.hashes)
+        if self.file:
+            return f"{self.name} @ {Path(self.file).as_uri()} {hashes}"
+        return f"{self.name}=={self.version} {hashes}"
 
 
 _UV_LOCK = threading.Lock()
@@ -100,19 +114,27 @@ def parse_compiled(text: str) -> list[LockedPackage]:
     """The packages of ``uv pip compile --generate-hashes`` output."""
     packages: list[LockedPackage] = []
     name = version = None
+    file = ""
     hashes: list[str] = []
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        pin = _PIN.match(line)
-        if pin is not None:
+        pin, url = _PIN.match(line), _URL_PIN.match(line)
+        if pin is not None or url is not None:
             if name is not None and version is not None:
-                packages.append(LockedPackage(name, version, tuple(hashes)))
-            name, version, hashes = pin.group(1).lower(), pin.group(2).rstrip("\\ "), []
+                packages.append(LockedPackage(name, version, tuple(hashes), file))
+            hashes = []
+            if pin is not None:
+                name, version, file = pin.group(1).lower(), pin.group(2).rstrip("\\ "), ""
+            elif url is not None:  # the version: from the archive's name (envlock)
+                name, version = url.group(1).lower(), ""
+                file = urllib.parse.unquote(urllib.parse.urlsplit(url.group(2)).path)
+        elif not line.startswith("--hash="):
+            raise UvError(f"uv pip compile gave a line spctl cannot lock: {line}")
         hashes.extend(_HASH.findall(line))
     if name is not None and version is not None:
-        packages.append(LockedPackage(name, version, tuple(hashes)))
+        packages.append(LockedPackage(name, version, tuple(hashes), file))
     if not packages:
         raise UvError(f"uv resolved nothing (its output: {_tail(text)})")
     for package in packages:
@@ -133,13 +155,7 @@ def make_venv(target: Path, python: str) -> None:
 def install_locked(python: Path, packages: Sequence[LockedPackage], workdir: Path) -> None:
     """Install exactly ``packages`` (no dependency resolution, every hash required)."""
     locked = workdir / "requirements.lock"
-    locked.write_text(
-        "".join(
-            f"{p.name}=={p.version} " + " ".join(f"--hash={h}" for h in p.hashes) + "\n"
-            for p in packages
-        ),
-        encoding="utf-8",
-    )
+    locked.write_text("".join(p.requirement() + "\n" for p in packages), encoding="utf-8")
     argv = [
         *("pip", "install", "--no-config", "--quiet", "--require-hashes", "--no-deps"),
         *("--python", str(python), "-r", str(locked)),
