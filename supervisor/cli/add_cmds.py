@@ -60,6 +60,7 @@ class Draft:
     headers: dict[str, str] = field(default_factory=dict)
     secrets: list[tuple[str, str, bool]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    registry_name: str = ""  # a server.json's name (provenance); else the package's
 
 
 def add(
@@ -112,6 +113,7 @@ def _add(
     from supervisor.control.paths import state_dir
     from supervisor.install.envlock import SECTION, EnvError
     from supervisor.install.lockfile import LockError, read_lock, update_lock
+    from supervisor.install.origins import ORIGIN_SECTION, origin_table
 
     if not yes and not sys.stdin.isatty():
         raise Refused("stdin is not a terminal and --yes was not given: refusing to write")
@@ -166,19 +168,26 @@ def _add(
         _show(entry_name, argv, draft, servers_file)
         if not yes and not typer.confirm(f"write {entry_name} to {servers_file}?", default=False):
             raise Refused("not confirmed")
-        previous = None
+        origin = origin_table(
+            source, draft.registry_name or draft.package, draft.version or "", now=None
+        )
+        writes: dict[str, Any] = {ORIGIN_SECTION: origin}
         if table is not None:
-            try:
-                previous = read_lock(root).get(SECTION, {}).get(entry_name)
-                update_lock(root, SECTION, entry_name, table)
-            except (LockError, OSError) as exc:
-                raise Refused(f"cannot write the lock: {exc}") from None
+            writes[SECTION] = table
+        previous: dict[str, Any] = {}
+        try:
+            lock = read_lock(root)
+            for section, value in writes.items():
+                previous[section] = lock.get(section, {}).get(entry_name)
+                update_lock(root, section, entry_name, value)
+        except (LockError, OSError) as exc:
+            _restore(root, entry_name, previous)
+            raise Refused(f"cannot write the lock: {exc}") from None
         try:
             mode = servers_file.stat().st_mode & 0o777 if servers_file.exists() else 0o644
             write_atomic(servers_file, new_text.encode(), mode=mode)
         except OSError as exc:
-            if table is not None:
-                update_lock(root, SECTION, entry_name, previous)
+            _restore(root, entry_name, previous)
             raise Refused(f"cannot write {servers_file}: {exc.strerror or exc}") from None
     except EnvError as exc:
         _forget(built, fresh)
@@ -189,6 +198,15 @@ def _add(
     typer.echo(f"{entry_name}: added to {servers_file}")
     _must_set(draft)
     _reload(sock, entry_name)
+
+
+def _restore(root: Path, name: str, previous: dict[str, Any]) -> None:
+    """Put back the lock tables ``add`` replaced (best effort: it is failing already)."""
+    from supervisor.install.lockfile import LockError, update_lock
+
+    for section, value in previous.items():
+        with contextlib.suppress(LockError, OSError):
+            update_lock(root, section, name, value)
 
 
 def _read(path: Path) -> str:
@@ -271,6 +289,7 @@ def _draft(source: str, values: dict[str, str], registry: str | None) -> Draft:
         headers=dict(plan.headers),
         secrets=list(plan.secrets),
         notes=list(plan.notes),
+        registry_name=plan.registry_name,
     )
 
 
@@ -521,6 +540,7 @@ def remove(
     from supervisor.atomic import write_atomic
     from supervisor.install.envlock import SECTION
     from supervisor.install.lockfile import LockError, read_lock, update_lock
+    from supervisor.install.origins import ORIGIN_SECTION
     from supervisor.install.servers_yaml import EditError, remove_entry
 
     root = extensions.resolve()
@@ -536,9 +556,11 @@ def remove(
         if not yes and not typer.confirm(f"remove {name} from {servers_file}?", default=False):
             raise Refused("not confirmed")
         try:
-            previous = read_lock(root).get(SECTION, {}).get(name)
+            lock = read_lock(root)
         except LockError as exc:
             raise Refused(str(exc)) from None
+        previous = lock.get(SECTION, {}).get(name)
+        origin = lock.get(ORIGIN_SECTION, {}).get(name)
         mode = servers_file.stat().st_mode & 0o777
         try:
             write_atomic(servers_file, new_text.encode(), mode=mode)
@@ -549,10 +571,12 @@ def remove(
         typer.echo("nothing was changed", err=True)
         raise typer.Exit(EXIT_REFUSED) from None
     typer.echo(f"{name}: removed from {servers_file}")
-    if previous is not None:
-        try:
+    try:
+        if origin is not None:
+            update_lock(root, ORIGIN_SECTION, name, None)
+        if previous is not None:
             update_lock(root, SECTION, name, None)
             typer.echo(f"{name}: lock entry removed; its environment is left to `spctl gc`")
-        except (LockError, OSError) as exc:
-            typer.echo(f"warning: cannot remove its lock entry: {exc}", err=True)
+    except (LockError, OSError) as exc:
+        typer.echo(f"warning: cannot remove its lock entry: {exc}", err=True)
     _reload(sock, name)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -94,8 +95,10 @@ def build_env(env: Env, *, progress: Progress | None = None) -> None:
     parent.mkdir(parents=True, exist_ok=True)
     for stale in parent.glob(f".tmp-{env.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)  # an interrupted build: never used
-    work = Path(tempfile.mkdtemp(prefix=f".tmp-{env.name}-", dir=parent))
+    # named first, made inside the try: a Ctrl-C right after the mkdir still removes it
+    work = parent / f".tmp-{env.name}-{secrets.token_hex(6)}"
     try:
+        work.mkdir(mode=0o700)
         target = work / "env"
         if env.kind == "npm":
             say(f"building the environment ({env.size} npm packages)")

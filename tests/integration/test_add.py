@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -393,7 +394,9 @@ def test_remote_from_server_json(tmp_path: Path) -> None:
     text = (ext / "servers.yaml").read_text()
     assert "- name: weather\n  type: remote\n  url: https://acme.example.com/mcp" in text
     assert "X-Api-Key: '${X_API_KEY}'" in text
-    assert not (ext / "spctl.lock").exists()
+    lock = tomllib.loads((ext / "spctl.lock").read_text())
+    assert "extensions" not in lock  # no environment to lock: only where it came from
+    assert set(lock["origins"]) == {"weather"}
     assert "no supervisor is running: it will be picked up at the next start" in out.stdout
 
 

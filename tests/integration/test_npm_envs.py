@@ -292,6 +292,9 @@ def test_add_server_json_with_an_npm_package(tmp_path: Path, built: Built) -> No
     assert f"install: npm:{PACKAGE}@{VERSION}" in text
     assert "command: [mcp-server-everything, stdio]" in text
     assert f"io.github.modelcontextprotocol/everything {VERSION}" in text  # provenance
+    origin = tomllib.loads((ext / "spctl.lock").read_text())["origins"]["everything"]
+    assert origin["source"] == str(source) and origin["version"] == VERSION
+    assert origin["name"] == "io.github.modelcontextprotocol/everything"
     assert envs_of(tmp_path) == built.envs  # the same lock, so the same env digest
     s = Serve(tmp_path, ext, tmp_path / "run" / "control.sock")  # the servers.yaml add wrote
     try:
@@ -299,8 +302,23 @@ def test_add_server_json_with_an_npm_package(tmp_path: Path, built: Built) -> No
         s.wait_state("everything", "running", timeout=60)
         out = s.spctl("call", "everything", "echo", "--json", json.dumps({"message": "json"}))
         assert out.returncode == 0 and out.stdout.strip() == "Echo: json", out.stderr
+        # where it came from: spctl status EXT
+        out = s.spctl("status", "everything")
+        assert out.returncode == 0, out.stderr
+        origin = re.search(r"^origin: (.*)$", out.stdout, re.MULTILINE)
+        assert origin is not None, out.stdout
+        assert origin.group(1).startswith(
+            f"io.github.modelcontextprotocol/everything {VERSION} (spctl add {source}, 20"
+        )
+        assert origin.group(1).endswith(f"; install: npm:{PACKAGE}@{VERSION}")
+        out = s.spctl("remove", "everything", "--yes", "-e", str(ext))
+        assert out.returncode == 0, out.stderr
     finally:
         s.kill()
+    lock = tomllib.loads((ext / "spctl.lock").read_text())
+    assert "everything" not in lock.get("origins", {}) and "everything" not in lock.get(
+        "extensions", {}
+    )
 
 
 def test_add_bad_npm_sources_change_nothing(tmp_path: Path) -> None:
