@@ -573,3 +573,46 @@ def test_an_archive_path_outside_extensions_is_a_config_error(tmp_path: Path) ->
     assert out.returncode != 0
     said = out.stdout + out.stderr
     assert re.search(r"servers\.yaml:\d+:\d+: servers\[0\]\.install: resolves outside", said), said
+
+
+def test_install_an_sdist_inside_extensions(tmp_path: Path) -> None:
+    import tarfile
+
+    entry = {
+        "name": "sd",
+        "type": "local",
+        "install": "./dist/tiny_sd-1.0.0.tar.gz",
+        "command": ["tiny-sd"],
+    }
+    ext = make_extensions(tmp_path, [], [entry])
+    src = tmp_path / "tiny_sd-1.0.0"
+    (src / "tiny_sd").mkdir(parents=True)
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """\
+            [build-system]
+            requires = ["setuptools>=61"]
+            build-backend = "setuptools.build_meta"
+            [project]
+            name = "tiny-sd"
+            version = "1.0.0"
+            dependencies = ["idna==3.10"]
+            [project.scripts]
+            tiny-sd = "tiny_sd:main"
+            """
+        )
+    )
+    (src / "tiny_sd" / "__init__.py").write_text(
+        "import idna\n\ndef main():\n    print('sdist', idna.__version__)\n"
+    )
+    (ext / "dist").mkdir()
+    with tarfile.open(ext / "dist" / "tiny_sd-1.0.0.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname=src.name)
+    lock_or_skip(tmp_path, ext, "sd")
+    assert 'file = "dist/tiny_sd-1.0.0.tar.gz"' in (ext / "spctl.lock").read_text()
+    out = run("install", "sd", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (env_name,) = envs_of(tmp_path)
+    script = tmp_path / "state" / "envs" / env_name / "bin" / "tiny-sd"
+    said = subprocess.run([str(script)], capture_output=True, text=True, check=False)
+    assert said.stdout.strip() == "sdist 3.10", said.stderr

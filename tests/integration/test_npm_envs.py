@@ -250,19 +250,24 @@ def test_lock_edited_by_hand(tmp_path: Path, built: Built) -> None:
 # -- spctl add ---------------------------------------------------------------------------------
 
 
-def test_add_npm_pins_the_newest_version(tmp_path: Path, built: Built) -> None:
-    ext = make_extensions(tmp_path, [], [])
-    out = run("add", f"npm:{PACKAGE}", "--yes", "-e", str(ext), root=tmp_path)
-    skip_if_offline(out)
-    assert out.returncode == 0, out.stderr
-    assert f"latest version: {PACKAGE}@" in out.stderr
-    assert "/node_modules/.bin/mcp-server-everything" in out.stdout
-    text = (ext / "servers.yaml").read_text()
-    version = re.search(rf"install: npm:{re.escape(PACKAGE)}@(\S+)", text)
-    assert version is not None, text
-    assert "command: [mcp-server-everything]" in text
-    lock = tomllib.loads((ext / "spctl.lock").read_text())["extensions"]["everything"]
-    assert lock["source"] == f"npm:{PACKAGE}@{version.group(1)}"
+def test_add_npm_into_a_running_supervisor_then_call_it(tmp_path: Path, built: Built) -> None:
+    with serve_fixture(tmp_path, [], []) as s:
+        s.start()
+        out = s.spctl("add", f"npm:{PACKAGE}", "--yes", "-e", str(s.extensions), timeout=240)
+        skip_if_offline(out)
+        assert out.returncode == 0, out.stderr
+        assert f"latest version: {PACKAGE}@" in out.stderr  # the newest, pinned exactly
+        assert "/node_modules/.bin/mcp-server-everything" in out.stdout
+        assert "reloaded the running supervisor (everything)" in out.stdout
+        text = (s.extensions / "servers.yaml").read_text()
+        version = re.search(rf"install: npm:{re.escape(PACKAGE)}@(\S+)", text)
+        assert version is not None, text
+        assert "command: [mcp-server-everything]" in text  # its one bin (stdio by default)
+        lock = tomllib.loads((s.extensions / "spctl.lock").read_text())
+        assert lock["extensions"]["everything"]["source"] == f"npm:{PACKAGE}@{version.group(1)}"
+        s.wait_state("everything", "running", timeout=60)
+        out = s.spctl("call", "everything", "echo", "--json", json.dumps({"message": "added"}))
+        assert out.returncode == 0 and out.stdout.strip() == "Echo: added", out.stderr
 
 
 def test_add_server_json_with_an_npm_package(tmp_path: Path, built: Built) -> None:
