@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -23,7 +24,17 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import CACHE, SPCTL, Serve, make_extensions, serve_fixture
+from tests.helpers import (
+    CACHE,
+    SPCTL,
+    Serve,
+    descendants,
+    interruptible,
+    make_extensions,
+    pid_gone,
+    serve_fixture,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -342,3 +353,42 @@ def test_add_bad_npm_sources_change_nothing(tmp_path: Path) -> None:
             assert word in out.stderr, out.stderr
     assert (ext / "servers.yaml").read_text() == before
     assert not (ext / "spctl.lock").exists() and envs_of(tmp_path) == []
+
+
+def test_ctrl_c_during_an_npm_build_leaves_nothing(tmp_path: Path, built: Built) -> None:
+    ext = copy_of(built, tmp_path, env=False)
+    env = {
+        **os.environ,
+        "STATE_DIRECTORY": str(tmp_path / "state"),
+        "NPM_CONFIG_CACHE": str(tmp_path / "cold-cache"),  # a cold cache: npm ci downloads
+    }
+    proc = subprocess.Popen(
+        interruptible([SPCTL, "install", "--extensions", str(ext)]),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    envs = tmp_path / "state" / "envs"
+    try:
+        wait_for(
+            lambda: proc.poll() is not None or any(envs.glob(".tmp-everything-*/env/node_modules")),
+            120,
+            "npm ci to start writing node_modules",
+        )
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            skip_if_offline(subprocess.CompletedProcess([], proc.returncode, out, err))
+            pytest.fail(f"install ended before its build could be interrupted: {out}{err}")
+        npm = descendants(proc.pid)
+        assert npm, "no npm child to interrupt"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, err
+    assert envs_of(tmp_path) == []  # no env, not even its temp dir
+    wait_for(lambda: all(pid_gone(pid) for pid in npm), 10, "npm to be gone")
