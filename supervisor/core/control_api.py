@@ -28,6 +28,7 @@ from supervisor.core.reloader import InvalidConfig, Reloader
 from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner
 from supervisor.core.watchdog import LimitsEnforcer
+from supervisor.install.origins import origin_of
 from supervisor.rules.audit import AUDITED_METHODS
 from supervisor.rules.filters import refusal
 from supervisor.rules.states import State
@@ -152,7 +153,8 @@ class ControlApi:
             "limits_reason": self._limits.reason,
         }
         if name is not None:
-            exts = [self.fleet.snapshot(self.runner(name))]
+            runner = self.runner(name)
+            exts = [{**self.fleet.snapshot(runner), "origin": origin_of(runner.ext)}]
         else:
             exts = [self.fleet.snapshot(r) for r in self.fleet]
             exts += [
