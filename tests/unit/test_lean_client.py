@@ -17,6 +17,7 @@ import pytest
 
 import supervisor
 from worker.kinds.stdio import StdioServer, StdioSpec
+from worker.mcp.ask import set_asker
 from worker.mcp.jsonrpc import MAX_LINE
 from worker.mcp.lean import CLIENT_INFO, PROTOCOL_VERSION
 from worker.protocol import CONNECTION_LOST, INTERNAL_ERROR, INVALID_PARAMS
@@ -104,7 +105,8 @@ async def test_handshake_records_the_servers_version_and_sends_initialized(tmp_p
         state = await call(server, "state")
         assert state["init"] == {
             "protocolVersion": PROTOCOL_VERSION,
-            "capabilities": {},
+            # what spctl can forward to a call's client (worker.mcp.ask.OFFERED)
+            "capabilities": {"elicitation": {"form": {}}, "sampling": {}, "roots": {}},
             "clientInfo": {"name": "spctl", "version": supervisor.__version__},
         }
         assert state["seen"][:3] == ["initialize", "notifications/initialized", "tools/list"]
@@ -223,14 +225,44 @@ async def test_resource_updates_go_to_the_supervisor(tmp_path: Path) -> None:
 
 
 async def test_the_servers_own_requests_are_answered(tmp_path: Path) -> None:
+    """A call without a client to ask (no ``ask`` meta): roots/list is refused, saying why."""
     async with fake(tmp_path) as (server, _):
         answers = (await call(server, "ask"))["answers"]
         assert answers["s1"] == {"jsonrpc": "2.0", "id": "s1", "result": {}}
-        assert answers["7"] == {
-            "jsonrpc": "2.0",
-            "id": 7,
-            "error": {"code": -32601, "message": "Method not found"},
+        assert answers["7"]["error"] == {
+            "code": -32600,
+            "message": "spctl cannot forward roots/list: the client of this tools/call call "
+            "cannot be asked (it has no back channel: a 2026-07-28 client, `spctl call`, or a "
+            "client that is not MCP)",
         }
+        assert answers["8"]["error"] == {"code": -32601, "message": "Method not found: no/such"}
+
+
+async def test_the_servers_request_goes_to_the_client_of_the_call(tmp_path: Path) -> None:
+    asked: list[tuple[Any, ...]] = []
+
+    async def asker(token: int, method: str, params: Any) -> Any:
+        asked.append((token, method, params))
+        return {"roots": [{"uri": "file:///r"}]}
+
+    set_asker(asker)
+    try:
+        async with fake(tmp_path) as (server, _):
+            meta = {"ask": {"token": 41, "capabilities": {"roots": {}}}}
+            answers = (await call(server, "ask", meta))["answers"]
+            assert answers["7"] == {
+                "jsonrpc": "2.0",
+                "id": 7,
+                "result": {"roots": [{"uri": "file:///r"}]},
+            }
+            assert asked == [(41, "roots/list", {})]
+            # a client that declared no roots: refused, naming the capability
+            meta = {"ask": {"token": 42, "capabilities": {"sampling": {}}}}
+            answers = (await call(server, "ask", meta))["answers"]
+            assert "did not declare the roots capability" in answers["7"]["error"]["message"]
+            assert len(asked) == 1
+    finally:
+        set_asker(None)
 
 
 async def test_cancelling_a_call_tells_the_server(tmp_path: Path) -> None:

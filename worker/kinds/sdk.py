@@ -8,7 +8,9 @@ high-level, FastMCP-style server) or a low-level :class:`Server`. :class:`SdkSer
 it in the worker's own loop through the SDK's in-memory transport, with an SDK client session
 on the other end — the same :class:`worker.mcp.client.McpClient` the ``stdio`` kind uses, so
 the catalog, ``mcp`` forwarding, cancellation, progress, ``list_changed`` and MCP error codes
-behave alike. The server's lifespan runs when the session starts and ends when it closes.
+behave alike. The server's elicitation, sampling and roots requests go to the client of the
+call whose handler sent them (the SDK's ``related_request_id`` cell, known exactly here).
+The server's lifespan runs when the session starts and ends when it closes.
 If the server's side fails (its lifespan raises, say), :attr:`SdkServer.exited` resolves and
 the host ends the worker (non-zero), as when a stdio server process dies.
 
@@ -61,6 +63,7 @@ class SdkServer(McpClient):
     """An SDK server object served in-process; see the module docstring."""
 
     label = "SDK server"
+    forwards = True
 
     def __init__(self, server: SdkObject, source: str, notify: Callable[..., None]) -> None:
         super().__init__(notify)

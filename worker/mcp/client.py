@@ -13,6 +13,15 @@ token; a ``*/list_changed`` notification refetches the catalog and sends ``catal
 differs. Results are plain dicts: the SDK's result models dumped by alias, without None and
 without fields the server did not send (so a 2025 consumer never sees defaults of later
 revisions). MCP errors keep their code, message and data.
+
+A subclass that sets :attr:`McpClient.forwards` (the ``sdk`` kind) gives the session
+elicitation, sampling and roots callbacks, so the server sees those capabilities, and each
+request of the server goes to the client of the call it belongs to (:mod:`worker.mcp.ask`).
+Which call that is is known exactly: the call sets :data:`CALL` (a context variable) and the
+SDK's in-memory streams carry the sender's context to the other side and back (its
+``_context_streams``), so the callback runs in the context of the call whose handler asked.
+A catalog refetch clears it (it may be started from a notification the server sent while
+serving a call): a list is never a client's call.
 """
 
 from __future__ import annotations
@@ -21,21 +30,27 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from typing import Any
 
 import mcp_types as types
 from mcp import ClientSession
 from mcp.client._transport import TransportStreams
+from mcp.client.session import ClientRequestContext
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.log import say
+from worker.mcp.ask import Asking, no_call
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS, PROGRESS, RESOURCE_UPDATED
 from worker.rpc import RpcError
 
-__all__ = ["Catalog", "McpClient", "Streams", "dump"]
+__all__ = ["CALL", "Catalog", "McpClient", "Streams", "dump"]
+
+CALL: ContextVar[Asking | None] = ContextVar("spctl_call", default=None)
+"""The client call being served in this context (see the module docstring)."""
 
 Streams = TransportStreams
 MAX_PAGES = 1000
@@ -83,6 +98,8 @@ class McpClient(CatalogPublisher):
 
     label = "MCP server"
     """How messages name the server ("the stdio server exited …")."""
+    forwards = False
+    """Whether the server's elicitation/sampling/roots requests go to the call's client."""
 
     def __init__(self, notify: Callable[..., None]) -> None:
         super().__init__(notify)
@@ -144,7 +161,11 @@ class McpClient(CatalogPublisher):
             async with (
                 self._transport() as (read, write),
                 ClientSession(
-                    read, write, message_handler=self._on_message, logging_callback=self._on_log
+                    read,
+                    write,
+                    message_handler=self._on_message,
+                    logging_callback=self._on_log,
+                    **self._callbacks(),
                 ) as session,
             ):
                 self.info = await session.initialize()  # legacy: the 2025-11-25 era
@@ -195,6 +216,7 @@ class McpClient(CatalogPublisher):
 
     async def fetch_catalog(self) -> Catalog:
         """The four lists, for the capabilities the server announced; a failing list is empty."""
+        CALL.set(None)  # the fetching task's own context: a list is nobody's call
         catalog: Catalog = {"tools": [], "resources": [], "resourceTemplates": [], "prompts": []}
         session, info = self.session, self.info
         if session is None or info is None:
@@ -215,6 +237,60 @@ class McpClient(CatalogPublisher):
     async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
         name = f" {params.logger}" if params.logger else ""
         say(f"server log [{params.level}]{name}: {params.data}")
+
+    # -- the server's requests to the client ---------------------------------------------
+
+    def _callbacks(self) -> dict[str, Any]:
+        if not self.forwards:
+            return {}
+        return {
+            "elicitation_callback": self._elicit,
+            "sampling_callback": self._sample,
+            "list_roots_callback": self._roots,
+        }
+
+    async def _elicit(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        result = await self._ask("elicitation/create", dump(params), types.ElicitResult)
+        assert isinstance(result, types.ElicitResult | types.ErrorData)
+        return result
+
+    async def _sample(
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
+        model: type[BaseModel] = (
+            types.CreateMessageResultWithTools if params.tools else types.CreateMessageResult
+        )
+        result = await self._ask("sampling/createMessage", dump(params), model)
+        assert isinstance(
+            result,
+            types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData,
+        )
+        return result
+
+    async def _roots(
+        self, context: ClientRequestContext
+    ) -> types.ListRootsResult | types.ErrorData:
+        result = await self._ask("roots/list", None, types.ListRootsResult)
+        assert isinstance(result, types.ListRootsResult | types.ErrorData)
+        return result
+
+    async def _ask(self, method: str, params: Any, model: type[BaseModel]) -> Any:
+        """The client's answer to the server's ``method``, as the SDK model; ErrorData when
+        it cannot be asked, refuses or answers badly."""
+        asking = CALL.get()
+        try:
+            if asking is None:
+                raise no_call(method)
+            answer = await asking.ask(method, params)
+            try:
+                return model.model_validate(answer)
+            except ValidationError as e:
+                raise RpcError(INTERNAL_ERROR, f"the client's answer to {method}: {e}") from None
+        except RpcError as e:
+            say(f"the server's {method} was answered with an error: {e.message}")
+            return types.ErrorData(code=e.code, message=e.message, data=e.data)
 
     # -- serving --------------------------------------------------------------------------
 
@@ -240,6 +316,8 @@ class McpClient(CatalogPublisher):
 
         on_progress: ProgressFnT | None = None if token is None else report
         model = RESULTS.get(method, AnyResult)
+        asking = Asking.of(method, meta)
+        current = CALL.set(asking)
         try:
             result = await session.send_request(request, model, progress_callback=on_progress)
         except MCPError as e:
@@ -248,6 +326,8 @@ class McpClient(CatalogPublisher):
             raise RpcError(INTERNAL_ERROR, f"bad {method} result from the server: {e}") from None
         finally:
             done = True
+            CALL.reset(current)
+            asking.end()
         return dump(result)
 
 
