@@ -7,12 +7,14 @@ server object (``sdk`` kind) and as a stdio ``command:`` server, and the officia
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import mcp_types as types
 import pytest
 from mcp import Client
@@ -134,6 +136,77 @@ def test_through_spctl_mcp(serve: Serve) -> None:
     anyio.run(body)
 
 
+def test_the_request_rides_the_calls_own_stream(serve: Serve) -> None:
+    """On the wire (a 2025-11-25 session by hand): the server's elicitation/create arrives on
+    the SSE response of the POST that carried the call, never on the standalone GET stream;
+    the client's answer is a POST of its own, and the call's result follows on that stream."""
+    url: str = serve.url  # type: ignore[attr-defined]
+    accept = {"Accept": "application/json, text/event-stream"}
+
+    def rpc(rid: int | None, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+        if rid is not None:
+            message["id"] = rid
+        return message
+
+    async def events(response: Any) -> Any:
+        async for line in response.aiter_lines():
+            if line.startswith("data:") and line[5:].strip():
+                yield json.loads(line[5:])
+
+    async def body() -> None:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            init = rpc(
+                1,
+                "initialize",
+                {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {"elicitation": {"form": {}}},
+                    "clientInfo": {"name": "by-hand", "version": "0"},
+                },
+            )
+            r = await http.post(url, json=init, headers=accept)
+            assert r.status_code == 200, r.text
+            session = {**accept, "Mcp-Session-Id": r.headers["mcp-session-id"]}
+            session["Mcp-Protocol-Version"] = "2025-11-25"
+            r = await http.post(
+                url, json=rpc(None, "notifications/initialized", {}), headers=session
+            )
+            assert r.status_code == 202
+            get_stream: list[Any] = []
+
+            async def standalone() -> None:
+                get = {k: v for k, v in session.items() if k != "Accept"}
+                get["Accept"] = "text/event-stream"
+                async with http.stream("GET", url, headers=get) as response:
+                    async for event in events(response):
+                        get_stream.append(event)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(standalone)
+                call = rpc(2, "tools/call", {"name": "stdioask__ask_name", "arguments": {}})
+                async with http.stream("POST", url, json=call, headers=session) as response:
+                    assert response.headers["content-type"].startswith("text/event-stream")
+                    seen = events(response)
+                    asked = await anext(seen)
+                    assert asked["method"] == "elicitation/create"
+                    assert asked["params"]["message"] == "What is your name?"
+                    answer = {
+                        "jsonrpc": "2.0",
+                        "id": asked["id"],
+                        "result": {"action": "accept", "content": {"name": "Wire"}},
+                    }
+                    r = await http.post(url, json=answer, headers=session)
+                    assert r.status_code == 202
+                    result = await anext(seen)
+                    assert result["id"] == 2
+                    assert result["result"]["content"][0]["text"] == "hello Wire"
+                tg.cancel_scope.cancel()
+            assert not [e for e in get_stream if e.get("method") == "elicitation/create"]
+
+    anyio.run(body)
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
@@ -250,3 +323,65 @@ def test_an_answer_after_the_call_was_cancelled_goes_nowhere(serve: Serve, serve
         assert answered.read_text().startswith("refused:")
 
     anyio.run(body)
+
+
+# -- a published server ----------------------------------------------------------------------
+
+
+def test_server_everything_elicits_samples_and_lists_roots_through_spctl(tmp_path: Path) -> None:
+    """The TypeScript SDK's reference server lists its elicitation, sampling and roots tools
+    only to a client that declared those capabilities: the worker does, so they are listed,
+    and each one's request reaches the SDK client and its answer the server."""
+    from tests.integration.test_published_servers import EVERYTHING_NPM, npm_server
+
+    command = npm_server(EVERYTHING_NPM)
+    entry = {"name": "everything", "type": "local", "command": [*command, "stdio"], "sandbox": {}}
+    s = Serve(tmp_path, make_extensions(tmp_path, [], [entry]), tmp_path / "run" / "control.sock")
+    s.front, s.extra_args = True, ["--listen", "127.0.0.1:0"]
+    s.start()
+    try:
+        s.wait_state("everything", "running", timeout=60)
+
+        def front_url() -> str | None:
+            st = s.try_status()
+            f = st["supervisor"]["mcp_front"] if st else None
+            return str(f["url"]) if f and f["state"] == "running" else None
+
+        url = wait_for(front_url, 30, "the MCP front").replace("/mcp", "/mcp/everything")
+        asked: list[str] = []
+
+        async def decline(ctx: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
+            asked.append(params.message)
+            return types.ElicitResult(action="decline")
+
+        async def body() -> None:
+            callbacks = {**CALLBACKS, "elicitation_callback": decline}
+            async with Client(url, mode="legacy", **callbacks) as c:
+
+                async def listed() -> set[str]:
+                    return {t.name for t in (await c.list_tools()).tools}
+
+                wanted = {
+                    "trigger-elicitation-request",
+                    "trigger-sampling-request",
+                    "get-roots-list",
+                }
+                with anyio.fail_after(20):  # registered after initialize, then list_changed
+                    while not wanted <= await listed():
+                        await anyio.sleep(0.05)
+                result = await c.call_tool("trigger-elicitation-request", {})
+                assert asked == ["Please provide inputs for the following fields:"]
+                assert '"action": "decline"' in "".join(_text_all(result))
+                result = await c.call_tool("trigger-sampling-request", {"prompt": "hi"})
+                text = "".join(_text_all(result))
+                assert "model says: Resource trigger-sampling-request context: hi" in text
+                result = await c.call_tool("get-roots-list", {})
+                assert "URI: file:///work/a" in "".join(_text_all(result))
+
+        anyio.run(body)
+    finally:
+        s.kill()
+
+
+def _text_all(result: Any) -> list[str]:
+    return [str(getattr(item, "text", "")) for item in result.content]
