@@ -20,6 +20,7 @@ import pytest
 from mcp import Client
 from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
 
 from tests.helpers import SPCTL, Serve, make_extensions, server_entry, wait_for
 
@@ -235,13 +236,22 @@ def test_a_client_without_the_capability_gets_the_request_refused(
 def test_a_modern_client_has_no_back_channel_so_the_request_is_refused(
     serve: Serve, server: str
 ) -> None:
+    """A 2026-07-28 call has no back channel: a stdio server (spoken to in 2025-11-25) gets
+    spctl's refusal; the SDK server, reached on its own 2026-07-28 path, refuses a mid-call
+    ``ctx.elicit`` itself (on that path a tool answers ``input_required`` instead)."""
     url: str = serve.url  # type: ignore[attr-defined]
 
     async def body() -> None:
         async with Client(url, mode="auto", **CALLBACKS) as c:
             text = _text(await c.call_tool(f"{server}__ask_name", {}))
-            assert text.startswith("refused: [-32600] spctl cannot forward elicitation/create:")
-            assert "cannot be asked (it has no back channel" in text
+            if server == "stdioask":
+                assert text.startswith("refused: [-32600] spctl cannot forward elicitation/create:")
+                assert "cannot be asked (it has no back channel" in text
+            else:
+                assert text == (
+                    "refused: [-32600] Cannot send 'elicitation/create': this transport "
+                    "context has no back-channel for server-initiated requests."
+                )
 
     anyio.run(body)
 
@@ -321,6 +331,90 @@ def test_an_answer_after_the_call_was_cancelled_goes_nowhere(serve: Serve, serve
             release.set()  # the user answers, too late
             assert _text(await c.call_tool(f"{server}__echo", {"text": "after"})) == "after"
         assert answered.read_text().startswith("refused:")
+
+    anyio.run(body)
+
+
+# -- 2026-07-28 client ↔ 2026-07-28 server ------------------------------------------------------
+
+RESOLVED = "hello Ada; model says: hi; file:///work/a"
+
+
+@pytest.mark.parametrize("aggregate", [True, False], ids=["mcp", "mcp-server"])
+def test_modern_input_required_is_relayed_and_the_retry_reaches_the_server(
+    serve: Serve, aggregate: bool
+) -> None:
+    """The SDK server answers a 2026-07-28 call with ``input_required``; spctl relays it as is
+    and the client's retry (a new id, ``inputResponses``, the same ``requestState``) goes to
+    the same server by the tool's name; the SDK client's input loop then gets the result."""
+    url: str = serve.url  # type: ignore[attr-defined]
+    if not aggregate:
+        url = url.replace("/mcp", "/mcp/sdkask")
+    tool = "sdkask__greet_resolved" if aggregate else "greet_resolved"
+
+    async def body() -> None:
+        async with Client(url, mode="auto", **CALLBACKS) as c:
+            assert c.protocol_version == "2026-07-28"
+            assert _text(await c.call_tool(tool, {"topic": "hi"})) == RESOLVED
+            # by hand: the first answer, as the server gave it
+            first = await c.session.call_tool(tool, {"topic": "hi"}, allow_input_required=True)
+            assert isinstance(first, types.InputRequiredResult)
+            assert first.input_requests is not None
+            (key, request), *_ = first.input_requests.items()
+            assert isinstance(request, types.ElicitRequest)
+            assert request.params.message == "What is your name?"
+            state = first.request_state
+            assert state
+            answer = types.ElicitResult(action="accept", content={"name": "Grace"})
+            second = await c.session.call_tool(
+                tool,
+                {"topic": "hi"},
+                input_responses={key: answer},
+                request_state=state,
+                allow_input_required=True,
+            )
+            assert isinstance(second, types.InputRequiredResult)  # the rest, not the name
+            assert second.request_state and second.request_state != state
+            kinds = sorted(type(r).__name__ for r in (second.input_requests or {}).values())
+            assert kinds == ["CreateMessageRequest", "ListRootsRequest"]
+
+    anyio.run(body)
+
+
+def test_modern_client_through_spctl_mcp(serve: Serve) -> None:
+    async def body() -> None:
+        params = StdioServerParameters(command=SPCTL, args=["mcp"], env=serve.env)
+        async with Client(params, mode="auto", **CALLBACKS) as c:
+            assert c.protocol_version == "2026-07-28"
+            result = await c.call_tool("sdkask__greet_resolved", {"topic": "hi"})
+            assert _text(result) == RESOLVED
+
+    anyio.run(body)
+
+
+def test_a_legacy_client_gets_the_same_tool_by_requests_mid_call(serve: Serve) -> None:
+    """The same resolver tool, called by a 2025-11-25 session: the server asks mid-call."""
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    async def body() -> None:
+        async with Client(url, mode="legacy", **CALLBACKS) as c:
+            result = await c.call_tool("sdkask__greet_resolved", {"topic": "hi"})
+            assert _text(result) == RESOLVED
+
+    anyio.run(body)
+
+
+def test_modern_client_without_the_capability_gets_the_servers_own_error(serve: Serve) -> None:
+    """spctl passes the client's own capabilities on: the server refuses (-32021) to ask for
+    what the client did not declare."""
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    async def body() -> None:
+        async with Client(url, mode="auto", sampling_callback=_sample) as c:
+            with pytest.raises(MCPError) as err:
+                await c.call_tool("sdkask__greet_resolved", {"topic": "hi"})
+            assert err.value.code == -32021
+            assert "elicitation" in err.value.message
 
     anyio.run(body)
 

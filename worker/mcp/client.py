@@ -22,6 +22,11 @@ SDK's in-memory streams carry the sender's context to the other side and back (i
 ``_context_streams``), so the callback runs in the context of the call whose handler asked.
 A catalog refetch clears it (it may be started from a notification the server sent while
 serving a call): a list is never a client's call.
+
+A kind that also reaches its server on the 2026-07-28 per-request path sets
+:attr:`McpClient.modern`; a call whose ``meta`` carries a 2026-07-28 client's envelope goes
+there, with that envelope, and its result (``input_required`` included) comes back as the
+server sent it.
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ import mcp_types as types
 from mcp import ClientSession
 from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientRequestContext
-from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.dispatcher import CallOptions, Dispatcher, ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp_types import PROTOCOL_VERSION_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.log import say
@@ -75,6 +82,10 @@ RESULTS: dict[str, type[BaseModel]] = {
 }
 
 
+_ENVELOPE = "io.modelcontextprotocol/"
+"""The prefix of a 2026-07-28 request's envelope keys in ``_meta``."""
+
+
 class AnyResult(types.Result):
     """The result of a method the SDK has no model for: whatever the server sent."""
 
@@ -106,6 +117,8 @@ class McpClient(CatalogPublisher):
         self.exited: asyncio.Future[str] = self.loop.create_future()
         self.session: ClientSession | None = None
         self.info: types.InitializeResult | None = None
+        self.modern: Dispatcher[Any] | None = None
+        """The server's 2026-07-28 per-request path, when the kind offers one (``sdk``)."""
         self._ready: asyncio.Future[None] = self.loop.create_future()
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -304,6 +317,9 @@ class McpClient(CatalogPublisher):
             raise RpcError(INTERNAL_ERROR, "the server is shutting down")
         if method in ("initialize", "notifications/initialized"):
             raise RpcError(INVALID_PARAMS, f"mcp: {method} is the worker's business")
+        version = (meta or {}).get(PROTOCOL_VERSION_META_KEY)
+        if self.modern is not None and version in MODERN_PROTOCOL_VERSIONS:
+            return await self._modern_call(self.modern, method, params or {}, meta or {})
         request = _request(method, params or {})
         token = (meta or {}).get("progressToken")
         if isinstance(token, bool) or not isinstance(token, str | int):
@@ -329,6 +345,27 @@ class McpClient(CatalogPublisher):
             CALL.reset(current)
             asking.end()
         return dump(result)
+
+    async def _modern_call(
+        self, modern: Dispatcher[Any], method: str, params: dict[str, Any], meta: dict[str, Any]
+    ) -> Any:
+        """A 2026-07-28 client's request on the server's 2026-07-28 path: the client's own
+        envelope (version, info, capabilities) and params as sent — a retry's
+        ``inputResponses`` and ``requestState`` too — and the result as the server answered,
+        ``input_required`` with its ``inputRequests`` and ``requestState`` included."""
+        envelope = {k: v for k, v in meta.items() if k.startswith(_ENVELOPE)}
+        opts: CallOptions = {}
+        token = meta.get("progressToken")
+        if not isinstance(token, bool) and isinstance(token, str | int):
+
+            async def report(progress: float, total: float | None, message: str | None) -> None:
+                self.notify(PROGRESS, token, progress, total, message)
+
+            opts["on_progress"] = report
+        try:
+            return await modern.send_raw_request(method, {**params, "_meta": envelope}, opts)
+        except MCPError as e:
+            raise RpcError(e.code, e.message, e.data) from None
 
 
 def _root(exc: BaseException) -> BaseException:
