@@ -419,6 +419,64 @@ def test_modern_client_without_the_capability_gets_the_servers_own_error(serve: 
     anyio.run(body)
 
 
+async def _first_round(c: Client, tool: str) -> tuple[str, str]:
+    first = await c.session.call_tool(tool, {"topic": "hi"}, allow_input_required=True)
+    assert isinstance(first, types.InputRequiredResult)
+    assert first.input_requests is not None
+    assert first.request_state is not None
+    return next(iter(first.input_requests)), first.request_state
+
+
+def test_a_forged_request_state_gets_the_servers_error(serve: Serve) -> None:
+    """spctl relays ``requestState`` as is; the server that minted it checks it (the SDK seals
+    it): a forged one is refused by the server, and the client hears why."""
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    async def body() -> None:
+        async with Client(url, mode="auto", **CALLBACKS) as c:
+            key, state = await _first_round(c, "sdkask__greet_resolved")
+            forged = state[:-4] + ("AAAA" if not state.endswith("AAAA") else "BBBB")
+            answer = types.ElicitResult(action="accept", content={"name": "Mallory"})
+            with pytest.raises(MCPError) as err:
+                await c.session.call_tool(
+                    "sdkask__greet_resolved",
+                    {"topic": "hi"},
+                    input_responses={key: answer},
+                    request_state=forged,
+                    allow_input_required=True,
+                )
+            assert err.value.message == "Invalid or expired requestState"
+
+    anyio.run(body)
+
+
+def test_a_retry_to_a_server_that_restarted_meanwhile_is_refused_not_hung(serve: Serve) -> None:
+    """The retry goes to the server's new worker, which cannot open the old requestState (its
+    key died with the old process): a clear error at once."""
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    async def body() -> None:
+        async with Client(url, mode="auto", **CALLBACKS) as c:
+            key, state = await _first_round(c, "sdkask__greet_resolved")
+            before = serve.ext("sdkask")["pid"]
+            restarted = await anyio.to_thread.run_sync(lambda: serve.spctl("restart", "sdkask"))
+            assert restarted.returncode == 0, restarted.stderr
+            assert serve.ext("sdkask")["pid"] != before
+            answer = types.ElicitResult(action="accept", content={"name": "Ada"})
+            with anyio.fail_after(20), pytest.raises(MCPError) as err:
+                await c.session.call_tool(
+                    "sdkask__greet_resolved",
+                    {"topic": "hi"},
+                    input_responses={key: answer},
+                    request_state=state,
+                    allow_input_required=True,
+                )
+            assert err.value.message == "Invalid or expired requestState"
+            assert _text(await c.call_tool("sdkask__greet_resolved", {"topic": "hi"})) == RESOLVED
+
+    anyio.run(body)
+
+
 # -- a published server ----------------------------------------------------------------------
 
 
