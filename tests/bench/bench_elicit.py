@@ -8,7 +8,9 @@ path). The official SDK client in 2025-11-25 sessions (``mode="legacy"``: the er
 channel) calls ``ask_name`` (one ``elicitation/create``, answered at once by the client's
 callback) and ``echo`` (no elicitation) on each; the elicitation's own cost is the first minus
 the second, and spctl's addition is that difference through spctl minus the same direct. The
-targets alternate call by call, so load from other processes falls on all alike.
+targets alternate call by call, so load from other processes falls on all alike. Then the same
+with 2026-07-28 clients on ``greet_resolved`` (``input_required``, answered by the SDK client's
+input loop, one retry), direct and through spctl's sdk kind.
 """
 
 from __future__ import annotations
@@ -81,18 +83,37 @@ async def _answer(ctx: ClientRequestContext, params: types.ElicitRequestParams) 
     return types.ElicitResult(action="accept", content={"name": "Ada"})
 
 
-async def measure(urls: dict[str, tuple[str, str]]) -> dict[tuple[str, str], list[float]]:
+async def _sample(ctx: ClientRequestContext, params: types.CreateMessageRequestParams) -> Any:
+    return types.CreateMessageResult(
+        role="assistant", content=types.TextContent(text="ok"), model="bench"
+    )
+
+
+async def _roots(ctx: ClientRequestContext) -> Any:
+    return types.ListRootsResult(roots=[types.Root(uri="file:///bench")])
+
+
+CALLBACKS: dict[str, Any] = {
+    "elicitation_callback": _answer,
+    "sampling_callback": _sample,
+    "list_roots_callback": _roots,
+}
+TOOLS = (("ask_name", {}), ("echo", {"text": "x"}))
+RESOLVED = (("greet_resolved", {"topic": "hi"}), ("echo", {"text": "x"}))
+
+
+async def measure(
+    urls: dict[str, tuple[str, str]], mode: str = "legacy", tools: Any = TOOLS
+) -> dict[tuple[str, str], list[float]]:
     """name → (url, tool prefix); the latency of each (name, tool) call, alternating."""
     times: dict[tuple[str, str], list[float]] = {}
     async with contextlib.AsyncExitStack() as stack:
         clients = {
-            name: await stack.enter_async_context(
-                Client(url, mode="legacy", elicitation_callback=_answer)
-            )
+            name: await stack.enter_async_context(Client(url, mode=mode, **CALLBACKS))
             for name, (url, _) in urls.items()
         }
         for i in range(WARMUP + CALLS):
-            for tool, args in (("ask_name", {}), ("echo", {"text": "x"})):
+            for tool, args in tools:
                 for name, client in clients.items():
                     started = time.perf_counter()
                     result = await client.call_tool(urls[name][1] + tool, args)
@@ -123,6 +144,8 @@ def main() -> None:
                 "spctl /mcp, stdio kind": (url, "stdioask__"),
             }
             times = anyio.run(measure, targets)
+            modern_targets = {k: v for k, v in targets.items() if "stdio" not in k}
+            modern = anyio.run(measure, modern_targets, "auto", RESOLVED)
     load = os.getloadavg()[0]
     p50 = {key: median(values) for key, values in times.items()}
     base = p50[("SDK server direct", "ask_name")] - p50[("SDK server direct", "echo")]
@@ -142,5 +165,25 @@ def main() -> None:
         f"One elicitation round trip, p50 of {CALLS} calls each (legacy sessions; "
         f"load average {load:.2f})",
         ["target", "echo", "ask_name (1 elicitation)", "the elicitation", "spctl adds"],
+        rows,
+    )
+    p50 = {key: median(values) for key, values in modern.items()}
+    base = p50[("SDK server direct", "greet_resolved")] - p50[("SDK server direct", "echo")]
+    rows = []
+    for name in modern_targets:
+        asked, plain = p50[(name, "greet_resolved")], p50[(name, "echo")]
+        rows.append(
+            [
+                name,
+                f"{plain * 1000:.2f} ms",
+                f"{asked * 1000:.2f} ms",
+                f"{(asked - plain) * 1000:.2f} ms",
+                "—" if name.startswith("SDK") else f"{(asked - plain - base) * 1000:+.2f} ms",
+            ]
+        )
+    print_table(
+        f"2026-07-28: input_required rounds (elicitation, sampling, roots), p50 of {CALLS} "
+        f"calls each (load average {os.getloadavg()[0]:.2f})",
+        ["target", "echo", "greet_resolved (one retry)", "the round", "spctl adds"],
         rows,
     )

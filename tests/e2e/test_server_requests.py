@@ -381,6 +381,22 @@ def test_modern_input_required_is_relayed_and_the_retry_reaches_the_server(
     anyio.run(body)
 
 
+def test_the_modern_path_keeps_progress(serve: Serve) -> None:
+    url: str = serve.url  # type: ignore[attr-defined]
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async def body() -> None:
+        async with Client(url, mode="auto") as c:
+            result = await c.call_tool("sdkask__count", {"steps": 2}, progress_callback=on_progress)
+            assert _text(result) == "counted"
+
+    anyio.run(body)
+    assert seen == [(1, 2, "step 1"), (2, 2, "step 2")]
+
+
 def test_modern_client_through_spctl_mcp(serve: Serve) -> None:
     async def body() -> None:
         params = StdioServerParameters(command=SPCTL, args=["mcp"], env=serve.env)
