@@ -232,26 +232,19 @@ def test_a_client_without_the_capability_gets_the_request_refused(
     anyio.run(body)
 
 
-@pytest.mark.parametrize("server", SERVERS)
-def test_a_modern_client_has_no_back_channel_so_the_request_is_refused(
-    serve: Serve, server: str
+def test_a_modern_client_calling_ctx_elicit_on_the_sdk_path_gets_the_sdks_refusal(
+    serve: Serve,
 ) -> None:
-    """A 2026-07-28 call has no back channel: a stdio server (spoken to in 2025-11-25) gets
-    spctl's refusal; the SDK server, reached on its own 2026-07-28 path, refuses a mid-call
-    ``ctx.elicit`` itself (on that path a tool answers ``input_required`` instead)."""
+    """On its own 2026-07-28 path the SDK server refuses a mid-call ``ctx.elicit`` itself (a
+    tool there answers ``input_required`` through the SDK's resolvers instead)."""
     url: str = serve.url  # type: ignore[attr-defined]
 
     async def body() -> None:
         async with Client(url, mode="auto", **CALLBACKS) as c:
-            text = _text(await c.call_tool(f"{server}__ask_name", {}))
-            if server == "stdioask":
-                assert text.startswith("refused: [-32600] spctl cannot forward elicitation/create:")
-                assert "cannot be asked (it has no back channel" in text
-            else:
-                assert text == (
-                    "refused: [-32600] Cannot send 'elicitation/create': this transport "
-                    "context has no back-channel for server-initiated requests."
-                )
+            assert _text(await c.call_tool("sdkask__ask_name", {})) == (
+                "refused: [-32600] Cannot send 'elicitation/create': this transport "
+                "context has no back-channel for server-initiated requests."
+            )
 
     anyio.run(body)
 
@@ -489,6 +482,122 @@ def test_a_retry_to_a_server_that_restarted_meanwhile_is_refused_not_hung(serve:
                 )
             assert err.value.message == "Invalid or expired requestState"
             assert _text(await c.call_tool("sdkask__greet_resolved", {"topic": "hi"})) == RESOLVED
+
+    anyio.run(body)
+
+
+# -- 2026-07-28 client ↔ 2025-11-25 server: parked, asked as input_required -------------------
+
+
+@pytest.mark.parametrize("aggregate", [True, False], ids=["mcp", "mcp-server"])
+def test_a_stdio_servers_request_reaches_a_modern_client_as_input_required(
+    serve: Serve, aggregate: bool
+) -> None:
+    """The stdio server asks mid-call; its 2026-07-28 client gets ``input_required`` (the SDK
+    client's input loop answers it and retries) and the server its answer."""
+    url: str = serve.url  # type: ignore[attr-defined]
+    if not aggregate:
+        url = url.replace("/mcp", "/mcp/stdioask")
+
+    async def body() -> None:
+        async with Client(url, mode="auto", **CALLBACKS) as c:
+            assert c.protocol_version == "2026-07-28"
+            await _all_three(c, "stdioask__" if aggregate else "")
+            assert (
+                _text(
+                    await c.call_tool(("stdioask__" if aggregate else "") + "echo", {"text": "e"})
+                )
+                == "e"
+            )
+
+    anyio.run(body)
+
+
+def test_a_stdio_servers_request_reaches_a_modern_client_through_spctl_mcp(serve: Serve) -> None:
+    async def body() -> None:
+        params = StdioServerParameters(command=SPCTL, args=["mcp", "stdioask"], env=serve.env)
+        async with Client(params, mode="auto", **CALLBACKS) as c:
+            assert c.protocol_version == "2026-07-28"
+            await _all_three(c, "")
+
+    anyio.run(body)
+
+
+def test_parked_questions_by_hand(serve: Serve) -> None:
+    """The first answer names the server's request under a key; the sealed state opens only
+    for the same call; a forged one is refused; the retry delivers the answer."""
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    async def body() -> None:
+        async with Client(url, mode="auto", **CALLBACKS) as c:
+            first = await c.session.call_tool("stdioask__ask_name", {}, allow_input_required=True)
+            assert isinstance(first, types.InputRequiredResult)
+            assert first.input_requests is not None
+            [(key, request)] = first.input_requests.items()
+            assert key.startswith("elicitation-")
+            assert isinstance(request, types.ElicitRequest)
+            assert request.params.message == "What is your name?"
+            state = first.request_state
+            assert state is not None and state.startswith("spctl1.")
+            answer = {key: types.ElicitResult(action="accept", content={"name": "Hand"})}
+            for name, bad in [
+                (
+                    "stdioask__ask_name",
+                    state[:-3] + ("xyz" if not state.endswith("xyz") else "abc"),
+                ),
+                ("stdioask__ask_wait", state),  # another tool's call: not this state's
+            ]:
+                with pytest.raises(MCPError) as err:
+                    await c.session.call_tool(name, {}, input_responses=answer, request_state=bad)
+                assert err.value.message == "Invalid or expired requestState"
+            done = await c.session.call_tool(
+                "stdioask__ask_name", {}, input_responses=answer, request_state=state
+            )
+            assert _text(done) == "hello Hand"
+            with pytest.raises(MCPError) as err:  # used up
+                await c.session.call_tool(
+                    "stdioask__ask_name", {}, input_responses=answer, request_state=state
+                )
+            assert err.value.message == "Invalid or expired requestState"
+
+    anyio.run(body)
+
+
+def test_a_modern_client_without_the_capability_is_not_asked(serve: Serve) -> None:
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    async def body() -> None:
+        async with Client(url, mode="auto", sampling_callback=_sample) as c:
+            assert _text(await c.call_tool("stdioask__ask_name", {})) == (
+                "refused: [-32600] the client of this tools/call call did not declare the "
+                "elicitation capability: spctl cannot forward elicitation/create to it"
+            )
+            assert _text(await c.call_tool("stdioask__sample", {"prompt": "y"})) == "model says: y"
+
+    anyio.run(body)
+
+
+def test_a_parked_retry_after_the_worker_restarted_is_refused(serve: Serve) -> None:
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    async def body() -> None:
+        async with Client(url, mode="auto", **CALLBACKS) as c:
+            first = await c.session.call_tool("stdioask__ask_name", {}, allow_input_required=True)
+            assert isinstance(first, types.InputRequiredResult)
+            assert first.input_requests is not None
+            key = next(iter(first.input_requests))
+            restarted = await anyio.to_thread.run_sync(lambda: serve.spctl("restart", "stdioask"))
+            assert restarted.returncode == 0, restarted.stderr
+            answer = {key: types.ElicitResult(action="accept", content={"name": "Late"})}
+            with anyio.fail_after(20), pytest.raises(MCPError) as err:
+                await c.session.call_tool(
+                    "stdioask__ask_name",
+                    {},
+                    input_responses=answer,
+                    request_state=first.request_state,
+                )
+            assert err.value.message == "Invalid or expired requestState"
+            assert _text(await c.call_tool("stdioask__ask_name", {})) == "hello Ada"
 
     anyio.run(body)
 

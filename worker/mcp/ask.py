@@ -113,6 +113,11 @@ class Asking:
                 "be asked (it has no back channel: a 2026-07-28 client, `spctl call`, or a "
                 "client that is not MCP)"
             )
+        return self.capability_refusal(method, params)
+
+    def capability_refusal(self, method: str, params: Any) -> RpcError | None:
+        """Why the client's declared capabilities do not cover ``method``; None if they do."""
+        capability = CAPABILITY[method]
         declared = self.capabilities.get(capability)
         if not isinstance(declared, Mapping):
             return _refused(
