@@ -486,6 +486,72 @@ def test_a_retry_to_a_server_that_restarted_meanwhile_is_refused_not_hung(serve:
     anyio.run(body)
 
 
+# -- 2025-11-25 client → a tool only a 2026-07-28 server serves (input_required by hand) ----
+
+
+@pytest.mark.parametrize("aggregate", [True, False], ids=["mcp", "mcp-server"])
+def test_a_legacy_client_is_asked_each_round_of_an_input_required_tool(
+    serve: Serve, aggregate: bool
+) -> None:
+    """The worker serves the tool on the server's 2026-07-28 path and answers each
+    ``input_required`` round by asking the 2025-11-25 client on its call's stream."""
+    url: str = serve.url  # type: ignore[attr-defined]
+    if not aggregate:
+        url = url.replace("/mcp", "/mcp/sdkask")
+    tool = "sdkask__hand_name" if aggregate else "hand_name"
+    asked: list[str] = []
+
+    async def elicit(ctx: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+    async def body() -> None:
+        async with Client(url, mode="legacy", elicitation_callback=elicit) as c:
+            assert _text(await c.call_tool(tool, {})) == "hello Ada (accept)"
+        async with Client(url, mode="auto", elicitation_callback=elicit) as c:  # relayed
+            assert _text(await c.call_tool(tool, {})) == "hello Ada (accept)"
+
+    anyio.run(body)
+    assert asked == ["What is your name?", "Really Ada?"] * 2
+
+
+def test_input_required_rounds_for_a_legacy_client_are_bounded(serve: Serve) -> None:
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    rounds: list[str] = []
+
+    async def again(ctx: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
+        rounds.append(params.message)
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+    async def body() -> None:
+        async with Client(url, mode="legacy", elicitation_callback=again) as c:
+            with pytest.raises(MCPError) as err:
+                await c.call_tool("sdkask__hand_forever", {})
+            assert err.value.message == (
+                "the SDK server still asked for input after 10 rounds: given up"
+            )
+
+    anyio.run(body)
+    assert rounds == ["Once more?"] * 10
+
+
+def test_a_legacy_client_without_the_capability_is_not_asked_a_round(serve: Serve) -> None:
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    async def body() -> None:
+        async with Client(url, mode="legacy", sampling_callback=_sample) as c:
+            with pytest.raises(MCPError) as err:
+                await c.call_tool("sdkask__hand_name", {})
+            assert err.value.code == -32600
+            assert err.value.message == (
+                "the client of this tools/call call did not declare the elicitation "
+                "capability: spctl cannot forward elicitation/create to it"
+            )
+
+    anyio.run(body)
+
+
 # -- 2026-07-28 client ↔ 2025-11-25 server: parked, asked as input_required -------------------
 
 

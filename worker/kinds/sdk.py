@@ -13,7 +13,9 @@ call whose handler sent them (the SDK's ``related_request_id`` cell, known exact
 A 2026-07-28 client's call (its envelope's version in ``meta``) goes to the server on the
 SDK's 2026-07-28 per-request path instead (:attr:`McpClient.modern`, a direct dispatcher
 beside the 2025-11-25 session, sharing the one lifespan): its ``input_required`` results and
-their retries pass through as they are.
+their retries pass through as they are. A tool that answers ``input_required`` by hand is
+served on that path to a 2025-11-25 client too, the worker answering its rounds by asking
+that client (:meth:`McpClient._input_loop`).
 The server's lifespan runs when the session starts and ends when it closes.
 If the server's side fails (its lifespan raises, say), :attr:`SdkServer.exited` resolves and
 the host ends the worker (non-zero), as when a stdio server process dies.
@@ -33,6 +35,7 @@ import anyio
 from mcp.client._memory import SERVER_SHUTDOWN_GRACE
 from mcp.server import Server
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.resolve import returns_input_required
 from mcp.server.runner import modern_on_request, serve_dual_era_loop
 from mcp.shared.direct_dispatcher import create_direct_dispatcher_pair
 from mcp.shared.exceptions import MCPError
@@ -136,6 +139,16 @@ class SdkServer(McpClient):
                         await done.wait()
                     if not done.is_set():
                         tg.cancel_scope.cancel()
+
+    def _modern_only(self, method: str, params: dict[str, Any]) -> bool:
+        """A tool that answers ``input_required`` by hand (its return annotation says so) is
+        served on the 2026-07-28 path even to a 2025-11-25 client, the worker answering its
+        rounds (a resolver tool or one that calls ``ctx.elicit`` serves the old era itself)."""
+        if method != "tools/call" or not isinstance(self.server, MCPServer):
+            return False
+        manager = getattr(self.server, "_tool_manager", None)
+        tool = manager.get_tool(params.get("name")) if manager is not None else None
+        return tool is not None and returns_input_required(tool.fn)
 
     def _session_ended(self, error: BaseException | None) -> None:
         if self.exited.done():

@@ -44,7 +44,7 @@ from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientRequestContext
 from mcp.shared.dispatcher import CallOptions, Dispatcher, ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp_types import PROTOCOL_VERSION_META_KEY
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -61,6 +61,8 @@ CALL: ContextVar[Asking | None] = ContextVar("spctl_call", default=None)
 
 Streams = TransportStreams
 MAX_PAGES = 1000
+MAX_INPUT_ROUNDS = 10
+"""How many ``input_required`` rounds the worker answers for a 2025-11-25 client (the SDK's)."""
 STOP_GRACE = 2.0
 """How long the session may take to end on close before its task is cancelled."""
 # list method, catalog key, capability attribute of ServerCapabilities
@@ -320,6 +322,8 @@ class McpClient(CatalogPublisher):
         version = (meta or {}).get(PROTOCOL_VERSION_META_KEY)
         if self.modern is not None and version in MODERN_PROTOCOL_VERSIONS:
             return await self._modern_call(self.modern, method, params or {}, meta or {})
+        if self.modern is not None and self._modern_only(method, params or {}):
+            return await self._input_loop(self.modern, method, params or {}, meta or {})
         request = _request(method, params or {})
         token = (meta or {}).get("progressToken")
         if isinstance(token, bool) or not isinstance(token, str | int):
@@ -366,6 +370,49 @@ class McpClient(CatalogPublisher):
             return await modern.send_raw_request(method, {**params, "_meta": envelope}, opts)
         except MCPError as e:
             raise RpcError(e.code, e.message, e.data) from None
+
+    def _modern_only(self, method: str, params: dict[str, Any]) -> bool:
+        """Whether the server can serve this request only in 2026-07-28 (it answers
+        ``input_required``, which a 2025-11-25 session cannot carry); a kind tells."""
+        return False
+
+    async def _input_loop(
+        self, modern: Dispatcher[Any], method: str, params: dict[str, Any], meta: dict[str, Any]
+    ) -> Any:
+        """A 2025-11-25 client's request to what only a 2026-07-28 server answers: sent on
+        the 2026-07-28 path with the client's capabilities, each ``input_required`` answered
+        by asking the client on its call's stream, and retried, for at most
+        :data:`MAX_INPUT_ROUNDS` rounds."""
+        asking = Asking.of(method, meta)
+        envelope: dict[str, Any] = {
+            PROTOCOL_VERSION_META_KEY: MODERN_PROTOCOL_VERSIONS[-1],
+            CLIENT_CAPABILITIES_META_KEY: dict(asking.capabilities),  # what the client declared
+        }
+        if "progressToken" in meta:
+            envelope["progressToken"] = meta["progressToken"]
+        sent = params
+        try:
+            for rounds in range(MAX_INPUT_ROUNDS + 1):
+                result = await self._modern_call(modern, method, sent, envelope)
+                if not isinstance(result, dict) or result.get("resultType") != "input_required":
+                    return result
+                if rounds == MAX_INPUT_ROUNDS:
+                    break
+                asked = result.get("inputRequests")
+                responses = {}
+                for key, request in (asked if isinstance(asked, dict) else {}).items():
+                    if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+                        raise RpcError(INTERNAL_ERROR, f"bad input request from the server: {key}")
+                    responses[key] = await asking.ask(request["method"], request.get("params"))
+                sent = {**params, "inputResponses": responses}
+                if result.get("requestState") is not None:
+                    sent["requestState"] = result["requestState"]
+        finally:
+            asking.end()
+        raise RpcError(
+            INTERNAL_ERROR,
+            f"the {self.label} still asked for input after {MAX_INPUT_ROUNDS} rounds: given up",
+        )
 
 
 def _root(exc: BaseException) -> BaseException:
