@@ -153,7 +153,6 @@ class Exchange:
     client: str
     id: int = field(default_factory=lambda: next(_ids))
     expiry: asyncio.TimerHandle | None = None
-    asked: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
 
     async def next(self) -> tuple[Any, bool]:
         """The call's result (``(result, True)``; raises its error), or the next question
