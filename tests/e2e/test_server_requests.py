@@ -515,6 +515,25 @@ def test_a_legacy_client_is_asked_each_round_of_an_input_required_tool(
     assert asked == ["What is your name?", "Really Ada?"] * 2
 
 
+@pytest.mark.parametrize("face", ["mcp", "mcp-server", "spctl-mcp"])
+def test_a_legacy_client_answers_elicitation_sampling_and_roots_of_an_input_required_round(
+    serve: Serve, face: str
+) -> None:
+    url: str = serve.url  # type: ignore[attr-defined]
+    target: Any = {
+        "mcp": url,
+        "mcp-server": url.replace("/mcp", "/mcp/sdkask"),
+        "spctl-mcp": StdioServerParameters(command=SPCTL, args=["mcp"], env=serve.env),
+    }[face]
+    tool = "hand_all" if face == "mcp-server" else "sdkask__hand_all"
+
+    async def body() -> None:
+        async with Client(target, mode="legacy", **CALLBACKS) as c:
+            assert _text(await c.call_tool(tool, {"topic": "hi"})) == RESOLVED
+
+    anyio.run(body)
+
+
 def test_input_required_rounds_for_a_legacy_client_are_bounded(serve: Serve) -> None:
     url: str = serve.url  # type: ignore[attr-defined]
 
