@@ -693,7 +693,9 @@ def test_a_parked_retry_after_the_worker_restarted_is_refused(serve: Serve) -> N
 def test_server_everything_elicits_samples_and_lists_roots_through_spctl(tmp_path: Path) -> None:
     """The TypeScript SDK's reference server lists its elicitation, sampling and roots tools
     only to a client that declared those capabilities: the worker does, so they are listed,
-    and each one's request reaches the SDK client and its answer the server."""
+    and each one's request reaches the SDK client and its answer the server: on the call's
+    stream for a 2025-11-25 client, parked and asked as ``input_required`` for a 2026-07-28
+    one."""
     from tests.integration.test_published_servers import EVERYTHING_NPM, npm_server
 
     command = npm_server(EVERYTHING_NPM)
@@ -718,31 +720,37 @@ def test_server_everything_elicits_samples_and_lists_roots_through_spctl(tmp_pat
 
         async def body() -> None:
             callbacks = {**CALLBACKS, "elicitation_callback": decline}
-            async with Client(url, mode="legacy", **callbacks) as c:
-
-                async def listed() -> set[str]:
-                    return {t.name for t in (await c.list_tools()).tools}
-
-                wanted = {
-                    "trigger-elicitation-request",
-                    "trigger-sampling-request",
-                    "get-roots-list",
-                }
-                with anyio.fail_after(20):  # registered after initialize, then list_changed
-                    while not wanted <= await listed():
-                        await anyio.sleep(0.05)
-                result = await c.call_tool("trigger-elicitation-request", {})
-                assert asked == ["Please provide inputs for the following fields:"]
-                assert '"action": "decline"' in "".join(_text_all(result))
-                result = await c.call_tool("trigger-sampling-request", {"prompt": "hi"})
-                text = "".join(_text_all(result))
-                assert "model says: Resource trigger-sampling-request context: hi" in text
-                result = await c.call_tool("get-roots-list", {})
-                assert "URI: file:///work/a" in "".join(_text_all(result))
+            for mode in ("legacy", "auto"):  # auto: 2026-07-28, the requests parked
+                asked.clear()
+                await _everything(url, mode, callbacks, asked)
 
         anyio.run(body)
     finally:
         s.kill()
+
+
+async def _everything(url: str, mode: str, callbacks: dict[str, Any], asked: list[str]) -> None:
+    async with Client(url, mode=mode, **callbacks) as c:
+
+        async def listed() -> set[str]:
+            return {t.name for t in (await c.list_tools()).tools}
+
+        wanted = {
+            "trigger-elicitation-request",
+            "trigger-sampling-request",
+            "get-roots-list",
+        }
+        with anyio.fail_after(20):  # registered after initialize, then list_changed
+            while not wanted <= await listed():
+                await anyio.sleep(0.05)
+        result = await c.call_tool("trigger-elicitation-request", {})
+        assert asked == ["Please provide inputs for the following fields:"]
+        assert '"action": "decline"' in "".join(_text_all(result))
+        result = await c.call_tool("trigger-sampling-request", {"prompt": "hi"})
+        text = "".join(_text_all(result))
+        assert "model says: Resource trigger-sampling-request context: hi" in text
+        result = await c.call_tool("get-roots-list", {})
+        assert "URI: file:///work/a" in "".join(_text_all(result))
 
 
 def _text_all(result: Any) -> list[str]:
