@@ -63,7 +63,7 @@ from mcp.server.subscriptions import (
 )
 from mcp.shared.exceptions import MCPError, NoBackChannelError
 from mcp.shared.message import ServerMessageMetadata
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, server_request_adapter
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
 from pydantic import ConfigDict, ValidationError
 from starlette.types import Receive, Scope, Send
 
@@ -106,6 +106,13 @@ _STALE: dict[CacheableMethod, CacheHint] = {
     "resources/read": CacheHint(),
 }
 ASKED_CAPABILITIES = frozenset(CAPABILITY.values())
+_SERVER_REQUESTS: dict[
+    str, type[types.ElicitRequest | types.CreateMessageRequest | types.ListRootsRequest]
+] = {
+    "elicitation/create": types.ElicitRequest,
+    "sampling/createMessage": types.CreateMessageRequest,
+    "roots/list": types.ListRootsRequest,
+}
 _NOTIFY_ALL = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
 
 
@@ -131,8 +138,11 @@ def _asker(ctx: Ctx) -> tuple[AskFn | None, dict[str, Any]]:
     related = ServerMessageMetadata(related_request_id=ctx.request_id)
 
     async def ask(method: str, params: Any) -> Any:
+        model = _SERVER_REQUESTS.get(method)
+        if model is None:
+            raise RpcError(INVALID_REQUEST, f"spctl does not forward {method} to clients")
         try:
-            request = server_request_adapter.validate_python(
+            request = model.model_validate(
                 {"method": method, "params": params} if params is not None else {"method": method}
             )
         except ValidationError as exc:

@@ -249,6 +249,28 @@ def test_a_modern_client_calling_ctx_elicit_on_the_sdk_path_gets_the_sdks_refusa
     anyio.run(body)
 
 
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_malformed_request_of_the_server_is_refused_naming_the_field(
+    serve: Serve, server: str
+) -> None:
+    """The front checks a request it forwards against MCP's schema (a stdio server's line);
+    the SDK kind's in-process client session checks it even before (the SDK's own words)."""
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    async def body() -> None:
+        async with Client(url, mode="legacy", **CALLBACKS) as c:
+            text = _text(await c.call_tool(f"{server}__ask_malformed", {}))
+            if server == "stdioask":
+                assert text.startswith(
+                    "refused: [-32602] malformed elicitation/create request: params."
+                )
+                assert "message: Field required" in text
+            else:
+                assert text == "refused: [-32602] Invalid request parameters"
+
+    anyio.run(body)
+
+
 @pytest.mark.parametrize("server", ["lister", "sdklister"])
 def test_a_server_that_elicits_during_tools_list_is_refused(serve: Serve, server: str) -> None:
     outcome = _markers(serve, server) / "list.outcome"
