@@ -33,7 +33,14 @@ from supervisor.rules.audit import AUDITED_METHODS
 from supervisor.rules.filters import refusal
 from supervisor.rules.states import State
 from worker.channel import Channel, ChannelClosed
-from worker.protocol import CANCELLED, INVALID_CONFIG, METHOD_NOT_FOUND, REFUSED, UNKNOWN_EXTENSION
+from worker.protocol import (
+    ASK,
+    CANCELLED,
+    INVALID_CONFIG,
+    METHOD_NOT_FOUND,
+    REFUSED,
+    UNKNOWN_EXTENSION,
+)
 from worker.protocol import TIMEOUT as CALL_TIMEOUT
 from worker.rpc import RpcError
 
@@ -261,8 +268,14 @@ class ControlApi:
             with contextlib.suppress(ChannelClosed):
                 channel.notify("progress", *params)
 
+        async def ask(params: list[Any]) -> Any:  # a server's question, to the caller's client
+            return await channel.request(ASK, *params)
+
         return await self._call_extension(
-            runner, lambda d: runner.mcp(method, params or {}, meta or {}, progress, deadline=d)
+            runner,
+            lambda d: runner.mcp(
+                method, params or {}, meta or {}, progress, deadline=d, on_ask=ask
+            ),
         )
 
     async def _call_extension(
