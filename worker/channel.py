@@ -35,7 +35,7 @@ import socket
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from types import CoroutineType
-from typing import Any
+from typing import Any, cast
 
 from worker.protocol import (
     APPLICATION_ERROR,
@@ -79,8 +79,8 @@ class _Protocol(asyncio.Protocol):
         self._ch = channel
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._ch._on_connected(transport)
+        # a stream transport (asyncio's or uvloop's: uvloop's is not an asyncio.Transport)
+        self._ch._on_connected(cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
         self._ch._on_data(data)

@@ -38,8 +38,10 @@ from worker.kinds import load_kind
 from worker.kinds.base import Kind, LoadFailed, Unavailable
 from worker.loader import LoadError, apply_rlimits
 from worker.log import say
+from worker.mcp.ask import set_asker
 from worker.privileges import drop_privileges
 from worker.protocol import (
+    ASK,
     BOOT,
     ERROR,
     EXIT_CHANNEL_LOST,
@@ -177,6 +179,7 @@ class Host:
             say(f"protocol error: {e}")
             return EXIT_PROTOCOL_ERROR
         api.set_service_caller(self._call_service)  # worker.api.call_service, for any kind
+        set_asker(self._ask_client)  # a server's elicitation/sampling/roots, to the client
         try:  # once, before any kind runs code of its extension or starts its command
             apply_rlimits(spec.rlimits)  # while still root, if it is to switch user
             if spec.uid is not None and spec.gid is not None:
@@ -233,6 +236,11 @@ class Host:
             raise api.ServiceError(TIMEOUT, f"{name}: no answer within {timeout:g}s") from None
         except RpcError as e:
             raise api.ServiceError(e.code, e.message) from None
+
+    async def _ask_client(self, token: int, method: str, params: Any) -> Any:
+        """A server's request to the client of a call, through the supervisor (no deadline
+        of its own: the call's timeout and cancellation end it)."""
+        return await self.channel.request(ASK, token, method, params)
 
     # -- handlers served to the supervisor --------------------------------------------------
 

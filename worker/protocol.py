@@ -14,6 +14,9 @@ The conversation on the channel (msgpack-rpc over the socketpair, :mod:`worker.r
     either way            request  SERVICE(name, params)      → the service's result (to a
                                                           plugin; from any worker, via the core)
     supervisor → worker   request  SHUTDOWN()           → None, then the worker exits EXIT_OK
+    worker → supervisor   request  ASK(token, method, params)  → the MCP client's result: a
+                                   server's elicitation/create, sampling/createMessage or
+                                   roots/list for the call whose meta["ask"] carried token
     worker → supervisor   notify   LOAD_ERROR / ERROR({message, traceback}), EXITING({reason}),
                                    CATALOG(catalog), PROGRESS(token, progress, total, message),
                                    RESOURCE_UPDATED(uri)
@@ -28,6 +31,8 @@ from typing import Any, Final
 
 __all__ = [
     "APPLICATION_ERROR",
+    "ASK",
+    "ASK_META",
     "BOOT",
     "CANCEL",
     "CANCELLED",
@@ -85,6 +90,12 @@ CATALOG: Final = "catalog"
 PROGRESS: Final = "progress"
 RESOURCE_UPDATED: Final = "resource_updated"
 CANCEL: Final = "$cancel"
+ASK: Final = "ask"
+ASK_META: Final = "ask"
+"""The ``mcp`` meta key of a call whose MCP client can be asked: ``{"token": int,
+"capabilities": {...}}`` (the client's elicitation/sampling/roots capabilities). Each hop
+(front, core) replaces the token with one of its own, as for ``progressToken``; a call
+without it has no client to ask (``spctl call``, a 2026-07-28 client, the worker's own lists)."""
 
 # -- wire error codes: one meaning each ---------------------------------------------------
 

@@ -1,7 +1,8 @@
 """``spctl add SOURCE`` and ``spctl remove EXT`` (DESIGN §9): the seed's marketplace.
 
-``add`` maps the source (``pypi:NAME[==V]``, a ``server.json``, ``registry:NAME``) to an entry,
-resolves and builds its environment, shows the argv it will run, asks, then writes
+``add`` maps the source (``pypi:NAME[==V]``, ``npm:NAME[@V]``, a ``server.json``,
+``registry:NAME``) to an entry, resolves and builds its environment, shows the argv it will
+run, asks, then writes
 ``servers.yaml`` (a ruamel.yaml round-trip: comments and layout kept) and ``spctl.lock`` —
 only after the environment is built and the whole registry with the new entry validates — and
 reloads a running supervisor. On any failure nothing is written, and an environment it built
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,10 @@ _SOCKET = typer.Option(
 )
 
 
+_NPM_NAME = re.compile(r"(@[a-z0-9][a-z0-9._-]*/)?[a-z0-9][a-z0-9._-]*")
+_NPM_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:[-+][A-Za-z0-9.+-]+)?")
+
+
 class Refused(Exception):
     """``spctl add``/``remove`` cannot go on; the message says why."""
 
@@ -45,7 +51,7 @@ class Draft:
 
     name: str
     provenance: str
-    kind: str  # pypi | remote
+    kind: str  # pypi | npm | remote
     package: str = ""
     version: str | None = None
     args: tuple[str, ...] = ()
@@ -54,12 +60,15 @@ class Draft:
     headers: dict[str, str] = field(default_factory=dict)
     secrets: list[tuple[str, str, bool]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    registry_name: str = ""  # a server.json's name (provenance); else the package's
 
 
 def add(
     source: Annotated[
         str,
-        typer.Argument(help="pypi:NAME[==VERSION], a server.json path, or registry:NAME."),
+        typer.Argument(
+            help="pypi:NAME[==VERSION], npm:NAME[@VERSION], a server.json path, or registry:NAME."
+        ),
     ],
     name: Annotated[str | None, typer.Option("--name", help="The entry's name.")] = None,
     extensions: Annotated[Path, _EXTENSIONS] = Path("extensions"),
@@ -102,8 +111,9 @@ def _add(
 ) -> None:
     from supervisor.atomic import write_atomic
     from supervisor.control.paths import state_dir
-    from supervisor.install.envlock import SECTION, EnvError, resolve_table
+    from supervisor.install.envlock import SECTION, EnvError
     from supervisor.install.lockfile import LockError, read_lock, update_lock
+    from supervisor.install.origins import ORIGIN_SECTION, origin_table
 
     if not yes and not sys.stdin.isatty():
         raise Refused("stdin is not a terminal and --yes was not given: refusing to write")
@@ -137,13 +147,13 @@ def _add(
     fresh = False
     entry: dict[str, Any]
     try:
-        if draft.kind == "pypi":
-            table, built, fresh = _build(draft, state_dir(), resolve_table)
+        if draft.kind in ("pypi", "npm"):
+            table, built, fresh = _build(draft, state_dir())
             program = _command(draft, built, command, yes)
             entry = {
                 "name": entry_name,
                 "type": "local",
-                "install": f"pypi:{draft.package}=={draft.version}",
+                "install": table["source"],
                 "command": [program, *draft.args],
             }
             if draft.env:
@@ -158,19 +168,26 @@ def _add(
         _show(entry_name, argv, draft, servers_file)
         if not yes and not typer.confirm(f"write {entry_name} to {servers_file}?", default=False):
             raise Refused("not confirmed")
-        previous = None
+        origin = origin_table(
+            source, draft.registry_name or draft.package, draft.version or "", now=None
+        )
+        writes: dict[str, Any] = {ORIGIN_SECTION: origin}
         if table is not None:
-            try:
-                previous = read_lock(root).get(SECTION, {}).get(entry_name)
-                update_lock(root, SECTION, entry_name, table)
-            except (LockError, OSError) as exc:
-                raise Refused(f"cannot write the lock: {exc}") from None
+            writes[SECTION] = table
+        previous: dict[str, Any] = {}
+        try:
+            lock = read_lock(root)
+            for section, value in writes.items():
+                previous[section] = lock.get(section, {}).get(entry_name)
+                update_lock(root, section, entry_name, value)
+        except (LockError, OSError) as exc:
+            _restore(root, entry_name, previous)
+            raise Refused(f"cannot write the lock: {exc}") from None
         try:
             mode = servers_file.stat().st_mode & 0o777 if servers_file.exists() else 0o644
             write_atomic(servers_file, new_text.encode(), mode=mode)
         except OSError as exc:
-            if table is not None:
-                update_lock(root, SECTION, entry_name, previous)
+            _restore(root, entry_name, previous)
             raise Refused(f"cannot write {servers_file}: {exc.strerror or exc}") from None
     except EnvError as exc:
         _forget(built, fresh)
@@ -181,6 +198,15 @@ def _add(
     typer.echo(f"{entry_name}: added to {servers_file}")
     _must_set(draft)
     _reload(sock, entry_name)
+
+
+def _restore(root: Path, name: str, previous: dict[str, Any]) -> None:
+    """Put back the lock tables ``add`` replaced (best effort: it is failing already)."""
+    from supervisor.install.lockfile import LockError, update_lock
+
+    for section, value in previous.items():
+        with contextlib.suppress(LockError, OSError):
+            update_lock(root, section, name, value)
 
 
 def _read(path: Path) -> str:
@@ -214,10 +240,17 @@ def _draft(source: str, values: dict[str, str], registry: str | None) -> Draft:
     from supervisor.rules.server_json import ServerJsonError, plan_from, unwrap
 
     if source.startswith("npm:"):
-        raise Refused(
-            f"{source}: npm installs are not supported yet by this spctl (only pypi: packages, "
-            "server.json with a pypi package or a remote, and registry:NAME are)"
-        )
+        from supervisor.install.npm import split_spec
+
+        package, version = split_spec(source[len("npm:") :].strip())
+        if not _NPM_NAME.fullmatch(package) or source.endswith("@"):
+            raise Refused(f"{source}: expected npm:NAME or npm:NAME@VERSION (an exact version)")
+        if version and not _NPM_VERSION.fullmatch(version):
+            raise Refused(
+                f"{source}: {version!r} is not an exact version (1.2.3); leave it out for the "
+                "newest"
+            )
+        return Draft("", source, "npm", package, version or None)
     if source.startswith("pypi:"):
         spec = source[len("pypi:") :].strip()
         package, sep, version = spec.partition("==")
@@ -240,24 +273,23 @@ def _draft(source: str, values: dict[str, str], registry: str | None) -> Draft:
         plan = plan_from(unwrap(doc), values)
     except (SourceError, ServerJsonError) as exc:
         raise Refused(f"{where if 'where' in locals() else source}: {exc}") from None
-    if plan.kind == "npm":
-        raise Refused(
-            f"{where}: its package is npm:{plan.package}@{plan.version}: npm installs are not "
-            "supported yet by this spctl"
-        )
     provenance = f"{plan.registry_name} {plan.version} (from {source})"
+    package = plan.package
+    if plan.kind == "pypi" and package:
+        package = str(canonicalize_name(package))
     return Draft(
         name="",
         provenance=provenance,
-        kind="pypi" if plan.kind == "pypi" else "remote",
-        package=str(canonicalize_name(plan.package)) if plan.package else "",
-        version=plan.version if plan.kind == "pypi" else None,
+        kind=plan.kind if plan.kind in ("pypi", "npm") else "remote",
+        package=package,
+        version=plan.version if plan.kind in ("pypi", "npm") else None,
         args=plan.args,
         env=dict(plan.env),
         url=plan.url,
         headers=dict(plan.headers),
         secrets=list(plan.secrets),
         notes=list(plan.notes),
+        registry_name=plan.registry_name,
     )
 
 
@@ -294,13 +326,17 @@ def _check_name(name: str, root: Path, text: str) -> None:
         )
 
 
-def _build(draft: Draft, state: Path, resolve_table: Any) -> tuple[dict[str, Any], Env, bool]:
+def _build(draft: Draft, state: Path) -> tuple[dict[str, Any], Env, bool]:
+    """Resolve the draft's package (pinning the newest version when none was given) and build
+    its environment; the lock table (written nowhere yet), the env, and whether it is new."""
     from packaging.utils import canonicalize_name
 
-    from supervisor.install.envlock import Env, env_dir, host_python
+    from supervisor.install.envlock import Env, env_dir, host_python, resolve_table
     from supervisor.install.envs import build_env
     from supervisor.install.uv import LockedPackage
 
+    if draft.kind == "npm":
+        return _build_npm(draft, state)
     say = _progress(draft.name)
     wanted = draft.package + (f"=={draft.version}" if draft.version else "")
     table = resolve_table(draft.name, [wanted], f"pypi:{wanted}", progress=say)
@@ -328,17 +364,58 @@ def _build(draft: Draft, state: Path, resolve_table: Any) -> tuple[dict[str, Any
     return table, env, fresh
 
 
-def _command(draft: Draft, env: Env, command: str | None, yes: bool) -> str:
+def _build_npm(draft: Draft, state: Path) -> tuple[dict[str, Any], Env, bool]:
+    from supervisor.install.envlock import Env, EnvError, env_dir, resolve_npm_table
+    from supervisor.install.envs import build_env
+    from supervisor.install.npm import NpmError, parse_packages
+
+    say = _progress(draft.name)
+    wanted = draft.package + (f"@{draft.version}" if draft.version else "")
+    table = resolve_npm_table(draft.name, [wanted], f"npm:{wanted}", progress=say)
+    exact = table["requirements"][0]
+    if draft.version is None:
+        draft.version = exact.rsplit("@", 1)[1]
+        say(f"latest version: {exact}")
+    table["source"] = f"npm:{exact}"
+    try:
+        packages = tuple(parse_packages(table["packages"], "npm"))
+    except NpmError as exc:  # pragma: no cover - resolve_npm_table parsed them
+        raise EnvError(f"{draft.name}: {exc}") from None
+    env = Env(
+        draft.name,
+        table["digest"],
+        "",
+        (),
+        env_dir(state, draft.name, table["digest"]),
+        "npm",
+        packages,
+        (exact,),
+    )
+    fresh = not env.path.exists()
+    if not env.complete:
+        build_env(env, progress=say)
+    return table, env, fresh
+
+
+def _scripts(draft: Draft, env: Env) -> list[str]:
+    from supervisor.install.npm import NpmError, package_bins
     from supervisor.install.sources import SourceError, console_scripts
 
     try:
-        scripts = console_scripts(env.path, draft.package)
-    except SourceError as exc:
+        if draft.kind == "npm":
+            return package_bins(env.path, draft.package)
+        return console_scripts(env.path, draft.package)
+    except (SourceError, NpmError) as exc:
         raise Refused(str(exc)) from None
+
+
+def _command(draft: Draft, env: Env, command: str | None, yes: bool) -> str:
+    scripts = _scripts(draft, env)
+    where = "node_modules/.bin/" if draft.kind == "npm" else "bin/"
     if command is not None:
         if "/" in command or not (env.bin / command).exists():
             raise Refused(
-                f"--command {command!r} is not in the environment's bin/ "
+                f"--command {command!r} is not in the environment's {where} "
                 f"({draft.package} installs: {', '.join(scripts) or 'no console script'})"
             )
         return command
@@ -463,6 +540,7 @@ def remove(
     from supervisor.atomic import write_atomic
     from supervisor.install.envlock import SECTION
     from supervisor.install.lockfile import LockError, read_lock, update_lock
+    from supervisor.install.origins import ORIGIN_SECTION
     from supervisor.install.servers_yaml import EditError, remove_entry
 
     root = extensions.resolve()
@@ -478,9 +556,11 @@ def remove(
         if not yes and not typer.confirm(f"remove {name} from {servers_file}?", default=False):
             raise Refused("not confirmed")
         try:
-            previous = read_lock(root).get(SECTION, {}).get(name)
+            lock = read_lock(root)
         except LockError as exc:
             raise Refused(str(exc)) from None
+        previous = lock.get(SECTION, {}).get(name)
+        origin = lock.get(ORIGIN_SECTION, {}).get(name)
         mode = servers_file.stat().st_mode & 0o777
         try:
             write_atomic(servers_file, new_text.encode(), mode=mode)
@@ -491,10 +571,12 @@ def remove(
         typer.echo("nothing was changed", err=True)
         raise typer.Exit(EXIT_REFUSED) from None
     typer.echo(f"{name}: removed from {servers_file}")
-    if previous is not None:
-        try:
+    try:
+        if origin is not None:
+            update_lock(root, ORIGIN_SECTION, name, None)
+        if previous is not None:
             update_lock(root, SECTION, name, None)
             typer.echo(f"{name}: lock entry removed; its environment is left to `spctl gc`")
-        except (LockError, OSError) as exc:
-            typer.echo(f"warning: cannot remove its lock entry: {exc}", err=True)
+    except (LockError, OSError) as exc:
+        typer.echo(f"warning: cannot remove its lock entry: {exc}", err=True)
     _reload(sock, name)

@@ -11,6 +11,7 @@ import typer
 from supervisor.cli import (
     add_cmds,
     audit,
+    auth_cmds,
     ctl,
     install_cmds,
     mcp_cmds,
@@ -60,6 +61,7 @@ app.command("pin")(pin_cmds.pin)
 app.command("unpin")(pin_cmds.unpin)
 app.command("sign")(pin_cmds.sign)
 app.add_typer(token_cmds.app, name="token")
+app.add_typer(auth_cmds.app, name="auth")
 app.command("audit")(audit.audit)
 app.command("lock")(install_cmds.lock)
 app.command("install")(install_cmds.install)

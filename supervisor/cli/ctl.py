@@ -110,6 +110,8 @@ def status(
             print(safe(f"sandbox: {box}"))
         if extension is not None and ext.get("integrity"):
             print(safe(f"integrity: {ext['integrity']}"))
+        if extension is not None and ext.get("origin"):
+            print(safe(f"origin: {ext['origin']}"))
         err = ext.get("error")
         if extension is not None and err and err.get("traceback"):
             print(f"\nlast error of {ext['name']}:\n{safe_lines(err['traceback'].rstrip())}")

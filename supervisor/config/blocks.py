@@ -36,7 +36,15 @@ __all__ = [
 _AUTH_FIELDS = {
     "bearer": ("token",),
     "apikey": ("key", "header"),
-    "oauth2": ("clientId", "clientSecret", "tokenUrl", "scopes"),
+    "oauth2": (
+        "clientId",
+        "clientSecret",
+        "tokenUrl",
+        "scopes",
+        "tokenAuthMethod",
+        "grant",
+        "resource",
+    ),
 }
 _AUTH_KEYS = ("type", *(key for keys in _AUTH_FIELDS.values() for key in keys))
 _LIMIT_KEYS = ("memory", "cpu", "cpuTime", "openFiles", "processes")
@@ -96,13 +104,38 @@ def read_auth(r: Reader, item: MarkedMap, p: str) -> schema.Auth | None:
     if found_id is not None:
         text, from_variable = found_id
         client_id = Secret(text) if from_variable else text
+    grant = r.choice(found, "grant", path, schema.OAUTH_GRANTS, default="client_credentials")
+    public = grant == "authorization_code"  # a public client (PKCE) may have no secret
+    method = r.choice(found, "tokenAuthMethod", path, schema.TOKEN_AUTH_METHODS)
+    secret = r.secret(found, "clientSecret", path, required=not public)
+    if method is not None and secret is None and "clientSecret" not in found:
+        r.fail(
+            found.mark_of("tokenAuthMethod"), join(path, "tokenAuthMethod"), "needs clientSecret"
+        )
+    resource = r.string(found, "resource", path)
+    if resource and (problem := _resource_problem(resource)) is not None:
+        r.fail(found.mark_of("resource"), join(path, "resource"), problem)
     return schema.Auth(
         kind,
         client_id=client_id,
-        client_secret=r.secret(found, "clientSecret", path, required=True),
+        client_secret=secret,
         token_url=read_url(r, found, "tokenUrl", path, required=False),
         scopes=tuple(scope for scope, _, _ in r.strings(found, "scopes", path) or ()),
+        token_auth_method=method,
+        grant=grant or "client_credentials",
+        resource=resource,
     )
+
+
+def _resource_problem(text: str) -> str | None:
+    """Why ``text`` is not an RFC 8707 resource indicator (an absolute URI, no fragment)."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        parts = None
+    if parts is None or not parts.scheme or "#" in text or any(c.isspace() for c in text):
+        return "expected an absolute URI without a fragment (RFC 8707), or '' to send none"
+    return None
 
 
 def read_limits(r: Reader, item: MarkedMap, p: str) -> schema.Limits:

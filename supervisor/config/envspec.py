@@ -8,8 +8,8 @@ built from, checked without touching the network.
   extensions directory; one requirement a line, ``#`` comments): the worker runs in a venv with
   those packages.
 
-Only the ``pypi`` kind is built by this spctl; the other two are accepted here and refused,
-with a message that says so, when the environment is built (``supervisor.install.envlock``).
+Each kind is locked and built by ``supervisor.install.envlock`` / ``envs`` (npm: with the
+host's npm; a local archive: with uv, locked by the file's sha256).
 """
 
 from __future__ import annotations

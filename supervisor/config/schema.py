@@ -24,10 +24,13 @@ __all__ = [
     "HOOK_EVENTS",
     "INSTALL_KINDS",
     "MODULE_TYPES",
+    "OAUTH_GRANTS",
     "RESTART_POLICIES",
     "SANDBOX_FILESYSTEM",
     "SANDBOX_NETWORK",
     "SECTIONS",
+    "TOKEN_AUTH_METHODS",
+    "TOKEN_FILE",
     "Auth",
     "EnvSpec",
     "Extension",
@@ -48,6 +51,10 @@ FRONT_SECTION = "front"  # not in SECTIONS: no file can declare the front
 EXTENSION_TYPES = ("local", "remote")
 MODULE_TYPES = ("daemon", "plugin")
 AUTH_TYPES = ("bearer", "apikey", "oauth2")
+OAUTH_GRANTS = ("client_credentials", "authorization_code")
+TOKEN_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+TOKEN_FILE = "oauth-tokens.json"
+"""``grant: authorization_code``: the user's tokens, in ``<state dir>/extensions/<name>/``."""
 RESTART_POLICIES = ("always", "on-failure", "never")
 SANDBOX_FILESYSTEM = ("strict", "off")
 SANDBOX_NETWORK = ("none", "outbound", "any")
@@ -200,6 +207,9 @@ class Auth:
     client_secret: Secret | None = None
     token_url: str | None = None
     scopes: tuple[str, ...] = ()
+    token_auth_method: str | None = None  # client_secret_basic | client_secret_post
+    grant: str = "client_credentials"  # or authorization_code (spctl auth login)
+    resource: str | None = None  # RFC 8707: None → the server's URL; "" → send none
 
 
 INSTALL_KINDS = ("pypi", "npm", "file")  # install: pypi:NAME==V, npm:NAME@V, ./dist/x.whl

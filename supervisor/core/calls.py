@@ -8,13 +8,19 @@ there is no worker or it dies meanwhile. Calls count as activity for a lazy serv
 Progress: clients fan in here (the HTTP front, ``spctl mcp``, each numbering its tokens from
 1), so the core gives every call that wants progress a token of its own towards the worker and
 maps each report back to the caller's token and callback.
+
+Questions (a server's elicitation/create, sampling/createMessage, roots/list for the client of
+a call, :data:`worker.protocol.ASK`): the same way, a call whose caller can be asked
+(``meta["ask"]`` and ``on_ask``) gets a core token towards the worker; the worker's ``ask``
+[token, method, params] goes to that caller, under its own token, and the answer back. A
+question for a token that is no longer in flight (the call ended) is refused, never held.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -22,9 +28,10 @@ import anyio
 from supervisor.core.incarnation import Incarnation
 from supervisor.rules.exits import describe, from_waitid
 from worker.channel import Channel, ChannelClosed
-from worker.protocol import MCP, PING, SERVICE
+from worker.protocol import ASK_META, INVALID_REQUEST, MCP, PING, SERVICE
+from worker.rpc import RpcError
 
-__all__ = ["CallTimeout", "Calls", "CommandFailed", "Progress", "WorkerGone"]
+__all__ = ["Ask", "CallTimeout", "Calls", "CommandFailed", "Progress", "WorkerGone"]
 
 
 class CommandFailed(Exception):
@@ -46,6 +53,8 @@ class WorkerGone(CommandFailed):
 
 Progress = Callable[[list[Any]], None]
 """Gets a progress report ``[token, progress, total, message]`` under the caller's token."""
+Ask = Callable[[list[Any]], Awaitable[Any]]
+"""Asks the caller ``[token, method, params]`` under the caller's token; the client's result."""
 
 
 class Calls:
@@ -60,6 +69,7 @@ class Calls:
         self.in_flight = 0
         self.last_activity = time.monotonic()
         self._progress: dict[int, tuple[Any, Progress]] = {}  # core token → caller's
+        self._asks: dict[int, tuple[Any, Ask]] = {}  # core token → caller's
         self._tokens = itertools.count(1)
 
     @property
@@ -95,25 +105,43 @@ class Calls:
         meta: dict[str, Any] | None = None,
         on_progress: Progress | None = None,
         deadline: float | None = None,
+        on_ask: Ask | None = None,
     ) -> Any:
         """One MCP request to this server's worker, within the extension's ``timeout`` (or
         until ``deadline``, monotonic, when the caller already spent some of it waiting);
-        progress reports go to ``on_progress`` under the caller's own token. Raises as
-        :meth:`call`; the worker's RpcError (MCP error codes) passes through."""
-        meta = meta or {}
-        token = meta.get("progressToken")
-        if token is None:
-            return await self.call(deadline, MCP, method, params, meta)
-        meta = {k: v for k, v in meta.items() if k != "progressToken"}
-        if on_progress is None:  # nobody to tell: the worker need not report
-            return await self.call(deadline, MCP, method, params, meta)
-        ours = next(self._tokens)
-        self._progress[ours] = (token, on_progress)
+        progress reports go to ``on_progress`` under the caller's own token, the server's
+        questions to ``on_ask`` (without it, ``meta["ask"]`` is dropped: nobody to ask).
+        Raises as :meth:`call`; the worker's RpcError (MCP error codes) passes through."""
+        meta = dict(meta) if meta else {}
+        ours: list[int] = []
+        token = meta.pop("progressToken", None)
+        if token is not None and on_progress is not None:  # nobody to tell: no reports
+            ours.append(progress := next(self._tokens))
+            self._progress[progress] = (token, on_progress)
+            meta["progressToken"] = progress
+        ask = meta.pop(ASK_META, None)
+        if isinstance(ask, dict) and ask.get("token") is not None and on_ask is not None:
+            ours.append(asking := next(self._tokens))
+            self._asks[asking] = (ask["token"], on_ask)
+            meta[ASK_META] = {**ask, "token": asking}
         try:
-            meta["progressToken"] = ours
             return await self.call(deadline, MCP, method, params, meta)
         finally:
-            del self._progress[ours]
+            for t in ours:
+                self._progress.pop(t, None)
+                self._asks.pop(t, None)
+
+    async def ask(self, token: Any, method: Any, params: Any = None) -> Any:
+        """A worker's ``ask``: to the caller of the call that owns the token, as the caller's.
+        Raises RpcError when that call is over (or never was)."""
+        entry = self._asks.get(token) if type(token) is int else None
+        if entry is None:
+            raise RpcError(
+                INVALID_REQUEST,
+                f"{self.name}: the call that {method} belongs to is no longer in flight",
+            )
+        caller_token, ask = entry
+        return await ask([caller_token, method, params])
 
     async def service(self, name: str, params: Any, deadline: float | None = None) -> Any:
         """One ``"<service>.<method>"`` call to a plugin's worker, as :meth:`mcp`."""

@@ -28,11 +28,19 @@ from supervisor.core.reloader import InvalidConfig, Reloader
 from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner
 from supervisor.core.watchdog import LimitsEnforcer
+from supervisor.install.origins import origin_of
 from supervisor.rules.audit import AUDITED_METHODS
 from supervisor.rules.filters import refusal
 from supervisor.rules.states import State
 from worker.channel import Channel, ChannelClosed
-from worker.protocol import CANCELLED, INVALID_CONFIG, METHOD_NOT_FOUND, REFUSED, UNKNOWN_EXTENSION
+from worker.protocol import (
+    ASK,
+    CANCELLED,
+    INVALID_CONFIG,
+    METHOD_NOT_FOUND,
+    REFUSED,
+    UNKNOWN_EXTENSION,
+)
 from worker.protocol import TIMEOUT as CALL_TIMEOUT
 from worker.rpc import RpcError
 
@@ -154,7 +162,8 @@ class ControlApi:
             "watchdog": sorted(self._limits.watched(self.fleet.runners)),
         }
         if name is not None:
-            exts = [self.fleet.snapshot(self.runner(name))]
+            runner = self.runner(name)
+            exts = [{**self.fleet.snapshot(runner), "origin": origin_of(runner.ext)}]
         else:
             exts = [self.fleet.snapshot(r) for r in self.fleet]
             exts += [
@@ -261,8 +270,14 @@ class ControlApi:
             with contextlib.suppress(ChannelClosed):
                 channel.notify("progress", *params)
 
+        async def ask(params: list[Any]) -> Any:  # a server's question, to the caller's client
+            return await channel.request(ASK, *params)
+
         return await self._call_extension(
-            runner, lambda d: runner.mcp(method, params or {}, meta or {}, progress, deadline=d)
+            runner,
+            lambda d: runner.mcp(
+                method, params or {}, meta or {}, progress, deadline=d, on_ask=ask
+            ),
         )
 
     async def _call_extension(

@@ -42,6 +42,7 @@ from supervisor.rules.limits import format_size
 from supervisor.rules.states import Transition
 from worker.channel import Channel, ChannelClosed
 from worker.protocol import (
+    ASK,
     BOOT,
     CATALOG,
     ERROR,
@@ -93,6 +94,7 @@ class Hooks:
     on_progress: Callable[[list[Any]], None]  # a call's progress report [token, …]
     log: Any  # a bound structlog logger
     debug: bool = False
+    on_ask: Callable[..., Awaitable[Any]] | None = None  # a server's question: Calls.ask
 
 
 class Incarnation:
@@ -177,6 +179,7 @@ class Incarnation:
                 BOOT: lambda pid: build_spec(self.ext),
                 READY: self._ready,
                 SERVICE: self._service,
+                ASK: self._ask,
             },
             name=hooks.name,
             on_notification=self._notified,
@@ -277,6 +280,12 @@ class Incarnation:
             self.hooks.post(Kill(self.n, f"protocol error: {exc}"))
             raise RpcError(INVALID_PARAMS, str(exc)) from None
         self.hooks.post(Ready(self.n, info))
+
+    async def _ask(self, token: Any, method: Any, params: Any = None) -> Any:
+        """The worker's server asks the client of a call something (see Calls.ask)."""
+        if self.hooks.on_ask is None:
+            raise RpcError(METHOD_NOT_FOUND, "questions to clients are not offered here")
+        return await self.hooks.on_ask(token, method, params)
 
     async def _service(self, name: str, params: Any = None) -> Any:
         """The worker asks for a plugin's service (``worker.api.call_service``)."""

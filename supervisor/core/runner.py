@@ -97,7 +97,9 @@ class Runner:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             on = (self._post, self.ring.add, self._catalog, self.calls.progress)
-            self._hooks = Hooks(self.name, self.ctx, tg, *on, self._log, self.debug)
+            self._hooks = Hooks(
+                self.name, self.ctx, tg, *on, self._log, self.debug, on_ask=self.calls.ask
+            )
             try:
                 async for msg in self._inbox:
                     self._handle(msg)

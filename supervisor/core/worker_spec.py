@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import resource
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from supervisor.config import Auth, Extension, Secret
-from supervisor.config.schema import RunAs
+from supervisor.config.schema import TOKEN_FILE, RunAs
 from supervisor.core.confine import DEFAULT_PATH, sandbox_policy, state_dirs
 from worker.protocol import BootSpec
 
@@ -24,6 +25,7 @@ __all__ = [
     "plain",
     "rlimits_for",
     "run_as_problem",
+    "token_file",
 ]
 
 DATA_HEADROOM = 256 * 1024 * 1024
@@ -83,10 +85,27 @@ def auth_spec(auth: Auth | None) -> dict[str, Any]:
         "clientId": auth.client_id,
         "clientSecret": auth.client_secret,
         "tokenUrl": auth.token_url,
+        "tokenAuthMethod": auth.token_auth_method,
+        "resource": auth.resource,
     }
     out: dict[str, Any] = {key: plain(value) for key, value in fields.items() if value is not None}
     if auth.scopes:
         out["scopes"] = list(auth.scopes)
+    if auth.type == "oauth2" and auth.grant != "client_credentials":
+        out["grant"] = auth.grant
+    return out
+
+
+def token_file(ext: Extension) -> Path:
+    """Where ``spctl auth login`` keeps the user tokens of ``ext`` (``grant:
+    authorization_code``): ``<state dir>/extensions/<name>/oauth-tokens.json``."""
+    return state_dirs(ext)[0] / TOKEN_FILE
+
+
+def _remote_auth(ext: Extension) -> dict[str, Any]:
+    out = auth_spec(ext.auth)
+    if out.get("grant") == "authorization_code":
+        out["tokenFile"] = str(token_file(ext))
     return out
 
 
@@ -128,7 +147,7 @@ def _kind_spec(ext: Extension) -> BootSpec:
             kind="remote_module" if ext.kind == "module" else "remote",
             path=str(ext.source.file.parent),
             url=ext.url,
-            auth=auth_spec(ext.auth),
+            auth=_remote_auth(ext),
             headers=plain(ext.headers),
             provides=ext.provides if ext.kind == "module" else (),
             rlimits=rlimits,

@@ -7,6 +7,9 @@
   made importable by a ``.pth`` file, a completion marker, then a rename into place. A failed
   or interrupted build leaves only a ``.tmp-…`` directory that nothing uses (removed by the next
   build of that extension).
+- **npm** (``install: npm:…``): the same, with ``npm ci --ignore-scripts`` from the locked
+  ``package-lock.json`` (:mod:`supervisor.install.npm`) instead of a venv; no worker shim (the
+  worker runs on spctl's own interpreter, as for any ``command:``).
 - **Use**: ``with_env`` runs the entry on the env's python (and its command from the env's bin/).
 - **Collect**: ``unused_envs`` / ``remove_env`` (``spctl gc``).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -36,6 +40,8 @@ from supervisor.install.envlock import (
     locked_env,
 )
 from supervisor.install.lockfile import LockError, read_lock
+from supervisor.install.npm import NpmError
+from supervisor.install.npm import install_locked as npm_install_locked
 from supervisor.install.uv import UvError, install_locked, make_venv
 
 __all__ = [
@@ -77,7 +83,7 @@ def ensure_env(
         assert env is not None
     if not env.complete:
         build_env(env, progress=say)  # installs the current shim
-    else:
+    elif env.kind != "npm":
         _ensure_shim(env)
     return env
 
@@ -89,13 +95,19 @@ def build_env(env: Env, *, progress: Progress | None = None) -> None:
     parent.mkdir(parents=True, exist_ok=True)
     for stale in parent.glob(f".tmp-{env.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)  # an interrupted build: never used
-    work = Path(tempfile.mkdtemp(prefix=f".tmp-{env.name}-", dir=parent))
+    # named first, made inside the try: a Ctrl-C right after the mkdir still removes it
+    work = parent / f".tmp-{env.name}-{secrets.token_hex(6)}"
     try:
+        work.mkdir(mode=0o700)
         target = work / "env"
-        say(f"building the environment ({len(env.packages)} packages)")
-        make_venv(target, sys.executable)
-        install_locked(target / "bin" / "python", env.packages, work)
-        _install_shim(target)
+        if env.kind == "npm":
+            say(f"building the environment ({env.size} npm packages)")
+            npm_install_locked(target, env.requirements, env.npm_packages)
+        else:
+            say(f"building the environment ({len(env.packages)} packages)")
+            make_venv(target, sys.executable)
+            install_locked(target / "bin" / "python", env.packages, work)
+            _install_shim(target)
         (target / COMPLETE).write_text(env.digest + "\n", encoding="utf-8")
         try:
             os.rename(target, env.path)
@@ -103,7 +115,7 @@ def build_env(env: Env, *, progress: Progress | None = None) -> None:
             if not env.complete:  # not another build of the same env finishing first
                 raise
         say(f"environment ready: {env.path}")
-    except UvError as exc:
+    except (UvError, NpmError) as exc:
         raise EnvError(f"{env.name}: cannot build the environment: {exc}") from None
     except OSError as exc:
         raise EnvError(f"{env.name}: cannot build the environment: {exc}") from None
@@ -174,7 +186,8 @@ def _ensure_shim(env: Env) -> None:
 
 def with_env(ext: Extension, env: Env) -> Extension:
     """``ext`` as its worker runs: on the env's python and, for ``install:``, the command's
-    first word found in the env's ``bin/``."""
+    first word found in the env's ``bin/`` (npm: ``node_modules/.bin/``, and the worker on
+    spctl's own interpreter)."""
     command = ext.command
     if (
         command
@@ -184,14 +197,16 @@ def with_env(ext: Extension, env: Env) -> Extension:
     ):
         program = env.bin / command[0]
         if not program.exists():
-            scripts = sorted(
-                p.name for p in env.bin.iterdir() if not p.name.startswith(_VENV_SCRIPTS)
-            )
+            found = env.bin.iterdir() if env.bin.is_dir() else iter(())
+            scripts = sorted(p.name for p in found if not p.name.startswith(_VENV_SCRIPTS))
+            where = "node_modules/.bin/" if env.kind == "npm" else "bin/"
             raise EnvError(
-                f"{ext.name}: command: {command[0]} is not in the environment's bin/ "
+                f"{ext.name}: command: {command[0]} is not in the environment's {where} "
                 f"(it has: {', '.join(scripts) or 'nothing'})"
             )
         command = (str(program), *command[1:])
+    if env.kind == "npm":
+        return replace(ext, command=command)
     return replace(ext, python=env.python, command=command)
 
 

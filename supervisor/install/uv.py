@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import threading
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = [
     "compile_locked",
     "install_locked",
     "make_venv",
+    "run_child",
     "set_child_hooks",
     "uv_bin",
 ]
@@ -38,6 +40,7 @@ _NETWORK_HINTS = (
     "failed to fetch",
 )
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+_URL_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*) @ (file://\S+)")  # a local archive
 _HASH = re.compile(r"--hash=(sha256:[0-9a-f]{64})")
 _TIMEOUT = 600.0
 
@@ -51,9 +54,21 @@ class LockedPackage:
     name: str
     version: str
     hashes: tuple[str, ...]
+    file: str = ""  # a local archive: its path (in the lock: relative to the extensions dir)
 
     def to_lock(self) -> dict[str, object]:
-        return {"name": self.name, "version": self.version, "hashes": list(self.hashes)}
+        table: dict[str, object] = {"name": self.name, "version": self.version}
+        if self.file:
+            table["file"] = self.file
+        table["hashes"] = list(self.hashes)
+        return table
+
+    def requirement(self) -> str:
+        """Its line in a requirements file for ``uv pip install --require-hashes``."""
+        hashes = " ".join(f"--hash={h}" for h in self.hashes)
+        if self.file:
+            return f"{self.name} @ {Path(self.file).as_uri()} {hashes}"
+        return f"{self.name}=={self.version} {hashes}"
 
 
 _UV_LOCK = threading.Lock()
@@ -99,19 +114,27 @@ def parse_compiled(text: str) -> list[LockedPackage]:
     """The packages of ``uv pip compile --generate-hashes`` output."""
     packages: list[LockedPackage] = []
     name = version = None
+    file = ""
     hashes: list[str] = []
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        pin = _PIN.match(line)
-        if pin is not None:
+        pin, url = _PIN.match(line), _URL_PIN.match(line)
+        if pin is not None or url is not None:
             if name is not None and version is not None:
-                packages.append(LockedPackage(name, version, tuple(hashes)))
-            name, version, hashes = pin.group(1).lower(), pin.group(2).rstrip("\\ "), []
+                packages.append(LockedPackage(name, version, tuple(hashes), file))
+            hashes = []
+            if pin is not None:
+                name, version, file = pin.group(1).lower(), pin.group(2).rstrip("\\ "), ""
+            elif url is not None:  # the version: from the archive's name (envlock)
+                name, version = url.group(1).lower(), ""
+                file = urllib.parse.unquote(urllib.parse.urlsplit(url.group(2)).path)
+        elif not line.startswith("--hash="):
+            raise UvError(f"uv pip compile gave a line spctl cannot lock: {line}")
         hashes.extend(_HASH.findall(line))
     if name is not None and version is not None:
-        packages.append(LockedPackage(name, version, tuple(hashes)))
+        packages.append(LockedPackage(name, version, tuple(hashes), file))
     if not packages:
         raise UvError(f"uv resolved nothing (its output: {_tail(text)})")
     for package in packages:
@@ -132,13 +155,7 @@ def make_venv(target: Path, python: str) -> None:
 def install_locked(python: Path, packages: Sequence[LockedPackage], workdir: Path) -> None:
     """Install exactly ``packages`` (no dependency resolution, every hash required)."""
     locked = workdir / "requirements.lock"
-    locked.write_text(
-        "".join(
-            f"{p.name}=={p.version} " + " ".join(f"--hash={h}" for h in p.hashes) + "\n"
-            for p in packages
-        ),
-        encoding="utf-8",
-    )
+    locked.write_text("".join(p.requirement() + "\n" for p in packages), encoding="utf-8")
     argv = [
         *("pip", "install", "--no-config", "--quiet", "--require-hashes", "--no-deps"),
         *("--python", str(python), "-r", str(locked)),
@@ -178,6 +195,21 @@ _hooks: list[Any] = [lambda: None, lambda pid: None, lambda pid: None]
 
 
 def _once(argv: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    return run_child(argv, env, tool="uv", error=UvError)
+
+
+def run_child(
+    argv: list[str],
+    env: Mapping[str, str],
+    *,
+    tool: str,
+    error: type[Exception],
+    cwd: Path | None = None,
+    timeout: float = _TIMEOUT,
+) -> subprocess.CompletedProcess[str]:
+    """Run a build tool (uv, npm) as a child the supervisor knows about (``set_child_hooks``);
+    its output captured. Raises ``error`` when it cannot be run or does not finish in time;
+    Ctrl-C kills it too."""
     starting, started, ended = _hooks
     starting()
     proc = None
@@ -185,21 +217,22 @@ def _once(argv: list[str], env: Mapping[str, str]) -> subprocess.CompletedProces
         proc = subprocess.Popen(
             argv,
             env=dict(env),
+            cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
     except OSError as exc:
-        raise UvError(f"cannot run uv ({argv[0]}): {exc.strerror or exc}") from None
+        raise error(f"cannot run {tool} ({argv[0]}): {exc.strerror or exc}") from None
     finally:
         started(proc.pid if proc is not None else None)
     try:
-        out, err = proc.communicate(timeout=_TIMEOUT)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise UvError(f"uv did not finish within {_TIMEOUT:g}s: {' '.join(argv[1:3])}") from None
+        raise error(f"{tool} did not finish within {timeout:g}s: {' '.join(argv[1:3])}") from None
     except BaseException:  # interrupted (Ctrl-C): uv goes too; the build leaves only its temp dir
         proc.kill()
         proc.wait()

@@ -16,8 +16,12 @@ A call is ``mcp(server, method, params, meta)`` on the same Channel; the core fo
 server's worker. Progress tokens are replaced by ones unique to this link, because two MCP
 clients may well both pick token ``1`` for calls in flight at once; the core pushes ``progress``
 [token, progress, total, message] back on this connection and the link routes each to the one
-call that asked. Cancelling the awaiting task makes the Channel send ``$cancel``, which the
-core turns into a cancel of the worker's handler.
+call that asked. The same goes for a server's questions to the client of a call (elicitation,
+sampling, roots): a call given ``on_ask`` carries ``meta["ask"]`` with a token of this link's
+and the client's ``capabilities``; the core's ``ask`` [token, method, params] request is
+answered by that call's ``on_ask`` (which asks the client on the call's own stream), and a
+token no longer in flight is refused. Cancelling the awaiting task makes the Channel send
+``$cancel``, which the core turns into a cancel of the worker's handler.
 
 When the control connection ends, :meth:`run` returns the reason. The HTTP front is the core's
 child and is restarted with it, so it ends there. ``spctl mcp`` (launched by a desktop client,
@@ -44,14 +48,17 @@ from supervisor.rules.advertised import catalog_of
 from supervisor.rules.router import Catalog, Router
 from supervisor.rules.subscriptions import Subscriptions
 from worker.channel import Channel, ChannelClosed
+from worker.protocol import ASK, ASK_META, INVALID_REQUEST
 from worker.rpc import RpcError
 
-__all__ = ["CoreLink", "ProgressFn", "catalog_of"]
+__all__ = ["AskFn", "CoreLink", "ProgressFn", "catalog_of"]
 
 log = structlog.get_logger("spctl.front")
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
 """Forwards one progress report (progress, total, message) to the MCP client that asked."""
+AskFn = Callable[[str, Any], Awaitable[Any]]
+"""Asks the MCP client of a call ``(method, params)``: its result; raises RpcError."""
 
 _FETCH_TIMEOUT = 30.0
 _RETRY_DELAY = 1.0  # after a failed catalog fetch; the core answers these from memory
@@ -82,12 +89,22 @@ class CoreLink:
         self._runs = 0
         self._dirty = asyncio.Event()
         self._progress: dict[int, asyncio.Queue[Any]] = {}
+        self._asks: dict[int, AskFn] = {}
         self._tokens = itertools.count(1)
 
     def _new_channel(self) -> Channel:
         return Channel(
-            {"ping": lambda: "pong"}, name="front", on_notification=self._on_notification
+            {"ping": lambda: "pong", ASK: self._ask},
+            name="front",
+            on_notification=self._on_notification,
         )
+
+    async def _ask(self, token: Any, method: Any, params: Any = None) -> Any:
+        """The core relays a server's question for the call that holds ``token``."""
+        ask = self._asks.get(token) if type(token) is int else None
+        if ask is None or not isinstance(method, str):
+            raise RpcError(INVALID_REQUEST, f"the call that {method} belongs to has ended")
+        return await ask(method, params)
 
     @property
     def closed(self) -> bool:
@@ -148,17 +165,40 @@ class CoreLink:
         params: Mapping[str, Any],
         meta: Mapping[str, Any] | None = None,
         on_progress: ProgressFn | None = None,
+        on_ask: AskFn | None = None,
+        capabilities: Mapping[str, Any] | None = None,
     ) -> Any:
         """One MCP request to ``server``'s worker through the core; its result dict.
 
         When ``meta`` carries a ``progressToken`` and ``on_progress`` is given, the core's
-        reports are passed to it in order, all before this returns.
+        reports are passed to it in order, all before this returns. With ``on_ask``, the
+        server's questions for the client (who declared ``capabilities``) go to it.
 
         Raises RpcError (the core's or the worker's error), ChannelClosed (no core).
         """
-        token = None if meta is None else meta.get("progressToken")
-        if meta is None or token is None or on_progress is None:
-            return await self._channel.request("mcp", server, method, params, meta or {})
+        meta = dict(meta or {})
+        asking = None
+        if on_ask is not None:
+            asking = next(self._tokens)
+            self._asks[asking] = on_ask
+            meta[ASK_META] = {"token": asking, "capabilities": dict(capabilities or {})}
+        try:
+            return await self._call(server, method, params, meta, on_progress)
+        finally:
+            if asking is not None:
+                del self._asks[asking]
+
+    async def _call(
+        self,
+        server: str,
+        method: str,
+        params: Mapping[str, Any],
+        meta: dict[str, Any],
+        on_progress: ProgressFn | None,
+    ) -> Any:
+        token = meta.get("progressToken")
+        if token is None or on_progress is None:
+            return await self._channel.request("mcp", server, method, params, meta)
         ours = next(self._tokens)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._progress[ours] = queue

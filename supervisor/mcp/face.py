@@ -61,12 +61,14 @@ from mcp.server.subscriptions import (
     ServerEvent,
     ToolsListChanged,
 )
-from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, INVALID_PARAMS
+from mcp.shared.exceptions import MCPError, NoBackChannelError
+from mcp.shared.message import ServerMessageMetadata
+from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
+from pydantic import ConfigDict, ValidationError
 from starlette.types import Receive, Scope, Send
 
 from supervisor import __version__
-from supervisor.mcp.core_link import CoreLink
+from supervisor.mcp.core_link import AskFn, CoreLink
 from supervisor.mcp.guard import CLIENT, reject
 from supervisor.mcp.limits import FrontLimits
 from supervisor.mcp.metrics import OTHER, Operations
@@ -84,7 +86,8 @@ from supervisor.rules.router import (
     UnknownTool,
 )
 from worker.channel import ChannelClosed
-from worker.protocol import APPLICATION_ERROR
+from worker.mcp.ask import CAPABILITY
+from worker.protocol import APPLICATION_ERROR, ASK_META
 from worker.rpc import RpcError
 
 __all__ = ["KINDS", "Face", "changed_kinds", "mcp_error"]
@@ -102,6 +105,14 @@ _STALE: dict[CacheableMethod, CacheHint] = {
     "resources/templates/list": CacheHint(),
     "resources/read": CacheHint(),
 }
+ASKED_CAPABILITIES = frozenset(CAPABILITY.values())
+_SERVER_REQUESTS: dict[
+    str, type[types.ElicitRequest | types.CreateMessageRequest | types.ListRootsRequest]
+] = {
+    "elicitation/create": types.ElicitRequest,
+    "sampling/createMessage": types.CreateMessageRequest,
+    "roots/list": types.ListRootsRequest,
+}
 _NOTIFY_ALL = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
 
 
@@ -110,6 +121,52 @@ def client_of(ctx: Ctx) -> Client | None:
     scope = getattr(ctx.request, "scope", None)
     client = scope.get(CLIENT) if isinstance(scope, dict) else None
     return client if isinstance(client, Client) else None
+
+
+def _asker(ctx: Ctx) -> tuple[AskFn | None, dict[str, Any]]:
+    """How to ask the client of this request something on the request's own stream (a
+    server's elicitation, sampling, roots), and what it declared it can answer; no way when
+    the request's stream cannot carry a request (a 2026-07-28 client, a JSON response)."""
+    session = ctx.session
+    if ctx.request_id is None or not session.can_send_request:
+        return None, {}
+    declared = session.client_capabilities
+    capabilities: dict[str, Any] = {}
+    if declared is not None:
+        dumped = declared.model_dump(by_alias=True, mode="json", exclude_none=True)
+        capabilities = {k: dumped[k] for k in ASKED_CAPABILITIES if k in dumped}
+    related = ServerMessageMetadata(related_request_id=ctx.request_id)
+
+    async def ask(method: str, params: Any) -> Any:
+        model = _SERVER_REQUESTS.get(method)
+        if model is None:
+            raise RpcError(INVALID_REQUEST, f"spctl does not forward {method} to clients")
+        try:
+            request = model.model_validate(
+                {"method": method, "params": params} if params is not None else {"method": method}
+            )
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
+            )
+            raise RpcError(INVALID_PARAMS, f"malformed {method} request: {problems}") from None
+        try:
+            result = await session.send_request(request, _ClientAnswer, metadata=related)
+        except MCPError as exc:
+            raise RpcError(exc.code, exc.message, exc.data) from None
+        except NoBackChannelError:
+            raise RpcError(INVALID_REQUEST, f"the client's stream cannot carry {method}") from None
+        except ValidationError as exc:
+            raise RpcError(INTERNAL_ERROR, f"the client's answer to {method}: {exc}") from None
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    return ask, capabilities
+
+
+class _ClientAnswer(types.Result):
+    """A client's answer to a server's request, as the client sent it (the SDK checked it)."""
+
+    model_config = ConfigDict(**{**types.Result.model_config, "extra": "allow"})
 
 
 def _narrowed(ctx: Ctx) -> Client | None:
@@ -373,8 +430,8 @@ class Face:
         meta = raw.get("_meta")
         if not isinstance(meta, Mapping):
             meta = None
-        elif "client" in meta:
-            meta = {k: v for k, v in meta.items() if k != "client"}  # only ours is believed
+        elif "client" in meta or ASK_META in meta:  # only ours are believed
+            meta = {k: v for k, v in meta.items() if k not in ("client", ASK_META)}
         client = client_of(ctx)
         if client is not None:
             meta = {**(meta or {}), "client": client.name}
@@ -382,8 +439,11 @@ class Face:
                 "call", client=client.name, server=route.server, method=method, name=route.name
             )
         progress = ctx.session.report_progress if meta and "progressToken" in meta else None
+        ask, capabilities = _asker(ctx)
         try:
-            result = await self.link.call(route.server, method, params, meta, progress)
+            result = await self.link.call(
+                route.server, method, params, meta, progress, ask, capabilities
+            )
         except RpcError as exc:
             raise mcp_error(exc) from None
         if not isinstance(result, dict):

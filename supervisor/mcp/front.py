@@ -50,6 +50,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 import structlog
@@ -64,7 +65,7 @@ from supervisor.mcp.client_tokens import ClientTokens
 from supervisor.mcp.core_link import CoreLink
 from supervisor.mcp.face import Face, changed_kinds
 from supervisor.mcp.guard import CLIENT, Guard, allowed_hosts, parse_listen, reject
-from supervisor.mcp.http_conn import limited_protocol
+from supervisor.mcp.http_conn import HTTP_IMPLEMENTATIONS, limited_protocol
 from supervisor.mcp.limits import DEFAULT_MAX_BODY, FrontLimits
 from supervisor.mcp.metrics import CONTENT_TYPE, Metrics
 from supervisor.mcp.page import OPEN_PATHS, StatusPage, action_token
@@ -353,7 +354,7 @@ async def serve(args: argparse.Namespace, supervised: SupervisorChannel | None =
         hosts = allowed_hosts(host, port, args.allow_host)
         config = uvicorn.Config(
             front.app(hosts, token, tokens),
-            http=limited_protocol(limits),
+            http=limited_protocol(limits, args.http),
             ws="none",  # no WebSocket upgrade: it would leave the limits of http_conn behind
             lifespan="off",
             access_log=False,
@@ -456,6 +457,18 @@ def main(argv: list[str] | None = None) -> int:
         "(spctl serve passes <state dir>/page-token; without it the page is read-only)",
     )
     parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="the event loop (default %(default)s; measured in tests/bench/bench_front.py)",
+    )
+    parser.add_argument(
+        "--http",
+        choices=list(HTTP_IMPLEMENTATIONS),
+        default=HTTP_IMPLEMENTATIONS[0],
+        help="the HTTP/1.1 parser: httptools (C) or h11 (pure Python); default %(default)s",
+    )
+    parser.add_argument(
         "--supervised",
         action="store_true",
         help="started by spctl serve: fd 3 is the channel to the core (ready, ping, shutdown)",
@@ -476,7 +489,12 @@ def main(argv: list[str] | None = None) -> int:
     from supervisor.logs import configure
 
     configure(json=None)
-    return anyio.run(serve, args, supervised)
+    return anyio.run(serve, args, supervised, backend_options=loop_options(args.loop))
+
+
+def loop_options(choice: str) -> dict[str, Any]:
+    """anyio's asyncio backend options for ``--loop``."""
+    return {"use_uvloop": True} if choice == "uvloop" else {}
 
 
 if __name__ == "__main__":

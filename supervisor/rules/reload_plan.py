@@ -115,13 +115,5 @@ def hostable(loaded: LoadResult, overrides: Mapping[str, bool]) -> Hostable:
     for ext in declared.values():
         if ext.name in overrides:
             ext = dataclasses.replace(ext, enabled=overrides[ext.name])
-        oauth2 = ext.auth if ext.auth is not None and ext.auth.type == "oauth2" else None
-        if oauth2 is not None and oauth2.token_url is None:  # valid, but not enough to run
-            what = "module" if ext.kind == "module" else "server"
-            invalid[ext.name] = (
-                f"auth.tokenUrl is required to host an oauth2 remote {what} "
-                "(spctl does not discover the token endpoint)"
-            )
-            continue
         runnable[ext.name] = ext
     return Hostable(runnable, invalid, declared)

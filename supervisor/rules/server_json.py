@@ -1,10 +1,9 @@
 """An MCP Registry ``server.json`` (or a registry API response) → what ``spctl add`` writes
 (DESIGN §9). Pure: data in, a ``Plan`` out, ``ServerJsonError`` naming the field otherwise.
 
-- The package chosen: a ``stdio`` package of ``registryType`` pypi, then npm (npm is mapped but
-  refused by ``spctl add`` until npm environments are built); otherwise a ``remotes[]`` entry of
-  type ``streamable-http`` (→ ``type: remote``). Other registry types (``oci``, ``nuget``,
-  ``mcpb``) are refused with a message that says so.
+- The package chosen: a ``stdio`` package of ``registryType`` pypi, then npm; otherwise a
+  ``remotes[]`` entry of type ``streamable-http`` (→ ``type: remote``). Other registry types
+  (``oci``, ``nuget``, ``mcpb``) are refused with a message that says so.
 - Arguments (``packageArguments``; ``runtimeArguments`` are for ``uvx``/``npx``, which spctl
   does not use, and are reported as ignored) and ``environmentVariables``: ``value`` (with
   ``{var}`` filled from ``variables``) is fixed; otherwise the value given (``--env``/``--arg``),

@@ -25,6 +25,7 @@ import psutil
 import pytest
 from mcp import Client
 
+from supervisor.mcp.http_conn import HTTP_IMPLEMENTATIONS
 from tests.e2e.test_mcp_front import INIT, Front, start_front
 from tests.helpers import Serve, make_extensions, server_entry, wait_for
 
@@ -188,11 +189,18 @@ def sdk_client_works(f: Front) -> None:
 
 # -- connections -----------------------------------------------------------------------------
 
+# Each limit is kept by both HTTP parsers the front can run (--http httptools, the default, and
+# --http h11): each has its own subclass in supervisor.mcp.http_conn.
+parsers = pytest.mark.parametrize("http", HTTP_IMPLEMENTATIONS)
 
-def test_connections_dripping_headers_are_closed_after_the_header_timeout(serve: Serve) -> None:
+
+@parsers
+def test_connections_dripping_headers_are_closed_after_the_header_timeout(
+    serve: Serve, http: str
+) -> None:
     """200 connections that drip a request head byte by byte (probe: never timed out) are
     answered 408 and closed once --header-timeout (1 s) has passed, however they drip."""
-    with front(serve, "--header-timeout", "1") as f:
+    with front(serve, "--http", http, "--header-timeout", "1") as f:
         base = open_fds(f)
         start = time.monotonic()
         drippers = [
@@ -214,10 +222,11 @@ def test_connections_dripping_headers_are_closed_after_the_header_timeout(serve:
         sdk_client_works(f)
 
 
-def test_a_connection_dripping_its_body_is_closed(serve: Serve) -> None:
+@parsers
+def test_a_connection_dripping_its_body_is_closed(serve: Serve, http: str) -> None:
     """A whole head, then a body dripped a byte at a time: closed once --header-timeout has
     passed since the head (it would otherwise hold its slot under the cap for ever)."""
-    with front(serve, "--header-timeout", "1") as f:
+    with front(serve, "--http", http, "--header-timeout", "1") as f:
         # The clock starts before the head is sent: a lower bound of the front's own (counting
         # descriptors to see the accept raced a front still settling its own at start).
         start = time.monotonic()
@@ -233,13 +242,14 @@ def test_a_connection_dripping_its_body_is_closed(serve: Serve) -> None:
         sdk_client_works(f)
 
 
+@parsers
 def test_a_kept_alive_connection_is_closed_when_idle_and_when_it_drips_the_next_request(
-    serve: Serve,
+    serve: Serve, http: str
 ) -> None:
     """After a response a connection may idle for --keepalive-timeout; one that instead
     drips the next request's head (which stopped uvicorn's keep-alive timer, and nothing
     timed the head) is closed by --header-timeout."""
-    with front(serve, "--keepalive-timeout", "1", "--header-timeout", "1") as f:
+    with front(serve, "--http", http, "--keepalive-timeout", "1", "--header-timeout", "1") as f:
         idle = Raw.connect(f, request(f))
         dripper = Raw.connect(f, request(f))
         for raw in (idle, dripper):
@@ -260,14 +270,15 @@ def test_a_kept_alive_connection_is_closed_when_idle_and_when_it_drips_the_next_
             raw.close()
 
 
+@parsers
 def test_connections_beyond_the_cap_are_refused_and_a_client_gets_through_afterwards(
-    serve: Serve,
+    serve: Serve, http: str
 ) -> None:
     """With --max-connections 20: the 21st connection's request is answered 503 with a clear
     message; past twice the cap new connections are closed at once; once the hoarders are
     timed out a normal MCP client works."""
     # the hoarders hold their slots for the header timeout: long enough on a loaded machine
-    with front(serve, "--max-connections", "20", "--header-timeout", "6") as f:
+    with front(serve, "--http", http, "--max-connections", "20", "--header-timeout", "6") as f:
         base = open_fds(f)
         hoarders = [Raw.connect(f, b"GET /mcp HTTP/1.1\r\n") for _ in range(20)]
         wait_for(lambda: accepted(f) >= 20, 6, "the front to accept the hoarders")

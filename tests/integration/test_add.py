@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -298,12 +299,12 @@ def test_bad_pypi_sources_change_nothing(tmp_path: Path, source: str, words: lis
                     {
                         "registryType": "npm",
                         "identifier": "@x/y",
-                        "version": "1.0.0",
+                        "version": "latest",
                         "transport": {"type": "stdio"},
                     }
                 ],
             },
-            ["npm installs are not supported yet"],
+            ["packages[0].version: an exact version is required, got 'latest'"],
         ),
         (
             {
@@ -339,10 +340,8 @@ def test_bad_server_json_changes_nothing(
 def test_refusals_before_any_work(tmp_path: Path) -> None:
     ext = extensions(tmp_path)
     before = snapshot(tmp_path)
-    out = spctl(
-        "add", "npm:@modelcontextprotocol/server-everything", "--yes", "-e", str(ext), root=tmp_path
-    )
-    refused(out, "npm installs are not supported yet")
+    out = spctl("add", "npm:@x/y@^1.0.0", "--yes", "-e", str(ext), root=tmp_path)
+    refused(out, "'^1.0.0' is not an exact version")
     out = spctl("add", "pypi:mcp-server-time", "-e", str(ext), root=tmp_path)  # no tty
     refused(out, "stdin is not a terminal and --yes was not given")
     out = spctl(
@@ -395,7 +394,9 @@ def test_remote_from_server_json(tmp_path: Path) -> None:
     text = (ext / "servers.yaml").read_text()
     assert "- name: weather\n  type: remote\n  url: https://acme.example.com/mcp" in text
     assert "X-Api-Key: '${X_API_KEY}'" in text
-    assert not (ext / "spctl.lock").exists()
+    lock = tomllib.loads((ext / "spctl.lock").read_text())
+    assert "extensions" not in lock  # no environment to lock: only where it came from
+    assert set(lock["origins"]) == {"weather"}
     assert "no supervisor is running: it will be picked up at the next start" in out.stdout
 
 

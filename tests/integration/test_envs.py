@@ -6,8 +6,10 @@ once per run. Every test skips when PyPI cannot be reached and the cache is empt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -469,3 +471,148 @@ def test_a_wrong_hash_fails_the_build_and_keeps_the_old_env(
     assert out.returncode == 1
     assert "time: cannot build the environment" in out.stderr and "tzdata" in out.stderr
     assert envs_of(tmp_path) == [old]  # the old env is as it was; nothing new looks built
+
+
+# -- install: a wheel inside extensions/ ------------------------------------------------------
+
+TINY_SERVER = '''\
+"""A stdio MCP server in a wheel of its own (JSON lines, standard library and idna)."""
+
+import hashlib
+import json
+import sys
+
+import idna
+
+
+def main():
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if "id" not in msg:
+            continue
+        method, result = msg["method"], None
+        if method == "initialize":
+            result = {"protocolVersion": msg["params"]["protocolVersion"],
+                      "capabilities": {"tools": {}},
+                      "serverInfo": {"name": "tiny", "version": "1.0.0"}}
+        elif method == "tools/list":
+            result = {"tools": [{"name": "encode", "inputSchema": {"type": "object"}}]}
+        elif method == "tools/call":
+            name = msg["params"]["arguments"]["name"]
+            text = idna.encode(name).decode() + " " + VERSION
+            result = {"content": [{"type": "text", "text": text}]}
+        reply = {"jsonrpc": "2.0", "id": msg["id"]}
+        if result is None:
+            reply["error"] = {"code": -32601, "message": method}
+        else:
+            reply["result"] = result
+        sys.stdout.write(json.dumps(reply) + "\\n")
+        sys.stdout.flush()
+'''
+WHEEL = "dist/tiny_mcp-1.0.0-py3-none-any.whl"
+
+
+def write_wheel(path: Path, version_text: str) -> None:
+    """A real wheel (zip, METADATA, entry point, RECORD) of the package ``tiny_mcp``."""
+    import base64
+    import zipfile
+
+    info = "tiny_mcp-1.0.0.dist-info"
+    files = {
+        "tiny_mcp/__init__.py": (TINY_SERVER + f"\nVERSION = {version_text!r}\n").encode(),
+        f"{info}/METADATA": b"Metadata-Version: 2.1\nName: tiny-mcp\nVersion: 1.0.0\n"
+        b"Requires-Dist: idna==3.10\n",
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\n"
+        b"Tag: py3-none-any\n",
+        f"{info}/entry_points.txt": b"[console_scripts]\ntiny-mcp = tiny_mcp:main\n",
+    }
+    records = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(zipfile.ZipInfo(name, (2026, 1, 1, 0, 0, 0)), data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            records.append(f"{name},sha256={digest.decode()},{len(data)}")
+        records.append(f"{info}/RECORD,,")
+        z.writestr(zipfile.ZipInfo(f"{info}/RECORD", (2026, 1, 1, 0, 0, 0)), "\n".join(records))
+
+
+def test_install_a_wheel_inside_extensions(tmp_path: Path) -> None:
+    entry = {"name": "tiny", "type": "local", "install": f"./{WHEEL}", "command": ["tiny-mcp"]}
+    ext = make_extensions(tmp_path, [], [entry])
+    write_wheel(ext / WHEEL, "first")
+    lock_or_skip(tmp_path, ext, "tiny")
+    lock = (ext / "spctl.lock").read_text()
+    digest = "sha256:" + hashlib.sha256((ext / WHEEL).read_bytes()).hexdigest()
+    assert f'name = "tiny-mcp"\nversion = "1.0.0"\nfile = "{WHEEL}"\nhashes = ["{digest}"]' in lock
+    assert 'name = "idna"\nversion = "3.10"' in lock  # its dependency, locked with hashes
+    with serve_fixture(tmp_path, [], [entry]) as s:
+        s.start()
+        s.wait_state("tiny", "running", timeout=120)
+        out = s.spctl("call", "tiny", "encode", "--arg", "name=bücher.example")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "xn--bcher-kva.example first"
+    (env_name,) = envs_of(tmp_path)
+    # the wheel replaced by another build of the same version: the lock no longer matches
+    write_wheel(ext / WHEEL, "second")
+    out = run("install", "tiny", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 1
+    assert f"./{WHEEL} has changed since it was locked" in out.stderr, out.stderr
+    assert "run `spctl lock tiny`" in out.stderr
+    lock_or_skip(tmp_path, ext, "tiny")  # re-locked: a new env beside the old one
+    out = run("install", "tiny", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert len(envs_of(tmp_path)) == 2 and env_name in envs_of(tmp_path)
+
+
+def test_an_archive_path_outside_extensions_is_a_config_error(tmp_path: Path) -> None:
+    write_wheel(tmp_path / WHEEL, "outside")
+    entry = {"name": "tiny", "type": "local", "install": f"../{WHEEL}", "command": ["tiny-mcp"]}
+    ext = make_extensions(tmp_path, [], [entry])
+    out = run("validate", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode != 0
+    said = out.stdout + out.stderr
+    assert re.search(r"servers\.yaml:\d+:\d+: servers\[0\]\.install: resolves outside", said), said
+
+
+def test_install_an_sdist_inside_extensions(tmp_path: Path) -> None:
+    import tarfile
+
+    entry = {
+        "name": "sd",
+        "type": "local",
+        "install": "./dist/tiny_sd-1.0.0.tar.gz",
+        "command": ["tiny-sd"],
+    }
+    ext = make_extensions(tmp_path, [], [entry])
+    src = tmp_path / "tiny_sd-1.0.0"
+    (src / "tiny_sd").mkdir(parents=True)
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent(
+            """\
+            [build-system]
+            requires = ["setuptools>=61"]
+            build-backend = "setuptools.build_meta"
+            [project]
+            name = "tiny-sd"
+            version = "1.0.0"
+            dependencies = ["idna==3.10"]
+            [project.scripts]
+            tiny-sd = "tiny_sd:main"
+            """
+        )
+    )
+    (src / "tiny_sd" / "__init__.py").write_text(
+        "import idna\n\ndef main():\n    print('sdist', idna.__version__)\n"
+    )
+    (ext / "dist").mkdir()
+    with tarfile.open(ext / "dist" / "tiny_sd-1.0.0.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname=src.name)
+    lock_or_skip(tmp_path, ext, "sd")
+    assert 'file = "dist/tiny_sd-1.0.0.tar.gz"' in (ext / "spctl.lock").read_text()
+    out = run("install", "sd", "--extensions", str(ext), root=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (env_name,) = envs_of(tmp_path)
+    script = tmp_path / "state" / "envs" / env_name / "bin" / "tiny-sd"
+    said = subprocess.run([str(script)], capture_output=True, text=True, check=False)
+    assert said.stdout.strip() == "sdist 3.10", said.stderr

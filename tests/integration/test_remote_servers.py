@@ -209,7 +209,12 @@ def test_auth_schemes_through_spctl(
         entry("honest", url, oauth2("honest", url)),
         entry("liar", url, oauth2("liar", url)),
         entry("wrong", url, {"type": "bearer", "token": "${RT_WRONG}"}, restart=once),
-        entry("notoken", url, {k: v for k, v in oauth2("x", url).items() if k != "tokenUrl"}),
+        entry(
+            "notoken",
+            url,
+            {k: v for k, v in oauth2("x", url).items() if k != "tokenUrl"},
+            restart=once,
+        ),
     ]
     modules: list[dict[str, Any]] = []  # remote modules: tests/integration/test_remote_modules.py
     good = ("bearer", "apikey", "honest", "liar")
@@ -257,8 +262,12 @@ def test_auth_schemes_through_spctl(
         assert wrong["error"]["message"] == reason
         assert wrong["last_exit"].endswith(f": {reason}")  # "exited with status 1: …"
         assert wrong["restarts"] == 1
-        not_hosted = {e["name"]: e for e in s.try_status()["extensions"]}  # type: ignore[index]
-        assert "auth.tokenUrl is required" in not_hosted["notoken"]["reason"]
+        # no tokenUrl and no metadata to discover it from: said, then the restart policy
+        notoken = s.wait_state("notoken", "failed", timeout=60)
+        assert notoken["error"]["message"].startswith(
+            f"remote MCP server notoken: cannot discover the token endpoint of {url}: no "
+            "protected resource metadata at "
+        )
         outputs = [s.spctl("status").stdout, s.spctl("status", "--json").stdout]
         outputs += [s.spctl("logs", name).stdout for name in (*good, "wrong")]
         assert s.stop() == 0

@@ -111,6 +111,7 @@ def call(rid: Any, name: str, args: dict[str, Any], meta: dict[str, Any]) -> Non
         asking.update(rid=rid, answers={})
         send({"jsonrpc": "2.0", "id": "s1", "method": "ping"})
         send({"jsonrpc": "2.0", "id": 7, "method": "roots/list", "params": {}})
+        send({"jsonrpc": "2.0", "id": 8, "method": "no/such", "params": {}})
     elif name == "touch":  # a resource update; then one without a usable uri (dropped)
         note = "notifications/resources/updated"
         send({"jsonrpc": "2.0", "method": note, "params": {"uri": args["uri"]}})
@@ -148,7 +149,7 @@ def main() -> None:
         rid = message.get("id")
         if method is None:  # an answer to one of our requests
             asking["answers"][str(rid)] = message
-            if len(asking["answers"]) == 2:
+            if len(asking["answers"]) == 3:
                 result(asking["rid"], {"answers": asking["answers"]})
             continue
         seen.append(method)

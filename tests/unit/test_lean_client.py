@@ -17,8 +17,10 @@ import pytest
 
 import supervisor
 from worker.kinds.stdio import StdioServer, StdioSpec
+from worker.mcp.ask import set_asker
 from worker.mcp.jsonrpc import MAX_LINE
 from worker.mcp.lean import CLIENT_INFO, PROTOCOL_VERSION
+from worker.mcp.park import Seal
 from worker.protocol import CONNECTION_LOST, INTERNAL_ERROR, INVALID_PARAMS
 from worker.rpc import RpcError
 
@@ -104,7 +106,8 @@ async def test_handshake_records_the_servers_version_and_sends_initialized(tmp_p
         state = await call(server, "state")
         assert state["init"] == {
             "protocolVersion": PROTOCOL_VERSION,
-            "capabilities": {},
+            # what spctl can forward to a call's client (worker.mcp.ask.OFFERED)
+            "capabilities": {"elicitation": {"form": {}}, "sampling": {}, "roots": {}},
             "clientInfo": {"name": "spctl", "version": supervisor.__version__},
         }
         assert state["seen"][:3] == ["initialize", "notifications/initialized", "tools/list"]
@@ -223,14 +226,44 @@ async def test_resource_updates_go_to_the_supervisor(tmp_path: Path) -> None:
 
 
 async def test_the_servers_own_requests_are_answered(tmp_path: Path) -> None:
+    """A call without a client to ask (no ``ask`` meta): roots/list is refused, saying why."""
     async with fake(tmp_path) as (server, _):
         answers = (await call(server, "ask"))["answers"]
         assert answers["s1"] == {"jsonrpc": "2.0", "id": "s1", "result": {}}
-        assert answers["7"] == {
-            "jsonrpc": "2.0",
-            "id": 7,
-            "error": {"code": -32601, "message": "Method not found"},
+        assert answers["7"]["error"] == {
+            "code": -32600,
+            "message": "spctl cannot forward roots/list: the client of this tools/call call "
+            "cannot be asked (it has no back channel: a 2026-07-28 client, `spctl call`, or a "
+            "client that is not MCP)",
         }
+        assert answers["8"]["error"] == {"code": -32601, "message": "Method not found: no/such"}
+
+
+async def test_the_servers_request_goes_to_the_client_of_the_call(tmp_path: Path) -> None:
+    asked: list[tuple[Any, ...]] = []
+
+    async def asker(token: int, method: str, params: Any) -> Any:
+        asked.append((token, method, params))
+        return {"roots": [{"uri": "file:///r"}]}
+
+    set_asker(asker)
+    try:
+        async with fake(tmp_path) as (server, _):
+            meta = {"ask": {"token": 41, "capabilities": {"roots": {}}}}
+            answers = (await call(server, "ask", meta))["answers"]
+            assert answers["7"] == {
+                "jsonrpc": "2.0",
+                "id": 7,
+                "result": {"roots": [{"uri": "file:///r"}]},
+            }
+            assert asked == [(41, "roots/list", {})]
+            # a client that declared no roots: refused, naming the capability
+            meta = {"ask": {"token": 42, "capabilities": {"sampling": {}}}}
+            answers = (await call(server, "ask", meta))["answers"]
+            assert "did not declare the roots capability" in answers["7"]["error"]["message"]
+            assert len(asked) == 1
+    finally:
+        set_asker(None)
 
 
 async def test_cancelling_a_call_tells_the_server(tmp_path: Path) -> None:
@@ -370,3 +403,65 @@ def test_the_stdio_kind_imports_no_sdk() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+MODERN = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {"roots": {}},
+}
+
+
+async def test_a_modern_clients_question_is_parked_and_answered_by_its_retry(
+    tmp_path: Path,
+) -> None:
+    async with fake(tmp_path) as (server, _):
+        first = await call(server, "ask", MODERN)
+        assert first["resultType"] == "input_required"
+        [(key, request)] = first["inputRequests"].items()
+        assert request == {"method": "roots/list", "params": {}}
+        roots = {"roots": [{"uri": "file:///r"}]}
+        retry = {
+            "name": "ask",
+            "inputResponses": {key: roots},
+            "requestState": first["requestState"],
+        }
+        async with asyncio.timeout(TIMEOUT):
+            done = await server.mcp("tools/call", retry, MODERN)
+        assert done["answers"]["7"] == {"jsonrpc": "2.0", "id": 7, "result": roots}
+        assert done["answers"]["8"]["error"]["code"] == -32601  # no/such: not a question
+
+
+async def test_a_parked_question_without_a_retry_expires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the deadline the server's call is cancelled and its question answered with an
+    error; the state no longer opens."""
+    monkeypatch.setattr("worker.mcp.lean.PARK_TTL", 0.2)
+    async with fake(tmp_path) as (server, _):
+        first = await call(server, "ask", MODERN)
+        ask_id = (await call(server, "state"))["calls"]["ask"]
+        async with asyncio.timeout(TIMEOUT):
+            while ask_id not in (await call(server, "state"))["cancelled"]:
+                await asyncio.sleep(0.05)  # polling the server's own record, with a deadline
+        retry = {"name": "ask", "inputResponses": {}, "requestState": first["requestState"]}
+        with pytest.raises(RpcError) as err:
+            await server.mcp("tools/call", retry, MODERN)
+        assert err.value.message == "Invalid or expired requestState"
+        assert not server._exchanges and not server._calls
+
+
+def test_a_seal_opens_only_its_own_unexpired_states() -> None:
+    seal = Seal()
+    state = seal.close({"x": 1, "e": 2_000_000_000.0})
+    assert seal.open(state, now=1_000.0)["x"] == 1
+    for bad in [
+        state.replace("spctl1.", "spctl2."),
+        state[:-2] + ("AA" if not state.endswith("AA") else "BB"),
+        "garbage",
+        None,
+        Seal().close({"x": 1, "e": 2_000_000_000.0}),  # another worker's (another key)
+    ]:
+        with pytest.raises(RpcError, match="Invalid or expired requestState"):
+            seal.open(bad, now=1_000.0)
+    with pytest.raises(RpcError, match="Invalid or expired requestState"):
+        seal.open(state, now=2_000_000_001.0)

@@ -36,12 +36,13 @@ from typing import Any, Protocol
 
 import httpx2
 
-from worker.kinds.base import Notify, ServerKind, Session, Unavailable
+from worker.kinds.base import LoadFailed, Notify, ServerKind, Session, Unavailable
 from worker.kinds.remote_auth import (
     PING_MISSES,
     PING_TIMEOUT,
     TIMEOUT,
     Credentials,
+    LoginNeeded,
     RemoteAuth,
     RemoteError,
     RemoteSpec,
@@ -77,7 +78,9 @@ class RemoteServer(LeanClient):
         self.spec = spec
         self.where = display(spec.url)
         self.label = f"remote MCP server {spec.name}"
-        self.credentials = Credentials(spec.auth)
+        self.credentials = Credentials(
+            spec.auth, spec.url, spec.headers, spec.name, self._login_needed
+        )
         super().__init__(notify)
         self.http: HttpPeer = self.peer  # type: ignore[assignment]  # _new_peer made it
         self._pinging: asyncio.Task[None] | None = None
@@ -128,6 +131,15 @@ class RemoteServer(LeanClient):
             say(f"the session to the {self.label} ended: {self.explain(error)}")
             self.peer.fail_all(RpcError(CONNECTION_LOST, f"the {self.label} {how}"))
 
+    def _login_needed(self, error: LoginNeeded) -> None:
+        """A refresh failed while the session ran: it is over (the next start says why)."""
+        if (
+            self.info is not None
+            and not self._closing
+            and self._server_ended(f"needs a new login: {error}")
+        ):
+            say(f"the session to the {self.label} ended: {error}")
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> Catalog:
@@ -136,6 +148,8 @@ class RemoteServer(LeanClient):
             if self.spec.auth is not None and self.spec.auth.type == "oauth2":
                 await self.credentials.token()
             return await super().start()
+        except LoginNeeded as e:
+            raise LoginNeeded(f"{self.label}: {e}") from None
         except RemoteError as e:
             raise RemoteError(f"{self.label}: {e}") from None
         except Exception as e:
@@ -202,6 +216,8 @@ class RemoteKind(ServerKind):
     async def start(self) -> Catalog | None:
         try:
             return await self.server.start()
+        except LoginNeeded as e:  # a restart cannot help: a load error (then failed)
+            raise LoadFailed(str(e)) from Unavailable(str(e))
         except RemoteError as e:
             raise Unavailable(str(e)) from None
 

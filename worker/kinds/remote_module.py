@@ -37,9 +37,10 @@ from typing import Any
 
 import httpx2
 
-from worker.kinds.base import Notify, Unavailable, Verdict
+from worker.kinds.base import LoadFailed, Notify, Unavailable, Verdict
 from worker.kinds.remote_auth import (
     Credentials,
+    LoginNeeded,
     RemoteAuth,
     RemoteError,
     display,
@@ -101,7 +102,9 @@ class RemoteModule:
         self.spec = spec
         self.where = display(spec.url)
         self.label = f"remote module {spec.name}"
-        self.credentials = Credentials(spec.auth)
+        self.credentials = Credentials(
+            spec.auth, spec.url, spec.headers, spec.name, self._login_needed
+        )
         self.client = httpx2.AsyncClient(
             headers=dict(spec.headers),
             timeout=httpx2.Timeout(None, connect=CONNECT_TIMEOUT),
@@ -126,7 +129,12 @@ class RemoteModule:
                 await self.credentials.token()
             await self._post(PROBE, None, PROBE_TIMEOUT)
         except RemoteError as e:
-            raise RemoteError(f"{self.label}: {e}") from None
+            raise type(e)(f"{self.label}: {e}") from None  # LoginNeeded stays one
+
+    def _login_needed(self, error: LoginNeeded) -> None:
+        """A refresh failed while the module ran: it is over (the next start says why)."""
+        if not self._closing and not self.exited.done():
+            self.exited.set_result(f"needs a new login: {error}")
 
     async def call(self, name: str, params: Any = None) -> Any:
         """The ``service`` request: ``<service>.<method>`` with ``params``, over JSON-RPC."""
@@ -224,6 +232,8 @@ class RemoteModuleKind:
     async def start(self) -> None:
         try:
             await self.module.start()
+        except LoginNeeded as e:  # a restart cannot help: a load error (then failed)
+            raise LoadFailed(str(e)) from Unavailable(str(e))
         except RemoteError as e:
             raise Unavailable(str(e)) from None
 

@@ -45,7 +45,7 @@ class SdkRemoteServer(McpClient):
         self.spec = spec
         self.where = display(spec.url)
         self.label = f"remote MCP server {spec.name}"
-        self.credentials = Credentials(spec.auth)
+        self.credentials = Credentials(spec.auth, spec.url, spec.headers, spec.name)
         self._pinging: asyncio.Task[None] | None = None
         self._missed = 0
 
@@ -74,7 +74,7 @@ class SdkRemoteServer(McpClient):
                 await self.credentials.token()
             return await super().start()
         except RemoteError as e:
-            raise RemoteError(f"{self.label}: {e}") from None
+            raise type(e)(f"{self.label}: {e}") from None  # LoginNeeded stays one
         except Exception as e:
             raise RemoteError(f"{self.label}: {self.explain(e)}") from None
 

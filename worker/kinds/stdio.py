@@ -7,7 +7,8 @@ stderr on the worker's stderr (so ``spctl logs`` shows it). Its transport is an 
 subprocess protocol: what the server writes on stdout is fed straight from the loop's read
 callback to the JSON-RPC line peer, and every message to it is one synchronous write on its
 stdin (one writer: lines never interleave). Everything about the session itself — handshake,
-catalog, ``mcp`` forwarding, cancellation, progress, ``list_changed`` — is
+catalog, ``mcp`` forwarding, cancellation, progress, ``list_changed``, the server's
+elicitation/sampling/roots requests to the client of the call in flight — is
 :class:`worker.mcp.lean.LeanClient`'s; this module imports neither the SDK nor pydantic.
 
 A pidfd tells when the server process ends (its status read with ``waitid(WNOWAIT)``, leaving
@@ -101,6 +102,7 @@ class StdioServer(LeanClient):
     """One stdio MCP server process and the session to it; see the module docstring."""
 
     label = "stdio server"
+    forwards = True
 
     def __init__(self, spec: StdioSpec, notify: Callable[..., None]) -> None:
         super().__init__(notify)

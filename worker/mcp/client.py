@@ -13,6 +13,20 @@ token; a ``*/list_changed`` notification refetches the catalog and sends ``catal
 differs. Results are plain dicts: the SDK's result models dumped by alias, without None and
 without fields the server did not send (so a 2025 consumer never sees defaults of later
 revisions). MCP errors keep their code, message and data.
+
+A subclass that sets :attr:`McpClient.forwards` (the ``sdk`` kind) gives the session
+elicitation, sampling and roots callbacks, so the server sees those capabilities, and each
+request of the server goes to the client of the call it belongs to (:mod:`worker.mcp.ask`).
+Which call that is is known exactly: the call sets :data:`CALL` (a context variable) and the
+SDK's in-memory streams carry the sender's context to the other side and back (its
+``_context_streams``), so the callback runs in the context of the call whose handler asked.
+A catalog refetch clears it (it may be started from a notification the server sent while
+serving a call): a list is never a client's call.
+
+A kind that also reaches its server on the 2026-07-28 per-request path sets
+:attr:`McpClient.modern`; a call whose ``meta`` carries a 2026-07-28 client's envelope goes
+there, with that envelope, and its result (``input_required`` included) comes back as the
+server sent it.
 """
 
 from __future__ import annotations
@@ -21,24 +35,34 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from typing import Any
 
 import mcp_types as types
 from mcp import ClientSession
 from mcp.client._transport import TransportStreams
-from mcp.shared.dispatcher import ProgressFnT
+from mcp.client.session import ClientRequestContext
+from mcp.shared.dispatcher import CallOptions, Dispatcher, ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.log import say
+from worker.mcp.ask import Asking, no_call
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS, PROGRESS, RESOURCE_UPDATED
 from worker.rpc import RpcError
 
-__all__ = ["Catalog", "McpClient", "Streams", "dump"]
+__all__ = ["CALL", "Catalog", "McpClient", "Streams", "dump"]
+
+CALL: ContextVar[Asking | None] = ContextVar("spctl_call", default=None)
+"""The client call being served in this context (see the module docstring)."""
 
 Streams = TransportStreams
 MAX_PAGES = 1000
+MAX_INPUT_ROUNDS = 10
+"""How many ``input_required`` rounds the worker answers for a 2025-11-25 client (the SDK's)."""
 STOP_GRACE = 2.0
 """How long the session may take to end on close before its task is cancelled."""
 # list method, catalog key, capability attribute of ServerCapabilities
@@ -58,6 +82,10 @@ RESULTS: dict[str, type[BaseModel]] = {
     "prompts/get": types.GetPromptResult,
     "completion/complete": types.CompleteResult,
 }
+
+
+_ENVELOPE = "io.modelcontextprotocol/"
+"""The prefix of a 2026-07-28 request's envelope keys in ``_meta``."""
 
 
 class AnyResult(types.Result):
@@ -83,12 +111,16 @@ class McpClient(CatalogPublisher):
 
     label = "MCP server"
     """How messages name the server ("the stdio server exited …")."""
+    forwards = False
+    """Whether the server's elicitation/sampling/roots requests go to the call's client."""
 
     def __init__(self, notify: Callable[..., None]) -> None:
         super().__init__(notify)
         self.exited: asyncio.Future[str] = self.loop.create_future()
         self.session: ClientSession | None = None
         self.info: types.InitializeResult | None = None
+        self.modern: Dispatcher[Any] | None = None
+        """The server's 2026-07-28 per-request path, when the kind offers one (``sdk``)."""
         self._ready: asyncio.Future[None] = self.loop.create_future()
         self._stop = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -144,7 +176,11 @@ class McpClient(CatalogPublisher):
             async with (
                 self._transport() as (read, write),
                 ClientSession(
-                    read, write, message_handler=self._on_message, logging_callback=self._on_log
+                    read,
+                    write,
+                    message_handler=self._on_message,
+                    logging_callback=self._on_log,
+                    **self._callbacks(),
                 ) as session,
             ):
                 self.info = await session.initialize()  # legacy: the 2025-11-25 era
@@ -195,6 +231,7 @@ class McpClient(CatalogPublisher):
 
     async def fetch_catalog(self) -> Catalog:
         """The four lists, for the capabilities the server announced; a failing list is empty."""
+        CALL.set(None)  # the fetching task's own context: a list is nobody's call
         catalog: Catalog = {"tools": [], "resources": [], "resourceTemplates": [], "prompts": []}
         session, info = self.session, self.info
         if session is None or info is None:
@@ -216,6 +253,60 @@ class McpClient(CatalogPublisher):
         name = f" {params.logger}" if params.logger else ""
         say(f"server log [{params.level}]{name}: {params.data}")
 
+    # -- the server's requests to the client ---------------------------------------------
+
+    def _callbacks(self) -> dict[str, Any]:
+        if not self.forwards:
+            return {}
+        return {
+            "elicitation_callback": self._elicit,
+            "sampling_callback": self._sample,
+            "list_roots_callback": self._roots,
+        }
+
+    async def _elicit(
+        self, context: ClientRequestContext, params: types.ElicitRequestParams
+    ) -> types.ElicitResult | types.ErrorData:
+        result = await self._ask("elicitation/create", dump(params), types.ElicitResult)
+        assert isinstance(result, types.ElicitResult | types.ErrorData)
+        return result
+
+    async def _sample(
+        self, context: ClientRequestContext, params: types.CreateMessageRequestParams
+    ) -> types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData:
+        model: type[BaseModel] = (
+            types.CreateMessageResultWithTools if params.tools else types.CreateMessageResult
+        )
+        result = await self._ask("sampling/createMessage", dump(params), model)
+        assert isinstance(
+            result,
+            types.CreateMessageResult | types.CreateMessageResultWithTools | types.ErrorData,
+        )
+        return result
+
+    async def _roots(
+        self, context: ClientRequestContext
+    ) -> types.ListRootsResult | types.ErrorData:
+        result = await self._ask("roots/list", None, types.ListRootsResult)
+        assert isinstance(result, types.ListRootsResult | types.ErrorData)
+        return result
+
+    async def _ask(self, method: str, params: Any, model: type[BaseModel]) -> Any:
+        """The client's answer to the server's ``method``, as the SDK model; ErrorData when
+        it cannot be asked, refuses or answers badly."""
+        asking = CALL.get()
+        try:
+            if asking is None:
+                raise no_call(method)
+            answer = await asking.ask(method, params)
+            try:
+                return model.model_validate(answer)
+            except ValidationError as e:
+                raise RpcError(INTERNAL_ERROR, f"the client's answer to {method}: {e}") from None
+        except RpcError as e:
+            say(f"the server's {method} was answered with an error: {e.message}")
+            return types.ErrorData(code=e.code, message=e.message, data=e.data)
+
     # -- serving --------------------------------------------------------------------------
 
     async def mcp(
@@ -228,6 +319,11 @@ class McpClient(CatalogPublisher):
             raise RpcError(INTERNAL_ERROR, "the server is shutting down")
         if method in ("initialize", "notifications/initialized"):
             raise RpcError(INVALID_PARAMS, f"mcp: {method} is the worker's business")
+        version = (meta or {}).get(PROTOCOL_VERSION_META_KEY)
+        if self.modern is not None and version in MODERN_PROTOCOL_VERSIONS:
+            return await self._modern_call(self.modern, method, params or {}, meta or {})
+        if self.modern is not None and self._modern_only(method, params or {}):
+            return await self._input_loop(self.modern, method, params or {}, meta or {})
         request = _request(method, params or {})
         token = (meta or {}).get("progressToken")
         if isinstance(token, bool) or not isinstance(token, str | int):
@@ -240,6 +336,8 @@ class McpClient(CatalogPublisher):
 
         on_progress: ProgressFnT | None = None if token is None else report
         model = RESULTS.get(method, AnyResult)
+        asking = Asking.of(method, meta)
+        current = CALL.set(asking)
         try:
             result = await session.send_request(request, model, progress_callback=on_progress)
         except MCPError as e:
@@ -248,7 +346,73 @@ class McpClient(CatalogPublisher):
             raise RpcError(INTERNAL_ERROR, f"bad {method} result from the server: {e}") from None
         finally:
             done = True
+            CALL.reset(current)
+            asking.end()
         return dump(result)
+
+    async def _modern_call(
+        self, modern: Dispatcher[Any], method: str, params: dict[str, Any], meta: dict[str, Any]
+    ) -> Any:
+        """A 2026-07-28 client's request on the server's 2026-07-28 path: the client's own
+        envelope (version, info, capabilities) and params as sent — a retry's
+        ``inputResponses`` and ``requestState`` too — and the result as the server answered,
+        ``input_required`` with its ``inputRequests`` and ``requestState`` included."""
+        envelope = {k: v for k, v in meta.items() if k.startswith(_ENVELOPE)}
+        opts: CallOptions = {}
+        token = meta.get("progressToken")
+        if not isinstance(token, bool) and isinstance(token, str | int):
+
+            async def report(progress: float, total: float | None, message: str | None) -> None:
+                self.notify(PROGRESS, token, progress, total, message)
+
+            opts["on_progress"] = report
+        try:
+            return await modern.send_raw_request(method, {**params, "_meta": envelope}, opts)
+        except MCPError as e:
+            raise RpcError(e.code, e.message, e.data) from None
+
+    def _modern_only(self, method: str, params: dict[str, Any]) -> bool:
+        """Whether the server can serve this request only in 2026-07-28 (it answers
+        ``input_required``, which a 2025-11-25 session cannot carry); a kind tells."""
+        return False
+
+    async def _input_loop(
+        self, modern: Dispatcher[Any], method: str, params: dict[str, Any], meta: dict[str, Any]
+    ) -> Any:
+        """A 2025-11-25 client's request to what only a 2026-07-28 server answers: sent on
+        the 2026-07-28 path with the client's capabilities, each ``input_required`` answered
+        by asking the client on its call's stream, and retried, for at most
+        :data:`MAX_INPUT_ROUNDS` rounds."""
+        asking = Asking.of(method, meta)
+        envelope: dict[str, Any] = {
+            PROTOCOL_VERSION_META_KEY: MODERN_PROTOCOL_VERSIONS[-1],
+            CLIENT_CAPABILITIES_META_KEY: dict(asking.capabilities),  # what the client declared
+        }
+        if "progressToken" in meta:
+            envelope["progressToken"] = meta["progressToken"]
+        sent = params
+        try:
+            for rounds in range(MAX_INPUT_ROUNDS + 1):
+                result = await self._modern_call(modern, method, sent, envelope)
+                if not isinstance(result, dict) or result.get("resultType") != "input_required":
+                    return result
+                if rounds == MAX_INPUT_ROUNDS:
+                    break
+                asked = result.get("inputRequests")
+                responses = {}
+                for key, request in (asked if isinstance(asked, dict) else {}).items():
+                    if not isinstance(request, dict) or not isinstance(request.get("method"), str):
+                        raise RpcError(INTERNAL_ERROR, f"bad input request from the server: {key}")
+                    responses[key] = await asking.ask(request["method"], request.get("params"))
+                sent = {**params, "inputResponses": responses}
+                if result.get("requestState") is not None:
+                    sent["requestState"] = result["requestState"]
+        finally:
+            asking.end()
+        raise RpcError(
+            INTERNAL_ERROR,
+            f"the {self.label} still asked for input after {MAX_INPUT_ROUNDS} rounds: given up",
+        )
 
 
 def _root(exc: BaseException) -> BaseException:

@@ -6,7 +6,8 @@ complete line is one JSON-RPC message: a response settles the future of its pend
 unknown id is ignored); ``notifications/progress`` goes to the progress callback of the call
 whose request id is the token (the request id doubles as the progress token, as in the SDK);
 other notifications go to the owner's ``on_notification``; the server's own requests get
-``ping`` → ``{}`` and -32601 for anything else (this client offers no capabilities). A line
+``ping`` → ``{}``; any other goes to the owner's ``on_request`` (which answers it with
+:meth:`LinePeer.respond`), or gets -32601 when there is none. A line
 longer than :data:`MAX_LINE`, a line that is not JSON and JSON that is not a message are
 logged and skipped: nothing the server sends ends the session but its end (:meth:`fail_all`,
 called by the owner). A call cancelled while pending sends ``notifications/cancelled`` and
@@ -27,12 +28,14 @@ from worker.log import say
 from worker.protocol import INTERNAL_ERROR, METHOD_NOT_FOUND
 from worker.rpc import RpcError
 
-__all__ = ["MAX_LINE", "LinePeer", "Progress"]
+__all__ = ["MAX_LINE", "LinePeer", "OnRequest", "Progress"]
 
 MAX_LINE = 64 * 1024 * 1024
 """Longest JSON-RPC line accepted from the server (a big resource read is one line)."""
 Progress = Callable[[float, float | None, str | None], None]
 """A call's progress callback: ``(progress, total, message)``."""
+OnRequest = Callable[[Any, str, Any], None]
+"""The owner's handler of a server's request: ``(id, method, params)``; it must answer."""
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _loads = json.loads
 _NUMBER = (int, float)
@@ -47,8 +50,10 @@ class LinePeer:
         on_notification: Callable[[str, Any], None],
         label: str = "server",
         max_line: int = MAX_LINE,
+        on_request: OnRequest | None = None,
     ) -> None:
         self._write = write
+        self.on_request = on_request
         self.max_line = max_line
         self._on_notification = on_notification
         self.label = label
@@ -67,6 +72,16 @@ class LinePeer:
         """Write one message; dropped once the connection has ended."""
         if self.ended is None:
             self._write(_dumps(message).encode() + b"\n")
+
+    def respond(self, rid: Any, result: Any = None, error: RpcError | None = None) -> None:
+        """Answer the server's request ``rid`` with ``result``, or ``error``."""
+        if error is None:
+            self.send({"jsonrpc": "2.0", "id": rid, "result": result})
+            return
+        wire: dict[str, Any] = {"code": error.code, "message": error.message}
+        if error.data is not None:
+            wire["data"] = error.data
+        self.send({"jsonrpc": "2.0", "id": rid, "error": wire})
 
     def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
@@ -213,7 +228,7 @@ class LinePeer:
         elif not isinstance(method, str):
             say(f"not a JSON-RPC message from the {self.label}: {line[:200]!r}")
         elif "id" in message:
-            self._server_request(message["id"], method)
+            self._server_request(message["id"], method, message.get("params"))
         elif method == "notifications/progress":
             self._progress(message.get("params"))
         else:
@@ -249,9 +264,11 @@ class LinePeer:
                 RpcError(INTERNAL_ERROR, f"malformed error from the {self.label}: {error!r:.200}")
             )
 
-    def _server_request(self, rid: Any, method: str) -> None:
+    def _server_request(self, rid: Any, method: str, params: Any) -> None:
         if method == "ping":
             self.send({"jsonrpc": "2.0", "id": rid, "result": {}})
+        elif self.on_request is not None:
+            self.on_request(rid, method, params)
         else:
             error = {"code": METHOD_NOT_FOUND, "message": "Method not found"}
             self.send({"jsonrpc": "2.0", "id": rid, "error": error})

@@ -14,7 +14,12 @@ the plain JSON the server sent; its JSON-RPC errors keep their code, message and
 cancelled ``mcp`` call sends ``notifications/cancelled``; progress for a call goes out as the
 worker's ``progress`` under the caller's token; ``*/list_changed`` refetches the catalog and
 sends ``catalog`` when it differs (:class:`CatalogPublisher`); ``notifications/message`` is
-logged.
+logged. A subclass that sets :attr:`LeanClient.forwards` (the ``stdio`` kind) declares
+elicitation, sampling and roots in ``initialize`` and forwards the server's requests for them
+to the client of the call in flight (:mod:`worker.mcp.ask`): a line has no request id to tie
+it to a call, so with several requests in flight the server is answered with an error. A
+2026-07-28 client's call has no back channel: its questions are parked and asked as
+``input_required`` (:mod:`worker.mcp.park`).
 
 It does what :class:`worker.mcp.client.McpClient` does for the ``sdk`` kind, without the
 SDK's models: importing the SDK costs a worker ~1.5 s of CPU and ~40 MB, and a forwarded call
@@ -24,13 +29,22 @@ needs none of it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 from worker.log import say
+from worker.mcp.ask import CAPABILITY, OFFERED, Asking, ambiguous, no_call
 from worker.mcp.jsonrpc import LinePeer, Progress
+from worker.mcp.park import INPUT_METHODS, PARK_TTL, Exchange, Parking, Seal, is_modern
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args, empty_catalog
-from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS, PROGRESS, RESOURCE_UPDATED
+from worker.protocol import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    METHOD_NOT_FOUND,
+    PROGRESS,
+    RESOURCE_UPDATED,
+)
 from worker.rpc import RpcError
 
 __all__ = ["CLIENT_INFO", "MAX_PAGES", "PROTOCOL_VERSION", "STOP_GRACE", "LeanClient"]
@@ -93,6 +107,8 @@ class LeanClient(CatalogPublisher):
 
     label = "MCP server"
     """How messages name the server ("the stdio server exited …")."""
+    forwards = False
+    """Whether the server's elicitation/sampling/roots requests go to the call's client."""
 
     def __init__(self, notify: Callable[..., None]) -> None:
         super().__init__(notify)
@@ -100,6 +116,12 @@ class LeanClient(CatalogPublisher):
         """How the server ended, for the host (whose cancelled wait may cancel it)."""
         self._gone: asyncio.Future[str] = self.loop.create_future()  # the same, ours alone
         self.peer = self._new_peer()
+        self._calls: list[Asking] = []  # the client calls in flight, oldest first
+        self._forwarding: set[asyncio.Task[None]] = set()
+        self._exchanges: dict[int, Exchange] = {}  # parked for a 2026-07-28 client's retry
+        self._seal = Seal()
+        if self.forwards:
+            self.peer.on_request = self._server_request
         self.info: dict[str, Any] | None = None
         """The server's ``initialize`` result, once the handshake is done."""
 
@@ -172,7 +194,7 @@ class LeanClient(CatalogPublisher):
     async def _handshake(self) -> None:
         params = {
             "protocolVersion": PROTOCOL_VERSION,
-            "capabilities": {},
+            "capabilities": dict(OFFERED) if self.forwards else {},
             "clientInfo": CLIENT_INFO,
         }
         result = await self.peer.request("initialize", params, cancellable=False)
@@ -254,12 +276,115 @@ class LeanClient(CatalogPublisher):
         token = meta.get("progressToken") if meta else None
         if not isinstance(token, bool) and isinstance(token, str | int):
             report = self._reporter(token)
-        result = await self.peer.request(method, params, report)
+        if self.forwards and method in INPUT_METHODS and is_modern(meta):
+            assert meta is not None
+            return await self._modern(method, params or {}, meta, report)
+        asking = Asking.of(method, meta)
+        self._calls.append(asking)
+        try:
+            result = await self.peer.request(method, params, report)
+        finally:
+            self._calls.remove(asking)
+            asking.end()
         if not isinstance(result, dict):
             raise RpcError(
                 INTERNAL_ERROR, f"bad {method} result from the {self.label}: {result!r:.200}"
             )
         return result
+
+    # -- a 2026-07-28 client: the server's questions are parked (worker.mcp.park) ----------
+
+    async def _modern(
+        self, method: str, params: dict[str, Any], meta: dict[str, Any], report: Progress | None
+    ) -> Any:
+        """A 2026-07-28 client's call, or its retry: the server's result, or its next
+        question as ``input_required``."""
+        name = params.get("uri" if method == "resources/read" else "name")
+        who = meta.get("client")  # the front's client token name, when it has tokens
+        client = who if isinstance(who, str) else ""
+        if "requestState" in params or "inputResponses" in params:
+            claims = self._seal.open(params.get("requestState"))
+            exchange = self._exchanges.pop(claims.get("x"), None)  # type: ignore[arg-type]
+            if exchange is None or (claims.get("m"), claims.get("n"), claims.get("c")) != (
+                method,
+                name,
+                client,
+            ):
+                if exchange is not None:  # not this call's: it stays parked for its own
+                    self._exchanges[exchange.id] = exchange
+                raise RpcError(INVALID_PARAMS, "Invalid or expired requestState")
+            if exchange.expiry is not None:
+                exchange.expiry.cancel()
+            exchange.deliver(params.get("inputResponses"))
+        else:
+            parking = Parking.modern(method, meta)
+            call = self.loop.create_task(self.peer.request(method, params, report))
+            exchange = Exchange(parking, call, method, str(name), client)
+            self._calls.append(parking)
+            call.add_done_callback(lambda _: self._exchange_over(exchange))
+        try:
+            outcome, done = await exchange.next()
+        except BaseException:  # the client gave up (cancelled), or the call failed
+            if not exchange.call.done():
+                exchange.cancel()
+            raise
+        if done:
+            if not isinstance(outcome, dict):
+                raise RpcError(
+                    INTERNAL_ERROR, f"bad {method} result from the {self.label}: {outcome!r:.200}"
+                )
+            return outcome
+        key, asked, asked_params = outcome
+        self._exchanges[exchange.id] = exchange
+        exchange.expiry = self.loop.call_later(PARK_TTL, exchange.cancel)
+        request: dict[str, Any] = {"method": asked}
+        if asked_params is not None:
+            request["params"] = asked_params
+        return {
+            "resultType": "input_required",
+            "inputRequests": {key: request},
+            "requestState": self._seal.close(exchange.claims(PARK_TTL)),
+        }
+
+    def _exchange_over(self, exchange: Exchange) -> None:
+        with contextlib.suppress(ValueError):
+            self._calls.remove(exchange.parking)
+        exchange.parking.end()
+        if self._exchanges.get(exchange.id) is exchange:
+            del self._exchanges[exchange.id]
+        if exchange.expiry is not None:
+            exchange.expiry.cancel()
+        if not exchange.call.cancelled():
+            exchange.call.exception()  # retrieved: a failure nobody awaits is no warning
+
+    def _server_request(self, rid: Any, method: str, params: Any) -> None:
+        """The server asks its client something: to the one call in flight, if one."""
+        if method not in CAPABILITY:
+            self.peer.respond(rid, error=RpcError(METHOD_NOT_FOUND, f"Method not found: {method}"))
+            return
+        calls = self._calls
+        refusal: RpcError | None
+        if not calls:
+            refusal = no_call(method)
+        elif len(calls) > 1 or self.peer.pending > 1:
+            refusal = ambiguous(method, max(len(calls), self.peer.pending))
+        else:
+            refusal = calls[0].refusal(method, params)
+        if refusal is not None:
+            say(f"refused the server's {method}: {refusal.message}")
+            self.peer.respond(rid, error=refusal)
+            return
+        task = self.loop.create_task(self._forward(calls[0], rid, method, params))
+        self._forwarding.add(task)
+        task.add_done_callback(self._forwarding.discard)
+
+    async def _forward(self, asking: Asking, rid: Any, method: str, params: Any) -> None:
+        try:
+            result = await asking.ask(method, params)
+        except RpcError as e:
+            self.peer.respond(rid, error=e)
+        else:
+            self.peer.respond(rid, result)
 
     def _reporter(self, token: str | int) -> Progress:
         def report(progress: float, total: float | None, message: str | None) -> None:

@@ -163,12 +163,17 @@ def test_every_key(tree: Tree) -> None:
             moduleType: plugin
             provides: [storage, backup-service]
             auth: {type: oauth2, clientId: me, clientSecret: s, tokenUrl: 'https://a.example/t',
-                   scopes: [read, write]}
+                   scopes: [read, write], tokenAuthMethod: client_secret_basic}
+          - name: user
+            type: remote
+            url: http://127.0.0.1:9000/rpc
+            moduleType: daemon
+            auth: {type: oauth2, clientId: pub, grant: authorization_code}
         """
     )
     result = tree.load({"UNITS": "si", "TOKEN": "tok"})
     assert result.ok, lines(result)
-    weather, stdio, api, backup, store = result.registry.extensions
+    weather, stdio, api, backup, store, user = result.registry.extensions
     assert weather.path == (tree.root / "servers" / "single.py").resolve()
     assert not weather.enabled
     assert thaw(weather.config) == {
@@ -196,7 +201,9 @@ def test_every_key(tree: Tree) -> None:
         client_secret=Secret("s"),
         token_url="https://a.example/t",
         scopes=("read", "write"),
+        token_auth_method="client_secret_basic",
     )
+    assert user.auth == Auth("oauth2", client_id="pub", grant="authorization_code")  # no secret
 
 
 def test_variables_in_typed_fields_read_like_yaml(tree: Tree) -> None:

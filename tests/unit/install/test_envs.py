@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
 from pathlib import Path
 
@@ -131,23 +132,87 @@ def test_bad_entries(tmp_path: Path, entry: str, field: str, message: str) -> No
     assert message in problems[field]
 
 
-def test_npm_and_wheel_are_accepted_but_not_built(tmp_path: Path) -> None:
-    (tmp_path / "extensions" / "dist").mkdir(parents=True)
-    (tmp_path / "extensions" / "dist" / "x-1-py3-none-any.whl").write_bytes(b"")
+def test_npm_without_node_or_npm_on_path_names_the_missing_tool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, found = registry(
         tmp_path,
-        """\
-        servers:
-          - {name: a, type: local, install: "npm:@scope/pkg@1.2.3", command: [pkg]}
-          - {name: b, type: local, install: ./dist/x-1-py3-none-any.whl, command: [x]}
-        """,
+        'servers:\n  - {name: a, type: local, install: "npm:@scope/pkg@1.2.3", command: [pkg]}\n',
     )
     assert not found["problems"]
-    a, b = found["result"].registry.extensions  # type: ignore[attr-defined]
-    with pytest.raises(EnvError, match="npm packages are not built yet"):
+    (a,) = found["result"].registry.extensions  # type: ignore[attr-defined]
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    with pytest.raises(EnvError, match=r"a: cannot lock npm:@scope/pkg@1\.2\.3: node and npm not"):
         lock_extension(a, root)
-    with pytest.raises(EnvError, match="local wheel/sdist is not built yet"):
-        lock_extension(b, root)
+    assert not (root / "spctl.lock").exists()
+
+
+WHEEL = "dist/tiny_mcp-1.0.0-py3-none-any.whl"
+
+
+def wheel_entry(tmp_path: Path, content: bytes = b"a wheel") -> tuple[Path, Extension]:
+    (tmp_path / "extensions" / "dist").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "extensions" / WHEEL).write_bytes(content)
+    return one(
+        tmp_path, f"servers:\n  - {{name: b, type: local, install: ./{WHEEL}, command: [x]}}\n"
+    )
+
+
+def wheel_table(wheel_hash: str, **over: object) -> dict[str, object]:
+    packages = [
+        LockedPackage("msgpack", "1.2.4", (H2,)),
+        LockedPackage("tiny-mcp", "1.0.0", (wheel_hash,), WHEEL),
+    ]
+    table: dict[str, object] = {
+        "source": f"./{WHEEL}",
+        "requirements": [f"./{WHEEL}"],
+        "python": host_python(),
+        "digest": digest_of(host_python(), packages),
+        "packages": [p.to_lock() for p in packages],
+    }
+    table.update(over)
+    return table
+
+
+def test_a_wheel_is_locked_by_its_sha256(tmp_path: Path) -> None:
+    root, ext = wheel_entry(tmp_path)
+    digest = "sha256:" + hashlib.sha256(b"a wheel").hexdigest()
+    update_lock(root, "extensions", "b", wheel_table(digest))
+    env = locked_env(ext, root, tmp_path / "state")
+    assert env is not None
+    (mine,) = (p for p in env.packages if p.file)
+    assert mine.file == str(root / WHEEL)  # absolute for the build
+    assert mine.requirement() == f"tiny-mcp @ {(root / WHEEL).as_uri()} --hash={digest}"
+    # one byte changed: refused, with both hashes and the fix
+    (root / WHEEL).write_bytes(b"a wheeL")
+    with pytest.raises(EnvError) as caught:
+        locked_env(ext, root, tmp_path / "state")
+    assert f"./{WHEEL} has changed since it was locked" in str(caught.value)
+    assert digest in str(caught.value) and "run `spctl lock b`" in str(caught.value)
+
+
+def test_a_lock_naming_another_file_is_refused(tmp_path: Path) -> None:
+    root, ext = wheel_entry(tmp_path)
+    digest = "sha256:" + hashlib.sha256(b"a wheel").hexdigest()
+    packages = [
+        LockedPackage("msgpack", "1.2.4", (H2,)),
+        LockedPackage("tiny-mcp", "1.0.0", (digest,), "../../etc/x.whl"),
+    ]
+    edited = {"digest": digest_of(host_python(), packages)}
+    edited["packages"] = [p.to_lock() for p in packages]  # type: ignore[assignment]
+    update_lock(root, "extensions", "b", wheel_table(digest, **edited))
+    with pytest.raises(EnvError, match=r"locks the files \['../../etc/x.whl'\], the entry"):
+        locked_env(ext, root, tmp_path / "state")
+
+
+def test_an_archive_name_that_is_not_a_wheel_or_sdist(tmp_path: Path) -> None:
+    (tmp_path / "extensions").mkdir()
+    (tmp_path / "extensions" / "x.whl").write_bytes(b"")
+    root, ext = one(
+        tmp_path, "servers:\n  - {name: b, type: local, install: ./x.whl, command: [x]}\n"
+    )
+    with pytest.raises(EnvError, match=r"b: install: ./x.whl: not a wheel or sdist file name"):
+        lock_extension(ext, root)
     assert not (root / "spctl.lock").exists()
 
 

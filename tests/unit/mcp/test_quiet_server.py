@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 
 from supervisor.mcp import quiet_server
-from supervisor.mcp.http_conn import limited_protocol
+from supervisor.mcp.http_conn import HTTP_IMPLEMENTATIONS, limited_protocol
 from supervisor.mcp.limits import FrontLimits
 from supervisor.mcp.quiet_server import QuietServer
 
@@ -33,7 +33,7 @@ async def _app(scope: dict, receive: Callable, send: Callable) -> None:  # type:
 
 @contextlib.asynccontextmanager
 async def _running(
-    cls: type[uvicorn.Server] = QuietServer,
+    cls: type[uvicorn.Server] = QuietServer, http: str = "h11"
 ) -> AsyncIterator[tuple[uvicorn.Server, str, asyncio.Task[None]]]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -41,7 +41,7 @@ async def _running(
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         _app,  # type: ignore[arg-type]
-        http=limited_protocol(FrontLimits()),
+        http=limited_protocol(FrontLimits(), http),
         lifespan="off",
         log_level="warning",
         server_header=False,
@@ -114,9 +114,10 @@ def test_sigterm_ends_serve() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def test_the_date_header_is_current_after_an_idle_spell() -> None:
+@pytest.mark.parametrize("http", HTTP_IMPLEMENTATIONS)
+def test_the_date_header_is_current_after_an_idle_spell(http: str) -> None:
     async def main() -> str:
-        async with _running() as (server, url, _task):
+        async with _running(http=http) as (server, url, _task):
             await _settle()
             # As it would be after an hour without a request: the last header written long ago.
             stale = formatdate(time.time() - 3600, usegmt=True).encode()

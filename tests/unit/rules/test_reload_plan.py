@@ -93,8 +93,8 @@ HOSTABLE: list[tuple[str, LoadResult, dict[str, bool], dict[str, bool], dict[str
     ("an override of an unknown name is ignored", loaded(A), {"zz": False}, {"a": True}, {}),
     ("an invalid entry is not runnable", loaded(A, invalid={"bad": (BROKEN,)}), {},
      {"a": True}, {"bad": "invalid configuration: "}),
-    ("oauth2 without tokenUrl cannot run", loaded(OAUTH_NO_URL, OAUTH_OK), {},
-     {"s": True}, {"r": "auth.tokenUrl is required to host an oauth2 remote module"}),
+    ("oauth2 without tokenUrl runs (the worker discovers it)", loaded(OAUTH_NO_URL, OAUTH_OK),
+     {}, {"r": True, "s": True}, {}),
 ]  # fmt: skip
 
 

@@ -1,0 +1,118 @@
+"""A server's requests to the client of a call (:mod:`worker.mcp.ask`): what a call's meta
+allows, every refusal's reason, and a question outliving its call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from worker.mcp.ask import OFFERED, Asking, set_asker
+from worker.protocol import INVALID_REQUEST, METHOD_NOT_FOUND
+from worker.rpc import RpcError
+
+pytestmark = pytest.mark.anyio
+
+EVERYTHING = {"elicitation": {"form": {}, "url": {}}, "sampling": {}, "roots": {}}
+
+
+class Seen(list[tuple[Any, ...]]):
+    """What reached the client; ``reached`` is set by each question."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached = asyncio.Event()
+
+
+@pytest.fixture
+def asked() -> Iterator[Seen]:
+    seen = Seen()
+
+    async def asker(token: int, method: str, params: Any) -> Any:
+        seen.append((token, method, params))
+        seen.reached.set()
+        if method == "roots/list":
+            await asyncio.Event().wait()  # the user never answers
+        if method == "sampling/createMessage":
+            raise RpcError(-1, "the user declined")
+        return {"action": "accept", "content": {"name": "Ada"}}
+
+    set_asker(asker)
+    yield seen
+    set_asker(None)
+
+
+def calling(capabilities: dict[str, Any] | None = None, token: Any = 7) -> Asking:
+    return Asking.of("tools/call", {"ask": {"token": token, "capabilities": capabilities or {}}})
+
+
+def test_the_worker_offers_what_it_can_forward() -> None:
+    assert set(OFFERED) == {"elicitation", "sampling", "roots"}
+
+
+async def test_a_call_with_the_capability_asks_its_client(asked: list[Any]) -> None:
+    params = {"message": "Name?", "requestedSchema": {"type": "object"}}
+    answer = await calling(EVERYTHING).ask("elicitation/create", params)
+    assert answer == {"action": "accept", "content": {"name": "Ada"}}
+    assert asked == [(7, "elicitation/create", params)]
+
+
+async def test_the_clients_error_reaches_the_server(asked: list[Any]) -> None:
+    with pytest.raises(RpcError) as err:
+        await calling(EVERYTHING).ask("sampling/createMessage", {})
+    assert (err.value.code, err.value.message) == (-1, "the user declined")
+
+
+@pytest.mark.parametrize(
+    ("meta", "method", "params", "reason"),
+    [
+        (None, "roots/list", None, "cannot be asked (it has no back channel"),
+        ({"ask": {"token": "7"}}, "roots/list", None, "cannot be asked"),
+        ({"ask": {"token": 7, "capabilities": {}}}, "roots/list", None, "the roots capability"),
+        (
+            {"ask": {"token": 7, "capabilities": {"elicitation": {"form": {}}}}},
+            "elicitation/create",
+            {"mode": "url", "url": "https://x"},
+            "URL-mode elicitation",
+        ),
+        (
+            {"ask": {"token": 7, "capabilities": {"sampling": True}}},
+            "sampling/createMessage",
+            {},
+            "the sampling capability",
+        ),
+    ],
+)
+async def test_refusals_name_their_cause(
+    asked: list[Any], meta: Any, method: str, params: Any, reason: str
+) -> None:
+    with pytest.raises(RpcError) as err:
+        await Asking.of("tools/call", meta).ask(method, params)
+    assert err.value.code == INVALID_REQUEST
+    assert reason in err.value.message
+    assert asked == []  # nothing went to the client
+
+
+async def test_an_unknown_method_is_not_found(asked: list[Any]) -> None:
+    with pytest.raises(RpcError) as err:
+        await calling(EVERYTHING).ask("tasks/get", {})
+    assert (err.value.code, err.value.message) == (METHOD_NOT_FOUND, "Method not found: tasks/get")
+
+
+async def test_the_end_of_the_call_ends_its_question(asked: Seen) -> None:
+    call = calling(EVERYTHING)
+    question = asyncio.ensure_future(call.ask("roots/list", None))
+    async with asyncio.timeout(5):
+        await asked.reached.wait()  # at the (never answering) client
+    call.end()
+    with pytest.raises(RpcError) as err:
+        await question
+    assert err.value.message == (
+        "the tools/call call ended before its client answered roots/list: "
+        "the answer would go nowhere"
+    )
+    assert not call.tasks
+    with pytest.raises(RpcError, match="the tools/call call has ended"):
+        await call.ask("elicitation/create", {})  # and nothing more is asked
