@@ -20,6 +20,7 @@ interpreter: the zygote never changes them.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -81,6 +82,10 @@ def _serve_one(sock: socket.socket, data: bytes, fds: list[int]) -> None:
                 os.close(w)
                 sock.close()
                 _child(fds, env, me)
+            # Its own group before the core learns its pid (the core signals the group and
+            # the keeper watches it); the child does the same, whichever runs first.
+            with contextlib.suppress(OSError):
+                os.setpgid(pid, pid)
             os.write(w, msgpack.packb({"pid": pid}))
             os._exit(0)
         os.close(w)

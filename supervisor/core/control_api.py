@@ -24,6 +24,7 @@ from supervisor.core.catalogs import Catalogs
 from supervisor.core.fleet import Fleet, NotHosted
 from supervisor.core.history import Recorder
 from supervisor.core.ordering import Ordering
+from supervisor.core.process import zygote_status
 from supervisor.core.reloader import InvalidConfig, Reloader
 from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner
@@ -150,6 +151,7 @@ class ControlApi:
             "limits_enforcement": self._limits.mode,
             "mcp_front": self._front(),
             "limits_reason": self._limits.reason,
+            "zygote": zygote_status(),
         }
         if name is not None:
             exts = [self.fleet.snapshot(self.runner(name))]

@@ -21,6 +21,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -35,7 +36,9 @@ __all__ = [
     "set_child_subreaper",
     "spawn_mode",
     "spawn_worker",
+    "stop_zygote",
     "zygote",
+    "zygote_status",
 ]
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -45,6 +48,20 @@ PR_SET_CHILD_SUBREAPER = 36
 _managed: set[int] = set()
 _serials = itertools.count(1)
 _zygote: Zygote | None = None
+
+
+def stop_zygote() -> None:
+    """At the core's exit: kill the zygote (no worker is its child; they are stopped already)."""
+    global _zygote
+    if _zygote is not None:
+        _zygote.close()
+        _zygote = None
+
+
+def zygote_status() -> dict[str, Any] | None:
+    """The zygote for ``spctl status --json`` (``supervisor.zygote``); None when it is off."""
+    z = zygote()
+    return z.status() if z is not None else None
 
 
 def zygote() -> Zygote | None:
@@ -116,6 +133,8 @@ class WorkerProcess:
     exited: asyncio.Future[os.waitid_result]
     readers: list[PipeReader] = field(default_factory=list)
     mark: str = ""  # SPCTL_LINEAGE: inherited by what it starts (see supervisor.core.orphans)
+    spawn: str = "exec"  # or "zygote": forked from it
+    why: str = ""  # why it was exec'd although the zygote is on (its last error)
 
     @property
     def pgid(self) -> int:
@@ -181,6 +200,30 @@ def reap_orphans(known: set[int]) -> int:
     return reaped
 
 
+class _Fds:
+    """One worker's descriptors: the channel's socketpair, its stdout/stderr pipes, and
+    /dev/null for its stdin; the child's ends are closed once it has them."""
+
+    def __init__(self) -> None:
+        self.parent_sock, self.child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+        self.null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+    def child(self) -> list[int]:
+        return [self.null, self.out_w, self.err_w, self.child_sock.fileno()]
+
+    def close_child(self) -> None:
+        self.child_sock.close()
+        for fd in (self.out_w, self.err_w, self.null):
+            os.close(fd)
+
+    def close_ours(self) -> None:
+        self.parent_sock.close()
+        os.close(self.out_r)
+        os.close(self.err_r)
+
+
 _RESET_SIGNALS = (
     signal.SIGPIPE,
     signal.SIGXFSZ,
@@ -209,46 +252,53 @@ async def spawn_worker(
     Raises OSError when the program cannot be started; nothing is left behind then.
     """
     loop = asyncio.get_running_loop()
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     full_env = dict(env)
     full_env["SPCTL_PARENT_PID"] = str(os.getpid())
     mark = f"{lineage_prefix(os.getpid()) or ''}{next(_serials)}"
     full_env[LINEAGE] = mark
-    try:
-        z = zygote()
-        pid = None
-        if z is not None and list(argv) == _zygote_argv(z):
-            pid = z.fork_worker(full_env, [null, out_w, err_w, child_sock.fileno()])
-            if pid is None:
-                on_line("spctl", f"worker exec'd, not forked: {z.last_error}")
+    spawn, why = "exec", ""
+    z = zygote()
+    pid: int | None = None
+    if z is not None and list(argv) == _zygote_argv(z):
+        fds = _Fds()
+        try:
+            pid = await z.fork(full_env, fds.child())
+        except BaseException:  # cancelled: the zygote is killed, nothing of ours is left
+            fds.close_ours()
+            raise
+        finally:
+            fds.close_child()
         if pid is None:
+            # A failed request may have forked a worker all the same: it keeps these ends,
+            # so they are closed (it finds its channel closed and exits) and new ones made.
+            fds.close_ours()
+            why = z.last_error
+            on_line("spctl", f"worker exec'd, not forked: {why}")
+        else:
+            spawn = "zygote"
+    if pid is None:
+        fds = _Fds()
+        try:
             # Spawned from the loop thread on purpose (PDEATHSIG is per thread); ~1 ms.
             pid = os.posix_spawn(  # noqa: ASYNC221
                 argv[0],
                 list(argv),
                 full_env,
                 file_actions=[
-                    (os.POSIX_SPAWN_DUP2, null, 0),
-                    (os.POSIX_SPAWN_DUP2, out_w, 1),
-                    (os.POSIX_SPAWN_DUP2, err_w, 2),
-                    (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 3),
+                    (os.POSIX_SPAWN_DUP2, fds.null, 0),
+                    (os.POSIX_SPAWN_DUP2, fds.out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, fds.err_w, 2),
+                    (os.POSIX_SPAWN_DUP2, fds.child_sock.fileno(), 3),
                 ],
                 setpgroup=0,
                 setsigdef=_RESET_SIGNALS,
             )
-    except BaseException:
-        parent_sock.close()
-        os.close(out_r)
-        os.close(err_r)
-        raise
-    finally:
-        child_sock.close()
-        os.close(out_w)
-        os.close(err_w)
-        os.close(null)
+        except BaseException:
+            fds.close_ours()
+            raise
+        finally:
+            fds.close_child()
+    parent_sock, out_r, err_r = fds.parent_sock, fds.out_r, fds.err_r
     _managed.add(pid)
     pidfd = os.pidfd_open(pid)
     exited: asyncio.Future[os.waitid_result] = loop.create_future()
@@ -265,7 +315,7 @@ async def spawn_worker(
             exited.set_result(result)
 
     loop.add_reader(pidfd, _on_exit)
-    proc = WorkerProcess(pid=pid, sock=parent_sock, exited=exited, mark=mark)
+    proc = WorkerProcess(pid=pid, sock=parent_sock, exited=exited, mark=mark, spawn=spawn, why=why)
     for stream, fd in (("stdout", out_r), ("stderr", err_r)):
 
         def _make(stream: str = stream) -> PipeReader:

@@ -1,24 +1,30 @@
 """The core's side of the zygote (:mod:`worker.zygote`): start it, ask it for a worker, and
 restart it when it died (opt-in: ``SPCTL_ZYGOTE=on``).
 
-Every failure here is a fallback, never a failed start: :func:`fork_worker` returns None (and
+Every failure here is a fallback, never a failed start: :meth:`Zygote.fork` returns None (and
 says why in :attr:`Zygote.last_error`) and the caller exec's the worker as without a zygote.
 A dead zygote is restarted on the next request, no sooner than :data:`BACKOFF` after the last
-start. The request is short and made from the loop thread (like posix_spawn): the zygote's
-answer comes once the worker is already our child (see :mod:`worker.zygote`).
+start; one whose interpreter was deleted or replaced since it started (an upgrade) is killed
+and restarted on the new one. The zygote is started from the loop thread (its parent-death
+signal is per thread, like a worker's); a request is awaited, never blocking the loop: its
+answer comes once the worker is already our child (see :mod:`worker.zygote`), and requests
+are made one at a time (the zygote answers them in order).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
-__all__ = ["BACKOFF", "Zygote", "enabled"]
+__all__ = ["BACKOFF", "REPLY_TIMEOUT", "Zygote", "enabled"]
 
 BACKOFF = 1.0
 REPLY_TIMEOUT = 2.0
@@ -27,6 +33,15 @@ REPLY_TIMEOUT = 2.0
 def enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
     """``SPCTL_ZYGOTE=on`` turns it on; it is off by default."""
     return environ.get("SPCTL_ZYGOTE", "off").strip().lower() in ("on", "1", "yes", "true")
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    """What says the file at ``path`` is still the same one: device, inode, mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
 class Zygote:
@@ -48,7 +63,10 @@ class Zygote:
         self.sock: socket.socket | None = None
         self.started_at = -BACKOFF
         self.starts = 0
+        self.forks = 0
         self.last_error = ""
+        self._binary: tuple[int, int, int] | None = None  # the interpreter it was started from
+        self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
     def _alive(self) -> bool:
         if self.pid is None:
@@ -67,14 +85,36 @@ class Zygote:
             self.sock = None
         return False
 
+    def _replaced(self) -> str | None:
+        """Why the running zygote's interpreter is not ``python`` any more, if it is not."""
+        if self.pid is None:
+            return None
+        try:
+            deleted = os.readlink(f"/proc/{self.pid}/exe").endswith(" (deleted)")
+        except OSError:
+            deleted = False
+        now = _identity(self.python)
+        if deleted or now is None:
+            return f"the interpreter {self.python} was deleted under the zygote (pid {self.pid})"
+        if now != self._binary:
+            return f"the interpreter {self.python} was replaced under the zygote (pid {self.pid})"
+        return None
+
     def start(self) -> bool:
-        """Start the zygote unless it runs or was started less than BACKOFF ago."""
-        if self._alive():
+        """Start the zygote unless it runs or was started less than BACKOFF ago. Call it from
+        the loop thread (the zygote's parent-death signal is armed against that thread)."""
+        replaced = self._replaced() if self._alive() else None
+        if replaced is not None:
+            self.close()
+            self.last_error = replaced  # this worker is exec'd; the next request restarts it
+            return False
+        if self.pid is not None:
             return True
         now = time.monotonic()
         if now - self.started_at < BACKOFF:
             return False
         self.started_at = now
+        binary = _identity(self.python)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         # No secret of the core's environment: a forked worker's /proc/PID/environ shows
@@ -104,44 +144,72 @@ class Zygote:
             self._started(pid)
             theirs.close()
             os.close(null)
-        self.pid, self.sock = pid, ours
+        ours.setblocking(False)
+        self.pid, self.sock, self._binary = pid, ours, binary
         self.starts += 1
         return True
 
-    def fork_worker(self, env: dict[str, str], fds: list[int]) -> int | None:
+    async def fork(self, env: dict[str, str], fds: list[int]) -> int | None:
         """A worker forked with ``env`` and ``fds`` (stdin, stdout, stderr, channel) at 0–3;
-        its pid (already our child), or None: exec it instead (why: :attr:`last_error`)."""
-        if not self.start() or self.sock is None:
-            return None
-        pid: int | None = None
-        self._starting()  # the orphan reaper must not take it before we know its pid
-        try:
-            self.sock.settimeout(REPLY_TIMEOUT)
-            socket.send_fds(self.sock, [msgpack.packb(env)], fds)
-            reply = self.sock.recv(65536)
-            if not reply:
-                raise OSError("the zygote closed its socket")
-            answer = msgpack.unpackb(reply)
-            if "pid" not in answer:
-                self.last_error = f"zygote: {answer.get('error', 'no pid')}"
+        its pid (already our child), or None: exec it instead (why: :attr:`last_error`).
+
+        A request that failed may still have forked a worker (the zygote was killed or out of
+        step after its fork): the caller must not reuse ``fds`` for the exec, so that such a
+        worker finds its channel closed and exits."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock[0] is not loop:  # a lock is bound to one loop
+            self._lock = (loop, asyncio.Lock())
+        async with self._lock[1]:  # one request at a time: answers come in order
+            if not self.start() or self.sock is None:
                 return None
-            pid = int(answer["pid"])
-            self.last_error = ""
-            return pid
-        except (OSError, ValueError, TypeError) as e:
-            self.last_error = f"zygote request failed: {e}"
-            self.close()  # a late answer must never be read as the next request's
-            return None
-        finally:
-            self._started(pid)
+            sock = self.sock
+            pid: int | None = None
+            self._starting()  # the orphan reaper must not take it before we know its pid
+            try:
+                socket.send_fds(sock, [msgpack.packb(env)], fds)
+                async with asyncio.timeout(REPLY_TIMEOUT):
+                    reply = await loop.sock_recv(sock, 65536)
+                if not reply:
+                    raise OSError("the zygote closed its socket")
+                answer = msgpack.unpackb(reply)
+                if "pid" not in answer:
+                    self.last_error = f"zygote: {answer.get('error', 'no pid')}"
+                    return None
+                pid = int(answer["pid"])
+                self.last_error = ""
+                self.forks += 1
+                return pid
+            except TimeoutError:
+                self.last_error = f"zygote request failed: no answer within {REPLY_TIMEOUT:g} s"
+                self.close()  # a late answer must never be read as the next request's
+                return None
+            except (OSError, ValueError, TypeError) as e:
+                self.last_error = f"zygote request failed: {e}"
+                self.close()
+                return None
+            except BaseException:  # cancelled while waiting: its answer would come too late
+                self.last_error = "zygote request cancelled"
+                self.close()
+                raise
+            finally:
+                self._started(pid)
+
+    def status(self) -> dict[str, Any]:
+        """For ``spctl status --json`` (``supervisor.zygote``)."""
+        return {
+            "python": self.python,
+            "pid": self.pid if self._alive() else None,
+            "starts": self.starts,
+            "forks": self.forks,
+            "last_error": self.last_error or None,
+        }
 
     def close(self) -> None:
+        """Kill the zygote (its workers are not its children: none of them dies)."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
         if self.pid is not None:
-            import signal
-
             try:
                 os.kill(self.pid, signal.SIGKILL)
                 os.waitpid(self.pid, 0)
