@@ -21,6 +21,7 @@ interpreter: the zygote never changes them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
 import signal
@@ -42,25 +43,50 @@ REPARENT_TIMEOUT = 5.0
 
 
 def _child(fds: list[int], env: dict[str, str], intermediate: int) -> NoReturn:
-    deadline = time.monotonic() + REPARENT_TIMEOUT
-    while os.getppid() == intermediate:  # the intermediate exits right after the fork
-        if time.monotonic() > deadline:
-            os._exit(EXIT_ORPHANED)
-        time.sleep(0.0002)
-    os.setpgid(0, 0)
-    high = [os.dup(fd) for fd in fds]  # out of the way of 0–3 before the dup2s
-    high = [os.dup2(fd, 100 + i) for i, fd in enumerate(high)]
-    for target, fd in enumerate(high):
-        os.dup2(fd, target)
-    os.closerange(4, os.sysconf("SC_OPEN_MAX") if os.sysconf("SC_OPEN_MAX") > 0 else 65536)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    os.environ.clear()
-    os.environ.update(env)
-    gc.unfreeze()
     try:
+        deadline = time.monotonic() + REPARENT_TIMEOUT
+        while os.getppid() == intermediate:  # the intermediate exits right after the fork
+            if time.monotonic() > deadline:
+                os._exit(EXIT_ORPHANED)
+            time.sleep(0.0002)
+        os.setpgid(0, 0)
+        high = [os.dup(fd) for fd in fds]  # out of the way of 0–3 before the dup2s
+        high = [os.dup2(fd, 100 + i) for i, fd in enumerate(high)]
+        for target, fd in enumerate(high):
+            os.dup2(fd, target)
+        top = os.sysconf("SC_OPEN_MAX")
+        os.closerange(4, top if top > 0 else 65536)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.environ.clear()
+        os.environ.update(env)
+        gc.unfreeze()
         worker_main.main()
-    finally:
+    finally:  # never back into the zygote's loop, whatever happened
         os._exit(1)
+
+
+def _intermediate(sock: socket.socket, fds: list[int], env: dict[str, str], w: int) -> NoReturn:
+    """Fork the worker, tell the zygote its pid through ``w``, exit (the worker is re-parented
+    to the core). Whatever fails here (the zygote killed under it: EPIPE) ends in _exit."""
+    try:
+        me = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            name = errno.errorcode.get(e.errno or 0, "?")
+            os.write(w, msgpack.packb({"error": f"fork: {e.strerror} ({name})"}))
+            os._exit(0)
+        if pid == 0:
+            os.close(w)
+            sock.close()
+            _child(fds, env, me)
+        # Its own group before the core learns its pid (the core signals the group and
+        # the keeper watches it); the child does the same, whichever runs first.
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)
+        os.write(w, msgpack.packb({"pid": pid}))
+    finally:
+        os._exit(0)
 
 
 def _serve_one(sock: socket.socket, data: bytes, fds: list[int]) -> None:
@@ -69,25 +95,17 @@ def _serve_one(sock: socket.socket, data: bytes, fds: list[int]) -> None:
         if len(fds) != 4 or not isinstance(env, dict):
             raise ValueError("a request is an environment and 4 fds")
         r, w = os.pipe()
-        inter = os.fork()
+        try:
+            inter = os.fork()
+        except OSError as e:  # EAGAIN: a pids.max or RLIMIT_NPROC of the zygote's
+            os.close(r)
+            os.close(w)
+            name = errno.errorcode.get(e.errno or 0, "?")
+            sock.send(msgpack.packb({"error": f"fork: {e.strerror} ({name})"}))
+            return
         if inter == 0:
             os.close(r)
-            me = os.getpid()
-            try:
-                pid = os.fork()
-            except OSError as e:
-                os.write(w, msgpack.packb({"error": f"fork: {e.strerror}"}))
-                os._exit(0)
-            if pid == 0:
-                os.close(w)
-                sock.close()
-                _child(fds, env, me)
-            # Its own group before the core learns its pid (the core signals the group and
-            # the keeper watches it); the child does the same, whichever runs first.
-            with contextlib.suppress(OSError):
-                os.setpgid(pid, pid)
-            os.write(w, msgpack.packb({"pid": pid}))
-            os._exit(0)
+            _intermediate(sock, fds, env, w)
         os.close(w)
         os.waitpid(inter, 0)
         with os.fdopen(r, "rb") as f:
