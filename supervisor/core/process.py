@@ -74,8 +74,15 @@ def zygote() -> Zygote | None:
 
 def spawn_mode(argv: Sequence[str]) -> str:
     """How a worker with ``argv`` is started: "zygote" or "exec"."""
+    return "zygote" if _forkable(argv) is not None else "exec"
+
+
+def _forkable(argv: Sequence[str]) -> Zygote | None:
+    """The zygote that can fork a worker of ``argv``: one of its interpreter, and we are a child
+    subreaper (its worker, an orphan once the intermediate exits, must be re-parented to us:
+    without, it would go to init and refuse to run)."""
     z = zygote()
-    return "zygote" if z is not None and list(argv) == _zygote_argv(z) else "exec"
+    return z if z is not None and _subreaper and list(argv) == _zygote_argv(z) else None
 
 
 def _zygote_argv(z: Zygote) -> list[str]:
@@ -115,15 +122,20 @@ def helper_ended(pid: int) -> None:
     _managed.discard(pid)
 
 
+_subreaper = False  # set_child_subreaper() succeeded: a forked worker is re-parented to us
+
+
 def set_child_subreaper() -> bool:
     """Make orphaned descendants re-parent to us (so we can reap and account for them)."""
     import ctypes
 
+    global _subreaper
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        _subreaper = _subreaper or bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
-        return False
+        pass
+    return _subreaper
 
 
 @dataclass(eq=False)
@@ -257,9 +269,9 @@ async def spawn_worker(
     mark = f"{lineage_prefix(os.getpid()) or ''}{next(_serials)}"
     full_env[LINEAGE] = mark
     spawn, why = "exec", ""
-    z = zygote()
+    z = _forkable(argv)
     pid: int | None = None
-    if z is not None and list(argv) == _zygote_argv(z):
+    if z is not None:
         fds = _Fds()
         try:
             pid = await z.fork(full_env, fds.child())

@@ -48,7 +48,7 @@ def zyg(monkeypatch: pytest.MonkeyPatch) -> Iterator[zygote.Zygote]:
     assert set_child_subreaper()  # as serve does: the forked worker is re-parented to us
     monkeypatch.setenv("SPCTL_ZYGOTE", "on")
     monkeypatch.setattr(zygote, "BACKOFF", 0.0)
-    process._zygote = None
+    process.stop_zygote()  # one an earlier test made (with SPCTL_ZYGOTE=on in the environment)
     z = process.zygote()
     assert z is not None
     yield z
@@ -220,6 +220,7 @@ async def test_the_interpreter_replaced_under_the_zygote_means_exec_saying_why(
     monkeypatch.setenv("SPCTL_ZYGOTE", "on")
     monkeypatch.setattr(zygote, "BACKOFF", 0.0)
     python = _copied_venv(tmp_path / "venv")
+    process.stop_zygote()
     z = zygote.Zygote(
         str(python),
         starting=process.helper_starting,
@@ -255,6 +256,20 @@ async def test_the_interpreter_replaced_under_the_zygote_means_exec_saying_why(
         assert not z.start() and z.last_error.startswith("cannot start the zygote")
     finally:
         z.close()
+
+
+async def test_a_core_that_is_not_a_child_subreaper_execs(
+    zyg: zygote.Zygote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without PR_SET_CHILD_SUBREAPER a forked worker would be re-parented to init, not to the
+    core, and refuse to run (its parent is not the core): such a core execs every worker."""
+    monkeypatch.setattr(process, "_subreaper", False)
+    argv = [sys.executable, "-P", "-m", "worker"]
+    assert process.spawn_mode(argv) == "exec"
+    async with running(_server("plain", "mcp_echo")) as runner:
+        assert runner.spawned == ("exec", "") and zyg.pid is None  # not even started
+    monkeypatch.setattr(process, "_subreaper", True)
+    assert process.spawn_mode(argv) == "zygote"
 
 
 async def test_a_hundred_spawns_at_once(zyg: zygote.Zygote) -> None:
