@@ -24,6 +24,8 @@ import contextlib
 import errno
 import gc
 import os
+import pwd  # noqa: F401  (the worker's user: and sandbox set-up import them)
+import resource  # noqa: F401
 import signal
 import socket
 import sys
@@ -33,7 +35,9 @@ from typing import NoReturn
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
 import worker.__main__ as worker_main
-import worker.host  # noqa: F401  (pre-imported: this is what the fork saves)
+import worker.host  # pre-imported, with what the host imports on demand: what a fork saves
+import worker.kinds.daemon
+import worker.kinds.services  # noqa: F401
 from worker.privileges import arm_pdeathsig, guard_parent
 from worker.protocol import EXIT_ORPHANED
 
@@ -59,7 +63,8 @@ def _child(fds: list[int], env: dict[str, str], intermediate: int) -> NoReturn:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.environ.clear()
         os.environ.update(env)
-        gc.unfreeze()
+        # The zygote's objects stay frozen (gc.freeze): a collection in the worker never walks
+        # them, so never writes their pages, which stay shared with the zygote and the siblings.
         worker_main.main()
     finally:  # never back into the zygote's loop, whatever happened
         os._exit(1)
