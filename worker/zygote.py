@@ -1,5 +1,5 @@
 """The zygote: a fork server that has imported the worker's modules, so a worker starts by
-``fork`` instead of a fresh interpreter (opt-in: ``SPCTL_ZYGOTE=on``; DESIGN §14).
+``fork`` instead of a fresh interpreter (on unless ``SPCTL_ZYGOTE=off``; DESIGN §14).
 
 Theory of operation. The core starts ``python -P -m worker.zygote`` with one end of a
 ``SOCK_SEQPACKET`` socketpair at fd 3. The zygote imports :mod:`worker.host` (asyncio, msgpack,

@@ -65,7 +65,7 @@ def zygote_status() -> dict[str, Any] | None:
 
 
 def zygote() -> Zygote | None:
-    """The core's zygote when ``SPCTL_ZYGOTE=on`` (created on first use), else None."""
+    """The core's zygote (created on first use), or None with ``SPCTL_ZYGOTE=off``."""
     global _zygote
     if _zygote is None and enabled():
         _zygote = Zygote(starting=helper_starting, started=helper_started, ended=helper_ended)

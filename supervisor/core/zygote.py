@@ -1,5 +1,6 @@
 """The core's side of the zygote (:mod:`worker.zygote`): start it, ask it for a worker, and
-restart it when it died (opt-in: ``SPCTL_ZYGOTE=on``).
+restart it when it died (on by default; ``SPCTL_ZYGOTE=off`` or ``spctl serve --no-zygote``
+turns it off).
 
 Every failure here is a fallback, never a failed start: :meth:`Zygote.fork` returns None (and
 says why in :attr:`Zygote.last_error`) and the caller exec's the worker as without a zygote.
@@ -19,20 +20,32 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
-__all__ = ["BACKOFF", "REPLY_TIMEOUT", "Zygote", "enabled"]
+__all__ = ["BACKOFF", "REPLY_TIMEOUT", "Zygote", "enabled", "switch_problem"]
 
 BACKOFF = 1.0
 REPLY_TIMEOUT = 2.0
 
 
-def enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
-    """``SPCTL_ZYGOTE=on`` turns it on; it is off by default."""
-    return environ.get("SPCTL_ZYGOTE", "off").strip().lower() in ("on", "1", "yes", "true")
+_ON = ("on", "1", "yes", "true", "")
+_OFF = ("off", "0", "no", "false")
+
+
+def enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """On unless ``SPCTL_ZYGOTE=off`` (or 0, no, false)."""
+    return environ.get("SPCTL_ZYGOTE", "on").strip().lower() not in _OFF
+
+
+def switch_problem(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Why ``SPCTL_ZYGOTE`` is not a value :func:`enabled` understands (serve refuses it)."""
+    value = environ.get("SPCTL_ZYGOTE")
+    if value is None or value.strip().lower() in _ON + _OFF:
+        return None
+    return f"SPCTL_ZYGOTE={value!r} is not on or off"
 
 
 def _identity(path: str) -> tuple[int, int, int] | None:

@@ -3,7 +3,8 @@
 * 20 workers (ok_daemon) to ``running``: from the supervisor's process start (as bench_core)
   and from its first ``starting`` to its last ``running`` (the spawns alone, from its log),
   against 20 × bare ``python -c pass`` started at once;
-* recovery: kill -9 of a worker → ``running`` again, p50 / max of 10;
+* recovery: kill -9 of a worker → ``running`` again, p50 / max of 10, as ``spctl status``
+  polling sees it and as the core's log has it (``crashed`` → ``running``);
 * one worker's RSS / USS / PSS (psutil ``memory_full_info``), median of the 20;
 * the whole embedded default (``extensions/``, with the MCP front): sum of the PSS of the core
   and of every process under it, and the sum of their USS.
@@ -64,6 +65,22 @@ def _spawn_span(s: Serve) -> float:
     return (max(stamps["running"]) - min(stamps["starting"])).total_seconds()
 
 
+def _logged_recovery(s: Serve) -> list[float]:
+    """Each ``crashed`` → the next ``running`` of the same extension, in the log (seconds):
+    the recovery without the time the benchmark's status polling adds."""
+    crashed: dict[str, datetime] = {}
+    out = []
+    for e in s.logs():
+        if e.get("event") != "state":
+            continue
+        at = datetime.fromisoformat(e["timestamp"])
+        if e.get("to") == "crashed":
+            crashed[e["extension"]] = at
+        elif e.get("to") == "running" and e.get("extension") in crashed:
+            out.append((at - crashed.pop(e["extension"])).total_seconds())
+    return out
+
+
 def _mem(pid: int) -> tuple[float, float, float]:
     info = psutil.Process(pid).memory_full_info()
     return info.rss / 2**20, info.uss / 2**20, info.pss / 2**20
@@ -105,12 +122,14 @@ def _twenty(mode: str) -> dict[str, Any]:
             assert spawns == {mode}, f"{mode} run: the workers were spawned by {spawns}"
             mems = [_mem(e["pid"]) for e in status["extensions"]]
             rec = _recovery(s)
+            logged = _logged_recovery(s)
         finally:
             s.stop()
     return {
         "cold": cold,
         "span": span,
         "rec": rec,
+        "logged": logged,
         "rss": statistics.median(m[0] for m in mems),
         "uss": statistics.median(m[1] for m in mems),
         "pss": statistics.median(m[2] for m in mems),
@@ -156,8 +175,12 @@ def _embedded(mode: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    bare = statistics.median(_bare_parallel(N) for _ in range(3))
-    runs = {mode: _twenty(mode) for mode in MODES}
+    samples: list[float] = []
+    runs = {}
+    for mode in MODES:  # the baseline right before each mode: a busy moment hits both
+        samples += [_bare_parallel(N) for _ in range(3)]
+        runs[mode] = _twenty(mode)
+    bare = statistics.median(samples)
     embedded = {mode: _embedded(mode) for mode in MODES}
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())
     ex, zy = runs["exec"], runs["zygote"]
@@ -185,11 +208,18 @@ def main() -> None:
         ],
         [f"baseline: {N}× bare python -c pass at once", ms(bare), ms(bare), "1.00×", ""],
         [
-            "recovery: kill -9 → running (p50 / max)",
+            "recovery: kill -9 → running seen by `status` (p50 / max)",
             p50max(ex["rec"]),
             p50max(zy["rec"]),
             "",
             "≤ 30 ms",
+        ],
+        [
+            "recovery: crashed → running in the log (p50 / max)",
+            p50max(ex["logged"]),
+            p50max(zy["logged"]),
+            "",
+            "",
         ],
         [
             "worker RSS / USS / PSS (MiB, ok_daemon, median)",
@@ -199,13 +229,14 @@ def main() -> None:
             "USS ≤ 4 MiB",
         ],
     ]
+    ep, zp = embedded["exec"]["procs"], embedded["zygote"]["procs"]
     for label, key in (("PSS", "pss"), ("USS", "uss")):
         e, z = embedded["exec"][key], embedded["zygote"][key]
         rows.append(
             [
-                f"embedded default + front, sum of {label} ({embedded['exec']['procs']} processes)",
-                f"{e:.1f} MiB",
-                f"{z:.1f} MiB",
+                f"embedded default + front, sum of {label}",
+                f"{e:.1f} MiB ({ep} processes)",
+                f"{z:.1f} MiB ({zp}, with the zygote)",
                 f"{z / e:.2f}×",
                 "≤ 60 MiB" if key == "pss" else "",
             ]

@@ -423,3 +423,23 @@ def test_status_says_how_each_worker_was_spawned_and_why_not_forked(
         assert new_zygote not in (None, zygote_pid)
         assert s.stop() == 0
         assert pid_gone(new_zygote)  # stopped with the core, not left to its parent-death signal
+
+
+def test_the_zygote_is_the_default_and_a_bad_switch_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SPCTL_ZYGOTE", raising=False)
+    with serve_fixture(tmp_path, [module_entry("ok", "ok_daemon")]) as s:
+        s.start()
+        assert s.wait_state("ok", "running")["spawn"] == "zygote"
+        assert s.stop() == 0
+    monkeypatch.setenv("SPCTL_ZYGOTE", "maybe")
+    with serve_fixture(tmp_path, [module_entry("ok", "ok_daemon")]) as s:
+        s.start(wait=False)
+        assert s.proc is not None and s.proc.wait(30) == 2
+        assert "SPCTL_ZYGOTE='maybe' is not on or off" in s.log_path.read_text()
+    monkeypatch.setenv("SPCTL_ZYGOTE", "off")
+    with serve_fixture(tmp_path, [module_entry("ok", "ok_daemon")]) as s:
+        s.start()
+        assert s.wait_state("ok", "running")["spawn"] == "exec"
+        assert (s.try_status() or {})["supervisor"]["zygote"] is None
