@@ -8,6 +8,11 @@ and collected with ``waitid(P_PIDFD)``, so no SIGCHLD-wide ``waitpid(-1)`` can s
 another child's status. After the leader exits, whatever is left of its group (children
 of the extension, re-parented to us because the supervisor is a child subreaper) is
 SIGKILLed and reaped, so "stopped" means the whole tree is gone.
+
+By default a worker on spctl's own interpreter is not exec'd but forked from the zygote
+(:mod:`supervisor.core.zygote`, :mod:`worker.zygote`), which hands us the same descriptors and
+a pid that is already our child; every failure of it falls back to posix_spawn, with fresh
+descriptors (a worker of a failed request keeps the old ones and finds its channel closed).
 """
 
 from __future__ import annotations
@@ -262,6 +267,8 @@ async def spawn_worker(
     channel at fd 3 and the pipes at 1/2, puts the child in its own process group and resets
     the signals Python ignores. Every other descriptor of ours is close-on-exec (PEP 446).
     Raises OSError when the program cannot be started; nothing is left behind then.
+    A worker the zygote can fork (:func:`spawn_mode`) is asked of it first (awaited: the loop
+    is never blocked); ``spawn``/``why`` of the result say how it was started.
     """
     loop = asyncio.get_running_loop()
     full_env = dict(env)
