@@ -278,7 +278,10 @@ async def spawn_worker(
     spawn, why = "exec", ""
     z = _forkable(argv)
     pid: int | None = None
-    if z is not None:
+    if z is not None and (refused := z.unforkable(full_env)) is not None:
+        why = refused
+        on_line("spctl", f"worker exec'd, not forked: {why}")
+    elif z is not None:
         fds = _Fds()
         try:
             pid = await z.fork(full_env, fds.child())

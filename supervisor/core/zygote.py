@@ -57,6 +57,31 @@ def _identity(path: str) -> tuple[int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_mtime_ns)
 
 
+# PYTHON* variables that change sys.path: never in the zygote's start (an exec'd worker does
+# not inherit them from the core either); an entry's own makes its worker exec'd.
+_SYS_PATH = frozenset(
+    {
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONUSERBASE",
+        "PYTHONNOUSERSITE",
+        "PYTHONPLATLIBDIR",
+        "PYTHONSTARTUP",
+        "PYTHONEXECUTABLE",
+    }
+)
+
+
+def _interpreter_reads(name: str) -> bool:
+    """Read by an interpreter when it starts (its encodings, time zone, sys.path, flags)."""
+    return name in ("LANG", "LANGUAGE", "TZ") or name.startswith(("LC_", "PYTHON"))
+
+
+def _start_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a zygote started now would read of its environment."""
+    return {k: v for k, v in environ.items() if _interpreter_reads(k) and k not in _SYS_PATH}
+
+
 class Zygote:
     """One zygote of ``python`` (the core's own interpreter by default)."""
 
@@ -80,6 +105,23 @@ class Zygote:
         self.last_error = ""
         self._binary: tuple[int, int, int] | None = None  # the interpreter it was started from
         self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._start_env: dict[str, str] = {}  # what of its start's environment it read
+
+    def unforkable(self, env: Mapping[str, str]) -> str | None:
+        """Why a worker with ``env`` cannot be forked from this zygote: its environment sets
+        what an interpreter reads when it starts (``PYTHONPATH``, ``PYTHONHASHSEED``…, a
+        locale or ``TZ``) to something else than the zygote started with, which a fork would
+        ignore. None: it can."""
+        started = self._start_env if self.pid is not None else _start_env(os.environ)
+        python = sorted(k for k, v in env.items() if k.startswith("PYTHON") and started.get(k) != v)
+        if python:
+            return f"its environment sets {', '.join(python)} (read when an interpreter starts)"
+        locale = {k: v for k, v in env.items() if _interpreter_reads(k) and k[:6] != "PYTHON"}
+        ours = {k: v for k, v in started.items() if k[:6] != "PYTHON"}
+        if locale != ours:
+            names = ", ".join(sorted({k for k, _ in set(locale.items()) ^ set(ours.items())}))
+            return f"its locale differs from the zygote's ({names})"
+        return None
 
     def _alive(self) -> bool:
         if self.pid is None:
@@ -130,10 +172,11 @@ class Zygote:
         binary = _identity(self.python)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        # No secret of the core's environment: a forked worker's /proc/PID/environ shows
-        # the zygote's (os.environ is replaced in the child, the initial block is inherited).
-        keep = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-        env = {k: os.environ[k] for k in keep if k in os.environ}
+        # Only what an interpreter reads when it starts (PATH, the locale, the core's PYTHON*
+        # flags but none that changes sys.path: an exec'd worker gets none of those), so no
+        # secret of the core's: a forked worker's /proc/PID/environ shows this block.
+        env = {k: v for k, v in os.environ.items() if k == "PATH" or _interpreter_reads(k)}
+        env = {k: v for k, v in env.items() if k not in _SYS_PATH}
         env["SPCTL_PARENT_PID"] = str(os.getpid())
         pid = None
         self._starting()
@@ -159,6 +202,7 @@ class Zygote:
             os.close(null)
         ours.setblocking(False)
         self.pid, self.sock, self._binary = pid, ours, binary
+        self._start_env = _start_env(env)
         self.starts += 1
         return True
 

@@ -443,3 +443,34 @@ def test_the_zygote_is_the_default_and_a_bad_switch_is_refused(
         s.start()
         assert s.wait_state("ok", "running")["spawn"] == "exec"
         assert (s.try_status() or {})["supervisor"]["zygote"] is None
+
+
+def test_an_entry_that_sets_what_an_interpreter_reads_at_start_is_execd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PYTHONPATH, PYTHONHASHSEED…, a locale or TZ of the entry's own are read when an
+    interpreter starts: a fork of the zygote would ignore them, so that worker is exec'd."""
+    monkeypatch.setenv("SPCTL_ZYGOTE", "on")
+    out = {n: tmp_path / f"{n}.json" for n in ("plain", "path", "tz")}
+    mods = [
+        module_entry("plain", "env_report", config={"out": str(out["plain"])}),
+        module_entry(
+            "path",
+            "env_report",
+            config={"out": str(out["path"])},
+            env={"PYTHONPATH": str(tmp_path), "PYTHONHASHSEED": "7"},
+        ),
+        module_entry("tz", "env_report", config={"out": str(out["tz"])}, env={"TZ": "Asia/Tokyo"}),
+    ]
+    with serve_fixture(tmp_path, mods) as s:
+        s.start()
+        plain, path, tz = (s.wait_state(n, "running") for n in ("plain", "path", "tz"))
+        assert (plain["spawn"], plain["spawn_reason"]) == ("zygote", None)
+        assert path["spawn"] == "exec"
+        assert path["spawn_reason"] == (
+            "its environment sets PYTHONHASHSEED, PYTHONPATH (read when an interpreter starts)"
+        )
+        assert tz["spawn"] == "exec"
+        assert tz["spawn_reason"] == "its locale differs from the zygote's (TZ)"
+        env = json.loads(wait_for(lambda: out["path"].exists() and out["path"].read_text()))
+        assert env["env"]["PYTHONPATH"] == str(tmp_path)
