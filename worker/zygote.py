@@ -46,6 +46,44 @@ MAX_REQUEST = 1 << 20
 REPARENT_TIMEOUT = 5.0
 
 
+def _own_block(env: dict[str, str]) -> None:
+    """Make /proc/self/environ show ``env`` as an exec'd worker's does: the kernel shows the
+    memory where the zygote's own environment was at its exec, which the core made roomy
+    (``SPCTL_ZYGOTE_ROOM``); ``env`` is written there, NUL-padded, unless it does not fit
+    (then it shows the zygote's). Call it once os.environ no longer points into that area."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end: fields 50, 51
+        block = b"".join(os.fsencode(k) + b"=" + os.fsencode(v) + b"\0" for k, v in env.items())
+        if len(block) > end - start:
+            return
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(block.ljust(end - start, b"\0"))
+    except (OSError, ValueError, IndexError):
+        pass
+
+
+def _retitle() -> None:
+    """Show this worker's command line as an exec'd worker's, ``python -P -m worker`` (``ps``,
+    ``pgrep -f``): the argument area the kernel shows is rewritten in place, NUL-padded."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48, 49
+        with open("/proc/self/cmdline", "rb") as f:
+            old = f.read()
+        new = old.replace(b"\0-m\0worker.zygote\0", b"\0-m\0worker\0", 1)
+        if new == old or end - start != len(old):
+            return
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(new.ljust(len(old), b"\0"))
+    except (OSError, ValueError, IndexError):
+        pass  # cosmetic: a worker that keeps the zygote's command line works the same
+
+
 def _child(fds: list[int], env: dict[str, str], intermediate: int) -> NoReturn:
     try:
         deadline = time.monotonic() + REPARENT_TIMEOUT
@@ -54,6 +92,7 @@ def _child(fds: list[int], env: dict[str, str], intermediate: int) -> NoReturn:
                 os._exit(EXIT_ORPHANED)
             time.sleep(0.0002)
         os.setpgid(0, 0)
+        _retitle()
         high = [os.dup(fd) for fd in fds]  # out of the way of 0–3 before the dup2s
         high = [os.dup2(fd, 100 + i) for i, fd in enumerate(high)]
         for target, fd in enumerate(high):
@@ -61,8 +100,9 @@ def _child(fds: list[int], env: dict[str, str], intermediate: int) -> NoReturn:
         top = os.sysconf("SC_OPEN_MAX")
         os.closerange(4, top if top > 0 else 65536)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        os.environ.clear()
+        os.environ.clear()  # every C environ entry unset: none points into the old block
         os.environ.update(env)
+        _own_block(env)
         # The zygote's objects stay frozen (gc.freeze): a collection in the worker never walks
         # them, so never writes their pages, which stay shared with the zygote and the siblings.
         worker_main.main()

@@ -29,6 +29,7 @@ __all__ = ["BACKOFF", "REPLY_TIMEOUT", "Zygote", "enabled", "switch_problem"]
 
 BACKOFF = 1.0
 REPLY_TIMEOUT = 2.0
+ENV_ROOM = 16384  # bytes of environment a forked worker's /proc/PID/environ can show
 
 
 _ON = ("on", "1", "yes", "true", "")
@@ -178,6 +179,9 @@ class Zygote:
         env = {k: v for k, v in os.environ.items() if k == "PATH" or _interpreter_reads(k)}
         env = {k: v for k, v in env.items() if k not in _SYS_PATH}
         env["SPCTL_PARENT_PID"] = str(os.getpid())
+        # Room in its environment block, where each forked worker writes its own environment
+        # (so that /proc/PID/environ shows it, as an exec'd worker's; worker.zygote._own_block)
+        env["SPCTL_ZYGOTE_ROOM"] = "." * ENV_ROOM
         pid = None
         self._starting()
         try:

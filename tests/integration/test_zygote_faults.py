@@ -474,3 +474,45 @@ def test_an_entry_that_sets_what_an_interpreter_reads_at_start_is_execd(
         assert tz["spawn_reason"] == "its locale differs from the zygote's (TZ)"
         env = json.loads(wait_for(lambda: out["path"].exists() and out["path"].read_text()))
         assert env["env"]["PYTHONPATH"] == str(tmp_path)
+
+
+async def test_a_forked_worker_shows_the_command_line_of_an_exec_d_one(
+    zyg: zygote.Zygote,
+) -> None:
+    async with running(_server("title", "mcp_echo")) as runner:
+        assert runner.spawned == ("zygote", "") and runner.pid is not None
+        with open(f"/proc/{runner.pid}/cmdline", "rb") as f:
+            args = [a.decode() for a in f.read().split(b"\0") if a]
+        assert args == [sys.executable, "-P", "-m", "worker"]
+        assert zyg.pid is not None
+        with open(f"/proc/{zyg.pid}/cmdline", "rb") as f:  # the zygote's own is untouched
+            assert f.read().split(b"\0")[-2] == b"worker.zygote"
+
+
+def test_a_forked_worker_s_proc_environ_is_its_own_unless_too_big_for_the_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPCTL_ZYGOTE", "on")
+    out = {n: tmp_path / f"{n}.json" for n in ("small", "big")}
+    big = "x" * (zygote.ENV_ROOM + 1)
+    mods = [
+        module_entry("small", "env_report", config={"out": str(out["small"])}, env={"MINE": "1"}),
+        module_entry("big", "env_report", config={"out": str(out["big"])}, env={"HUGE": big}),
+    ]
+    with serve_fixture(tmp_path, mods) as s:
+        s.start()
+        for name in ("small", "big"):
+            ext = s.wait_state(name, "running")
+            assert ext["spawn"] == "zygote"
+            seen = json.loads(wait_for(lambda n=name: out[n].exists() and out[n].read_text()))
+            block = Path(f"/proc/{ext['pid']}/environ").read_bytes()
+            shown = dict(
+                entry.decode().split("=", 1) for entry in block.split(b"\0") if b"=" in entry
+            )
+            if name == "small":  # its own environment, as an exec'd worker's block shows it
+                assert seen["env"].items() <= shown.items() and shown["MINE"] == "1"
+                # what the worker takes out of os.environ once read (the kernel's copy keeps it)
+                assert set(shown) - set(seen["env"]) == {"SPCTL_EXTENSION", "SPCTL_PARENT_PID"}
+            else:  # too big for the room: the zygote's block, which holds nothing of it
+                assert seen["env"]["HUGE"] == big
+                assert "HUGE" not in shown and "SPCTL_ZYGOTE_ROOM" in shown
