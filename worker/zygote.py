@@ -12,7 +12,8 @@ worker, and killing the zygote kills no worker. The zygote answers the worker's 
 error) only after the intermediate is reaped, i.e. once the worker is the core's child.
 
 The worker waits for that re-parenting, puts itself in its own process group, moves the four
-fds to 0–3, closes every other fd, replaces the environment and runs
+fds to 0–3, closes every other fd, replaces the environment (and what /proc shows of it and
+of its command line: those of an exec'd worker) and runs
 :func:`worker.__main__.main` — which arms PR_SET_PDEATHSIG and checks that its parent is the
 core, exactly as an exec'd worker does. The signal dispositions are those of a fresh
 interpreter: the zygote never changes them.
