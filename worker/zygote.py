@@ -104,6 +104,8 @@ def _child(fds: list[int], env: dict[str, str], intermediate: int) -> NoReturn:
         os.environ.clear()  # every C environ entry unset: none points into the old block
         os.environ.update(env)
         _own_block(env)
+        sys.argv[:] = [worker_main.__file__]  # as ``python -m worker`` has them
+        sys.orig_argv[-1:] = ["worker"]
         # The zygote's objects stay frozen (gc.freeze): a collection in the worker never walks
         # them, so never writes their pages, which stay shared with the zygote and the siblings.
         worker_main.main()

@@ -382,6 +382,8 @@ def test_an_extension_that_starts_threads_at_import_runs_forked(
         got = json.loads(wait_for(lambda: report.exists() and report.read_text()))
         assert got["pid"] == got["pool_pid"] == ext["pid"]  # its pool runs in the worker
         assert got["ticks"] > 0
+        assert got["argv"][0].endswith("/worker/__main__.py")  # as python -m worker's
+        assert got["orig_argv"][-3:] == ["-P", "-m", "worker"]
         assert "ticker-at-import" in got["threads"]
         assert len(os.listdir(f"/proc/{ext['pid']}/task")) >= 3  # main, ticker, pool: its own
         assert s.spctl("restart", "threads").returncode == 0  # forked again, threads again
