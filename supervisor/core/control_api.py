@@ -144,6 +144,7 @@ class ControlApi:
         about = {
             "pid": os.getpid(),
             "version": __version__,
+            "zygote": zygote_status(),
             **self._about,
             "overrides": str(self.fleet.overrides.path),
             "uptime": time.monotonic() - self._started,
@@ -151,7 +152,6 @@ class ControlApi:
             "limits_enforcement": self._limits.mode,
             "mcp_front": self._front(),
             "limits_reason": self._limits.reason,
-            "zygote": zygote_status(),
         }
         if name is not None:
             exts = [self.fleet.snapshot(self.runner(name))]
