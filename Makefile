@@ -8,7 +8,7 @@ PINS   := .ci/constraints.txt
 TOOLS  := $(VENV)/tools
 TOOLS_STAMP := $(TOOLS)/.installed
 
-.PHONY: run test lint imports typecheck docs unit bench soak validate clean
+.PHONY: run test test-exec lint imports typecheck docs unit bench soak validate clean
 
 $(STAMP): pyproject.toml $(PINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,8 +48,18 @@ docs: $(TOOLS_STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
+# The supervision, limits and confinement suites once more with the zygote off (every worker
+# exec'd, as with `spctl serve --no-zygote`): ~1 min on 2 cores.
+EXEC_SUITES := tests/integration/test_limits.py tests/integration/test_chaos.py \
+	tests/integration/test_keeper.py tests/integration/test_stop_while_starting.py \
+	tests/chaos/test_kill_during_calls.py tests/chaos/test_confinement.py
+
 test: lint imports typecheck docs
 	$(BIN)/pytest -q
+	$(MAKE) test-exec
+
+test-exec: $(STAMP)
+	SPCTL_ZYGOTE=off $(BIN)/pytest -q $(EXEC_SUITES)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

@@ -70,10 +70,18 @@ def _row(ext: dict[str, Any]) -> list[str]:
         ext.get("kind", "-"),
         ext.get("state", "-"),
         str(ext["pid"]) if ext.get("pid") else "-",
+        _spawn(ext),
         duration(ext.get("uptime")),
         str(ext.get("restarts", 0)),
         reason,
     ]
+
+
+def _spawn(ext: dict[str, Any]) -> str:
+    """How its worker was started: forked from the zygote or exec'd (``-``: none alive)."""
+    if not ext.get("pid"):
+        return "-"
+    return "fork" if ext.get("spawn") == "zygote" else "exec"
 
 
 def status(
@@ -100,7 +108,7 @@ def status(
     exts = result["extensions"]
     front = result["supervisor"].get("mcp_front")
     rows = [_row(e) for e in exts] + ([_row(front_entry(front))] if front and not extension else [])
-    print(table(["NAME", "KIND", "STATE", "PID", "UPTIME", "RESTARTS", "REASON"], rows))
+    print(table(["NAME", "KIND", "STATE", "PID", "SPAWN", "UPTIME", "RESTARTS", "REASON"], rows))
     for ext in exts:
         for p in ext.get("routing_problems", []):
             print(safe(f"not routed: {ext['name']}: {p['kind']} {p['name']!r}: {p['reason']}"))
@@ -108,6 +116,8 @@ def status(
         box = (ext.get("metadata") or {}).get("sandbox")
         if extension is not None and box:
             print(safe(f"sandbox: {box}"))
+        if extension is not None and ext.get("spawn_reason"):
+            print(safe(f"spawn: exec'd, not forked: {ext['spawn_reason']}"))
         if extension is not None and ext.get("integrity"):
             print(safe(f"integrity: {ext['integrity']}"))
         if extension is not None and ext.get("origin"):

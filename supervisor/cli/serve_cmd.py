@@ -131,7 +131,7 @@ def serve(
         typer.Option(
             "--zygote/--no-zygote",
             help="Fork workers on spctl's own interpreter from a pre-imported zygote "
-            "(also SPCTL_ZYGOTE=on|off; default off).",
+            "(also SPCTL_ZYGOTE=on|off; default on).",
         ),
     ] = None,
     log_json: Annotated[
@@ -145,11 +145,14 @@ def serve(
 
     from supervisor.core.serve import ServeOptions
     from supervisor.core.serve import serve as run_serve
+    from supervisor.core.zygote import switch_problem
     from supervisor.logs import configure
     from supervisor.rules.health import HealthSettings
 
     if zygote is not None:  # read by supervisor.core.process when it spawns
         os.environ["SPCTL_ZYGOTE"] = "on" if zygote else "off"
+    if (problem := switch_problem()) is not None:
+        raise typer.BadParameter(problem)
     debug = "extensions:" in os.environ.get("DEBUG", "")
     configure(json=log_json, level=logging.DEBUG if debug else logging.INFO)
     try:

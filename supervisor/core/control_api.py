@@ -24,6 +24,7 @@ from supervisor.core.catalogs import Catalogs
 from supervisor.core.fleet import Fleet, NotHosted
 from supervisor.core.history import Recorder
 from supervisor.core.ordering import Ordering
+from supervisor.core.process import zygote_status
 from supervisor.core.reloader import InvalidConfig, Reloader
 from supervisor.core.resource_relay import SUBSCRIPTION_METHODS, ResourceRelay
 from supervisor.core.runner import CallTimeout, CommandFailed, Runner
@@ -151,6 +152,7 @@ class ControlApi:
         about = {
             "pid": os.getpid(),
             "version": __version__,
+            "zygote": zygote_status(),
             **self._about,
             "overrides": str(self.fleet.overrides.path),
             "uptime": time.monotonic() - self._started,

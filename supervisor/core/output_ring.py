@@ -16,7 +16,8 @@ __all__ = ["OUTPUT_RING", "Line", "OutputRing"]
 OUTPUT_RING = 1000  # lines of worker output kept per extension for `spctl logs`
 
 Line = tuple[float, str, str]
-"""(wall-clock time, stream, text); stream is stdout, stderr or spctl (lines dropped)."""
+"""(wall-clock time, stream, text); stream is stdout, stderr or spctl: spctl's own note about
+the worker — ``[N lines dropped …]`` or how it was started (``worker exec'd, not forked: …``)."""
 
 
 class OutputRing:
@@ -29,7 +30,8 @@ class OutputRing:
         entry = (time.time(), stream, line)
         self.lines.append(entry)
         if stream == "spctl":
-            self._log.warning("lines dropped", detail=line)
+            dropped = line.startswith("[") and "dropped" in line
+            self._log.warning("lines dropped" if dropped else "worker note", detail=line)
         else:
             self._log.info("output", stream=stream, line=line)
         for push in list(self.subscribers):

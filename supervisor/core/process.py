@@ -8,6 +8,11 @@ and collected with ``waitid(P_PIDFD)``, so no SIGCHLD-wide ``waitpid(-1)`` can s
 another child's status. After the leader exits, whatever is left of its group (children
 of the extension, re-parented to us because the supervisor is a child subreaper) is
 SIGKILLed and reaped, so "stopped" means the whole tree is gone.
+
+By default a worker on spctl's own interpreter is not exec'd but forked from the zygote
+(:mod:`supervisor.core.zygote`, :mod:`worker.zygote`), which hands us the same descriptors and
+a pid that is already our child; every failure of it falls back to posix_spawn, with fresh
+descriptors (a worker of a failed request keeps the old ones and finds its channel closed).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -35,7 +41,9 @@ __all__ = [
     "set_child_subreaper",
     "spawn_mode",
     "spawn_worker",
+    "stop_zygote",
     "zygote",
+    "zygote_status",
 ]
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -47,8 +55,22 @@ _serials = itertools.count(1)
 _zygote: Zygote | None = None
 
 
+def stop_zygote() -> None:
+    """At the core's exit: kill the zygote (no worker is its child; they are stopped already)."""
+    global _zygote
+    if _zygote is not None:
+        _zygote.close()
+        _zygote = None
+
+
+def zygote_status() -> dict[str, Any] | None:
+    """The zygote for ``spctl status --json`` (``supervisor.zygote``); None when it is off."""
+    z = zygote()
+    return z.status() if z is not None else None
+
+
 def zygote() -> Zygote | None:
-    """The core's zygote when ``SPCTL_ZYGOTE=on`` (created on first use), else None."""
+    """The core's zygote (created on first use), or None with ``SPCTL_ZYGOTE=off``."""
     global _zygote
     if _zygote is None and enabled():
         _zygote = Zygote(starting=helper_starting, started=helper_started, ended=helper_ended)
@@ -57,8 +79,15 @@ def zygote() -> Zygote | None:
 
 def spawn_mode(argv: Sequence[str]) -> str:
     """How a worker with ``argv`` is started: "zygote" or "exec"."""
+    return "zygote" if _forkable(argv) is not None else "exec"
+
+
+def _forkable(argv: Sequence[str]) -> Zygote | None:
+    """The zygote that can fork a worker of ``argv``: one of its interpreter, and we are a child
+    subreaper (its worker, an orphan once the intermediate exits, must be re-parented to us:
+    without, it would go to init and refuse to run)."""
     z = zygote()
-    return "zygote" if z is not None and list(argv) == _zygote_argv(z) else "exec"
+    return z if z is not None and _subreaper and list(argv) == _zygote_argv(z) else None
 
 
 def _zygote_argv(z: Zygote) -> list[str]:
@@ -98,15 +127,20 @@ def helper_ended(pid: int) -> None:
     _managed.discard(pid)
 
 
+_subreaper = False  # set_child_subreaper() succeeded: a forked worker is re-parented to us
+
+
 def set_child_subreaper() -> bool:
     """Make orphaned descendants re-parent to us (so we can reap and account for them)."""
     import ctypes
 
+    global _subreaper
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        _subreaper = _subreaper or bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
-        return False
+        pass
+    return _subreaper
 
 
 @dataclass(eq=False)
@@ -116,6 +150,8 @@ class WorkerProcess:
     exited: asyncio.Future[os.waitid_result]
     readers: list[PipeReader] = field(default_factory=list)
     mark: str = ""  # SPCTL_LINEAGE: inherited by what it starts (see supervisor.core.orphans)
+    spawn: str = "exec"  # or "zygote": forked from it
+    why: str = ""  # why it was exec'd although the zygote is on (its last error)
 
     @property
     def pgid(self) -> int:
@@ -181,6 +217,30 @@ def reap_orphans(known: set[int]) -> int:
     return reaped
 
 
+class _Fds:
+    """One worker's descriptors: the channel's socketpair, its stdout/stderr pipes, and
+    /dev/null for its stdin; the child's ends are closed once it has them."""
+
+    def __init__(self) -> None:
+        self.parent_sock, self.child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.out_r, self.out_w = os.pipe()
+        self.err_r, self.err_w = os.pipe()
+        self.null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+    def child(self) -> list[int]:
+        return [self.null, self.out_w, self.err_w, self.child_sock.fileno()]
+
+    def close_child(self) -> None:
+        self.child_sock.close()
+        for fd in (self.out_w, self.err_w, self.null):
+            os.close(fd)
+
+    def close_ours(self) -> None:
+        self.parent_sock.close()
+        os.close(self.out_r)
+        os.close(self.err_r)
+
+
 _RESET_SIGNALS = (
     signal.SIGPIPE,
     signal.SIGXFSZ,
@@ -207,48 +267,60 @@ async def spawn_worker(
     channel at fd 3 and the pipes at 1/2, puts the child in its own process group and resets
     the signals Python ignores. Every other descriptor of ours is close-on-exec (PEP 446).
     Raises OSError when the program cannot be started; nothing is left behind then.
+    A worker the zygote can fork (:func:`spawn_mode`) is asked of it first (awaited: the loop
+    is never blocked); ``spawn``/``why`` of the result say how it was started.
     """
     loop = asyncio.get_running_loop()
-    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     full_env = dict(env)
     full_env["SPCTL_PARENT_PID"] = str(os.getpid())
     mark = f"{lineage_prefix(os.getpid()) or ''}{next(_serials)}"
     full_env[LINEAGE] = mark
-    try:
-        z = zygote()
-        pid = None
-        if z is not None and list(argv) == _zygote_argv(z):
-            pid = z.fork_worker(full_env, [null, out_w, err_w, child_sock.fileno()])
-            if pid is None:
-                on_line("spctl", f"worker exec'd, not forked: {z.last_error}")
+    spawn, why = "exec", ""
+    z = _forkable(argv)
+    pid: int | None = None
+    if z is not None and (refused := z.unforkable(full_env)) is not None:
+        why = refused
+        on_line("spctl", f"worker exec'd, not forked: {why}")
+    elif z is not None:
+        fds = _Fds()
+        try:
+            pid = await z.fork(full_env, fds.child())
+        except BaseException:  # cancelled: the zygote is killed, nothing of ours is left
+            fds.close_ours()
+            raise
+        finally:
+            fds.close_child()
         if pid is None:
+            # A failed request may have forked a worker all the same: it keeps these ends,
+            # so they are closed (it finds its channel closed and exits) and new ones made.
+            fds.close_ours()
+            why = z.last_error
+            on_line("spctl", f"worker exec'd, not forked: {why}")
+        else:
+            spawn = "zygote"
+    if pid is None:
+        fds = _Fds()
+        try:
             # Spawned from the loop thread on purpose (PDEATHSIG is per thread); ~1 ms.
             pid = os.posix_spawn(  # noqa: ASYNC221
                 argv[0],
                 list(argv),
                 full_env,
                 file_actions=[
-                    (os.POSIX_SPAWN_DUP2, null, 0),
-                    (os.POSIX_SPAWN_DUP2, out_w, 1),
-                    (os.POSIX_SPAWN_DUP2, err_w, 2),
-                    (os.POSIX_SPAWN_DUP2, child_sock.fileno(), 3),
+                    (os.POSIX_SPAWN_DUP2, fds.null, 0),
+                    (os.POSIX_SPAWN_DUP2, fds.out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, fds.err_w, 2),
+                    (os.POSIX_SPAWN_DUP2, fds.child_sock.fileno(), 3),
                 ],
                 setpgroup=0,
                 setsigdef=_RESET_SIGNALS,
             )
-    except BaseException:
-        parent_sock.close()
-        os.close(out_r)
-        os.close(err_r)
-        raise
-    finally:
-        child_sock.close()
-        os.close(out_w)
-        os.close(err_w)
-        os.close(null)
+        except BaseException:
+            fds.close_ours()
+            raise
+        finally:
+            fds.close_child()
+    parent_sock, out_r, err_r = fds.parent_sock, fds.out_r, fds.err_r
     _managed.add(pid)
     pidfd = os.pidfd_open(pid)
     exited: asyncio.Future[os.waitid_result] = loop.create_future()
@@ -265,7 +337,7 @@ async def spawn_worker(
             exited.set_result(result)
 
     loop.add_reader(pidfd, _on_exit)
-    proc = WorkerProcess(pid=pid, sock=parent_sock, exited=exited, mark=mark)
+    proc = WorkerProcess(pid=pid, sock=parent_sock, exited=exited, mark=mark, spawn=spawn, why=why)
     for stream, fd in (("stdout", out_r), ("stderr", err_r)):
 
         def _make(stream: str = stream) -> PipeReader:

@@ -88,6 +88,13 @@ class Runner:
         return self._inc.pid if self._inc is not None else None
 
     @property
+    def spawned(self) -> tuple[str, str] | None:
+        """How its live worker was started ("zygote" or "exec") and, exec'd although the
+        zygote is on, why; None while no worker is alive."""
+        proc = self._inc.proc if self._inc is not None else None
+        return (proc.spawn, proc.why) if proc is not None and proc.alive else None
+
+    @property
     def installing(self) -> str | None:
         """While its environment is being built (``starting``): what the build is doing."""
         return self._inc.installing if self._inc is not None else None

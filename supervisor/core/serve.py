@@ -35,7 +35,7 @@ from supervisor.core.keeper import Keeper
 from supervisor.core.options import ServeOptions
 from supervisor.core.ordering import Ordering
 from supervisor.core.peer_guard import PeerGuard
-from supervisor.core.process import reap_orphans, set_child_subreaper
+from supervisor.core.process import reap_orphans, set_child_subreaper, stop_zygote
 from supervisor.core.reloader import Reloader
 from supervisor.core.resource_relay import ResourceRelay
 from supervisor.core.runner import RunnerContext
@@ -186,6 +186,7 @@ class Supervisor:
                 tg.cancel_scope.cancel()
         finally:
             self.server.close()
+            stop_zygote()  # no worker is its child: none dies with it
             self.limits.close()  # kills what is left of the workers' trees; then the keeper
             self.keeper.close()
             self.notifier.close()

@@ -37,11 +37,16 @@ class Observed(Protocol):
     @property
     def pid(self) -> int | None: ...
 
+    @property
+    def spawned(self) -> tuple[str, str] | None: ...  # ("zygote"|"exec", why) of its worker
+
 
 def snapshot(r: Observed) -> dict[str, Any]:
     now = time.monotonic()
     ext, state, since, pid = r.ext, r.sm.state, r.sm.since, r.pid
     live = r.usage if pid else None
+    spawned = r.spawned
+    argv = [str(ext.python or sys.executable), "-P", "-m", "worker"]
     installing = r.installing if state is State.STARTING else None
     return {
         "name": ext.name,
@@ -64,8 +69,10 @@ def snapshot(r: Observed) -> dict[str, Any]:
         "usage": usage(live),
         "headroom": headroom(live, WatchLimits.from_config(ext.limits)) if live else {},
         "integrity": r.integrity,
-        # forked from the zygote (SPCTL_ZYGOTE=on, spctl's own interpreter) or exec'd
-        "spawn": spawn_mode([str(ext.python or sys.executable), "-P", "-m", "worker"]),
+        # how its worker was started: forked from the zygote or exec'd (with no worker alive:
+        # how the next one would be), and why a worker the zygote could fork was exec'd
+        "spawn": spawned[0] if spawned else spawn_mode(argv),
+        "spawn_reason": (spawned[1] or None) if spawned else None,
     }
 
 

@@ -1,32 +1,86 @@
 """The core's side of the zygote (:mod:`worker.zygote`): start it, ask it for a worker, and
-restart it when it died (opt-in: ``SPCTL_ZYGOTE=on``).
+restart it when it died (on by default; ``SPCTL_ZYGOTE=off`` or ``spctl serve --no-zygote``
+turns it off).
 
-Every failure here is a fallback, never a failed start: :func:`fork_worker` returns None (and
+Every failure here is a fallback, never a failed start: :meth:`Zygote.fork` returns None (and
 says why in :attr:`Zygote.last_error`) and the caller exec's the worker as without a zygote.
 A dead zygote is restarted on the next request, no sooner than :data:`BACKOFF` after the last
-start. The request is short and made from the loop thread (like posix_spawn): the zygote's
-answer comes once the worker is already our child (see :mod:`worker.zygote`).
+start; one whose interpreter was deleted or replaced since it started (an upgrade) is killed
+and restarted on the new one. The zygote is started from the loop thread (its parent-death
+signal is per thread, like a worker's); a request is awaited, never blocking the loop: its
+answer comes once the worker is already our child (see :mod:`worker.zygote`), and requests
+are made one at a time (the zygote answers them in order).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
-__all__ = ["BACKOFF", "Zygote", "enabled"]
+__all__ = ["BACKOFF", "REPLY_TIMEOUT", "Zygote", "enabled", "switch_problem"]
 
 BACKOFF = 1.0
 REPLY_TIMEOUT = 2.0
+ENV_ROOM = 16384  # bytes of environment a forked worker's /proc/PID/environ can show
 
 
-def enabled(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
-    """``SPCTL_ZYGOTE=on`` turns it on; it is off by default."""
-    return environ.get("SPCTL_ZYGOTE", "off").strip().lower() in ("on", "1", "yes", "true")
+_ON = ("on", "1", "yes", "true", "")
+_OFF = ("off", "0", "no", "false")
+
+
+def enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """On unless ``SPCTL_ZYGOTE=off`` (or 0, no, false)."""
+    return environ.get("SPCTL_ZYGOTE", "on").strip().lower() not in _OFF
+
+
+def switch_problem(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Why ``SPCTL_ZYGOTE`` is not a value :func:`enabled` understands (serve refuses it)."""
+    value = environ.get("SPCTL_ZYGOTE")
+    if value is None or value.strip().lower() in _ON + _OFF:
+        return None
+    return f"SPCTL_ZYGOTE={value!r} is not on or off"
+
+
+def _identity(path: str) -> tuple[int, int, int] | None:
+    """What says the file at ``path`` is still the same one: device, inode, mtime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+# PYTHON* variables that change sys.path: never in the zygote's start (an exec'd worker does
+# not inherit them from the core either); an entry's own makes its worker exec'd.
+_SYS_PATH = frozenset(
+    {
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "PYTHONUSERBASE",
+        "PYTHONNOUSERSITE",
+        "PYTHONPLATLIBDIR",
+        "PYTHONSTARTUP",
+        "PYTHONEXECUTABLE",
+    }
+)
+
+
+def _interpreter_reads(name: str) -> bool:
+    """Read by an interpreter when it starts (its encodings, time zone, sys.path, flags)."""
+    return name in ("LANG", "LANGUAGE", "TZ") or name.startswith(("LC_", "PYTHON"))
+
+
+def _start_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a zygote started now would read of its environment."""
+    return {k: v for k, v in environ.items() if _interpreter_reads(k) and k not in _SYS_PATH}
 
 
 class Zygote:
@@ -48,7 +102,27 @@ class Zygote:
         self.sock: socket.socket | None = None
         self.started_at = -BACKOFF
         self.starts = 0
+        self.forks = 0
         self.last_error = ""
+        self._binary: tuple[int, int, int] | None = None  # the interpreter it was started from
+        self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._start_env: dict[str, str] = {}  # what of its start's environment it read
+
+    def unforkable(self, env: Mapping[str, str]) -> str | None:
+        """Why a worker with ``env`` cannot be forked from this zygote: its environment sets
+        what an interpreter reads when it starts (``PYTHONPATH``, ``PYTHONHASHSEED``…, a
+        locale or ``TZ``) to something else than the zygote started with, which a fork would
+        ignore. None: it can."""
+        started = self._start_env if self.pid is not None else _start_env(os.environ)
+        python = sorted(k for k, v in env.items() if k.startswith("PYTHON") and started.get(k) != v)
+        if python:
+            return f"its environment sets {', '.join(python)} (read when an interpreter starts)"
+        locale = {k: v for k, v in env.items() if _interpreter_reads(k) and k[:6] != "PYTHON"}
+        ours = {k: v for k, v in started.items() if k[:6] != "PYTHON"}
+        if locale != ours:
+            names = ", ".join(sorted({k for k, _ in set(locale.items()) ^ set(ours.items())}))
+            return f"its locale differs from the zygote's ({names})"
+        return None
 
     def _alive(self) -> bool:
         if self.pid is None:
@@ -67,21 +141,47 @@ class Zygote:
             self.sock = None
         return False
 
+    def _replaced(self) -> str | None:
+        """Why the running zygote's interpreter is not ``python`` any more, if it is not."""
+        if self.pid is None:
+            return None
+        try:
+            deleted = os.readlink(f"/proc/{self.pid}/exe").endswith(" (deleted)")
+        except OSError:
+            deleted = False
+        now = _identity(self.python)
+        if deleted or now is None:
+            return f"the interpreter {self.python} was deleted under the zygote (pid {self.pid})"
+        if now != self._binary:
+            return f"the interpreter {self.python} was replaced under the zygote (pid {self.pid})"
+        return None
+
     def start(self) -> bool:
-        """Start the zygote unless it runs or was started less than BACKOFF ago."""
-        if self._alive():
+        """Start the zygote unless it runs or was started less than BACKOFF ago. Call it from
+        the loop thread (the zygote's parent-death signal is armed against that thread)."""
+        replaced = self._replaced() if self._alive() else None
+        if replaced is not None:
+            self.close()
+            self.last_error = replaced  # this worker is exec'd; the next request restarts it
+            return False
+        if self.pid is not None:
             return True
         now = time.monotonic()
         if now - self.started_at < BACKOFF:
             return False
         self.started_at = now
+        binary = _identity(self.python)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        # No secret of the core's environment: a forked worker's /proc/PID/environ shows
-        # the zygote's (os.environ is replaced in the child, the initial block is inherited).
-        keep = ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-        env = {k: os.environ[k] for k in keep if k in os.environ}
+        # Only what an interpreter reads when it starts (PATH, the locale, the core's PYTHON*
+        # flags but none that changes sys.path: an exec'd worker gets none of those), so no
+        # secret of the core's: a forked worker's /proc/PID/environ shows this block.
+        env = {k: v for k, v in os.environ.items() if k == "PATH" or _interpreter_reads(k)}
+        env = {k: v for k, v in env.items() if k not in _SYS_PATH}
         env["SPCTL_PARENT_PID"] = str(os.getpid())
+        # Room in its environment block, where each forked worker writes its own environment
+        # (so that /proc/PID/environ shows it, as an exec'd worker's; worker.zygote._own_block)
+        env["SPCTL_ZYGOTE_ROOM"] = "." * ENV_ROOM
         pid = None
         self._starting()
         try:
@@ -104,44 +204,73 @@ class Zygote:
             self._started(pid)
             theirs.close()
             os.close(null)
-        self.pid, self.sock = pid, ours
+        ours.setblocking(False)
+        self.pid, self.sock, self._binary = pid, ours, binary
+        self._start_env = _start_env(env)
         self.starts += 1
         return True
 
-    def fork_worker(self, env: dict[str, str], fds: list[int]) -> int | None:
+    async def fork(self, env: dict[str, str], fds: list[int]) -> int | None:
         """A worker forked with ``env`` and ``fds`` (stdin, stdout, stderr, channel) at 0–3;
-        its pid (already our child), or None: exec it instead (why: :attr:`last_error`)."""
-        if not self.start() or self.sock is None:
-            return None
-        pid: int | None = None
-        self._starting()  # the orphan reaper must not take it before we know its pid
-        try:
-            self.sock.settimeout(REPLY_TIMEOUT)
-            socket.send_fds(self.sock, [msgpack.packb(env)], fds)
-            reply = self.sock.recv(65536)
-            if not reply:
-                raise OSError("the zygote closed its socket")
-            answer = msgpack.unpackb(reply)
-            if "pid" not in answer:
-                self.last_error = f"zygote: {answer.get('error', 'no pid')}"
+        its pid (already our child), or None: exec it instead (why: :attr:`last_error`).
+
+        A request that failed may still have forked a worker (the zygote was killed or out of
+        step after its fork): the caller must not reuse ``fds`` for the exec, so that such a
+        worker finds its channel closed and exits."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock[0] is not loop:  # a lock is bound to one loop
+            self._lock = (loop, asyncio.Lock())
+        async with self._lock[1]:  # one request at a time: answers come in order
+            if not self.start() or self.sock is None:
                 return None
-            pid = int(answer["pid"])
-            self.last_error = ""
-            return pid
-        except (OSError, ValueError, TypeError) as e:
-            self.last_error = f"zygote request failed: {e}"
-            self.close()  # a late answer must never be read as the next request's
-            return None
-        finally:
-            self._started(pid)
+            sock = self.sock
+            pid: int | None = None
+            self._starting()  # the orphan reaper must not take it before we know its pid
+            try:
+                socket.send_fds(sock, [msgpack.packb(env)], fds)
+                async with asyncio.timeout(REPLY_TIMEOUT):
+                    reply = await loop.sock_recv(sock, 65536)
+                if not reply:
+                    raise OSError("the zygote closed its socket")
+                answer = msgpack.unpackb(reply)
+                if "pid" not in answer:
+                    self.last_error = f"zygote: {answer.get('error', 'no pid')}"
+                    return None
+                pid = int(answer["pid"])
+                self.last_error = ""
+                self.forks += 1
+                return pid
+            except TimeoutError:
+                self.last_error = f"zygote request failed: no answer within {REPLY_TIMEOUT:g} s"
+                self.close()  # a late answer must never be read as the next request's
+                return None
+            except (OSError, ValueError, TypeError) as e:
+                self.last_error = f"zygote request failed: {e}"
+                self.close()
+                return None
+            except BaseException:  # cancelled while waiting: its answer would come too late
+                self.last_error = "zygote request cancelled"
+                self.close()
+                raise
+            finally:
+                self._started(pid)
+
+    def status(self) -> dict[str, Any]:
+        """For ``spctl status --json`` (``supervisor.zygote``)."""
+        return {
+            "python": self.python,
+            "pid": self.pid if self._alive() else None,
+            "starts": self.starts,
+            "forks": self.forks,
+            "last_error": self.last_error or None,
+        }
 
     def close(self) -> None:
+        """Kill the zygote (its workers are not its children: none of them dies)."""
         if self.sock is not None:
             self.sock.close()
             self.sock = None
         if self.pid is not None:
-            import signal
-
             try:
                 os.kill(self.pid, signal.SIGKILL)
                 os.waitpid(self.pid, 0)

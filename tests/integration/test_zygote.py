@@ -33,12 +33,11 @@ def zyg(monkeypatch: pytest.MonkeyPatch) -> Iterator[zygote.Zygote]:
     assert set_child_subreaper()  # as serve does: the forked worker is re-parented to us
     monkeypatch.setenv("SPCTL_ZYGOTE", "on")
     monkeypatch.setattr(zygote, "BACKOFF", 0.0)
-    process._zygote = None
+    process.stop_zygote()  # one an earlier test made (with SPCTL_ZYGOTE=on in the environment)
     z = process.zygote()
     assert z is not None
     yield z
-    z.close()
-    process._zygote = None
+    process.stop_zygote()
 
 
 def _fd_kinds(pid: int) -> list[str]:
