@@ -123,7 +123,7 @@ def _add(
         raise Refused(f"{extensions}: extensions directory not found")
     old_text = _read(servers_file)
     values = _values(env, "--env") | _values(arg, "--arg")
-    draft = _draft(source, values, registry)
+    draft = _draft(source, values, registry, ask=not yes)
     for variable, _, _ in draft.secrets:
         if variable in values:
             raise Refused(
@@ -228,7 +228,9 @@ def _values(pairs: list[str], flag: str) -> dict[str, str]:
     return found
 
 
-def _draft(source: str, values: dict[str, str], registry: str | None) -> Draft:
+def _draft(source: str, values: dict[str, str], registry: str | None, ask: bool = False) -> Draft:
+    """What ``source`` adds. With ``ask`` (a terminal, no --yes), a required server.json input
+    that has no value is asked for, and the document mapped again with the answer."""
     from packaging.utils import canonicalize_name
 
     from supervisor.install.sources import (
@@ -237,7 +239,7 @@ def _draft(source: str, values: dict[str, str], registry: str | None) -> Draft:
         fetch_server,
         read_server_json,
     )
-    from supervisor.rules.server_json import ServerJsonError, plan_from, unwrap
+    from supervisor.rules.server_json import MissingInput, ServerJsonError, plan_from, unwrap
 
     if source.startswith("npm:"):
         from supervisor.install.npm import split_spec
@@ -270,7 +272,14 @@ def _draft(source: str, values: dict[str, str], registry: str | None) -> Draft:
             raise Refused(
                 f"{source!r}: expected pypi:NAME[==VERSION], registry:NAME or a server.json path"
             )
-        plan = plan_from(unwrap(doc), values)
+        while True:
+            try:
+                plan = plan_from(unwrap(doc), values)
+                break
+            except MissingInput as missing:
+                if not ask or missing.key in values:
+                    raise
+                values[missing.key] = typer.prompt(f"{missing.key} ({missing.description})")
     except (SourceError, ServerJsonError) as exc:
         raise Refused(f"{where if 'where' in locals() else source}: {exc}") from None
     provenance = f"{plan.registry_name} {plan.version} (from {source})"

@@ -34,6 +34,16 @@ class ServerJsonError(ValueError):
     """The document cannot be mapped; the message names the field and the cause."""
 
 
+class MissingInput(ServerJsonError):
+    """A required input has no value, default or given one: on a terminal, ``spctl add`` asks
+    for it (``key``, described by ``description``) and maps again."""
+
+    def __init__(self, message: str, key: str, description: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.description = description
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one server.json becomes (``kind``: ``pypi``, ``npm`` or ``remote``)."""
@@ -215,9 +225,11 @@ def _value(
     if isinstance(default, str | int | float) and not isinstance(default, bool):
         return _escape(str(default))
     if required:
-        raise ServerJsonError(
+        raise MissingInput(
             f"{p}: {key} is required ({description}); give it with --env {key}=VALUE "
-            f"(or --arg {key}=VALUE for an argument)"
+            f"(or --arg {key}=VALUE for an argument)",
+            key,
+            description,
         )
     return None
 

@@ -480,3 +480,49 @@ def test_on_a_terminal_it_shows_what_it_will_run_and_asks(tmp_path: Path) -> Non
         if answer == "n":
             assert "not confirmed" in out.stderr and snapshot(tmp_path) == before
     assert "- name: weather\n  type: remote\n" in (ext / "servers.yaml").read_text()
+
+
+def test_on_a_terminal_a_required_input_without_a_value_is_asked_for(tmp_path: Path) -> None:
+    """DESIGN §9: an input's value comes from --env/--arg, then its default, then a prompt; a
+    terminal gets the prompt (quoting the input's description), and the answer is written."""
+    import pty
+
+    ext = extensions(tmp_path)
+    doc = {
+        "$schema": SCHEMA,
+        "name": "com.example/weather-mcp",
+        "version": "2.0.0",
+        "remotes": [
+            {
+                "type": "streamable-http",
+                "url": "https://weather.example.com/mcp",
+                "headers": [
+                    {"name": "X-Region", "isRequired": True, "description": "the region to serve"}
+                ],
+            }
+        ],
+    }
+    source = server_json(tmp_path, doc)
+    leader, follower = pty.openpty()
+    try:
+        os.write(leader, b"eu-west\ny\n")  # the answer, then the confirmation
+        out = subprocess.run(
+            [SPCTL, "add", source, "-e", str(ext)],
+            env={
+                **os.environ,
+                "STATE_DIRECTORY": str(tmp_path / "state"),
+                "SPCTL_SOCKET": str(tmp_path / "run" / "control.sock"),
+            },
+            stdin=follower,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "X-Region (the region to serve)" in out.stdout
+    text = (ext / "servers.yaml").read_text()
+    assert "X-Region: eu-west" in text, text
