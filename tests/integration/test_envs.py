@@ -161,6 +161,33 @@ def test_install_pypi_server_serves_and_answers(tmp_path: Path, time_built: Buil
     assert envs_of(tmp_path) == [env_name]  # serve used the env that was there
 
 
+def test_an_env_deleted_under_a_running_supervisor_is_rebuilt_at_the_next_start(
+    tmp_path: Path, time_built: Built
+) -> None:
+    """The issue's bad input: the env directory removed while its worker runs. The worker goes
+    on (its files are open); the next start finds the env missing and builds it again from the
+    lock (the module's uv cache), and the server answers."""
+    copy_of(time_built, tmp_path, env=True)
+    (env_name,) = time_built.envs
+    env = tmp_path / "state" / "envs" / env_name
+    with serve_fixture(tmp_path, [], [dict(TIME_ENTRY)]) as s:
+        s.start()
+        first = s.wait_state("time", "running", timeout=60)
+        shutil.rmtree(env)
+        out = s.spctl("restart", "time")
+        assert out.returncode == 0, out.stderr
+        wait_for(
+            lambda: (e := s.ext("time"))["state"] == "running" and e["pid"] != first["pid"],
+            120,
+            "time rebuilt and running again",
+        )
+        assert (env / "bin").is_dir()
+        out = s.spctl("call", "time", "get_current_time", "--arg", "timezone=UTC")
+        assert out.returncode == 0, out.stderr
+        assert '"timezone": "UTC"' in out.stdout
+    assert envs_of(tmp_path) == [env_name]  # the same lock: the same env, rebuilt in place
+
+
 def test_requirements_local_package_imports_its_dependency(tmp_path: Path) -> None:
     entry = {
         "name": "needs-dep",
