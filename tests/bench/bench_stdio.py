@@ -151,7 +151,7 @@ def _processes(roles: dict[str, tuple[str, str]]) -> dict[str, psutil.Process]:
                 continue
             for proc in found[parent].children(recursive=parent != "us"):
                 try:
-                    if marker in " ".join(proc.cmdline()[:4]):
+                    if marker in " ".join(proc.cmdline()[:4]) + " ":
                         found[role] = proc
                         break
                 except psutil.Error:
@@ -226,7 +226,7 @@ def main() -> None:
     proxy_note = ""
     hosted = {
         "core": ("spctl serve", "us"),
-        "worker": ("-m worker", "core"),
+        "worker": ("-m worker ", "core"),  # not the zygote's "-m worker.zygote"
         "server": ("mcp-server-time", "worker"),
     }
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
