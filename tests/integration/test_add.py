@@ -442,9 +442,34 @@ def test_ctrl_c_during_the_build_leaves_nothing(tmp_path: Path) -> None:
     assert snapshot(tmp_path) == before  # no entry, no lock, no env (not even a temp dir)
 
 
-def test_on_a_terminal_it_shows_what_it_will_run_and_asks(tmp_path: Path) -> None:
+def on_a_terminal(
+    root: Path, ext: Path, source: str, typed: bytes
+) -> subprocess.CompletedProcess[str]:
+    """``spctl add source`` with a pseudo-terminal as stdin, ``typed`` already waiting on it."""
     import pty
 
+    leader, follower = pty.openpty()
+    try:
+        os.write(leader, typed)
+        return subprocess.run(
+            [SPCTL, "add", source, "-e", str(ext)],
+            env={
+                **os.environ,
+                "STATE_DIRECTORY": str(root / "state"),
+                "SPCTL_SOCKET": str(root / "run" / "control.sock"),
+            },
+            stdin=follower,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+
+
+def test_on_a_terminal_it_shows_what_it_will_run_and_asks(tmp_path: Path) -> None:
     ext = extensions(tmp_path)
     doc = {
         "$schema": SCHEMA,
@@ -455,25 +480,7 @@ def test_on_a_terminal_it_shows_what_it_will_run_and_asks(tmp_path: Path) -> Non
     source = server_json(tmp_path, doc)
     before = snapshot(tmp_path)
     for answer, code in (("n", 1), ("y", 0)):
-        leader, follower = pty.openpty()
-        try:
-            os.write(leader, f"{answer}\n".encode())
-            out = subprocess.run(
-                [SPCTL, "add", source, "-e", str(ext)],
-                env={
-                    **os.environ,
-                    "STATE_DIRECTORY": str(tmp_path / "state"),
-                    "SPCTL_SOCKET": str(tmp_path / "run" / "control.sock"),
-                },
-                stdin=follower,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-        finally:
-            os.close(follower)
-            os.close(leader)
+        out = on_a_terminal(tmp_path, ext, source, f"{answer}\n".encode())
         assert out.returncode == code, out.stdout + out.stderr
         assert "weather: will run: (remote) https://weather.example.com/mcp" in out.stdout
         assert "write weather to" in out.stdout
@@ -485,7 +492,6 @@ def test_on_a_terminal_it_shows_what_it_will_run_and_asks(tmp_path: Path) -> Non
 def test_on_a_terminal_a_required_input_without_a_value_is_asked_for(tmp_path: Path) -> None:
     """DESIGN §9: an input's value comes from --env/--arg, then its default, then a prompt; a
     terminal gets the prompt (quoting the input's description), and the answer is written."""
-    import pty
 
     ext = extensions(tmp_path)
     doc = {
@@ -503,25 +509,8 @@ def test_on_a_terminal_a_required_input_without_a_value_is_asked_for(tmp_path: P
         ],
     }
     source = server_json(tmp_path, doc)
-    leader, follower = pty.openpty()
-    try:
-        os.write(leader, b"eu-west\ny\n")  # the answer, then the confirmation
-        out = subprocess.run(
-            [SPCTL, "add", source, "-e", str(ext)],
-            env={
-                **os.environ,
-                "STATE_DIRECTORY": str(tmp_path / "state"),
-                "SPCTL_SOCKET": str(tmp_path / "run" / "control.sock"),
-            },
-            stdin=follower,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        os.close(follower)
-        os.close(leader)
+    # the answer, then the confirmation
+    out = on_a_terminal(tmp_path, ext, source, b"eu-west\ny\n")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "X-Region (the region to serve)" in out.stdout
     text = (ext / "servers.yaml").read_text()

@@ -35,6 +35,7 @@ from tests.helpers import (
     serve_fixture,
     wait_for,
 )
+from tests.integration.test_add import spctl as run
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -65,26 +66,6 @@ def npm_cache() -> Iterator[Path]:
             os.environ.pop("NPM_CONFIG_CACHE", None)
         else:
             os.environ["NPM_CONFIG_CACHE"] = old
-
-
-def run(
-    *args: str, root: Path, env: dict[str, str] | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    full = {
-        **os.environ,
-        "STATE_DIRECTORY": str(root / "state"),
-        "SPCTL_SOCKET": str(root / "run" / "control.sock"),
-        **(env or {}),
-    }
-    return subprocess.run(
-        [SPCTL, *args],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def skip_if_offline(out: subprocess.CompletedProcess[str]) -> None:

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 
 import anyio
 import pytest
 
 from supervisor.core import process, zygote
-from supervisor.core.process import set_child_subreaper
 from supervisor.core.runner import Runner
 from supervisor.rules.states import State
 from tests.helpers import pid_gone, wait_for
@@ -26,18 +24,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def zyg(monkeypatch: pytest.MonkeyPatch) -> Iterator[zygote.Zygote]:
-    assert set_child_subreaper()  # as serve does: the forked worker is re-parented to us
-    monkeypatch.setenv("SPCTL_ZYGOTE", "on")
-    monkeypatch.setattr(zygote, "BACKOFF", 0.0)
-    process.stop_zygote()  # one an earlier test made (with SPCTL_ZYGOTE=on in the environment)
-    z = process.zygote()
-    assert z is not None
-    yield z
-    process.stop_zygote()
 
 
 def _fd_kinds(pid: int) -> list[str]:

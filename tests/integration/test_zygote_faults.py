@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -41,18 +41,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def zyg(monkeypatch: pytest.MonkeyPatch) -> Iterator[zygote.Zygote]:
-    assert set_child_subreaper()  # as serve does: the forked worker is re-parented to us
-    monkeypatch.setenv("SPCTL_ZYGOTE", "on")
-    monkeypatch.setattr(zygote, "BACKOFF", 0.0)
-    process.stop_zygote()  # one an earlier test made (with SPCTL_ZYGOTE=on in the environment)
-    z = process.zygote()
-    assert z is not None
-    yield z
-    process.stop_zygote()
 
 
 def _state(pid: int) -> str:
