@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import select
 import signal
@@ -187,11 +188,13 @@ def _sweep_costs() -> tuple[list[list[str]], str]:
 
 
 def _is_worker(pid: int) -> bool:
+    """``python … -m worker``: a worker, not the zygote (``-m worker.zygote``) it forks from."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"\0-m\0worker" in f.read()
+            argv = f.read().split(b"\0")
     except OSError:
         return False
+    return any(a == b"-m" and b == b"worker" for a, b in itertools.pairwise(argv))
 
 
 def _next_worker(sup: int, seen: set[int], timeout: float = 20.0) -> int:
