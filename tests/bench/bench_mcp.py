@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 from mcp import Client
 
+from tests.bench._goals import record
 from tests.bench._table import print_table
 from tests.helpers import Serve, descendants, make_extensions, pid_gone, server_entry, wait_for
 
@@ -295,6 +296,14 @@ def part_calls(tmp: Path) -> None:
                 (f(spctl_t.latencies), f(sdk_t.latencies)) for f in (median, p99)
             )
             a_rate, b_rate = median(spctl_t.rates), median(sdk_t.rates)
+            if mode == "auto":
+                record(
+                    "mcp",
+                    "/mcp tools/call throughput vs the SDK's own server, auto era",
+                    "≥ 1.0×",
+                    f"{a_rate:.0f} vs {b_rate:.0f} calls/s: {a_rate / b_rate:.2f}×",
+                    a_rate >= b_rate,
+                )
             rows += [
                 [era, "p50", ms(a50), ms(b50), f"{a50 / b50:.2f}×", "≤ 1.2×"],
                 [era, "p99", ms(a99), ms(b99), f"{a99 / b99:.2f}×", ""],

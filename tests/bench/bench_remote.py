@@ -33,6 +33,7 @@ import psutil
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from tests.bench._goals import record
 from tests.bench._table import print_table
 from tests.bench.bench_mcp import ms, p99, serving
 from tests.helpers import FIXTURES, HttpFixture, make_extensions, start_http_fixture
@@ -184,6 +185,14 @@ def main() -> None:
         rows,
     )
     lean, sdk = median(targets[2].latencies), median(targets[3].latencies)
+    record(
+        "remote",
+        "remote server worker RSS (lean client, after the calls)",
+        "≤ 30 MiB",
+        f"{busy['lean'][0]:.1f} MiB RSS, {busy['lean'][1]:.1f} USS "
+        f"(SDK worker {busy['sdk'][0]:.1f})",
+        busy["lean"][0] <= 30,
+    )
     print(
         f"lean vs sdk worker: RSS {busy['lean'][0]:.1f} vs {busy['sdk'][0]:.1f} MiB "
         f"({busy['lean'][0] / busy['sdk'][0]:.2f}×), p50 {lean / sdk:.2f}×, CPU per call "

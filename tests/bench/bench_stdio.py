@@ -43,6 +43,7 @@ import anyio
 import psutil
 from mcp import Client, StdioServerParameters
 
+from tests.bench._goals import record
 from tests.bench._table import print_table
 from tests.bench.bench_mcp import ms, p99, spctl
 from tests.helpers import SPCTL, InstallFailed, pip_venv, wait_for
@@ -260,6 +261,15 @@ def main() -> None:
         median(direct.latencies),
         p99(direct.latencies),
         median(direct.rates),
+    )
+    via50 = median(via.latencies)
+    record(
+        "stdio",
+        "published stdio server via /mcp/<name> vs direct stdio, p50",
+        "≤ 1.8×",
+        f"{ms(via50)} vs {ms(base50)}: {via50 / base50:.2f}× "
+        f"(spctl mcp {median(stdio.latencies) / base50:.2f}×)",
+        via50 <= 1.8 * base50,
     )
     rows = []
     for t in targets:
