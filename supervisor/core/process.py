@@ -24,7 +24,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ __all__ = [
     "set_child_subreaper",
     "spawn_mode",
     "spawn_worker",
+    "start_zygote_early",
     "stop_zygote",
     "zygote",
     "zygote_status",
@@ -67,6 +68,22 @@ def zygote_status() -> dict[str, Any] | None:
     """The zygote for ``spctl status --json`` (``supervisor.zygote``); None when it is off."""
     z = zygote()
     return z.status() if z is not None else None
+
+
+def start_zygote_early(pythons: Iterable[str]) -> bool:
+    """At serve's start, before its own start-up work: start the zygote now if a worker will be
+    forked from it (one of ``pythons``, the interpreters of the extensions to start, is its),
+    so that its boot (its imports: a fresh interpreter's) overlaps the core's instead of
+    delaying the first fork. Call it from the thread that runs the loop (its parent-death
+    signal is armed against that thread). Makes us a child subreaper first (a forked worker
+    needs it). False: nothing started (off, no extension of its interpreter, or it failed:
+    the first fork tries again, as after a death)."""
+    if not enabled() or not set_child_subreaper():
+        return False
+    z = zygote()
+    if z is None or z.python not in set(pythons):
+        return False
+    return z.start()
 
 
 def zygote() -> Zygote | None:

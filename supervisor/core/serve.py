@@ -35,7 +35,13 @@ from supervisor.core.keeper import Keeper
 from supervisor.core.options import ServeOptions
 from supervisor.core.ordering import Ordering
 from supervisor.core.peer_guard import PeerGuard
-from supervisor.core.process import reap_orphans, set_child_subreaper, stop_zygote
+from supervisor.core.process import (
+    reap_orphans,
+    set_child_subreaper,
+    start_zygote_early,
+    stop_zygote,
+    zygote_status,
+)
 from supervisor.core.reloader import Reloader
 from supervisor.core.resource_relay import ResourceRelay
 from supervisor.core.runner import RunnerContext
@@ -229,7 +235,25 @@ def serve(opts: ServeOptions) -> int:
             print(err, file=sys.stderr)
         print(f"spctl serve: configuration in {opts.extensions} is invalid", file=sys.stderr)
         return 1
-    for err in loaded.errors:
-        log.error("invalid extension entry", extension=err.extension, error=str(err))
-    supervisor = Supervisor(opts, loaded)
-    return anyio.run(supervisor.run)
+    # The zygote boots (a fresh interpreter's imports) while we build the parts and bind:
+    # the first fork need not wait for it. Only when a worker will be forked from it.
+    if start_zygote_early(_interpreters(loaded)):
+        log.info("zygote", action="started early", status=zygote_status())
+    try:
+        for err in loaded.errors:
+            log.error("invalid extension entry", extension=err.extension, error=str(err))
+        supervisor = Supervisor(opts, loaded)
+        return anyio.run(supervisor.run)
+    finally:
+        stop_zygote()  # also when run() returned early (the socket was taken…)
+
+
+def _interpreters(loaded: LoadResult) -> set[str]:
+    """The interpreters the workers of ``loaded``'s enabled entries start on (a lazy server's
+    too: it is started once to learn its catalog; one with an environment of its own: not
+    known before that is built, so not counted)."""
+    return {
+        str(ext.python) if ext.python is not None else sys.executable
+        for ext in loaded.registry.extensions
+        if ext.enabled and ext.environment is None
+    }

@@ -415,6 +415,35 @@ def test_status_says_how_each_worker_was_spawned_and_why_not_forked(
         assert pid_gone(new_zygote)  # stopped with the core, not left to its parent-death signal
 
 
+def test_the_zygote_starts_with_serve_before_any_worker_and_only_when_one_will_fork(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPCTL_ZYGOTE", "on")
+    with serve_fixture(tmp_path, [module_entry("ok", "ok_daemon")]) as s:
+        s.start()
+        ext = s.wait_state("ok", "running")
+        assert ext["spawn"] == "zygote"
+        events = [(e.get("event"), e.get("action"), e.get("to")) for e in s.logs()]
+        early = events.index(("zygote", "started early", None))
+        assert early < events.index(("state", None, "starting"))  # before the first spawn
+        zyg = (s.try_status() or {})["supervisor"]["zygote"]
+        assert zyg["starts"] == 1 and zyg["forks"] == 1  # the fork used the early one
+        assert s.stop() == 0
+        assert pid_gone(zyg["pid"])
+    # nothing will fork (a disabled entry): no zygote until a fork asks for it
+    off = module_entry("off", "ok_daemon", enabled=False)
+    with serve_fixture(tmp_path / "off", [off]) as s:
+        s.start()
+        wait_for(lambda: any(e.get("event") == "ready" for e in s.logs()), 20, "ready")
+        assert not any(e.get("event") == "zygote" for e in s.logs())
+        zyg = (s.try_status() or {})["supervisor"]["zygote"]
+        assert zyg["pid"] is None and zyg["starts"] == 0
+        assert s.spctl("enable", "off").returncode == 0  # the lazy path: started by the fork
+        assert s.wait_state("off", "running")["spawn"] == "zygote"
+        zyg = (s.try_status() or {})["supervisor"]["zygote"]
+        assert zyg["starts"] == 1 and zyg["pid"] is not None
+
+
 def test_the_zygote_is_the_default_and_a_bad_switch_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
