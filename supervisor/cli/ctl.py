@@ -78,10 +78,14 @@ def _row(ext: dict[str, Any]) -> list[str]:
 
 
 def _spawn(ext: dict[str, Any]) -> str:
-    """How its worker was started: forked from the zygote or exec'd (``-``: none alive)."""
+    """How its worker was started: forked from spctl's zygote (``fork``) or from that of
+    another interpreter (``fork:PYTHON``), or exec'd (``-``: none alive)."""
     if not ext.get("pid"):
         return "-"
-    return "fork" if ext.get("spawn") == "zygote" else "exec"
+    spawn = str(ext.get("spawn") or "")
+    if spawn.startswith("zygote:"):
+        return "fork:" + spawn.removeprefix("zygote:")
+    return "fork" if spawn == "zygote" else "exec"
 
 
 def status(

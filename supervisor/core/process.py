@@ -13,6 +13,11 @@ By default a worker on spctl's own interpreter is not exec'd but forked from the
 (:mod:`supervisor.core.zygote`, :mod:`worker.zygote`), which hands us the same descriptors and
 a pid that is already our child; every failure of it falls back to posix_spawn, with fresh
 descriptors (a worker of a failed request keeps the old ones and finds its channel closed).
+serve starts that zygote before its own start-up work (:func:`start_zygote_early`); after a
+death the next fork starts it. Another interpreter (an entry's ``python:``) gets a zygote of
+its own, made by the first fork that needs it, while more than one extension's worker runs on
+it (serve tells :func:`set_interpreter_users` which they are); :func:`prune_zygotes` stops it
+once no more than one does.
 """
 
 from __future__ import annotations
@@ -32,13 +37,15 @@ import anyio
 
 from supervisor.core.kill import LINEAGE, children, lineage_prefix
 from supervisor.core.output import PipeReader
-from supervisor.core.zygote import Zygote, enabled
+from supervisor.core.zygote import Zygote, enabled, sys_path_env
 
 __all__ = [
     "WorkerProcess",
     "managed",
+    "prune_zygotes",
     "reap_orphans",
     "set_child_subreaper",
+    "set_interpreter_users",
     "spawn_mode",
     "spawn_worker",
     "start_zygote_early",
@@ -57,17 +64,24 @@ _zygote: Zygote | None = None
 
 
 def stop_zygote() -> None:
-    """At the core's exit: kill the zygote (no worker is its child; they are stopped already)."""
+    """At the core's exit: kill the zygotes (no worker is their child; they are stopped already)."""
     global _zygote
     if _zygote is not None:
         _zygote.close()
         _zygote = None
+    for z in _others.values():
+        z.close()
+    _others.clear()
 
 
 def zygote_status() -> dict[str, Any] | None:
-    """The zygote for ``spctl status --json`` (``supervisor.zygote``); None when it is off."""
+    """The zygote for ``spctl status --json`` (``supervisor.zygote``, with ``others``: those of
+    other interpreters); None when it is off."""
     z = zygote()
-    return z.status() if z is not None else None
+    if z is None:
+        return None
+    prune_zygotes()
+    return {**z.status(), "others": [o.status() for o in _others.values()]}
 
 
 def start_zygote_early(pythons: Iterable[str]) -> bool:
@@ -77,7 +91,8 @@ def start_zygote_early(pythons: Iterable[str]) -> bool:
     delaying the first fork. Call it from the thread that runs the loop (its parent-death
     signal is armed against that thread). Makes us a child subreaper first (a forked worker
     needs it). False: nothing started (off, no extension of its interpreter, or it failed:
-    the first fork tries again, as after a death)."""
+    the first fork tries again, as after a death). Zygotes of other interpreters start on
+    their first fork."""
     if not enabled() or not set_child_subreaper():
         return False
     z = zygote()
@@ -94,21 +109,69 @@ def zygote() -> Zygote | None:
     return _zygote
 
 
+# Another interpreter (an entry's ``python:``) gets a zygote of its own while more than one
+# extension's worker runs on it: serve says which interpreter each extension's runs on.
+_others: dict[str, Zygote] = {}
+_users: Callable[[], Iterable[str]] = tuple  # none until serve says
+
+
+def set_interpreter_users(users: Callable[[], Iterable[str]]) -> None:
+    """``users()``: the interpreter of each configured (enabled) extension's worker, once per
+    extension (serve: from its fleet, read at each spawn and each transition)."""
+    global _users
+    _users = users
+
+
+def _user_count(python: str) -> int:
+    return sum(1 for p in _users() if p == python)
+
+
+def prune_zygotes() -> None:
+    """Stop the zygote of an interpreter no more than one extension uses (after a reload)."""
+    for python in [p for p in _others if _user_count(p) < 2]:
+        _others.pop(python).close()
+
+
 def spawn_mode(argv: Sequence[str]) -> str:
-    """How a worker with ``argv`` is started: "zygote" or "exec"."""
-    return "zygote" if _forkable(argv) is not None else "exec"
+    """How a worker with ``argv`` would be started: "zygote" ("zygote:PYTHON" from another
+    interpreter's) or "exec"."""
+    own = _forkable(argv)[0]
+    if own is None:
+        return "exec"
+    return "zygote" if own is _zygote else f"zygote:{argv[0]}"
 
 
-def _forkable(argv: Sequence[str]) -> Zygote | None:
-    """The zygote that can fork a worker of ``argv``: one of its interpreter, and we are a child
-    subreaper (its worker, an orphan once the intermediate exits, must be re-parented to us:
-    without, it would go to init and refuse to run)."""
-    z = zygote()
-    return z if z is not None and _subreaper and list(argv) == _zygote_argv(z) else None
-
-
-def _zygote_argv(z: Zygote) -> list[str]:
-    return [z.python, "-P", "-m", "worker"]
+def _forkable(
+    argv: Sequence[str], env: Mapping[str, str] | None = None
+) -> tuple[Zygote | None, str]:
+    """The zygote that can fork a worker of ``argv`` (or None, and why not: "" when there is
+    nothing to say): one of its interpreter (spctl's own, or another that more than one
+    extension uses), and we are a child subreaper (its worker, an orphan once the
+    intermediate exits, must be re-parented to us: without, it would go to init and refuse
+    to run). Another interpreter's is made for a worker with ``env`` (it starts with what of
+    it sets sys.path: how that interpreter finds the worker package); without ``env`` (a
+    question, not a spawn) spctl's own stands for one not made yet."""
+    own = zygote()
+    if own is None or not _subreaper or list(argv[1:]) != ["-P", "-m", "worker"]:
+        return None, ""
+    python = argv[0]
+    if python == own.python:
+        return own, ""
+    if _user_count(python) < 2:
+        prune_zygotes()
+        return None, f"no other extension runs on {python}"
+    if env is None:
+        return _others.get(python, own), ""
+    z = _others.get(python)
+    if z is None:
+        z = _others[python] = Zygote(
+            python,
+            extra=sys_path_env(env),
+            starting=helper_starting,
+            started=helper_started,
+            ended=helper_ended,
+        )
+    return z, ""
 
 
 def managed(pid: int) -> bool:
@@ -167,7 +230,7 @@ class WorkerProcess:
     exited: asyncio.Future[os.waitid_result]
     readers: list[PipeReader] = field(default_factory=list)
     mark: str = ""  # SPCTL_LINEAGE: inherited by what it starts (see supervisor.core.orphans)
-    spawn: str = "exec"  # or "zygote": forked from it
+    spawn: str = "exec"  # or "zygote": forked from it ("zygote:PYTHON": another interpreter's)
     why: str = ""  # why it was exec'd although the zygote is on (its last error)
 
     @property
@@ -292,8 +355,8 @@ async def spawn_worker(
     full_env["SPCTL_PARENT_PID"] = str(os.getpid())
     mark = f"{lineage_prefix(os.getpid()) or ''}{next(_serials)}"
     full_env[LINEAGE] = mark
-    spawn, why = "exec", ""
-    z = _forkable(argv)
+    spawn = "exec"
+    z, why = _forkable(argv, full_env)
     pid: int | None = None
     if z is not None and (refused := z.unforkable(full_env)) is not None:
         why = refused
@@ -314,7 +377,8 @@ async def spawn_worker(
             why = z.last_error
             on_line("spctl", f"worker exec'd, not forked: {why}")
         else:
-            spawn = "zygote"
+            # "zygote": spctl's own; "zygote:PYTHON": that of another interpreter
+            spawn = "zygote" if z is _zygote else f"zygote:{z.python}"
     if pid is None:
         fds = _Fds()
         try:
@@ -354,7 +418,14 @@ async def spawn_worker(
             exited.set_result(result)
 
     loop.add_reader(pidfd, _on_exit)
-    proc = WorkerProcess(pid=pid, sock=parent_sock, exited=exited, mark=mark, spawn=spawn, why=why)
+    proc = WorkerProcess(
+        pid=pid,
+        sock=parent_sock,
+        exited=exited,
+        mark=mark,
+        spawn=spawn,
+        why=why,
+    )
     for stream, fd in (("stdout", out_r), ("stderr", err_r)):
 
         def _make(stream: str = stream) -> PipeReader:

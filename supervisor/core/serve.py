@@ -36,8 +36,10 @@ from supervisor.core.options import ServeOptions
 from supervisor.core.ordering import Ordering
 from supervisor.core.peer_guard import PeerGuard
 from supervisor.core.process import (
+    prune_zygotes,
     reap_orphans,
     set_child_subreaper,
+    set_interpreter_users,
     start_zygote_early,
     stop_zygote,
     zygote_status,
@@ -84,6 +86,7 @@ class Supervisor:
             lineage=self.limits.lineage,
         )
         self.fleet = Fleet(self.ctx, overrides)
+        set_interpreter_users(self._interpreters)
         # What the hooks and the front are given: our environment without its private part.
         env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
         self.hooks = HookRunner(self.fleet.start_soon, env)
@@ -123,7 +126,19 @@ class Supervisor:
                 kill_tree=self.limits.kill_tree,
             )
 
+    def _interpreters(self) -> list[str]:
+        """The interpreter of each enabled extension's worker (supervisor.core.process: another
+        interpreter than ours gets a zygote while more than one uses it). One with an
+        environment of its own is alone on its env's."""
+        return [
+            str(r.ext.python) if r.ext.python is not None else sys.executable
+            for r in self.fleet
+            if r.ext.enabled and r.ext.environment is None
+        ]
+
     def _on_transition(self, name: str, tr: Transition) -> None:
+        if tr.to in (State.STOPPED, State.FAILED, State.DISABLED):
+            prune_zygotes()  # one no extension needs any more (a reload removed it)
         if (runner := self.fleet.get(name)) is None:
             return
         self.order.on_transition(runner, tr)

@@ -1,6 +1,8 @@
-"""The core's side of the zygote (:mod:`worker.zygote`): start it, ask it for a worker, and
+"""The core's side of a zygote (:mod:`worker.zygote`): start it, ask it for a worker, and
 restart it when it died (on by default; ``SPCTL_ZYGOTE=off`` or ``spctl serve --no-zygote``
-turns it off).
+turns it off). One object per interpreter (:mod:`supervisor.core.process` says which exist);
+one of another interpreter than spctl's is started with what its workers' environment sets
+that changes sys.path (``extra``: how that interpreter finds the worker package).
 
 Every failure here is a fallback, never a failed start: :meth:`Zygote.fork` returns None (and
 says why in :attr:`Zygote.last_error`) and the caller exec's the worker as without a zygote.
@@ -25,7 +27,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
-__all__ = ["BACKOFF", "REPLY_TIMEOUT", "Zygote", "enabled", "switch_problem"]
+__all__ = ["BACKOFF", "REPLY_TIMEOUT", "Zygote", "enabled", "switch_problem", "sys_path_env"]
 
 BACKOFF = 1.0
 REPLY_TIMEOUT = 2.0
@@ -73,6 +75,11 @@ _SYS_PATH = frozenset(
 )
 
 
+def sys_path_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """What of ``environ`` changes sys.path (``PYTHONPATH``…)."""
+    return {k: v for k, v in environ.items() if k in _SYS_PATH}
+
+
 def _interpreter_reads(name: str) -> bool:
     """Read by an interpreter when it starts (its encodings, time zone, sys.path, flags)."""
     return name in ("LANG", "LANGUAGE", "TZ") or name.startswith(("LC_", "PYTHON"))
@@ -90,6 +97,7 @@ class Zygote:
         self,
         python: str = sys.executable,
         *,
+        extra: Mapping[str, str] | None = None,
         starting: Callable[[], None] = lambda: None,
         started: Callable[[int | None], None] = lambda pid: None,
         ended: Callable[[int], None] = lambda pid: None,
@@ -97,6 +105,9 @@ class Zygote:
         # starting/started/ended: supervisor.core.process's helper_* (the orphan reaper's
         # bookkeeping: it must never reap the zygote or a worker whose pid is not known yet)
         self.python = python
+        # what its workers' environment sets that changes sys.path (PYTHONPATH…: how another
+        # interpreter finds the worker package), given to the zygote too: it must import it
+        self.extra = dict(extra or {})
         self._starting, self._started, self._ended = starting, started, ended
         self.pid: int | None = None
         self.sock: socket.socket | None = None
@@ -113,7 +124,9 @@ class Zygote:
         what an interpreter reads when it starts (``PYTHONPATH``, ``PYTHONHASHSEED``…, a
         locale or ``TZ``) to something else than the zygote started with, which a fork would
         ignore. None: it can."""
-        started = self._start_env if self.pid is not None else _start_env(os.environ)
+        started = (
+            self._start_env if self.pid is not None else {**_start_env(os.environ), **self.extra}
+        )
         python = sorted(k for k, v in env.items() if k.startswith("PYTHON") and started.get(k) != v)
         if python:
             return f"its environment sets {', '.join(python)} (read when an interpreter starts)"
@@ -178,6 +191,7 @@ class Zygote:
         # secret of the core's: a forked worker's /proc/PID/environ shows this block.
         env = {k: v for k, v in os.environ.items() if k == "PATH" or _interpreter_reads(k)}
         env = {k: v for k, v in env.items() if k not in _SYS_PATH}
+        env.update(self.extra)
         env["SPCTL_PARENT_PID"] = str(os.getpid())
         # Room in its environment block, where each forked worker writes its own environment
         # (so that /proc/PID/environ shows it, as an exec'd worker's; worker.zygote._own_block)
@@ -206,7 +220,7 @@ class Zygote:
             os.close(null)
         ours.setblocking(False)
         self.pid, self.sock, self._binary = pid, ours, binary
-        self._start_env = _start_env(env)
+        self._start_env = {**_start_env(env), **self.extra}
         self.starts += 1
         return True
 
