@@ -282,7 +282,7 @@ class LeanClient(CatalogPublisher):
         asking = Asking.of(method, meta)
         self._calls.append(asking)
         try:
-            result = await self.peer.request(method, params, report)
+            result = await self.peer.request(method, params, report, tag=asking)
         finally:
             self._calls.remove(asking)
             asking.end()
@@ -318,7 +318,7 @@ class LeanClient(CatalogPublisher):
             exchange.deliver(params.get("inputResponses"))
         else:
             parking = Parking.modern(method, meta)
-            call = self.loop.create_task(self.peer.request(method, params, report))
+            call = self.loop.create_task(self.peer.request(method, params, report, tag=parking))
             exchange = Exchange(parking, call, method, str(name), client)
             self._calls.append(parking)
             call.add_done_callback(lambda _: self._exchange_over(exchange))
@@ -358,25 +358,31 @@ class LeanClient(CatalogPublisher):
             exchange.call.exception()  # retrieved: a failure nobody awaits is no warning
 
     def _server_request(self, rid: Any, method: str, params: Any) -> None:
-        """The server asks its client something: to the one call in flight, if one."""
+        """The server asks its client something: to the client of the call it belongs to."""
         if method not in CAPABILITY:
             self.peer.respond(rid, error=RpcError(METHOD_NOT_FOUND, f"Method not found: {method}"))
             return
-        calls = self._calls
-        refusal: RpcError | None
-        if not calls:
-            refusal = no_call(method)
-        elif len(calls) > 1 or self.peer.pending > 1:
-            refusal = ambiguous(method, max(len(calls), self.peer.pending))
-        else:
-            refusal = calls[0].refusal(method, params)
+        asking = self._asking_call(method)
+        refusal = asking if isinstance(asking, RpcError) else asking.refusal(method, params)
         if refusal is not None:
             say(f"refused the server's {method}: {refusal.message}")
             self.peer.respond(rid, error=refusal)
             return
-        task = self.loop.create_task(self._forward(calls[0], rid, method, params))
+        assert isinstance(asking, Asking)
+        task = self.loop.create_task(self._forward(asking, rid, method, params))
         self._forwarding.add(task)
         task.add_done_callback(self._forwarding.discard)
+
+    def _asking_call(self, method: str) -> Asking | RpcError:
+        """The call the server's request (being handled now) belongs to, or why none can be
+        told. A line carries no context: the only call in flight (a subclass whose transport
+        tells more knows exactly)."""
+        calls = self._calls
+        if not calls:
+            return no_call(method)
+        if len(calls) > 1 or self.peer.pending > 1:
+            return ambiguous(method, max(len(calls), self.peer.pending))
+        return calls[0]
 
     async def _forward(self, asking: Asking, rid: Any, method: str, params: Any) -> None:
         try:
