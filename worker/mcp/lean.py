@@ -14,12 +14,14 @@ the plain JSON the server sent; its JSON-RPC errors keep their code, message and
 cancelled ``mcp`` call sends ``notifications/cancelled``; progress for a call goes out as the
 worker's ``progress`` under the caller's token; ``*/list_changed`` refetches the catalog and
 sends ``catalog`` when it differs (:class:`CatalogPublisher`); ``notifications/message`` is
-logged. A subclass that sets :attr:`LeanClient.forwards` (the ``stdio`` kind) declares
-elicitation, sampling and roots in ``initialize`` and forwards the server's requests for them
-to the client of the call in flight (:mod:`worker.mcp.ask`): a line has no request id to tie
-it to a call, so with several requests in flight the server is answered with an error. A
-2026-07-28 client's call has no back channel: its questions are parked and asked as
-``input_required`` (:mod:`worker.mcp.park`).
+logged. A subclass that sets :attr:`LeanClient.forwards` (the ``stdio`` and ``remote`` kinds)
+declares elicitation, sampling and roots in ``initialize`` and forwards the server's requests
+for them to the client of the call they belong to (:mod:`worker.mcp.ask`); each call is sent
+with its :class:`Asking` as the peer's tag. Which call that is, :meth:`LeanClient._asking_call`
+says: a line has no request id to tie it to a call, so it is the only call in flight, and with
+several the server is answered with an error; the ``remote`` kind knows exactly (the POST
+whose event stream carried the request). A 2026-07-28 client's call has no back channel: its
+questions are parked and asked as ``input_required`` (:mod:`worker.mcp.park`).
 
 It does what :class:`worker.mcp.client.McpClient` does for the ``sdk`` kind, without the
 SDK's models: importing the SDK costs a worker ~1.5 s of CPU and ~40 MB, and a forwarded call
