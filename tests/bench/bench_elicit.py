@@ -1,18 +1,20 @@
 """One elicitation round trip through spctl vs the same SDK server direct.
 
-The asks fixture (``tests/fixtures/mcp_asks``) is served three ways: by the SDK itself over
+The asks fixture (``tests/fixtures/mcp_asks``) is served four ways: by the SDK itself over
 Streamable HTTP (uvicorn in a subprocess: client ⇄ server, one hop each way), and through
-spctl's aggregate ``/mcp`` as an SDK server object (``sdk`` kind) and as a stdio ``command:``
-server (client → front → core → worker → server, and the elicitation back along the same
-path). The official SDK client in 2025-11-25 sessions (``mode="legacy"``: the era with a back
-channel) calls ``ask_name`` (one ``elicitation/create``, answered at once by the client's
-callback) and ``echo`` (no elicitation) on each; the elicitation's own cost is the first minus
-the second, and spctl's addition is that difference through spctl minus the same direct. The
-targets alternate call by call, so load from other processes falls on all alike. Then the same
-with 2026-07-28 clients on ``greet_resolved`` (``input_required``, answered by the SDK client's
+spctl's aggregate ``/mcp`` as an SDK server object (``sdk`` kind), as a stdio ``command:``
+server and as a ``type: remote`` entry whose URL is the direct server's own (client → front
+→ core → worker → server, and the elicitation back along the same path; for the remote kind
+it rides the call's POST stream to the worker and its answer is a POST back). The official
+SDK client in 2025-11-25 sessions (``mode="legacy"``: the era with a back channel) calls
+``ask_name`` (one ``elicitation/create``, answered at once by the client's callback) and
+``echo`` (no elicitation) on each; the elicitation's own cost is the first minus the second,
+and spctl's addition is that difference through spctl minus the same direct. The targets
+alternate call by call, so load from other processes falls on all alike. Then the same with
+2026-07-28 clients on ``greet_resolved`` (``input_required``, answered by the SDK client's
 input loop), direct and through spctl: the sdk kind relays the server's one round (three
-questions, one retry); the stdio kind parks each of the server's three mid-call requests in
-turn (three rounds, three retries).
+questions, one retry); the stdio and remote kinds park each of the server's three mid-call
+requests in turn (three rounds, three retries).
 """
 
 from __future__ import annotations
@@ -130,20 +132,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="spctl-bench-elicit-") as tmp:
         root = Path(tmp)
         stdio = {"command": [sys.executable, "server.py"]}
-        servers = [
-            server_entry("sdkask", "mcp_asks"),
-            server_entry("stdioask", "mcp_asks", **stdio),
-        ]
-        ext = make_extensions(root, [], servers)
 
         def up(status: dict[str, Any]) -> bool:
             return all(e["state"] == "running" for e in status["extensions"])
 
-        with direct(root / "direct.log") as sdk_url, serving(root, ext, up, "servers") as (_, url):
+        with contextlib.ExitStack() as stack:
+            sdk_url = stack.enter_context(direct(root / "direct.log"))
+            servers = [
+                server_entry("sdkask", "mcp_asks"),
+                server_entry("stdioask", "mcp_asks", **stdio),
+                {"name": "remoteask", "type": "remote", "url": sdk_url},  # the direct one
+            ]
+            ext = make_extensions(root, [], servers)
+            _, url = stack.enter_context(serving(root, ext, up, "servers"))
             targets = {
                 "SDK server direct": (sdk_url, ""),
                 "spctl /mcp, sdk kind": (url, "sdkask__"),
                 "spctl /mcp, stdio kind": (url, "stdioask__"),
+                "spctl /mcp, remote kind": (url, "remoteask__"),
             }
             times = anyio.run(measure, targets)
             modern_targets = targets

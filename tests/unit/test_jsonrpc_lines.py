@@ -194,3 +194,21 @@ async def test_the_end_fails_every_call_now_and_later() -> None:
         await w.peer.request("later")
     w.peer.notify("notifications/x")
     assert len(w.written) == 2  # nothing is written once the connection has ended
+
+
+async def test_a_calls_tag_is_known_while_it_is_pending() -> None:
+    """The owner's object for a call (the remote kind's: who may be asked for it), by id."""
+    w = Wire()
+    mine, other, untagged = object(), object(), w.start("plain")
+    tasks = [w.start(tag=mine), w.start(tag=other)]
+    await w.wrote(3)
+    assert (w.peer.tag(1), w.peer.tag(2), w.peer.tag(3), w.peer.tag(9)) == (None, mine, other, None)
+    w.peer.feed(answer(2))
+    await settled(tasks[0])
+    assert w.peer.tag(2) is None and w.peer.tag(3) is other
+    tasks[1].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[1]
+    assert w.peer.tag(3) is None
+    w.peer.feed(answer(1))
+    await settled(untagged)

@@ -6,8 +6,17 @@ as JSON or an event stream, the ``Mcp-Session-Id`` and ``MCP-Protocol-Version`` 
 stream for what the server sends outside a call), so the handshake (the 2025-11-25 era's
 ``initialize``; the version the server answers is recorded), the catalog, ``mcp`` forwarding,
 cancellation, progress, ``list_changed`` and ``resources/updated`` behave as for the
-``stdio`` kind — and this module imports neither the MCP SDK nor pydantic (a worker costs
-about a third of the SDK's memory: docs/extensions/remote-server.md). The peer's ``httpx2``
+``stdio`` kind, and so do the server's elicitation, sampling and roots requests (declared in
+``initialize``, forwarded to the client of the call they belong to, parked for a 2026-07-28
+client) — with one difference: which call a request belongs to is known exactly. A
+Streamable HTTP server asks on the event stream that answers the POST of the call it serves
+(SEP-2260); the peer says which POST that was (:attr:`HttpPeer.origin`), and the call's
+:class:`worker.mcp.ask.Asking` is the tag the call was sent with, so any number of calls in
+flight each get their own client's answer, POSTed back to the server. A request on the
+standalone GET stream belongs to no call: refused with a JSON-RPC error (and logged), as is
+one on the stream of spctl's own requests (the catalog's lists, pings). This module imports
+neither the MCP SDK nor pydantic (a worker costs about a third of the SDK's memory:
+docs/extensions/remote-server.md). The peer's ``httpx2``
 client carries the entry's ``headers`` (every request to the server, never the token
 endpoint) and :class:`worker.kinds.remote_auth.Credentials`, which put the credential on
 every request (``bearer``, ``apikey``, or an ``oauth2`` client-credentials token fetched
@@ -49,6 +58,7 @@ from worker.kinds.remote_auth import (
     display,
 )
 from worker.log import say
+from worker.mcp.ask import Asking, no_call, unrelated
 from worker.mcp.http_peer import HttpPeer, HttpStatus, Lost, describe
 from worker.mcp.lean import LeanClient
 from worker.mcp.publish import Catalog
@@ -73,6 +83,8 @@ CLIENT_ENV = "REMOTE_MCP_CLIENT"
 
 class RemoteServer(LeanClient):
     """One remote MCP server and the session to it; see the module docstring."""
+
+    forwards = True
 
     def __init__(self, spec: RemoteSpec, notify: Callable[..., None]) -> None:
         self.spec = spec
@@ -130,6 +142,16 @@ class RemoteServer(LeanClient):
         if self._server_ended(how):
             say(f"the session to the {self.label} ended: {self.explain(error)}")
             self.peer.fail_all(RpcError(CONNECTION_LOST, f"the {self.label} {how}"))
+
+    def _asking_call(self, method: str) -> Asking | RpcError:
+        """Exact: the call whose POST's event stream carried the server's request (SEP-2260)."""
+        stream = self.http.origin
+        if stream is None:
+            return unrelated(method)
+        asking = self.peer.tag(stream)
+        if not isinstance(asking, Asking):  # spctl's own request (a list, a ping)
+            return no_call(method)
+        return asking
 
     def _login_needed(self, error: LoginNeeded) -> None:
         """A refresh failed while the session ran: it is over (the next start says why)."""

@@ -14,9 +14,12 @@ When the call ends first (answered, cancelled, timed out), :meth:`Asking.end` ca
 it still waits for and the server is told so; a late answer of the client goes nowhere.
 
 Which call a server's request belongs to is the kind's business: the ``sdk`` kind knows it
-exactly (the in-process server's request carries the caller's context); a stdio server's line
-says nothing about it, so :mod:`worker.kinds.stdio` routes it to the only call in flight and
-refuses it (:func:`ambiguous`) when there are several.
+exactly (the in-process server's request carries the caller's context), and so does the
+``remote`` kind (a Streamable HTTP server asks on the event stream that answers the call's
+POST; a request on the standalone GET stream belongs to no call and is refused:
+:func:`unrelated`); a stdio server's line says nothing about it, so :mod:`worker.kinds.stdio`
+routes it to the only call in flight and refuses it (:func:`ambiguous`) when there are
+several.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "ambiguous",
     "no_call",
     "set_asker",
+    "unrelated",
 ]
 
 CAPABILITY: Mapping[str, str] = {
@@ -78,6 +82,15 @@ def ambiguous(method: str, calls: int) -> RpcError:
         f"spctl cannot forward {method}: {calls} requests to this stdio server are in flight "
         "and a stdio message does not say which one it belongs to; retry when the server "
         "serves one call at a time"
+    )
+
+
+def unrelated(method: str) -> RpcError:
+    """A remote server's request on its standalone GET stream: it belongs to no call."""
+    return _refused(
+        f"spctl cannot forward {method}: it came on the server's standalone GET stream, which "
+        "belongs to no client call; a server must ask on the response stream of the request "
+        "it serves (SEP-2260)"
     )
 
 

@@ -6,7 +6,10 @@ carries the entry's headers and credentials) instead of lines. Every message is 
 (``Accept: application/json, text/event-stream``); the answer to a request comes back as an
 ``application/json`` body or as a ``text/event-stream`` whose events carry the server's
 messages for that request (progress, log lines, its own requests such as ``ping``) and then the
-response; the peer stops reading the stream once the response is in. A notification or a
+response; the peer stops reading the stream once the response is in. While a message is
+handled, :attr:`HttpPeer.origin` names the call whose stream carried it (None: the GET
+stream), so the owner's ``on_request`` knows exactly which call a server's request belongs
+to; the owner's answer (:meth:`LinePeer.respond`) is a POST of its own. A notification or a
 response of ours is answered ``202 Accepted``. The ``Mcp-Session-Id`` the server gives in its
 answer to ``initialize`` goes with every later request, as does ``MCP-Protocol-Version`` (the
 version the handshake settled on, :attr:`HttpPeer.protocol_version`). Once
@@ -107,6 +110,10 @@ class HttpPeer(LinePeer):
         # per stream (a call's id, None: the GET stream): the last event id, the server's retry
         self._last_event: dict[int | None, str] = {}
         self._retry: dict[int | None, float] = {}
+        self.origin: int | None = None
+        """While a message of the server is handled: the id of the call whose POST's answer
+        carried it (None: the GET stream). The owner's ``on_request`` reads it to know which
+        call a server's request belongs to (SEP-2260: a server asks on that call's stream)."""
 
     @property
     def client(self) -> httpx2.AsyncClient:
@@ -152,10 +159,13 @@ class HttpPeer(LinePeer):
         on_progress: Progress | None = None,
         *,
         cancellable: bool = True,
+        tag: Any = None,
     ) -> Any:
         rid = self._next_id + 1  # the id LinePeer.request is about to take
         try:
-            return await super().request(method, params, on_progress, cancellable=cancellable)
+            return await super().request(
+                method, params, on_progress, cancellable=cancellable, tag=tag
+            )
         except asyncio.CancelledError:
             post = self._posts.get(rid)
             if post is not None:
@@ -212,7 +222,7 @@ class HttpPeer(LinePeer):
             if kind != "application/json":
                 self.fail(rid, RpcError(INVALID_REQUEST, f"unexpected content type {kind!r}"))
                 return
-            self.receive(await self._body(response))
+            self._received(await self._body(response), rid)
         except (httpx2.TransportError, httpx2.StreamError) as e:
             self._resume_or_fail(rid, describe(e, self.where))
             return
@@ -261,10 +271,18 @@ class HttpPeer(LinePeer):
             if event.retry is not None:
                 self._retry[rid] = event.retry / 1000
             if event.event == "message" and event.data:
-                self.receive(event.data.encode())
+                self._received(event.data.encode(), rid)
                 if rid is not None and rid not in self._pending:
                     return True
         return False
+
+    def _received(self, data: bytes, stream: int | None) -> None:
+        """Handle a message that came on call ``stream``'s answer (None: the GET stream)."""
+        self.origin = stream
+        try:
+            self.receive(data)
+        finally:
+            self.origin = None
 
     def _resume_or_fail(self, rid: int, why: str) -> None:
         last = self._last_event.get(rid)

@@ -61,6 +61,7 @@ class LinePeer:
         self._next_id = 0
         # id → (future of the response, progress callback or None)
         self._pending: dict[int, tuple[asyncio.Future[Any], Progress | None]] = {}
+        self._tags: dict[int, Any] = {}  # id → what the owner tied to the call (request(tag=))
         self._partial = bytearray()
         self._skipping = False  # inside an overlong line: drop up to its newline
         self.ended: RpcError | None = None
@@ -96,9 +97,11 @@ class LinePeer:
         on_progress: Progress | None = None,
         *,
         cancellable: bool = True,
+        tag: Any = None,
     ) -> Any:
         """Send a request and wait for its result. Raises RpcError: the server's error, or why
-        the connection ended. If cancelled, tells the server (``notifications/cancelled``)."""
+        the connection ended. If cancelled, tells the server (``notifications/cancelled``).
+        ``tag``: the owner's own object for this call while it is pending (:meth:`tag`)."""
         if self.ended is not None:
             raise self._error()
         self._next_id = rid = self._next_id + 1
@@ -110,6 +113,8 @@ class LinePeer:
             message["params"] = params
         future: asyncio.Future[Any] = self._loop.create_future()
         self._pending[rid] = (future, on_progress)
+        if tag is not None:
+            self._tags[rid] = tag
         try:
             self.send(message)
             return await future
@@ -122,6 +127,8 @@ class LinePeer:
             raise
         finally:
             self._pending.pop(rid, None)
+            if tag is not None:
+                del self._tags[rid]
 
     def fail_all(self, error: RpcError) -> None:
         """The connection has ended: fail every pending call, and every later one, with
@@ -138,6 +145,10 @@ class LinePeer:
         # A fresh exception for each caller: one raised in many tasks would pile up tracebacks.
         assert self.ended is not None
         return RpcError(self.ended.code, self.ended.message, self.ended.data)
+
+    def tag(self, rid: int) -> Any:
+        """The ``tag`` the pending call ``rid`` was sent with; None if none (or not pending)."""
+        return self._tags.get(rid)
 
     @property
     def pending(self) -> int:

@@ -14,12 +14,14 @@ the plain JSON the server sent; its JSON-RPC errors keep their code, message and
 cancelled ``mcp`` call sends ``notifications/cancelled``; progress for a call goes out as the
 worker's ``progress`` under the caller's token; ``*/list_changed`` refetches the catalog and
 sends ``catalog`` when it differs (:class:`CatalogPublisher`); ``notifications/message`` is
-logged. A subclass that sets :attr:`LeanClient.forwards` (the ``stdio`` kind) declares
-elicitation, sampling and roots in ``initialize`` and forwards the server's requests for them
-to the client of the call in flight (:mod:`worker.mcp.ask`): a line has no request id to tie
-it to a call, so with several requests in flight the server is answered with an error. A
-2026-07-28 client's call has no back channel: its questions are parked and asked as
-``input_required`` (:mod:`worker.mcp.park`).
+logged. A subclass that sets :attr:`LeanClient.forwards` (the ``stdio`` and ``remote`` kinds)
+declares elicitation, sampling and roots in ``initialize`` and forwards the server's requests
+for them to the client of the call they belong to (:mod:`worker.mcp.ask`); each call is sent
+with its :class:`Asking` as the peer's tag. Which call that is, :meth:`LeanClient._asking_call`
+says: a line has no request id to tie it to a call, so it is the only call in flight, and with
+several the server is answered with an error; the ``remote`` kind knows exactly (the POST
+whose event stream carried the request). A 2026-07-28 client's call has no back channel: its
+questions are parked and asked as ``input_required`` (:mod:`worker.mcp.park`).
 
 It does what :class:`worker.mcp.client.McpClient` does for the ``sdk`` kind, without the
 SDK's models: importing the SDK costs a worker ~1.5 s of CPU and ~40 MB, and a forwarded call
@@ -282,7 +284,7 @@ class LeanClient(CatalogPublisher):
         asking = Asking.of(method, meta)
         self._calls.append(asking)
         try:
-            result = await self.peer.request(method, params, report)
+            result = await self.peer.request(method, params, report, tag=asking)
         finally:
             self._calls.remove(asking)
             asking.end()
@@ -318,7 +320,7 @@ class LeanClient(CatalogPublisher):
             exchange.deliver(params.get("inputResponses"))
         else:
             parking = Parking.modern(method, meta)
-            call = self.loop.create_task(self.peer.request(method, params, report))
+            call = self.loop.create_task(self.peer.request(method, params, report, tag=parking))
             exchange = Exchange(parking, call, method, str(name), client)
             self._calls.append(parking)
             call.add_done_callback(lambda _: self._exchange_over(exchange))
@@ -358,25 +360,31 @@ class LeanClient(CatalogPublisher):
             exchange.call.exception()  # retrieved: a failure nobody awaits is no warning
 
     def _server_request(self, rid: Any, method: str, params: Any) -> None:
-        """The server asks its client something: to the one call in flight, if one."""
+        """The server asks its client something: to the client of the call it belongs to."""
         if method not in CAPABILITY:
             self.peer.respond(rid, error=RpcError(METHOD_NOT_FOUND, f"Method not found: {method}"))
             return
-        calls = self._calls
-        refusal: RpcError | None
-        if not calls:
-            refusal = no_call(method)
-        elif len(calls) > 1 or self.peer.pending > 1:
-            refusal = ambiguous(method, max(len(calls), self.peer.pending))
-        else:
-            refusal = calls[0].refusal(method, params)
+        asking = self._asking_call(method)
+        refusal = asking if isinstance(asking, RpcError) else asking.refusal(method, params)
         if refusal is not None:
             say(f"refused the server's {method}: {refusal.message}")
             self.peer.respond(rid, error=refusal)
             return
-        task = self.loop.create_task(self._forward(calls[0], rid, method, params))
+        assert isinstance(asking, Asking)
+        task = self.loop.create_task(self._forward(asking, rid, method, params))
         self._forwarding.add(task)
         task.add_done_callback(self._forwarding.discard)
+
+    def _asking_call(self, method: str) -> Asking | RpcError:
+        """The call the server's request (being handled now) belongs to, or why none can be
+        told. A line carries no context: the only call in flight (a subclass whose transport
+        tells more knows exactly)."""
+        calls = self._calls
+        if not calls:
+            return no_call(method)
+        if len(calls) > 1 or self.peer.pending > 1:
+            return ambiguous(method, max(len(calls), self.peer.pending))
+        return calls[0]
 
     async def _forward(self, asking: Asking, rid: Any, method: str, params: Any) -> None:
         try:
