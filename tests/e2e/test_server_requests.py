@@ -891,3 +891,37 @@ def test_url_elicitation_to_a_form_only_client_is_refused(serve: Serve, server: 
             assert '"method":"elicitation/create"' not in text.replace(" ", "")
 
     anyio.run(body)
+
+
+def test_url_elicitation_completes_through_spctl_mcp(serve: Serve) -> None:
+    """On ``spctl mcp`` (one stdio stream) the completion reaches the client during the call
+    and after it."""
+
+    async def body() -> None:
+        send, receive = anyio.create_memory_object_stream[str](16)
+
+        async def handler(message: Any) -> None:
+            if isinstance(message, types.ElicitCompleteNotification):
+                await send.send(message.params.elicitation_id)
+
+        params = StdioServerParameters(command=SPCTL, args=["mcp"], env=serve.env)
+        async with (
+            send,
+            receive,
+            Client(
+                params, mode="legacy", elicitation_callback=_url_elicit, message_handler=handler
+            ) as c,
+        ):
+            for server in SERVERS:
+                args = {"elicitation_id": f"now-{server}", "complete": True}
+                assert _text(await c.call_tool(f"{server}__ask_url", args)) == "accept"
+                with anyio.fail_after(10):
+                    assert await receive.receive() == f"now-{server}"
+                args = {"elicitation_id": f"later-{server}", "complete": False}
+                assert _text(await c.call_tool(f"{server}__ask_url", args)) == "accept"
+                later = {"elicitation_id": f"later-{server}"}
+                assert _text(await c.call_tool(f"{server}__complete_url", later)) == "notified"
+                with anyio.fail_after(10):
+                    assert await receive.receive() == f"later-{server}"
+
+    anyio.run(body)
