@@ -16,7 +16,9 @@ The conversation on the channel (msgpack-rpc over the socketpair, :mod:`worker.r
     supervisor → worker   request  SHUTDOWN()           → None, then the worker exits EXIT_OK
     worker → supervisor   request  ASK(token, method, params)  → the MCP client's result: a
                                    server's elicitation/create, sampling/createMessage or
-                                   roots/list for the call whose meta["ask"] carried token
+                                   roots/list for the call whose meta["ask"] carried token;
+                                   also notifications/elicitation/complete (answered None),
+                                   for that token up to 600 s after its call ended
     worker → supervisor   notify   LOAD_ERROR / ERROR({message, traceback}), EXITING({reason}),
                                    CATALOG(catalog), PROGRESS(token, progress, total, message),
                                    RESOURCE_UPDATED(uri)

@@ -86,7 +86,7 @@ from supervisor.rules.router import (
     UnknownTool,
 )
 from worker.channel import ChannelClosed
-from worker.mcp.ask import CAPABILITY
+from worker.mcp.ask import CAPABILITY, ELICITATION_COMPLETE
 from worker.protocol import APPLICATION_ERROR, ASK_META
 from worker.rpc import RpcError
 
@@ -123,10 +123,12 @@ def client_of(ctx: Ctx) -> Client | None:
     return client if isinstance(client, Client) else None
 
 
-def _asker(ctx: Ctx) -> tuple[AskFn | None, dict[str, Any]]:
+def _asker(ctx: Ctx, ended: list[bool]) -> tuple[AskFn | None, dict[str, Any]]:
     """How to ask the client of this request something on the request's own stream (a
     server's elicitation, sampling, roots), and what it declared it can answer; no way when
-    the request's stream cannot carry a request (a 2026-07-28 client, a JSON response)."""
+    the request's stream cannot carry a request (a 2026-07-28 client, a JSON response).
+    A server's ``notifications/elicitation/complete`` goes the same way while the request is
+    in flight, and on the session's standalone stream once it has ended (``ended[0]``)."""
     session = ctx.session
     if ctx.request_id is None or not session.can_send_request:
         return None, {}
@@ -138,6 +140,15 @@ def _asker(ctx: Ctx) -> tuple[AskFn | None, dict[str, Any]]:
     related = ServerMessageMetadata(related_request_id=ctx.request_id)
 
     async def ask(method: str, params: Any) -> Any:
+        if method == ELICITATION_COMPLETE:
+            try:
+                note = types.ElicitCompleteNotification.model_validate(
+                    {"method": method, "params": params}
+                )
+            except ValidationError as exc:
+                raise RpcError(INVALID_PARAMS, f"malformed {method}: {exc}") from None
+            await session.send_notification(note, None if ended[0] else ctx.request_id)
+            return None
         model = _SERVER_REQUESTS.get(method)
         if model is None:
             raise RpcError(INVALID_REQUEST, f"spctl does not forward {method} to clients")
@@ -439,13 +450,16 @@ class Face:
                 "call", client=client.name, server=route.server, method=method, name=route.name
             )
         progress = ctx.session.report_progress if meta and "progressToken" in meta else None
-        ask, capabilities = _asker(ctx)
+        ended = [False]
+        ask, capabilities = _asker(ctx, ended)
         try:
             result = await self.link.call(
                 route.server, method, params, meta, progress, ask, capabilities
             )
         except RpcError as exc:
             raise mcp_error(exc) from None
+        finally:
+            ended[0] = True
         if not isinstance(result, dict):
             raise MCPError(INTERNAL_ERROR, f"{route.server}: malformed answer to {method}")
         result.setdefault("resultType", "complete")  # required from 2026-07-28; dropped before

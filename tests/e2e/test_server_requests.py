@@ -777,3 +777,151 @@ async def _everything(url: str, mode: str, callbacks: dict[str, Any], asked: lis
 
 def _text_all(result: Any) -> list[str]:
     return [str(getattr(item, "text", "")) for item in result.content]
+
+
+# -- URL-mode elicitation: notifications/elicitation/complete --------------------------------
+
+
+async def _url_elicit(ctx: ClientRequestContext, params: types.ElicitRequestParams) -> Any:
+    assert isinstance(params, types.ElicitRequestURLParams)
+    assert params.url == "https://example.com/login"
+    return types.ElicitResult(action="accept")
+
+
+def _completions() -> tuple[list[str], Any, anyio.Event]:
+    got: list[str] = []
+    arrived = anyio.Event()
+
+    async def handler(message: Any) -> None:
+        if isinstance(message, types.ElicitCompleteNotification):
+            got.append(message.params.elicitation_id)
+            arrived.set()
+
+    return got, handler, arrived
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_url_elicitation_completes_on_the_calls_stream(serve: Serve, server: str) -> None:
+    """The completion a server notifies while the call is in flight reaches the client that
+    was asked, on that call's stream."""
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    async def body() -> None:
+        got, handler, arrived = _completions()
+        async with Client(
+            url, mode="legacy", elicitation_callback=_url_elicit, message_handler=handler
+        ) as c:
+            args = {"elicitation_id": f"during-{server}", "complete": True}
+            assert _text(await c.call_tool(f"{server}__ask_url", args)) == "accept"
+            with anyio.fail_after(10):
+                await arrived.wait()
+            assert got == [f"during-{server}"]
+
+    anyio.run(body)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_url_elicitation_completed_after_the_call_reaches_the_session(
+    serve: Serve, server: str
+) -> None:
+    """A completion notified after the asking call ended goes on the session's standalone
+    stream of the client that was asked, and to no other client."""
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    async def body() -> None:
+        got, handler, arrived = _completions()
+        other, other_handler, _ = _completions()
+        async with (
+            Client(
+                url, mode="legacy", elicitation_callback=_url_elicit, message_handler=handler
+            ) as c,
+            Client(url, mode="legacy", message_handler=other_handler) as bystander,
+        ):
+            args = {"elicitation_id": f"after-{server}", "complete": False}
+            assert _text(await c.call_tool(f"{server}__ask_url", args)) == "accept"
+            done = await bystander.call_tool(
+                f"{server}__complete_url", {"elicitation_id": f"after-{server}"}
+            )
+            assert _text(done) == "notified"
+            with anyio.fail_after(10):
+                await arrived.wait()
+            assert got == [f"after-{server}"]
+            assert other == []
+
+    anyio.run(body)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_url_elicitation_to_a_form_only_client_is_refused(serve: Serve, server: str) -> None:
+    """A client that declared elicitation without ``url`` (form implied) is never sent a
+    URL-mode request: the server gets a clear error."""
+    url: str = serve.url  # type: ignore[attr-defined]
+
+    def rpc(rid: int | None, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params}
+        return message if rid is None else {**message, "id": rid}
+
+    async def body() -> None:
+        accept = {"Accept": "application/json, text/event-stream"}
+        async with httpx2.AsyncClient(timeout=30) as http:
+            init = rpc(
+                1,
+                "initialize",
+                {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {"elicitation": {}},
+                    "clientInfo": {"name": "form-only", "version": "1"},
+                },
+            )
+            r = await http.post(url, json=init, headers=accept)
+            session = {**accept, "Mcp-Session-Id": r.headers["mcp-session-id"]}
+            session["Mcp-Protocol-Version"] = "2025-11-25"
+            await http.post(url, json=rpc(None, "notifications/initialized", {}), headers=session)
+            call = rpc(
+                2,
+                "tools/call",
+                {
+                    "name": f"{server}__ask_url",
+                    "arguments": {"elicitation_id": "x", "complete": True},
+                },
+            )
+            r = await http.post(url, json=call, headers=session)
+            text = r.text
+            assert "did not declare URL-mode elicitation" in text, text
+            assert '"method":"elicitation/create"' not in text.replace(" ", "")
+
+    anyio.run(body)
+
+
+def test_url_elicitation_completes_through_spctl_mcp(serve: Serve) -> None:
+    """On ``spctl mcp`` (one stdio stream) the completion reaches the client during the call
+    and after it."""
+
+    async def body() -> None:
+        send, receive = anyio.create_memory_object_stream[str](16)
+
+        async def handler(message: Any) -> None:
+            if isinstance(message, types.ElicitCompleteNotification):
+                await send.send(message.params.elicitation_id)
+
+        params = StdioServerParameters(command=SPCTL, args=["mcp"], env=serve.env)
+        async with (
+            send,
+            receive,
+            Client(
+                params, mode="legacy", elicitation_callback=_url_elicit, message_handler=handler
+            ) as c,
+        ):
+            for server in SERVERS:
+                args = {"elicitation_id": f"now-{server}", "complete": True}
+                assert _text(await c.call_tool(f"{server}__ask_url", args)) == "accept"
+                with anyio.fail_after(10):
+                    assert await receive.receive() == f"now-{server}"
+                args = {"elicitation_id": f"later-{server}", "complete": False}
+                assert _text(await c.call_tool(f"{server}__ask_url", args)) == "accept"
+                later = {"elicitation_id": f"later-{server}"}
+                assert _text(await c.call_tool(f"{server}__complete_url", later)) == "notified"
+                with anyio.fail_after(10):
+                    assert await receive.receive() == f"later-{server}"
+
+    anyio.run(body)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from worker.mcp.ask import OFFERED, Asking, set_asker
+from worker.mcp.ask import ELICITATION_COMPLETE, OFFERED, Asking, completed, set_asker
 from worker.protocol import INVALID_REQUEST, METHOD_NOT_FOUND
 from worker.rpc import RpcError
 
@@ -116,3 +116,22 @@ async def test_the_end_of_the_call_ends_its_question(asked: Seen) -> None:
     assert not call.tasks
     with pytest.raises(RpcError, match="the tools/call call has ended"):
         await call.ask("elicitation/create", {})  # and nothing more is asked
+
+
+async def test_a_completion_goes_to_the_client_asked_that_url_elicitation(asked: Seen) -> None:
+    """``notifications/elicitation/complete`` reaches the token of the call whose client got
+    the URL-mode request of that id, even after the call ended; an unknown id is dropped."""
+    url = {"mode": "url", "message": "Sign in", "url": "https://x/", "elicitationId": "u-9"}
+    call = calling(EVERYTHING, token=11)
+    await call.ask("elicitation/create", url)
+    call.end()
+    asked.clear()
+    asked.reached.clear()
+    completed({"elicitationId": "nobody-asked"})
+    completed({"elicitationId": "u-9"})
+    await asyncio.wait_for(asked.reached.wait(), 5)
+    assert asked == [(11, ELICITATION_COMPLETE, {"elicitationId": "u-9"})]
+
+
+def test_the_worker_offers_url_elicitation() -> None:
+    assert OFFERED["elicitation"] == {"form": {}, "url": {}}

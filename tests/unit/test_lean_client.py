@@ -107,7 +107,7 @@ async def test_handshake_records_the_servers_version_and_sends_initialized(tmp_p
         assert state["init"] == {
             "protocolVersion": PROTOCOL_VERSION,
             # what spctl can forward to a call's client (worker.mcp.ask.OFFERED)
-            "capabilities": {"elicitation": {"form": {}}, "sampling": {}, "roots": {}},
+            "capabilities": {"elicitation": {"form": {}, "url": {}}, "sampling": {}, "roots": {}},
             "clientInfo": {"name": "spctl", "version": supervisor.__version__},
         }
         assert state["seen"][:3] == ["initialize", "notifications/initialized", "tools/list"]

@@ -13,6 +13,13 @@ channel (``ask`` [token, method, params], :func:`set_asker`) and returns the cli
 When the call ends first (answered, cancelled, timed out), :meth:`Asking.end` cancels what
 it still waits for and the server is told so; a late answer of the client goes nowhere.
 
+URL-mode elicitation (``mode: "url"``, an ``elicitationId``): the user finishes out of band and
+the server then sends ``notifications/elicitation/complete`` with that id. :meth:`Asking.ask`
+remembers which call's client got each URL-mode request (:data:`COMPLETE_WINDOW` seconds, also
+after the call ended); :func:`completed` sends the server's notification up the same ``ask``
+channel request to that client (answered ``None``; the core and the front keep a call's
+token for telling as long), and drops one whose id no client was asked for (logged).
+
 Which call a server's request belongs to is the kind's business: the ``sdk`` kind knows it
 exactly (the in-process server's request carries the caller's context), and so does the
 ``remote`` kind (a Streamable HTTP server asks on the event stream that answers the call's
@@ -25,19 +32,24 @@ several.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from worker.log import say
 from worker.protocol import ASK_META, INVALID_REQUEST, METHOD_NOT_FOUND
 from worker.rpc import RpcError
 
 __all__ = [
     "CAPABILITY",
+    "COMPLETE_WINDOW",
+    "ELICITATION_COMPLETE",
     "OFFERED",
     "Asker",
     "Asking",
     "ambiguous",
+    "completed",
     "no_call",
     "set_asker",
     "unrelated",
@@ -49,9 +61,21 @@ CAPABILITY: Mapping[str, str] = {
     "roots/list": "roots",
 }
 """The server requests that go to a client, and the client capability each needs."""
-OFFERED: Mapping[str, Any] = {"elicitation": {"form": {}}, "sampling": {}, "roots": {}}
+OFFERED: Mapping[str, Any] = {
+    "elicitation": {"form": {}, "url": {}},
+    "sampling": {},
+    "roots": {},
+}
 """What the worker declares to its server in ``initialize``: everything it can forward (each
 call's own client may still lack it: then that call's request is refused)."""
+
+ELICITATION_COMPLETE = "notifications/elicitation/complete"
+"""A server's word that a URL-mode elicitation finished (its ``elicitationId``)."""
+COMPLETE_WINDOW = 600.0
+"""How long after a URL-mode ``elicitation/create`` its completion still reaches the client
+(an out-of-band flow, a login say, may outlast the call that asked)."""
+_url_asked: dict[str, tuple[int, float]] = {}  # elicitationId → (token, monotonic expiry)
+_telling: set[asyncio.Task[Any]] = set()
 
 Asker = Callable[[int, str, Any], Awaitable[Any]]
 """Sends ``ask`` [token, method, params] to the supervisor; the client's result."""
@@ -62,6 +86,42 @@ def set_asker(asker: Asker | None) -> None:
     """The host's way up the channel (``worker.host``)."""
     global _asker
     _asker = asker
+
+
+def _remember_url(token: int, params: Any) -> None:
+    """A URL-mode elicitation/create goes to the client of ``token``: remember its id."""
+    if not isinstance(params, Mapping) or params.get("mode") != "url":
+        return
+    elicitation = params.get("elicitationId")
+    if isinstance(elicitation, str):
+        now = time.monotonic()
+        for key in [k for k, (_, expiry) in _url_asked.items() if expiry <= now]:
+            del _url_asked[key]
+        _url_asked[elicitation] = (token, now + COMPLETE_WINDOW)
+
+
+def completed(params: Any) -> None:
+    """The server's ``notifications/elicitation/complete``: to the client that was asked the
+    URL-mode elicitation of that id (see the module docstring); logged and dropped otherwise."""
+    elicitation = params.get("elicitationId") if isinstance(params, Mapping) else None
+    entry = _url_asked.get(elicitation) if isinstance(elicitation, str) else None
+    if entry is None or entry[1] <= time.monotonic() or _asker is None:
+        say(
+            f"dropped the server's {ELICITATION_COMPLETE} for elicitationId {elicitation!r}: "
+            "no client was asked a URL-mode elicitation of that id (or it was more than "
+            f"{COMPLETE_WINDOW:g}s ago)"
+        )
+        return
+    task = asyncio.ensure_future(_tell(_asker, entry[0], dict(params)))
+    _telling.add(task)
+    task.add_done_callback(_telling.discard)
+
+
+async def _tell(asker: Asker, token: int, params: dict[str, Any]) -> None:
+    try:
+        await asker(token, ELICITATION_COMPLETE, params)
+    except Exception as e:  # the client is gone: nobody to tell
+        say(f"the server's {ELICITATION_COMPLETE} reached no client: {e}")
 
 
 def _refused(message: str) -> RpcError:
@@ -153,6 +213,8 @@ class Asking:
             raise refusal
         assert _asker is not None
         assert self.token is not None
+        if method == "elicitation/create":
+            _remember_url(self.token, params)
         task = asyncio.ensure_future(_asker(self.token, method, params))
         self.tasks.add(task)
         try:

@@ -49,7 +49,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.log import say
-from worker.mcp.ask import Asking, no_call
+from worker.mcp.ask import Asking, completed, no_call
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS, PROGRESS, RESOURCE_UPDATED
 from worker.rpc import RpcError
@@ -246,6 +246,8 @@ class McpClient(CatalogPublisher):
             self._changed()
         elif isinstance(message, types.ResourceUpdatedNotification):
             self.notify(RESOURCE_UPDATED, str(message.params.uri))
+        elif isinstance(message, types.ElicitCompleteNotification) and self.forwards:
+            completed(dump(message.params))  # to the client asked that URL-mode elicitation
         elif isinstance(message, Exception):
             say(f"{self.label} transport: {type(message).__name__}: {message}")
 

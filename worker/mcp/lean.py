@@ -36,7 +36,15 @@ from collections.abc import Callable
 from typing import Any
 
 from worker.log import say
-from worker.mcp.ask import CAPABILITY, OFFERED, Asking, ambiguous, no_call
+from worker.mcp.ask import (
+    CAPABILITY,
+    ELICITATION_COMPLETE,
+    OFFERED,
+    Asking,
+    ambiguous,
+    completed,
+    no_call,
+)
 from worker.mcp.jsonrpc import LinePeer, Progress
 from worker.mcp.park import INPUT_METHODS, PARK_TTL, Exchange, Parking, Seal, is_modern
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args, empty_catalog
@@ -253,6 +261,8 @@ class LeanClient(CatalogPublisher):
             uri = params.get("uri")
             if isinstance(uri, str):
                 self.notify(RESOURCE_UPDATED, uri)  # to the clients subscribed to it
+        elif method == ELICITATION_COMPLETE and self.forwards:
+            completed(params)  # to the client asked that URL-mode elicitation
         elif method == "notifications/message" and isinstance(params, dict):
             logger = params.get("logger")
             name = f" {logger}" if logger else ""
