@@ -294,7 +294,9 @@ def test_worker_output_is_logged_per_line(tmp_path: Path) -> None:
         )
         lines = [x for x in s.logs() if x.get("event") == "output"]
         assert {x["stream"] for x in lines} <= {"stdout", "stderr"}
-        assert s.ext("noisy")["state"] == "running"  # prints never corrupt the channel
+        # Prints never corrupt the channel: it gets to running (its first lines may come
+        # while it is still starting, before its ready).
+        wait_for(lambda: s.ext("noisy")["state"] == "running", 10, "noisy running")
 
 
 def test_kill_worker_restarts_immediately_after_healthy_run(tmp_path: Path) -> None:
