@@ -16,8 +16,9 @@ a call, :data:`worker.protocol.ASK`): the same way, a call whose caller can be a
 question for a token that is no longer in flight (the call ended) is refused, never held.
 A server's ``notifications/elicitation/complete`` comes the same way (an ``ask`` whose method
 is that notification, :data:`worker.mcp.ask.ELICITATION_COMPLETE`) and may come after its
-call ended: a call's token keeps reaching its caller for that one method
-:data:`worker.mcp.ask.COMPLETE_WINDOW` seconds more.
+call ended: the token of a call that sent a URL-mode elicitation keeps reaching its caller for
+that one method :data:`worker.mcp.ask.COMPLETE_WINDOW` seconds more
+(:class:`worker.mcp.ask.Lingering`; other calls are forgotten when they end).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import anyio
 from supervisor.core.incarnation import Incarnation
 from supervisor.rules.exits import describe, from_waitid
 from worker.channel import Channel, ChannelClosed
-from worker.mcp.ask import COMPLETE_WINDOW, ELICITATION_COMPLETE
+from worker.mcp.ask import Lingering
 from worker.protocol import ASK_META, INVALID_REQUEST, MCP, PING, SERVICE
 from worker.rpc import RpcError
 
@@ -75,7 +76,7 @@ class Calls:
         self.last_activity = time.monotonic()
         self._progress: dict[int, tuple[Any, Progress]] = {}  # core token → caller's
         self._asks: dict[int, tuple[Any, Ask]] = {}  # core token → caller's
-        self._ended: dict[int, tuple[Any, Ask, float]] = {}  # … for telling, until expiry
+        self._ended: Lingering[tuple[Any, Ask]] = Lingering()  # … a URL elicitation's
         self._tokens = itertools.count(1)
 
     @property
@@ -133,24 +134,20 @@ class Calls:
         try:
             return await self.call(deadline, MCP, method, params, meta)
         finally:
-            now = time.monotonic()
-            for t, (*_, expiry) in list(self._ended.items()):
-                if expiry <= now:
-                    del self._ended[t]
             for t in ours:
                 self._progress.pop(t, None)
                 entry = self._asks.pop(t, None)
                 if entry is not None:
-                    self._ended[t] = (*entry, now + COMPLETE_WINDOW)
+                    self._ended.ended(t, entry)
 
     async def ask(self, token: Any, method: Any, params: Any = None) -> Any:
         """A worker's ``ask``: to the caller of the call that owns the token, as the caller's.
         Raises RpcError when that call is over (or never was)."""
         entry = self._asks.get(token) if type(token) is int else None
-        if entry is None and method == ELICITATION_COMPLETE:
-            ended = self._ended.get(token) if type(token) is int else None
-            if ended is not None and ended[2] > time.monotonic():
-                entry = ended[:2]
+        if entry is None:
+            entry = self._ended.reach(token, method)
+        else:
+            self._ended.asked(token, method, params)
         if entry is None:
             raise RpcError(
                 INVALID_REQUEST,

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import structlog
 
-from supervisor.config import LoadResult, load_registry
+from supervisor.config import Extension, LoadResult, load_registry
 from supervisor.control.paths import UnsafeDirectory, state_dir
 from supervisor.control.server import AlreadyRunning, ControlServer
 from supervisor.core.audit import AuditLog
@@ -48,7 +48,7 @@ from supervisor.core.reloader import Reloader
 from supervisor.core.resource_relay import ResourceRelay
 from supervisor.core.runner import RunnerContext
 from supervisor.core.sdnotify import Notifier
-from supervisor.core.spawn import PRIVATE_ENV, spawn_extension
+from supervisor.core.spawn import PRIVATE_ENV, spawn_extension, worker_python
 from supervisor.core.watchdog import LimitsEnforcer
 from supervisor.overrides import Overrides
 from supervisor.rules.reload_plan import hostable
@@ -130,11 +130,7 @@ class Supervisor:
         """The interpreter of each enabled extension's worker (supervisor.core.process: another
         interpreter than ours gets a zygote while more than one uses it). One with an
         environment of its own is alone on its env's."""
-        return [
-            str(r.ext.python) if r.ext.python is not None else sys.executable
-            for r in self.fleet
-            if r.ext.enabled and r.ext.environment is None
-        ]
+        return [worker_python(r.ext) for r in self.fleet if shares_interpreter(r.ext)]
 
     def _on_transition(self, name: str, tr: Transition) -> None:
         if tr.to in (State.STOPPED, State.FAILED, State.DISABLED):
@@ -267,8 +263,10 @@ def _interpreters(loaded: LoadResult) -> set[str]:
     """The interpreters the workers of ``loaded``'s enabled entries start on (a lazy server's
     too: it is started once to learn its catalog; one with an environment of its own: not
     known before that is built, so not counted)."""
-    return {
-        str(ext.python) if ext.python is not None else sys.executable
-        for ext in loaded.registry.extensions
-        if ext.enabled and ext.environment is None
-    }
+    return {worker_python(e) for e in loaded.registry.extensions if shares_interpreter(e)}
+
+
+def shares_interpreter(ext: Extension) -> bool:
+    """Whether ``ext``'s worker may share a zygote: enabled, and not on an environment of its
+    own (one extension's alone)."""
+    return ext.enabled and ext.environment is None

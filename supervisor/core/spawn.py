@@ -13,7 +13,13 @@ from supervisor.core.confine import PRIVATE_ENV, state_dirs, user_name, worker_e
 from supervisor.core.process import WorkerProcess, spawn_worker
 from supervisor.core.worker_spec import run_as_problem
 
-__all__ = ["PRIVATE_ENV", "spawn_extension"]
+__all__ = ["PRIVATE_ENV", "spawn_extension", "worker_python"]
+
+
+def worker_python(ext: Extension) -> str:
+    """The interpreter ``ext``'s worker runs on: its ``python:`` (an environment's, once built),
+    else spctl's own."""
+    return str(ext.python) if ext.python is not None else sys.executable
 
 
 async def spawn_extension(ext: Extension, on_line: Any, on_spawned: Any) -> WorkerProcess:
@@ -34,7 +40,7 @@ async def spawn_extension(ext: Extension, on_line: Any, on_spawned: Any) -> Work
     user = user_name(run_as.uid if run_as is not None else os.geteuid())
     env = worker_environment(ext, os.environ, ext_state, tmp, user)
     env["SPCTL_EXTENSION"] = ext.name
-    python = str(ext.python) if ext.python is not None else sys.executable
+    python = worker_python(ext)
     # -P: never put the extension's directory (or ours) in front of sys.path, so an
     # extension cannot shadow the worker package.
     argv = [python, "-P", "-m", "worker"]

@@ -21,8 +21,9 @@ sampling, roots): a call given ``on_ask`` carries ``meta["ask"]`` with a token o
 and the client's ``capabilities``; the core's ``ask`` [token, method, params] request is
 answered by that call's ``on_ask`` (which asks the client on the call's own stream), and a
 token no longer in flight is refused (but for a server's ``notifications/elicitation/complete``,
-which reaches the call's ``on_ask`` for :data:`worker.mcp.ask.COMPLETE_WINDOW` seconds after
-the call ended: the face then sends it on the session's standalone stream). Cancelling the
+which reaches the ``on_ask`` of a call that sent a URL-mode elicitation for
+:data:`worker.mcp.ask.COMPLETE_WINDOW` seconds after the call ended: the face then sends it on
+the session's standalone stream). Cancelling the
 awaiting task makes the Channel send ``$cancel``, which the core turns into a cancel of the
 worker's handler.
 
@@ -39,7 +40,6 @@ import asyncio
 import contextlib
 import itertools
 import socket
-import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from supervisor.rules.advertised import catalog_of
 from supervisor.rules.router import Catalog, Router
 from supervisor.rules.subscriptions import Subscriptions
 from worker.channel import Channel, ChannelClosed
-from worker.mcp.ask import COMPLETE_WINDOW, ELICITATION_COMPLETE
+from worker.mcp.ask import Lingering
 from worker.protocol import ASK, ASK_META, INVALID_REQUEST
 from worker.rpc import RpcError
 
@@ -95,7 +95,7 @@ class CoreLink:
         self._dirty = asyncio.Event()
         self._progress: dict[int, asyncio.Queue[Any]] = {}
         self._asks: dict[int, AskFn] = {}
-        self._ended: dict[int, tuple[AskFn, float]] = {}  # for telling, until expiry
+        self._ended: Lingering[AskFn] = Lingering()  # ended, for a URL elicitation's completion
         self._tokens = itertools.count(1)
 
     def _new_channel(self) -> Channel:
@@ -108,10 +108,10 @@ class CoreLink:
     async def _ask(self, token: Any, method: Any, params: Any = None) -> Any:
         """The core relays a server's question for the call that holds ``token``."""
         ask = self._asks.get(token) if type(token) is int else None
-        if ask is None and method == ELICITATION_COMPLETE and type(token) is int:
-            ended = self._ended.get(token)
-            if ended is not None and ended[1] > time.monotonic():
-                ask = ended[0]
+        if ask is None:
+            ask = self._ended.reach(token, method)
+        else:
+            self._ended.asked(token, method, params)
         if ask is None or not isinstance(method, str):
             raise RpcError(INVALID_REQUEST, f"the call that {method} belongs to has ended")
         return await ask(method, params)
@@ -196,11 +196,7 @@ class CoreLink:
             return await self._call(server, method, params, meta, on_progress)
         finally:
             if asking is not None:
-                now = time.monotonic()
-                for t, (_, expiry) in list(self._ended.items()):
-                    if expiry <= now:
-                        del self._ended[t]
-                self._ended[asking] = (self._asks.pop(asking), now + COMPLETE_WINDOW)
+                self._ended.ended(asking, self._asks.pop(asking))
 
     async def _call(
         self,

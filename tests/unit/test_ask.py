@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from worker.mcp import ask as ask_module
 from worker.mcp.ask import ELICITATION_COMPLETE, OFFERED, Asking, completed, set_asker
 from worker.protocol import INVALID_REQUEST, METHOD_NOT_FOUND
 from worker.rpc import RpcError
@@ -135,3 +136,21 @@ async def test_a_completion_goes_to_the_client_asked_that_url_elicitation(asked:
 
 def test_the_worker_offers_url_elicitation() -> None:
     assert OFFERED["elicitation"] == {"form": {}, "url": {}}
+
+
+def test_only_a_call_that_sent_a_url_elicitation_lingers_after_it_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(ask_module.time, "monotonic", lambda: now[0])
+    kept: ask_module.Lingering[str] = ask_module.Lingering()
+    kept.asked(1, "elicitation/create", {"mode": "form", "message": "name?"})
+    kept.asked(2, "elicitation/create", {"mode": "url", "elicitationId": "e", "url": "x"})
+    kept.asked(3, "sampling/createMessage", {"mode": "url"})
+    for token in (1, 2, 3):
+        kept.ended(token, f"caller {token}")
+    complete = ask_module.ELICITATION_COMPLETE
+    assert [kept.reach(t, complete) for t in (1, 2, 3)] == [None, "caller 2", None]
+    assert kept.reach(2, "elicitation/create") is None  # only its completion goes on
+    now[0] += ask_module.COMPLETE_WINDOW
+    assert kept.reach(2, complete) is None  # the window is over

@@ -35,7 +35,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from worker.log import say
 from worker.protocol import ASK_META, INVALID_REQUEST, METHOD_NOT_FOUND
@@ -48,6 +48,7 @@ __all__ = [
     "OFFERED",
     "Asker",
     "Asking",
+    "Lingering",
     "ambiguous",
     "completed",
     "no_call",
@@ -122,6 +123,53 @@ async def _tell(asker: Asker, token: int, params: dict[str, Any]) -> None:
         await asker(token, ELICITATION_COMPLETE, params)
     except Exception as e:  # the client is gone: nobody to tell
         say(f"the server's {ELICITATION_COMPLETE} reached no client: {e}")
+
+
+_T = TypeVar("_T")
+
+
+class Lingering(Generic[_T]):
+    """The callers of ended calls that sent a URL-mode ``elicitation/create``: reachable for
+    that elicitation's ``notifications/elicitation/complete`` :data:`COMPLETE_WINDOW` seconds
+    more (the core's ``Calls`` and the front's ``CoreLink``, each under its own tokens). Only
+    those calls are kept, so a call that asked no such thing costs nothing after it ended."""
+
+    def __init__(self) -> None:
+        self._url: set[int] = set()  # tokens in flight that sent a URL-mode elicitation
+        self._kept: dict[int, tuple[_T, float]] = {}  # token → (caller, expiry), oldest first
+
+    def asked(self, token: int, method: Any, params: Any) -> None:
+        """A request went to the caller of ``token`` (in flight)."""
+        if (
+            method == "elicitation/create"
+            and isinstance(params, Mapping)
+            and params.get("mode") == "url"
+        ):
+            self._url.add(token)
+
+    def ended(self, token: int, caller: _T) -> None:
+        """The call of ``token`` ended; ``caller`` is who it asked."""
+        now = time.monotonic()
+        self._expire(now)
+        if token in self._url:
+            self._url.discard(token)
+            self._kept[token] = (caller, now + COMPLETE_WINDOW)
+
+    def reach(self, token: Any, method: Any) -> _T | None:
+        """The caller an ended call's ``method`` still goes to, if any."""
+        if method != ELICITATION_COMPLETE or type(token) is not int:
+            return None
+        self._expire(time.monotonic())
+        entry = self._kept.get(token)
+        return entry[0] if entry is not None else None
+
+    def _expire(self, now: float) -> None:
+        # One window for all: insertion order is expiry order.
+        while self._kept:
+            token, (_, expiry) = next(iter(self._kept.items()))
+            if expiry > now:
+                break
+            del self._kept[token]
 
 
 def _refused(message: str) -> RpcError:
