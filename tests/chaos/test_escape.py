@@ -219,13 +219,24 @@ def test_an_unattributable_orphan_is_killed_on_adoption(run: Any) -> None:
     r = run(cgroups=False, scrub=True)
     r.serve.start()
     worker = r.serve.wait_state("escaper", "running")["pid"]
-    e = r.escapee()
-    gone(e, "adoption of an unattributable orphan")
-    assert any(
-        ev.get("event") == "orphan killed"
-        and ev.get("pid") == e.pid
-        and ev.get("reason") == "unattributable"
-        for ev in r.serve.logs()
+    # Killed on adoption, it may be dead before its pid is read: the log names it either way.
+    pid = wait_for(
+        lambda: int(r.pidfile.read_text() or 0) if r.pidfile.exists() else None,
+        DEADLINE,
+        f"the escapee's pid in {r.pidfile}",
+    )
+    if (start := _start_time(pid)) is not None:
+        r.escapees.append(e := Escapee(pid, start))
+        gone(e, "adoption of an unattributable orphan")
+    wait_for(
+        lambda: any(
+            ev.get("event") == "orphan killed"
+            and ev.get("pid") == pid
+            and ev.get("reason") == "unattributable"
+            for ev in r.serve.logs()
+        ),
+        DEADLINE,
+        f"'orphan killed' for {pid} in the log",
     )
     ext = r.serve.ext("escaper")
     assert (ext["state"], ext["pid"]) == ("running", worker)
