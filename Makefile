@@ -54,12 +54,20 @@ EXEC_SUITES := tests/integration/test_limits.py tests/integration/test_chaos.py 
 	tests/integration/test_keeper.py tests/integration/test_stop_while_starting.py \
 	tests/chaos/test_kill_during_calls.py tests/chaos/test_confinement.py
 
+# The tests run on JOBS pytest-xdist workers, a file per worker at a time (a file's module
+# fixtures are set up once); the few marked `serial` (they count every pid on the machine or
+# plant a stale cgroup any serve would sweep) run alone afterwards.
+JOBS ?= 2
+PARALLEL := -n $(JOBS) --dist loadfile
+
 test: lint imports typecheck docs
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PARALLEL) -m 'not serial'
+	$(BIN)/pytest -q -m serial
 	$(MAKE) test-exec
 
 test-exec: $(STAMP)
-	SPCTL_ZYGOTE=off $(BIN)/pytest -q $(EXEC_SUITES)
+	SPCTL_ZYGOTE=off $(BIN)/pytest -q $(PARALLEL) -m 'not serial' $(EXEC_SUITES)
+	SPCTL_ZYGOTE=off $(BIN)/pytest -q -m serial $(EXEC_SUITES)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.bench

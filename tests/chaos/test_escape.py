@@ -292,6 +292,7 @@ def test_a_worker_that_moves_itself_out_of_its_cgroup_is_killed(run: Any) -> Non
 
 
 @needs_cgroups
+@pytest.mark.serial  # any other test's serve would sweep the stale cgroup first
 @pytest.mark.parametrize("frozen", [False, True], ids=["thawed", "frozen"])
 def test_serve_empties_stale_cgroups_of_a_dead_supervisor(
     run: Any, tmp_path: Path, frozen: bool
@@ -315,9 +316,16 @@ def test_serve_empties_stale_cgroups_of_a_dead_supervisor(
         r = run(cgroups=True)
         r.serve.start()
         assert sleeper.wait(DEADLINE) == -signal.SIGKILL
-        assert not any(p.exists() for p in stale)
-        swept = [ev for ev in r.serve.logs() if ev.get("event") == "stale cgroup emptied"]
-        assert any(ev.get("killed") == [sleeper.pid] for ev in swept), swept
+        # Killed first, then removed and logged: wait for those too.
+        wait_for(lambda: not any(p.exists() for p in stale), DEADLINE, f"{stale} removed")
+        wait_for(
+            lambda: any(
+                ev.get("event") == "stale cgroup emptied" and ev.get("killed") == [sleeper.pid]
+                for ev in r.serve.logs()
+            ),
+            DEADLINE,
+            f"'stale cgroup emptied' killing {sleeper.pid} in the log",
+        )
     finally:
         for parent in stale:
             if (parent / "freezer.state").exists():

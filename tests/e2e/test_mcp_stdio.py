@@ -150,6 +150,9 @@ def test_list_changed_reaches_a_legacy_stdio_session(env: Env) -> None:
                 heard.set()
 
         async with Client(env.params("changer"), mode="legacy", message_handler=on_message) as c:
+            # A round trip first: the face takes the session in at its (spawned) `initialized`
+            # handler, and a change before that is not the session's to hear.
+            assert "new1" not in names(await c.list_tools())
             await anyio.to_thread.run_sync(
                 lambda: env.serve.call(
                     "mcp", "changer", "fixture/tools_changed", {"add": "new1"}, {}

@@ -103,6 +103,7 @@ def test_instant_4gib_allocation_is_refused_by_the_rlimit(tmp_path: Path, args: 
         assert after < before + 16 * 2**20  # the supervisor did not pay for it
 
 
+@pytest.mark.serial  # counts every pid on the machine
 def test_fork_bomb_is_contained_by_pids_max(tmp_path: Path) -> None:
     if os.getuid() != 0:
         pytest.skip("cgroups need root here")
@@ -131,6 +132,7 @@ def test_fork_bomb_is_contained_by_pids_max(tmp_path: Path) -> None:
     wait_for(lambda: len(psutil.pids()) <= baseline + 5, 10, "pid count back to baseline")
 
 
+@pytest.mark.serial  # counts every pid on the machine
 def test_fork_bomb_is_killed_by_the_watchdog_without_cgroups(tmp_path: Path) -> None:
     mods = [
         module_entry(
