@@ -999,7 +999,7 @@ def test_roots_list_changed_of_a_client_without_roots_goes_nowhere(serve: Serve)
     url: str = serve.url.replace("/mcp", "/mcp/sdkask")  # type: ignore[attr-defined]
 
     def logged() -> bool:
-        return any("declared no roots capability" in str(e.get("event")) for e in serve.logs())
+        return any("declared no roots capability" in str(e.get("line")) for e in serve.logs())
 
     async def body() -> None:
         async with Client(url, mode="legacy") as c:
