@@ -983,14 +983,18 @@ def test_roots_list_changed_reaches_the_server_and_its_roots_list_the_client(
 
 
 def test_roots_list_changed_through_spctl_mcp(serve: Serve) -> None:
+    """The aggregate over stdio: the server this session called hears it, the other not."""
+
     async def body() -> None:
-        params = StdioServerParameters(command=SPCTL, args=["mcp", "stdioask"], env=serve.env)
+        params = StdioServerParameters(command=SPCTL, args=["mcp"], env=serve.env)
         async with Client(params, mode="legacy", **CALLBACKS) as c:
+            assert _text(await c.call_tool("stdioask__echo", {"text": "hi"})) == "hi"
             await _send_roots_changed(c)
             outcome = await anyio.to_thread.run_sync(
                 _roots_outcome, serve, "stdioask", "roots/list after roots/list_changed"
             )
             assert outcome == "file:///work/a"
+        assert not (_markers(serve, "sdkask") / "roots.changed").exists()
 
     anyio.run(body)
 
