@@ -188,3 +188,8 @@ def test_the_roots_window_reaches_a_caller_for_roots_list_only_until_it_expires(
     gone: ask_module.RootsWindow[str] = ask_module.RootsWindow(window=0.0)
     gone.add(3, "front")
     assert gone.reach(3, "roots/list") is None and len(gone) == 0  # expired, dropped
+    capped: ask_module.RootsWindow[str] = ask_module.RootsWindow(cap=2)
+    for token in (1, 2, 3):  # a flood of notifications: the oldest goes first
+        capped.add(token, f"client {token}")
+    assert len(capped) == 2 and capped.reach(1, "roots/list") is None
+    assert capped.reach(3, "roots/list") == "client 3"

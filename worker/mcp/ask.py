@@ -187,10 +187,12 @@ class Lingering(Generic[_T]):
 class RootsWindow(Generic[_T]):
     """The clients that sent ``notifications/roots/list_changed`` lately, by token: each reaches
     its caller for a ``roots/list`` :data:`ROOTS_WINDOW` seconds (the core's ``Calls`` and the
-    front's ``CoreLink``, each under its own tokens)."""
+    front's ``CoreLink``, each under its own tokens). At most ``cap`` are kept: a client that
+    floods notifications makes the oldest go first, never the memory grow."""
 
-    def __init__(self, window: float = ROOTS_WINDOW) -> None:
+    def __init__(self, window: float = ROOTS_WINDOW, cap: int = 1024) -> None:
         self.window = window
+        self.cap = cap
         self._kept: dict[int, tuple[_T, float]] = {}  # token → (caller, expiry), oldest first
 
     def __len__(self) -> int:
@@ -199,6 +201,8 @@ class RootsWindow(Generic[_T]):
     def add(self, token: int, caller: _T) -> None:
         now = time.monotonic()
         self._expire(now)
+        while len(self._kept) >= self.cap:
+            del self._kept[next(iter(self._kept))]
         self._kept[token] = (caller, now + self.window)
 
     def reach(self, token: Any, method: Any) -> _T | None:
