@@ -18,7 +18,11 @@ The conversation on the channel (msgpack-rpc over the socketpair, :mod:`worker.r
                                    server's elicitation/create, sampling/createMessage or
                                    roots/list for the call whose meta["ask"] carried token;
                                    also notifications/elicitation/complete (answered None),
-                                   for that token up to 600 s after its call ended
+                                   for that token up to 600 s after its call ended;
+                                   also roots/list for a ROOTS_CHANGED token (ROOTS_WINDOW s)
+    supervisor → worker   notify   ROOTS_CHANGED(token)  the client of token sent
+                                   notifications/roots/list_changed: tell the server; its
+                                   roots/list outside any call goes to that client (ASK token)
     worker → supervisor   notify   LOAD_ERROR / ERROR({message, traceback}), EXITING({reason}),
                                    CATALOG(catalog), PROGRESS(token, progress, total, message),
                                    RESOURCE_UPDATED(uri)
@@ -68,6 +72,8 @@ __all__ = [
     "REFUSED",
     "RESOURCE_NOT_FOUND",
     "RESOURCE_UPDATED",
+    "ROOTS_CHANGED",
+    "ROOTS_WINDOW",
     "SERVICE",
     "SERVICE_ERROR",
     "SHUTDOWN",
@@ -93,6 +99,14 @@ PROGRESS: Final = "progress"
 RESOURCE_UPDATED: Final = "resource_updated"
 CANCEL: Final = "$cancel"
 ASK: Final = "ask"
+ROOTS_CHANGED: Final = "roots_changed"
+"""An MCP client's ``notifications/roots/list_changed``: the front's control verb
+``roots_changed`` [server, token] (its ``ask`` token for that client), and the core's notification
+to the server's worker ``roots_changed`` [token] (the core's own token for it). Each hop keeps its
+token reaching the client for a ``roots/list`` :data:`ROOTS_WINDOW` seconds."""
+ROOTS_WINDOW: Final = 60.0
+"""How long after a client's ``notifications/roots/list_changed`` a server's ``roots/list``
+outside any call still goes to that client."""
 ASK_META: Final = "ask"
 """The ``mcp`` meta key of a call whose MCP client can be asked: ``{"token": int,
 "capabilities": {...}}`` (the client's elicitation/sampling/roots capabilities). Each hop

@@ -19,6 +19,12 @@ is that notification, :data:`worker.mcp.ask.ELICITATION_COMPLETE`) and may come 
 call ended: the token of a call that sent a URL-mode elicitation keeps reaching its caller for
 that one method :data:`worker.mcp.ask.COMPLETE_WINDOW` seconds more
 (:class:`worker.mcp.ask.Lingering`; other calls are forgotten when they end).
+
+A client's ``notifications/roots/list_changed`` (:meth:`Calls.roots_changed`, from the
+front's ``roots_changed`` verb) goes to the worker as ``roots_changed`` [core token]; that
+token reaches the caller's ``on_ask`` for a ``roots/list`` :data:`worker.protocol.ROOTS_WINDOW`
+seconds (:class:`worker.mcp.ask.RootsWindow`), so the server's out-of-call ``roots/list`` is
+answered by the client that said its roots changed.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ import anyio
 from supervisor.core.incarnation import Incarnation
 from supervisor.rules.exits import describe, from_waitid
 from worker.channel import Channel, ChannelClosed
-from worker.mcp.ask import Lingering
-from worker.protocol import ASK_META, INVALID_REQUEST, MCP, PING, SERVICE
+from worker.mcp.ask import Lingering, RootsWindow
+from worker.protocol import ASK_META, INVALID_REQUEST, MCP, PING, ROOTS_CHANGED, SERVICE
 from worker.rpc import RpcError
 
 __all__ = ["Ask", "CallTimeout", "Calls", "CommandFailed", "Progress", "WorkerGone"]
@@ -77,6 +83,7 @@ class Calls:
         self._progress: dict[int, tuple[Any, Progress]] = {}  # core token → caller's
         self._asks: dict[int, tuple[Any, Ask]] = {}  # core token → caller's
         self._ended: Lingering[tuple[Any, Ask]] = Lingering()  # … a URL elicitation's
+        self._roots: RootsWindow[tuple[Any, Ask]] = RootsWindow()  # … a roots/list_changed's
         self._tokens = itertools.count(1)
 
     @property
@@ -145,7 +152,7 @@ class Calls:
         Raises RpcError when that call is over (or never was)."""
         entry = self._asks.get(token) if type(token) is int else None
         if entry is None:
-            entry = self._ended.reach(token, method)
+            entry = self._ended.reach(token, method) or self._roots.reach(token, method)
         else:
             self._ended.asked(token, method, params)
         if entry is None:
@@ -155,6 +162,22 @@ class Calls:
             )
         caller_token, ask = entry
         return await ask([caller_token, method, params])
+
+    def roots_changed(self, token: Any, on_ask: Ask) -> bool:
+        """A client's ``notifications/roots/list_changed``, its ``ask`` token ``token``: to the
+        worker (a notification: nothing waits). False when no worker is up to tell (a stopped
+        server asks for the roots when it next starts a session anyway)."""
+        inc, _ = self.current()
+        channel = inc.channel if inc is not None and inc.ready else None
+        if channel is None or channel.closed:
+            return False
+        ours = next(self._tokens)
+        self._roots.add(ours, (token, on_ask))
+        try:
+            channel.notify(ROOTS_CHANGED, ours)
+        except ChannelClosed:
+            return False
+        return True
 
     async def service(self, name: str, params: Any, deadline: float | None = None) -> Any:
         """One ``"<service>.<method>"`` call to a plugin's worker, as :meth:`mcp`."""

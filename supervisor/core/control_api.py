@@ -38,8 +38,10 @@ from worker.protocol import (
     ASK,
     CANCELLED,
     INVALID_CONFIG,
+    INVALID_PARAMS,
     METHOD_NOT_FOUND,
     REFUSED,
+    ROOTS_CHANGED,
     UNKNOWN_EXTENSION,
 )
 from worker.protocol import TIMEOUT as CALL_TIMEOUT
@@ -103,7 +105,13 @@ class ControlApi:
         }
 
     def stream_handlers(self) -> dict[str, Callable[..., Any]]:
-        return {"logs": self.logs, "mcp": self.mcp, "mcp_watch": self.mcp_watch, "call": self.call}
+        return {
+            "logs": self.logs,
+            "mcp": self.mcp,
+            "mcp_watch": self.mcp_watch,
+            "call": self.call,
+            ROOTS_CHANGED: self.roots_changed,
+        }
 
     def runner(self, name: str, kind: str | None = None) -> Runner:
         """The runner of ``name`` (of ``kind``: "server" refuses a module), or an RpcError."""
@@ -281,6 +289,19 @@ class ControlApi:
                 method, params or {}, meta or {}, progress, deadline=d, on_ask=ask
             ),
         )
+
+    def roots_changed(self, channel: Channel, server: str, token: int) -> bool:
+        """An MCP client's ``notifications/roots/list_changed`` for ``server`` (``token``: the
+        front's ask token for that client): to the server's worker, if one is up; whether it
+        was. The server's ``roots/list`` then comes back as an ``ask`` on ``channel``."""
+        if type(token) is not int:
+            raise RpcError(INVALID_PARAMS, f"{ROOTS_CHANGED}: the token must be an int")
+        runner = self.runner(server, "server")
+
+        async def ask(params: list[Any]) -> Any:
+            return await channel.request(ASK, *params)
+
+        return runner.calls.roots_changed(token, ask)
 
     async def _call_extension(
         self, runner: Runner, call: Callable[[float | None], Awaitable[Any]]

@@ -23,7 +23,10 @@ answered by that call's ``on_ask`` (which asks the client on the call's own stre
 token no longer in flight is refused (but for a server's ``notifications/elicitation/complete``,
 which reaches the ``on_ask`` of a call that sent a URL-mode elicitation for
 :data:`worker.mcp.ask.COMPLETE_WINDOW` seconds after the call ended: the face then sends it on
-the session's standalone stream). Cancelling the
+the session's standalone stream). A client's ``notifications/roots/list_changed`` is
+:meth:`CoreLink.roots_changed`: the core's ``roots_changed`` verb with a token of this link's
+that reaches the client's ``on_ask`` for a ``roots/list``
+:data:`worker.protocol.ROOTS_WINDOW` seconds (:class:`worker.mcp.ask.RootsWindow`). Cancelling the
 awaiting task makes the Channel send ``$cancel``, which the core turns into a cancel of the
 worker's handler.
 
@@ -52,8 +55,8 @@ from supervisor.rules.advertised import catalog_of
 from supervisor.rules.router import Catalog, Router
 from supervisor.rules.subscriptions import Subscriptions
 from worker.channel import Channel, ChannelClosed
-from worker.mcp.ask import Lingering
-from worker.protocol import ASK, ASK_META, INVALID_REQUEST
+from worker.mcp.ask import Lingering, RootsWindow
+from worker.protocol import ASK, ASK_META, INVALID_REQUEST, ROOTS_CHANGED
 from worker.rpc import RpcError
 
 __all__ = ["AskFn", "CoreLink", "ProgressFn", "catalog_of"]
@@ -96,6 +99,7 @@ class CoreLink:
         self._progress: dict[int, asyncio.Queue[Any]] = {}
         self._asks: dict[int, AskFn] = {}
         self._ended: Lingering[AskFn] = Lingering()  # ended, for a URL elicitation's completion
+        self._roots: RootsWindow[AskFn] = RootsWindow()  # clients whose roots changed
         self._tokens = itertools.count(1)
 
     def _new_channel(self) -> Channel:
@@ -109,11 +113,15 @@ class CoreLink:
         """The core relays a server's question for the call that holds ``token``."""
         ask = self._asks.get(token) if type(token) is int else None
         if ask is None:
-            ask = self._ended.reach(token, method)
+            ask = self._ended.reach(token, method) or self._roots.reach(token, method)
         else:
             self._ended.asked(token, method, params)
         if ask is None or not isinstance(method, str):
-            raise RpcError(INVALID_REQUEST, f"the call that {method} belongs to has ended")
+            raise RpcError(
+                INVALID_REQUEST,
+                f"the call that {method} belongs to has ended (and no client's roots/list_changed"
+                " it could answer is recent)",
+            )
         return await ask(method, params)
 
     @property
@@ -197,6 +205,16 @@ class CoreLink:
         finally:
             if asking is not None:
                 self._ended.ended(asking, self._asks.pop(asking))
+
+    async def roots_changed(self, server: str, on_ask: AskFn) -> bool:
+        """A client's ``notifications/roots/list_changed`` for ``server``; its ``roots/list``
+        goes to ``on_ask`` (see the module docstring). Whether a worker was up to hear it.
+
+        Raises RpcError (the core's: no such server), ChannelClosed (no core)."""
+        token = next(self._tokens)
+        self._roots.add(token, on_ask)
+        told = await self._channel.request(ROOTS_CHANGED, server, token, timeout=_FETCH_TIMEOUT)
+        return told is True
 
     async def _call(
         self,

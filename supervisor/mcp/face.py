@@ -34,6 +34,9 @@ path as a name that does not exist (``-32602`` unknown tool/prompt, ``-32002`` r
 the request body decides (the SDK's parsed params), never mirrored ``Mcp-*`` headers. Each
 forwarded request carries the client's name to the core as ``meta["client"]`` (a ``client``
 member of the caller's own ``_meta`` is dropped, so it cannot be forged) and is logged with it.
+
+A client's ``notifications/roots/list_changed`` goes to the servers it concerns
+(:mod:`supervisor.mcp.roots`): this scope's server, or on ``/mcp`` those the session called.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ from supervisor.mcp.core_link import AskFn, CoreLink
 from supervisor.mcp.guard import CLIENT, reject
 from supervisor.mcp.limits import FrontLimits
 from supervisor.mcp.metrics import OTHER, Operations
+from supervisor.mcp.roots import Called, declared_roots, standalone_asker, targets
 from supervisor.mcp.sessions import SessionManager, Sessions, opens_session
 from supervisor.rules.clients import Client, read_only_tool
 from supervisor.rules.router import (
@@ -86,7 +90,7 @@ from supervisor.rules.router import (
     UnknownTool,
 )
 from worker.channel import ChannelClosed
-from worker.mcp.ask import CAPABILITY, ELICITATION_COMPLETE
+from worker.mcp.ask import CAPABILITY, ELICITATION_COMPLETE, ROOTS_CHANGED_METHOD
 from worker.protocol import APPLICATION_ERROR, ASK_META
 from worker.rpc import RpcError
 
@@ -252,6 +256,7 @@ class Face:
         self._legacy: set[Connection] = set()
         self._subscribed: dict[Connection, set[tuple[str, str]]] = {}  # legacy sessions
         self._schemas: tuple[Router, dict[str, Any]] | None = None
+        self._called = Called()  # on /mcp: the servers each session called (its roots' reach)
         self.server = _FaceServer(
             "spctl" if scope is None else f"spctl/{scope}",
             version=__version__,
@@ -274,6 +279,9 @@ class Face:
         self.server.middleware = []
         self.server.add_notification_handler(
             "notifications/initialized", types.NotificationParams, self._on_initialized
+        )
+        self.server.add_notification_handler(
+            ROOTS_CHANGED_METHOD, types.NotificationParams, self._on_roots_changed
         )
         if sessions is None:  # spctl mcp: stdio has no HTTP sessions
             defaults = FrontLimits()
@@ -449,6 +457,8 @@ class Face:
             log.info(
                 "call", client=client.name, server=route.server, method=method, name=route.name
             )
+        if self.scope is None:
+            self._called.add(getattr(ctx.session, "_connection", None), route.server)
         progress = ctx.session.report_progress if meta and "progressToken" in meta else None
         ended = [False]
         ask, capabilities = _asker(ctx, ended)
@@ -597,6 +607,25 @@ class Face:
         if isinstance(connection, Connection) and connection not in self._legacy:
             self._legacy.add(connection)
             connection.exit_stack.callback(self._legacy.discard, connection)
+
+    async def _on_roots_changed(self, ctx: Ctx, params: types.NotificationParams) -> None:
+        """The client's roots changed: tell the servers it concerns (supervisor.mcp.roots)."""
+        if not declared_roots(ctx):
+            log.info(
+                "roots/list_changed not forwarded: the client declared no roots capability",
+                scope=self.scope,
+            )
+            return
+        connection = getattr(ctx.session, "_connection", None)  # see the module docstring
+        servers = targets(self.scope, self._called.of(connection), client_of(ctx))
+        ask = standalone_asker(ctx, self.manager._server_instances.get)
+        for server in servers:
+            try:
+                told = await self.link.roots_changed(server, ask)
+            except RpcError as exc:
+                log.info("roots/list_changed not forwarded", server=server, error=exc.message)
+                continue
+            log.debug("roots/list_changed", server=server, told=told)
 
     async def announce(self, kinds: Iterable[ListKind]) -> None:
         """Tell this scope's clients that these listings changed."""

@@ -22,7 +22,7 @@ from mcp import Client
 from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters
 
-from tests.e2e.test_server_requests import CALLBACKS, _all_three, _sample, _text
+from tests.e2e.test_server_requests import CALLBACKS, _all_three, _changed_roots, _sample, _text
 from tests.helpers import (
     FIXTURES,
     SPCTL,
@@ -262,5 +262,20 @@ def test_an_answer_after_the_call_was_cancelled_goes_nowhere(world: World) -> No
             )
             release.set()  # the user answers, too late
             assert _text(await c.call_tool(prefix + "echo", {"text": "after"})) == "after"
+
+    anyio.run(body)
+
+
+def test_roots_list_changed_reaches_the_remote_server_and_its_roots_list_the_client(
+    world: World,
+) -> None:
+    """The client's notification is POSTed to the remote server; the roots/list it then sends
+    on its standalone GET stream (no call to ride) goes to that client."""
+    url, _ = world.face(False)
+    wait_for(lambda: world.asks.stats()["get_streams"] >= 1, 20, "the worker's GET stream")
+
+    async def body() -> None:
+        async with Client(url, mode="legacy", **CALLBACKS) as c:
+            assert await _changed_roots(c, world.serve, REMOTE) == "file:///work/a"
 
     anyio.run(body)

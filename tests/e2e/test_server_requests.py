@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 from mcp import Client
 from mcp.client.session import ClientRequestContext
 from mcp.client.stdio import StdioServerParameters
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from tests.helpers import SPCTL, Serve, make_extensions, server_entry, wait_for
 
@@ -925,3 +926,147 @@ def test_url_elicitation_completes_through_spctl_mcp(serve: Serve) -> None:
                     assert await receive.receive() == f"later-{server}"
 
     anyio.run(body)
+
+
+# -- the client's notifications/roots/list_changed -------------------------------------------
+
+
+async def _send_roots_changed(c: Client) -> None:
+    with warnings.catch_warnings():  # roots are deprecated from 2026-07-28, still legacy's
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        await c.send_roots_list_changed()
+
+
+def _roots_outcome(serve: Serve, server: str, what: str) -> str:
+    marker = _markers(serve, server) / "roots.changed"
+    text = wait_for(lambda: marker.exists() and marker.read_text(), 15, what)
+    marker.unlink()
+    return str(text)
+
+
+async def _changed_roots(c: Client, serve: Serve, server: str) -> str:
+    """Send roots/list_changed until the server's roots/list gets an answer from the client:
+    the SDK client opens its standalone GET stream in the background after the handshake,
+    and until it is open the server's request is refused (the test of that is below)."""
+    deadline = anyio.current_time() + 15
+    while True:
+        await _send_roots_changed(c)
+        outcome = await anyio.to_thread.run_sync(
+            _roots_outcome, serve, server, f"{server}'s roots/list after roots/list_changed"
+        )
+        if "no standalone stream" not in outcome or anyio.current_time() > deadline:
+            return outcome
+        await anyio.sleep(0.05)  # retry pacing for a condition with a deadline
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("aggregate", [True, False], ids=["mcp", "mcp-server"])
+def test_roots_list_changed_reaches_the_server_and_its_roots_list_the_client(
+    serve: Serve, server: str, aggregate: bool
+) -> None:
+    """The client's notification reaches the server (on /mcp: the servers this session
+    called), and the server's roots/list outside any call is answered by that client."""
+    url: str = serve.url  # type: ignore[attr-defined]
+    other = next(s for s in SERVERS if s != server)
+    if not aggregate:
+        url = url.replace("/mcp", f"/mcp/{server}")
+    prefix = f"{server}__" if aggregate else ""
+
+    async def body() -> None:
+        async with Client(url, mode="legacy", **CALLBACKS) as c:
+            assert _text(await c.call_tool(prefix + "echo", {"text": "hi"})) == "hi"
+            assert await _changed_roots(c, serve, server) == "file:///work/a"
+        # on /mcp the session never called the other server: it was not told
+        assert not (_markers(serve, other) / "roots.changed").exists()
+
+    anyio.run(body)
+
+
+def test_roots_list_changed_through_spctl_mcp(serve: Serve) -> None:
+    """The aggregate over stdio: the server this session called hears it, the other not."""
+
+    async def body() -> None:
+        params = StdioServerParameters(command=SPCTL, args=["mcp"], env=serve.env)
+        async with Client(params, mode="legacy", **CALLBACKS) as c:
+            assert _text(await c.call_tool("stdioask__echo", {"text": "hi"})) == "hi"
+            await _send_roots_changed(c)
+            outcome = await anyio.to_thread.run_sync(
+                _roots_outcome, serve, "stdioask", "roots/list after roots/list_changed"
+            )
+            assert outcome == "file:///work/a"
+        assert not (_markers(serve, "sdkask") / "roots.changed").exists()
+
+    anyio.run(body)
+
+
+def test_roots_list_changed_of_a_client_without_roots_goes_nowhere(serve: Serve) -> None:
+    url: str = serve.url.replace("/mcp", "/mcp/sdkask")  # type: ignore[attr-defined]
+
+    def logged() -> bool:
+        return any("declared no roots capability" in str(e.get("line")) for e in serve.logs())
+
+    async def body() -> None:
+        async with Client(url, mode="legacy") as c:
+            assert _text(await c.call_tool("echo", {"text": "hi"})) == "hi"
+            await _send_roots_changed(c)
+            await anyio.to_thread.run_sync(
+                wait_for, logged, 15, "the front's word that it did not forward"
+            )
+        assert not (_markers(serve, "sdkask") / "roots.changed").exists()
+
+    anyio.run(body)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_roots_list_after_the_session_closed_is_refused(serve: Serve, server: str) -> None:
+    url: str = serve.url.replace("/mcp", f"/mcp/{server}")  # type: ignore[attr-defined]
+    hold = _markers(serve, server) / "roots.hold"
+    held = _markers(serve, server) / "roots.held"
+    hold.write_text("")
+    try:
+
+        async def body() -> None:
+            async with Client(url, mode="legacy", **CALLBACKS) as c:
+                await _send_roots_changed(c)
+                await anyio.to_thread.run_sync(wait_for, held.exists, 15, "the server to hold")
+
+        anyio.run(body)  # the client's session is closed (DELETE) on the way out
+    finally:
+        hold.unlink()
+        held.unlink(missing_ok=True)
+    outcome = _roots_outcome(serve, server, "the held roots/list's outcome")
+    assert outcome.startswith("refused: [-32600]"), outcome
+    assert "session that sent notifications/roots/list_changed has ended" in outcome
+
+
+def test_a_roots_list_without_a_get_stream_is_refused(serve: Serve) -> None:
+    """By hand: a session that declared roots but opened no standalone GET stream; the
+    server's roots/list after its notification would be dropped by the SDK: it is refused."""
+    url: str = serve.url.replace("/mcp", "/mcp/stdioask")  # type: ignore[attr-defined]
+    accept = {"Accept": "application/json, text/event-stream"}
+
+    async def body() -> None:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            init = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {"roots": {"listChanged": True}},
+                    "clientInfo": {"name": "by-hand", "version": "0"},
+                },
+            }
+            r = await http.post(url, json=init, headers=accept)
+            assert r.status_code == 200, r.text
+            session = {**accept, "Mcp-Session-Id": r.headers["mcp-session-id"]}
+            session["Mcp-Protocol-Version"] = "2025-11-25"
+            for method in ("notifications/initialized", "notifications/roots/list_changed"):
+                note = {"jsonrpc": "2.0", "method": method}
+                r = await http.post(url, json=note, headers=session)
+                assert r.status_code == 202, r.text
+
+    anyio.run(body)
+    outcome = _roots_outcome(serve, "stdioask", "the refused roots/list")
+    assert outcome.startswith("refused: [-32600]"), outcome
+    assert "no standalone stream (GET) open" in outcome

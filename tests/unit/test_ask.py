@@ -154,3 +154,42 @@ def test_only_a_call_that_sent_a_url_elicitation_lingers_after_it_ended(
     assert kept.reach(2, "elicitation/create") is None  # only its completion goes on
     now[0] += ask_module.COMPLETE_WINDOW
     assert kept.reach(2, complete) is None  # the window is over
+
+
+async def test_after_a_roots_change_only_roots_list_reaches_that_client_within_the_window(
+    asked: Seen,
+) -> None:
+    """``roots_changed`` [token]: the server's out-of-call roots/list goes to that token's
+    client; anything else is refused naming why; once the window is over, so is roots/list."""
+    stand_in = ask_module.roots_asking(11, window=60)
+    assert stand_in is not None and ask_module.roots_asking("11") is None
+    with pytest.raises(RpcError) as err:
+        await stand_in.ask("elicitation/create", {"message": "?", "requestedSchema": {}})
+    assert err.value.code == INVALID_REQUEST
+    assert "only its roots/list goes to it" in err.value.message
+    question = asyncio.ensure_future(stand_in.ask("roots/list", None))
+    async with asyncio.timeout(5):
+        await asked.reached.wait()
+    assert asked == [(11, "roots/list", None)]
+    stand_in.end()  # what the window's end does
+    with pytest.raises(RpcError):
+        await question
+    with pytest.raises(RpcError) as err:
+        await stand_in.ask("roots/list", None)
+    assert "roots/list_changed was more than 60s ago" in err.value.message
+
+
+def test_the_roots_window_reaches_a_caller_for_roots_list_only_until_it_expires() -> None:
+    window: ask_module.RootsWindow[str] = ask_module.RootsWindow()
+    window.add(3, "front")
+    assert window.reach(3, "roots/list") == "front"
+    assert window.reach(3, "elicitation/create") is None  # nothing else rides on it
+    assert window.reach(4, "roots/list") is None and window.reach("3", "roots/list") is None
+    gone: ask_module.RootsWindow[str] = ask_module.RootsWindow(window=0.0)
+    gone.add(3, "front")
+    assert gone.reach(3, "roots/list") is None and len(gone) == 0  # expired, dropped
+    capped: ask_module.RootsWindow[str] = ask_module.RootsWindow(cap=2)
+    for token in (1, 2, 3):  # a flood of notifications: the oldest goes first
+        capped.add(token, f"client {token}")
+    assert len(capped) == 2 and capped.reach(1, "roots/list") is None
+    assert capped.reach(3, "roots/list") == "client 3"

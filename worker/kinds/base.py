@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from worker.mcp.publish import Catalog
-from worker.protocol import ERROR, EXIT_ERROR, MCP
+from worker.protocol import ERROR, EXIT_ERROR, MCP, ROOTS_CHANGED
 
 __all__ = [
     "Catalog",
@@ -121,6 +121,9 @@ class ServerKind:
         self.kind = kind
         self.server = server
         self.handlers: Mapping[str, Callable[..., Any]] = {MCP: server.mcp}
+        roots_changed = getattr(server, "roots_changed", None)
+        if roots_changed is not None:  # a client's roots/list_changed (worker.mcp.ask)
+            self.handlers = {MCP: server.mcp, ROOTS_CHANGED: roots_changed}
 
     @property
     def metadata(self) -> Mapping[str, Any]:

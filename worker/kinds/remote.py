@@ -146,8 +146,8 @@ class RemoteServer(LeanClient):
     def _asking_call(self, method: str) -> Asking | RpcError:
         """Exact: the call whose POST's event stream carried the server's request (SEP-2260)."""
         stream = self.http.origin
-        if stream is None:
-            return unrelated(method)
+        if stream is None:  # the GET stream: only a roots/list after a client's roots changed
+            return self._roots_after_change(method) or unrelated(method)
         asking = self.peer.tag(stream)
         if not isinstance(asking, Asking):  # spctl's own request (a list, a ping)
             return no_call(method)

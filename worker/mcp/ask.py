@@ -20,6 +20,12 @@ after the call ended); :func:`completed` sends the server's notification up the 
 channel request to that client (answered ``None``; the core and the front keep a call's
 token for telling as long), and drops one whose id no client was asked for (logged).
 
+A client's ``notifications/roots/list_changed`` (:data:`worker.protocol.ROOTS_CHANGED`
+[token]) reaches the worker with a token of that client's; the kind tells its server, and a
+``roots/list`` the server then sends outside any call goes to that client for
+:data:`ROOTS_WINDOW` seconds (:func:`roots_asking` is the stand-in call for it; the core and the
+front keep the token reaching the client as long: :class:`RootsWindow`).
+
 Which call a server's request belongs to is the kind's business: the ``sdk`` kind knows it
 exactly (the in-process server's request carries the caller's context), and so does the
 ``remote`` kind (a Streamable HTTP server asks on the event stream that answers the call's
@@ -38,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from worker.log import say
-from worker.protocol import ASK_META, INVALID_REQUEST, METHOD_NOT_FOUND
+from worker.protocol import ASK_META, INVALID_REQUEST, METHOD_NOT_FOUND, ROOTS_WINDOW
 from worker.rpc import RpcError
 
 __all__ = [
@@ -46,12 +52,16 @@ __all__ = [
     "COMPLETE_WINDOW",
     "ELICITATION_COMPLETE",
     "OFFERED",
+    "ROOTS_CHANGED_METHOD",
+    "ROOTS_WINDOW",
     "Asker",
     "Asking",
     "Lingering",
+    "RootsWindow",
     "ambiguous",
     "completed",
     "no_call",
+    "roots_asking",
     "set_asker",
     "unrelated",
 ]
@@ -75,6 +85,8 @@ ELICITATION_COMPLETE = "notifications/elicitation/complete"
 COMPLETE_WINDOW = 600.0
 """How long after a URL-mode ``elicitation/create`` its completion still reaches the client
 (an out-of-band flow, a login say, may outlast the call that asked)."""
+ROOTS_CHANGED_METHOD = "notifications/roots/list_changed"
+"""A client's word that its roots changed (the server may then ask ``roots/list``)."""
 _url_asked: dict[str, tuple[int, float]] = {}  # elicitationId → (token, monotonic expiry)
 _telling: set[asyncio.Task[Any]] = set()
 
@@ -172,6 +184,54 @@ class Lingering(Generic[_T]):
             del self._kept[token]
 
 
+class RootsWindow(Generic[_T]):
+    """The clients that sent ``notifications/roots/list_changed`` lately, by token: each reaches
+    its caller for a ``roots/list`` :data:`ROOTS_WINDOW` seconds (the core's ``Calls`` and the
+    front's ``CoreLink``, each under its own tokens). At most ``cap`` are kept: a client that
+    floods notifications makes the oldest go first, never the memory grow."""
+
+    def __init__(self, window: float = ROOTS_WINDOW, cap: int = 1024) -> None:
+        self.window = window
+        self.cap = cap
+        self._kept: dict[int, tuple[_T, float]] = {}  # token → (caller, expiry), oldest first
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def add(self, token: int, caller: _T) -> None:
+        now = time.monotonic()
+        self._expire(now)
+        while len(self._kept) >= self.cap:
+            del self._kept[next(iter(self._kept))]
+        self._kept[token] = (caller, now + self.window)
+
+    def reach(self, token: Any, method: Any) -> _T | None:
+        """The caller a ``roots/list`` for ``token`` goes to, if it is still in the window."""
+        if method != "roots/list" or type(token) is not int:
+            return None
+        self._expire(time.monotonic())
+        entry = self._kept.get(token)
+        return entry[0] if entry is not None else None
+
+    def _expire(self, now: float) -> None:
+        while self._kept:  # one window for all: insertion order is expiry order
+            token, (_, expiry) = next(iter(self._kept.items()))
+            if expiry > now:
+                break
+            del self._kept[token]
+
+
+def roots_asking(token: Any, window: float = ROOTS_WINDOW) -> Asking | None:
+    """The stand-in call a server's ``roots/list`` after a client's
+    ``notifications/roots/list_changed`` (``roots_changed`` [token]) goes to: that client, for
+    ``window`` seconds (then :meth:`Asking.end`); None for a token that is not one."""
+    if type(token) is not int:
+        return None
+    asking = Asking(ROOTS_CHANGED_METHOD, token, {"roots": {}}, roots_only=True)
+    asyncio.get_running_loop().call_later(window, asking.end)
+    return asking
+
+
 def _refused(message: str) -> RpcError:
     return RpcError(INVALID_REQUEST, message)
 
@@ -211,6 +271,7 @@ class Asking:
     capabilities: Mapping[str, Any]
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     ended: bool = False
+    roots_only: bool = False  # a client's roots/list_changed: nothing but roots/list for it
 
     @classmethod
     def of(cls, method: str, meta: Mapping[str, Any] | None) -> Asking:
@@ -226,6 +287,16 @@ class Asking:
         capability = CAPABILITY.get(method)
         if capability is None:
             return RpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
+        if self.roots_only and method != "roots/list":
+            return _refused(
+                f"spctl cannot forward {method}: no client call is in flight to ask (after the "
+                f"client's {ROOTS_CHANGED_METHOD} only its roots/list goes to it)"
+            )
+        if self.ended and self.roots_only:
+            return _refused(
+                f"spctl cannot forward {method}: the client's {ROOTS_CHANGED_METHOD} was more "
+                f"than {ROOTS_WINDOW:g}s ago and no client call is in flight to ask"
+            )
         if self.ended:
             return _refused(f"spctl cannot forward {method}: the {self.method} call has ended")
         if self.token is None or _asker is None:

@@ -20,6 +20,11 @@ request of the server goes to the client of the call it belongs to (:mod:`worker
 Which call that is is known exactly: the call sets :data:`CALL` (a context variable) and the
 SDK's in-memory streams carry the sender's context to the other side and back (its
 ``_context_streams``), so the callback runs in the context of the call whose handler asked.
+A client's ``notifications/roots/list_changed`` (the worker's ``roots_changed`` [token]) is sent
+to the server the same way, in a context whose :data:`CALL` is a stand-in call for that client
+(:func:`worker.mcp.ask.roots_asking`, :data:`worker.protocol.ROOTS_WINDOW` seconds): the SDK
+runs the server's notification handler in the sender's context, so a ``roots/list`` the server
+sends from it goes to that client.
 A catalog refetch clears it (it may be started from a notification the server sent while
 serving a call): a list is never a client's call.
 
@@ -49,7 +54,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from worker.log import say
-from worker.mcp.ask import Asking, completed, no_call
+from worker.mcp.ask import Asking, completed, no_call, roots_asking
 from worker.mcp.publish import Catalog, CatalogPublisher, check_mcp_args
 from worker.protocol import INTERNAL_ERROR, INVALID_PARAMS, PROGRESS, RESOURCE_UPDATED
 from worker.rpc import RpcError
@@ -310,6 +315,25 @@ class McpClient(CatalogPublisher):
             return types.ErrorData(code=e.code, message=e.message, data=e.data)
 
     # -- serving --------------------------------------------------------------------------
+
+    def roots_changed(self, token: Any) -> Any:
+        """The worker's ``roots_changed`` [token]: tell the server, in the stand-in call's
+        context (see the module docstring). A coroutine (the channel runs it as a task)."""
+        session = self.session
+        if not self.forwards or self._closing or session is None:
+            return None
+        asking = roots_asking(token)
+        if asking is None:
+            return None
+
+        async def tell() -> None:
+            CALL.set(asking)  # this notification's task's own context
+            try:
+                await session.send_notification(types.RootsListChangedNotification())
+            except Exception as e:  # the session ended meanwhile
+                say(f"a client's roots/list_changed did not reach the server: {e}")
+
+        return tell()
 
     async def mcp(
         self, method: str, params: dict[str, Any] | None = None, meta: dict[str, Any] | None = None

@@ -21,7 +21,11 @@ with its :class:`Asking` as the peer's tag. Which call that is, :meth:`LeanClien
 says: a line has no request id to tie it to a call, so it is the only call in flight, and with
 several the server is answered with an error; the ``remote`` kind knows exactly (the POST
 whose event stream carried the request). A 2026-07-28 client's call has no back channel: its
-questions are parked and asked as ``input_required`` (:mod:`worker.mcp.park`).
+questions are parked and asked as ``input_required`` (:mod:`worker.mcp.park`). A client's
+``notifications/roots/list_changed`` (the worker's ``roots_changed`` [token]) is sent on to the
+server (a line; a POST for the ``remote`` kind), and the server's ``roots/list`` outside any
+call then goes to that client for :data:`worker.protocol.ROOTS_WINDOW` seconds
+(:func:`worker.mcp.ask.roots_asking`; the latest such client wins).
 
 It does what :class:`worker.mcp.client.McpClient` does for the ``sdk`` kind, without the
 SDK's models: importing the SDK costs a worker ~1.5 s of CPU and ~40 MB, and a forwarded call
@@ -40,10 +44,12 @@ from worker.mcp.ask import (
     CAPABILITY,
     ELICITATION_COMPLETE,
     OFFERED,
+    ROOTS_CHANGED_METHOD,
     Asking,
     ambiguous,
     completed,
     no_call,
+    roots_asking,
 )
 from worker.mcp.jsonrpc import LinePeer, Progress
 from worker.mcp.park import INPUT_METHODS, PARK_TTL, Exchange, Parking, Seal, is_modern
@@ -130,6 +136,7 @@ class LeanClient(CatalogPublisher):
         self._forwarding: set[asyncio.Task[None]] = set()
         self._exchanges: dict[int, Exchange] = {}  # parked for a 2026-07-28 client's retry
         self._seal = Seal()
+        self._roots_asking: Asking | None = None  # the latest client whose roots changed
         if self.forwards:
             self.peer.on_request = self._server_request
         self.info: dict[str, Any] | None = None
@@ -304,6 +311,23 @@ class LeanClient(CatalogPublisher):
             )
         return result
 
+    def roots_changed(self, token: Any) -> None:
+        """The worker's ``roots_changed`` [token]: a client's roots changed; tell the server
+        (it may then ask that client ``roots/list``, see the module docstring)."""
+        if not self.forwards or self._closing or self.info is None:
+            return
+        asking = roots_asking(token)
+        if asking is None:
+            return
+        if self._roots_asking is not None:
+            self._roots_asking.end()
+        self._roots_asking = asking
+        self.peer.notify(ROOTS_CHANGED_METHOD)
+
+    def _roots_after_change(self, method: str) -> Asking | None:
+        """The client a ``roots/list`` outside any call goes to, if one's roots changed."""
+        return self._roots_asking if method == "roots/list" else None
+
     # -- a 2026-07-28 client: the server's questions are parked (worker.mcp.park) ----------
 
     async def _modern(
@@ -391,7 +415,7 @@ class LeanClient(CatalogPublisher):
         tells more knows exactly)."""
         calls = self._calls
         if not calls:
-            return no_call(method)
+            return self._roots_after_change(method) or no_call(method)
         if len(calls) > 1 or self.peer.pending > 1:
             return ambiguous(method, max(len(calls), self.peer.pending))
         return calls[0]
