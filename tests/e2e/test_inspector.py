@@ -1,0 +1,107 @@
+"""MCP Inspector 0.15 and 2.12 reach one hosted server at ``/servers/<name>/mcp`` (#14).
+
+Theory of operation: each pinned Inspector is installed once from the npm registry under
+``.venv/test-cache`` (``cached_install``: a changed pin reinstalls, later runs reuse it) and run
+in its own non-interactive CLI mode (``--cli URL --method …``, the same transport code as its
+web UI's connection) against a real ``spctl serve`` hosting two servers. A tools/list through
+``/servers/echo/mcp`` must be echo's own names only (not the aggregate's ``echo__echo``), and a
+tools/call must answer. The test also pins down why that path exists: 0.15's CLI turns any URL
+whose path does not end in ``/mcp`` into ``/mcp`` (its ``createHTTPTransport``), so
+``/mcp/echo`` gets the aggregate there; 2.12 keeps the URL as given (with ``--transport http``,
+since it picks the transport from a ``/mcp`` or ``/sse`` suffix). Without node/npm, or with the
+registry unreachable and nothing cached, the test skips with the installer's reason.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.parse
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.test_front_supervised import running_front
+from tests.helpers import (
+    CACHE,
+    InstallFailed,
+    Serve,
+    cached_install,
+    make_extensions,
+    server_entry,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+# Pinned: the versions checked here (bump deliberately; the marker makes a bump reinstall).
+# Each: (npm spec, its `mcp-inspector` bin inside the package; `--cli` picks the CLI mode).
+INSPECTORS = {
+    "0.15": ("@modelcontextprotocol/inspector@0.15.0", "cli/build/cli.js"),
+    "2.12": ("@modelcontextprotocol/inspector@2.12.0", "clients/launcher/build/index.js"),
+}
+
+
+def inspector(version: str) -> list[str]:
+    """``[node, <cli>, --cli]`` for the pinned Inspector ``version``, installed under the cache."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node/npm not on PATH: the MCP Inspector is a Node.js program")
+    spec, entry = INSPECTORS[version]
+    prefix = CACHE / f"inspector-{version}"
+    steps = [[npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), spec]]
+    try:
+        cached_install(prefix, spec, steps)
+    except InstallFailed as e:
+        pytest.skip(str(e))
+    package = prefix / "node_modules" / "@modelcontextprotocol" / "inspector"
+    return [node, str(package / entry), "--cli"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a front hosting ``echo`` and ``other``."""
+    root = tmp_path_factory.mktemp("inspector")
+    ext = make_extensions(
+        root, [], [server_entry("echo", "mcp_echo"), server_entry("other", "mcp_sdk_server")]
+    )
+    s = Serve(root, ext, root / "run" / "control.sock", front=True)
+    s.extra_args = ["--listen", "127.0.0.1:0"]
+    s.start()
+    try:
+        s.wait_state("echo", "running")
+        s.wait_state("other", "running")
+        url = urllib.parse.urlsplit(wait_for(lambda: running_front(s), 60, "the front")["url"])
+        yield f"{url.scheme}://{url.netloc}"
+    finally:
+        s.stop(10)
+
+
+def run(cli: list[str], url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cli, url, *args], capture_output=True, text=True, timeout=120)
+
+
+def listed(cli: list[str], url: str, *args: str) -> set[str]:
+    out = run(cli, url, *args, "--method", "tools/list")
+    assert out.returncode == 0, out.stderr + out.stdout
+    return {t["name"] for t in json.loads(out.stdout)["tools"]}
+
+
+@pytest.mark.parametrize("version", sorted(INSPECTORS))
+def test_the_inspector_reaches_one_server_at_servers_name_mcp(base: str, version: str) -> None:
+    cli = inspector(version)
+    one = f"{base}/servers/echo/mcp"
+    names = listed(cli, one)
+    assert "echo" in names and not any("__" in n for n in names), names
+
+    out = run(cli, one, "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=hi")
+    assert out.returncode == 0, out.stderr + out.stdout
+    assert json.loads(out.stdout)["content"] == [{"type": "text", "text": "hi"}]
+
+    # Why /servers/<name>/mcp: 0.15 rewrites /mcp/echo to /mcp (the aggregate); 2.12 does not.
+    rewritten = listed(cli, f"{base}/mcp/echo", "--transport", "http")
+    if version == "0.15":
+        assert "echo__echo" in rewritten and "echo" not in rewritten, rewritten
+    else:
+        assert rewritten == names
