@@ -59,7 +59,7 @@ from worker.kinds.remote_auth import (
 )
 from worker.log import say
 from worker.mcp.ask import Asking, no_call, unrelated
-from worker.mcp.http_peer import HttpPeer, HttpStatus, Lost, describe
+from worker.mcp.http_peer import HttpPeer, HttpStatus, Lost, describe, tls_for
 from worker.mcp.lean import LeanClient
 from worker.mcp.publish import Catalog
 from worker.protocol import CONNECTION_LOST, BootSpec
@@ -110,7 +110,9 @@ class RemoteServer(LeanClient):
 
     def _client(self) -> httpx2.AsyncClient:
         headers = dict(self.spec.headers)
-        return httpx2.AsyncClient(headers=headers, timeout=TIMEOUT, auth=self.credentials)
+        return httpx2.AsyncClient(
+            headers=headers, timeout=TIMEOUT, auth=self.credentials, verify=tls_for(self.spec.url)
+        )
 
     @property
     def metadata(self) -> dict[str, Any]:
