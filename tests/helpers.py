@@ -373,3 +373,20 @@ def pip_venv(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *requirements],
     ]
     return cached_install(venv, f"{python}: {' '.join(requirements)}", steps)
+
+
+def npm_bin(spec: str) -> list[str]:
+    """``[node, <entry>]`` for the npm package ``spec`` (``@scope/name@version``) installed
+    into an npm ``--prefix`` of its own under the cache (one per name and version); the entry
+    is the package's own (first) ``bin``. Raises InstallFailed, also without node/npm."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise InstallFailed("node/npm not on PATH")
+    package, version = spec.rsplit("@", 1)
+    prefix = CACHE / f"node-{package.rsplit('/', 1)[-1]}-{version}"
+    steps = [[npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), spec]]
+    cached_install(prefix, spec, steps)
+    root = prefix / "node_modules" / package
+    bins = json.loads((root / "package.json").read_text())["bin"]
+    entry = bins if isinstance(bins, str) else next(iter(bins.values()))
+    return [node, str(root / entry)]

@@ -1,7 +1,7 @@
 """MCP Inspector 0.15 and 2.12 reach one hosted server at ``/servers/<name>/mcp`` (#14).
 
 Theory of operation: each pinned Inspector is installed once from the npm registry under
-``.venv/test-cache`` (``cached_install``: a changed pin reinstalls, later runs reuse it) and run
+``.venv/test-cache`` (``npm_bin``: a changed pin reinstalls, later runs reuse it) and run
 in its own non-interactive CLI mode (``--cli URL --method …``, the same transport code as its
 web UI's connection) against a real ``spctl serve`` hosting two servers. A tools/list through
 ``/servers/echo/mcp`` must be echo's own names only (not the aggregate's ``echo__echo``), and a
@@ -15,7 +15,6 @@ registry unreachable and nothing cached, the test skips with the installer's rea
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -24,11 +23,10 @@ import pytest
 
 from tests.e2e.test_front_supervised import running_front
 from tests.helpers import (
-    CACHE,
     InstallFailed,
     Serve,
-    cached_install,
     make_extensions,
+    npm_bin,
     server_entry,
     wait_for,
 )
@@ -36,27 +34,18 @@ from tests.helpers import (
 pytestmark = pytest.mark.timeout(300)
 
 # Pinned: the versions checked here (bump deliberately; the marker makes a bump reinstall).
-# Each: (npm spec, its `mcp-inspector` bin inside the package; `--cli` picks the CLI mode).
 INSPECTORS = {
-    "0.15": ("@modelcontextprotocol/inspector@0.15.0", "cli/build/cli.js"),
-    "2.12": ("@modelcontextprotocol/inspector@2.12.0", "clients/launcher/build/index.js"),
+    "0.15": "@modelcontextprotocol/inspector@0.15.0",
+    "2.12": "@modelcontextprotocol/inspector@2.12.0",
 }
 
 
 def inspector(version: str) -> list[str]:
-    """``[node, <cli>, --cli]`` for the pinned Inspector ``version``, installed under the cache."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node/npm not on PATH: the MCP Inspector is a Node.js program")
-    spec, entry = INSPECTORS[version]
-    prefix = CACHE / f"inspector-{version}"
-    steps = [[npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), spec]]
+    """``[node, <mcp-inspector bin>, --cli]`` for the pinned Inspector ``version``."""
     try:
-        cached_install(prefix, spec, steps)
+        return [*npm_bin(INSPECTORS[version]), "--cli"]
     except InstallFailed as e:
-        pytest.skip(str(e))
-    package = prefix / "node_modules" / "@modelcontextprotocol" / "inspector"
-    return [node, str(package / entry), "--cli"]
+        pytest.skip(f"the MCP Inspector is a Node.js program: {e}")
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import CACHE, InstallFailed, Serve, cached_install, pip_venv, serve_fixture
+from tests.helpers import InstallFailed, Serve, npm_bin, pip_venv, serve_fixture
 
 # Pinned to the versions verified here; bump deliberately (the marker makes a bump reinstall).
 SQLITE_PIP = ["mcp-server-sqlite==2025.4.25", "mcp<2"]
@@ -39,22 +38,11 @@ def pip_server(name: str, requirements: list[str]) -> Path:
 
 
 def npm_server(spec: str) -> list[str]:
-    """``[node, <entry>]`` for the npm package ``spec`` (``@scope/name@version``) installed
-    under the cache; the entry is the package's own ``bin``."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node/npm not on PATH")
-    package = spec.rsplit("@", 1)[0]
-    prefix = CACHE / f"node-{package.rsplit('/', 1)[-1]}"
-    steps = [[npm, "install", "--no-audit", "--no-fund", "--prefix", str(prefix), spec]]
+    """``[node, <entry>]`` for the npm package ``spec``, installed under the cache."""
     try:
-        cached_install(prefix, spec, steps)
+        return npm_bin(spec)
     except InstallFailed as e:
         pytest.skip(str(e))
-    root = prefix / "node_modules" / package
-    bins = json.loads((root / "package.json").read_text())["bin"]
-    entry = bins if isinstance(bins, str) else next(iter(bins.values()))
-    return [node, str(root / entry)]
 
 
 def call(s: Serve, ext: str, tool: str, args: dict[str, Any]) -> str:

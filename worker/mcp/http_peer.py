@@ -72,8 +72,7 @@ def tls_for(url: str) -> ssl.SSLContext | bool:
     on it fails (see the module docstring)."""
     if url[:6].lower() == "https:":
         return True
-    refusing = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname: on
-    return refusing
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname, no CA
 
 
 def status_text(response: httpx2.Response) -> str:
