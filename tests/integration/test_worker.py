@@ -426,7 +426,7 @@ class TestStopping:
 PARENT = """
 import signal, subprocess, sys
 from worker.trampoline import trampoline_argv
-argv = ["sh", "-c", "echo started; exec sleep 1000"]
+argv = ["sh", "-c", "echo started >&2; exec sleep 1000"]  # stderr: never inside our line
 if sys.argv[1] == "wrapped":
     argv = trampoline_argv(argv)
 print("child", subprocess.Popen(argv).pid, flush=True)
@@ -441,7 +441,7 @@ class TestTrampoline:
     async def test_child_dies_with_parent(self, mode: str, dies: bool) -> None:
         async with Child([sys.executable, "-c", PARENT, mode], cwd=REPO) as parent:
             child = int((await parent.line("child ")).split()[1])
-            await parent.line("started")  # the child has exec'd past the trampoline
+            await parent.line("started", "stderr")  # the child has exec'd past the trampoline
             pid_fd = os.pidfd_open(child)
             parent.kill(signal.SIGKILL)  # the parent only, not its process group
             await parent.exit_code()
