@@ -1,4 +1,4 @@
-"""TLS of the remote kind's client (worker.mcp.http_peer.tls_for), against a real TLS server.
+"""TLS of the remote kind's client (worker.tls.tls_for), against a real TLS server.
 
 An ``http`` remote's client loads no CA (it needs no TLS; the CAs cost ~1 MiB of RSS): every TLS
 handshake on it must fail its certificate check, never go unverified. An ``https`` remote's
@@ -21,7 +21,8 @@ import anyio
 import httpx2
 import pytest
 
-from worker.mcp.http_peer import tls_for
+from worker.kinds.oauth import OAuthError, request_token
+from worker.tls import tls_for
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl CLI")
 
@@ -32,6 +33,15 @@ class _Ok(http.server.BaseHTTPRequestHandler):
         self.send_header("content-length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
+
+    def do_POST(self) -> None:  # a token endpoint
+        self.rfile.read(int(self.headers["content-length"]))
+        body = b'{"access_token": "t0", "token_type": "Bearer", "expires_in": 60}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -93,3 +103,31 @@ def test_an_https_remotes_client_verifies(
         get(url, tls_for(url))  # self-signed: no CA it trusts vouches for it
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     assert get(url, tls_for(url)) == 200  # the same server, once its CA is trusted
+
+
+def test_an_https_token_endpoint_is_verified(
+    server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The OAuth token request's client (``request_token``) gets its context from its own URL:
+    an ``https`` token endpoint is verified even when the remote server itself is ``http``."""
+    url, cert = server
+
+    def token() -> str:
+        async def body() -> str:
+            answer = await request_token(
+                url + "token",
+                {"grant_type": "client_credentials"},
+                client_id="spctl",
+                client_secret="s3cret",
+                method="client_secret_basic",
+            )
+            return answer.access_token
+
+        return anyio.run(body)
+
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with pytest.raises(OAuthError, match="CERTIFICATE_VERIFY_FAILED"):
+        token()
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    assert token() == "t0"

@@ -29,6 +29,8 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit, urlunsplit
 
 import httpx2
 
+from worker.tls import tls_for
+
 __all__ = [
     "METHODS",
     "Endpoints",
@@ -403,7 +405,7 @@ async def request_token(
         if method == "client_secret_post":
             body["client_secret"] = client_secret
     try:
-        async with httpx2.AsyncClient(timeout=TIMEOUT) as client:
+        async with httpx2.AsyncClient(timeout=TIMEOUT, verify=tls_for(endpoint)) as client:
             response = await client.post(endpoint, data=body, headers=headers)
     except httpx2.HTTPError as e:
         raise OAuthError(f"{what} to {where} failed: {type(e).__name__}: {e}") from None

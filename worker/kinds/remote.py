@@ -59,11 +59,12 @@ from worker.kinds.remote_auth import (
 )
 from worker.log import say
 from worker.mcp.ask import Asking, no_call, unrelated
-from worker.mcp.http_peer import HttpPeer, HttpStatus, Lost, describe, tls_for
+from worker.mcp.http_peer import HttpPeer, HttpStatus, Lost, describe
 from worker.mcp.lean import LeanClient
 from worker.mcp.publish import Catalog
 from worker.protocol import CONNECTION_LOST, BootSpec
 from worker.rpc import RpcError
+from worker.tls import tls_for
 
 __all__ = [
     "CLIENT_ENV",

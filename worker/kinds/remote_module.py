@@ -49,6 +49,7 @@ from worker.kinds.remote_auth import (
 from worker.log import say
 from worker.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, SERVICE, SERVICE_ERROR, BootSpec
 from worker.rpc import RpcError
+from worker.tls import tls_for
 
 __all__ = [
     "PROBE",
@@ -109,6 +110,7 @@ class RemoteModule:
             headers=dict(spec.headers),
             timeout=httpx2.Timeout(None, connect=CONNECT_TIMEOUT),
             auth=self.credentials,
+            verify=tls_for(spec.url),
         )
         self.exited: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         """Resolves with why the service is considered gone (the host then ends the worker)."""

@@ -27,12 +27,7 @@ status line, for messages. A stream that ends before the response fails the call
 refused, reset before the answer) calls ``on_lost``: the owner decides what the session's end
 means. A cancelled call cancels its POST (the owner's peer has told the server).
 
-TLS (:func:`tls_for`). An ``https`` URL gets httpx2's default context: verified against the
-system's (or certifi's) CAs, as always. An ``http`` URL needs no TLS, and loading those CAs
-would cost the worker ~1 MiB of RSS for nothing, so its client gets a context that trusts no
-CA at all: anything that would ever need TLS on it (a redirect is never followed; an absolute
-``https`` endpoint of another host, an ``https`` proxy) fails its certificate check. Fail
-closed, never unverified.
+TLS is the owner's client's: see :mod:`worker.tls`.
 """
 
 from __future__ import annotations
@@ -41,7 +36,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -52,7 +46,7 @@ from worker.mcp.jsonrpc import MAX_LINE, LinePeer, Progress
 from worker.protocol import CONNECTION_LOST, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND
 from worker.rpc import RpcError
 
-__all__ = ["ATTEMPTS", "HttpPeer", "HttpStatus", "Lost", "status_text", "tls_for"]
+__all__ = ["ATTEMPTS", "HttpPeer", "HttpStatus", "Lost", "status_text"]
 
 ATTEMPTS = 2
 """Reconnections of the GET stream (or of a resumable response stream) before giving up."""
@@ -64,15 +58,6 @@ SESSION = "mcp-session-id"
 VERSION = "mcp-protocol-version"
 ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def tls_for(url: str) -> ssl.SSLContext | bool:
-    """``verify=`` for an httpx2 client of ``url``: True (the default, verified context) for
-    ``https``; for anything else a context that verifies against no CA, so every TLS handshake
-    on it fails (see the module docstring)."""
-    if url[:6].lower() == "https:":
-        return True
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname, no CA
 
 
 def status_text(response: httpx2.Response) -> str:
