@@ -77,7 +77,9 @@ def test_a_spinning_child_counts_as_about_one_core() -> None:
         print(f"\nspinner: sampler {second.cpu:.3f} cores, /proc {independent:.3f} cores")
         assert second.processes == 4
         assert second.cpu == pytest.approx(independent, abs=0.1)
-        assert second.cpu > 0.5  # a whole core unless the machine is very busy
+        # a whole core on a quiet machine; on a loaded one (CI's two xdist workers on 2 cores,
+        # 0.47 seen with four) less, but never near an idle tree's 0
+        assert second.cpu > 0.2
         assert second.cpu < 1.3
 
 
@@ -93,7 +95,7 @@ def test_cpu_seconds_is_the_running_total_of_the_tree() -> None:
         second = sampler.sample({"t": parent.pid})["t"]
         total = sum(cpu_seconds(p) for p in pids)
         assert second.cpu_seconds == pytest.approx(total, abs=0.05)
-        assert second.cpu_seconds > first.cpu_seconds + 0.2
+        assert second.cpu_seconds > first.cpu_seconds + 0.05  # it spun (0.5 s, shared cores)
 
 
 def test_short_lived_children_are_counted_once_reaped() -> None:
@@ -110,7 +112,7 @@ def test_short_lived_children_are_counted_once_reaped() -> None:
         used = cpu_seconds(shell.pid, reaped=True) - used
         independent = used / (second.at - first.at)
         print(f"\nchurn: sampler {second.cpu:.3f} cores, /proc (reaped) {independent:.3f} cores")
-        assert independent > 0.3, "the loop should keep a core busy"
+        assert independent > 0.1, "the loop should keep a core busy (less on a loaded machine)"
         assert second.cpu == pytest.approx(independent, abs=0.25 + 0.1 * len(alive))
 
 
