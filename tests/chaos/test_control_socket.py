@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -276,7 +277,14 @@ class TestHeldWell:
 
     @pytest.mark.parametrize(
         "garbage",
-        [os.urandom(4096), b"\xc6\xff\xff\xff\xff" + b"\0" * 64, b"\xdd\xff\xff\xff\xff"],
+        # The random bytes start with 0xc1, a byte msgpack never uses: random bytes afresh on
+        # each run began with the head of an unfinished frame in 3 % of runs, which is
+        # cut only at the frame timeout (10 s; the stalled-frame tests above cover that).
+        [
+            b"\xc1" + random.Random(4096).randbytes(4095),
+            b"\xc6\xff\xff\xff\xff" + b"\0" * 64,
+            b"\xdd\xff\xff\xff\xff",
+        ],
         ids=["random bytes", "bin32 of 4 GiB", "array32 of 4G items"],
     )
     def test_garbage_is_cut_off(self, tmp_path: Path, connect: Connect, garbage: bytes) -> None:
