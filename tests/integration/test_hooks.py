@@ -89,8 +89,16 @@ def test_a_crash_and_the_recovery(env: tuple[Serve, Path]) -> None:
     assert crash["state"] == "crashed" and crash["reason"] and crash["time"].endswith("Z")
     assert recovered["event"] == "onRecovered" and recovered["state"] == "running"
     assert recovered["restarts"] >= 1
-    logged = [e for e in s.logs() if e.get("event") == "hook output"]
-    assert any(e.get("line") == "hook saw onCrash of flaky" for e in logged)
+    # the hook prints after it appended its line, and serve logs that print when it reads it
+    # from the hook's pipe: wait for it, do not race it
+    wait_for(
+        lambda: any(
+            e.get("event") == "hook output" and e.get("line") == "hook saw onCrash of flaky"
+            for e in s.logs()
+        ),
+        10,
+        "the onCrash hook's output in the log",
+    )
 
 
 def test_on_failed_from_the_files_hooks_and_a_hook_that_cannot_start(

@@ -189,7 +189,15 @@ def test_logs_tail_and_follow_across_restart(tmp_path: Path) -> None:
             "p",
             "partial_exit",
             config={"after": 0.5},
-            restart={"policy": "always", "backoff": "50ms"},
+            # It crashes every 0.5 s for as long as the test takes: no intensity limit (the
+            # default, 5 within 60 s, failed it when a loaded machine made the first `spctl
+            # logs` slow enough for 4 restarts to go by before "two more"), no growing backoff.
+            restart={
+                "policy": "always",
+                "backoff": "50ms",
+                "maxBackoff": "50ms",
+                "maxRestarts": 1000,
+            },
         )
     ]
     with serve_fixture(tmp_path, mods) as s:

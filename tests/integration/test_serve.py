@@ -180,12 +180,17 @@ def test_import_crash_loop_goes_to_failed_with_traceback(tmp_path: Path) -> None
         assert "load error" in e["reason"]
         assert e["restarts"] == 1  # two tries in all: the first load error is retried once
         assert "RuntimeError" in e["error"]["traceback"]
-        spawns = [x for x in s.logs() if x.get("event") == "state" and x.get("to") == "starting"]
+        states = [x for x in s.logs() if x.get("event") == "state"]
+        spawns = [x for x in states if x.get("to") == "starting"]
         assert len(spawns) == 2
-        # the retry waited one backoff step (50 ms, ±20 % jitter), not zero and not forever
+        # the retry waited one backoff step (50 ms, ±20 % jitter), not zero and not forever:
+        # timed from entering backoff (from the first spawn, the gap would also hold the
+        # first try's fork, import and exit, seconds on a loaded machine)
         from datetime import datetime
 
-        t = [datetime.fromisoformat(x["timestamp"]) for x in spawns]
+        backoff = next(x for x in states if x.get("to") == "backoff")
+        assert backoff["from"] == "crashed" and states.index(backoff) < states.index(spawns[1])
+        t = [datetime.fromisoformat(x["timestamp"]) for x in (backoff, spawns[1])]
         gap = (t[1] - t[0]).total_seconds()
         assert 0.04 <= gap < 2.0, gap
         out = s.spctl("status", "broken")

@@ -171,9 +171,15 @@ def test_fixture_server_through_spctl(tmp_path: Path) -> None:
         out = s.spctl("call", "fx", "boom")
         assert out.returncode == 1
         assert "boom" in out.stdout
-        logs = s.spctl("logs", "fx", "-n", "200").stdout
+
+        # the server's stderr reaches `spctl logs`: through another pipe than its answer, so
+        # it may come in after the call returned; wait for it, do not race it
+        def with_traceback() -> str | None:
+            logs = s.spctl("logs", "fx", "-n", "200").stdout
+            return logs if "ValueError: boom" in logs else None
+
+        logs = wait_for(with_traceback, 10, "the server's traceback in `spctl logs`")
         assert "started stdio server" in logs
-        assert "ValueError: boom" in logs  # the server's stderr reaches `spctl logs`
 
 
 def test_timeout_cancels_the_servers_call(tmp_path: Path) -> None:

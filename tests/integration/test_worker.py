@@ -314,11 +314,15 @@ class TestChannel:
         async with WorkerHarness(FIXTURES / "slow_sync", config={"seconds": 8}) as h:
             await h.wait_for(lambda: h.boot_pid is not None, what="boot")
             loop = asyncio.get_running_loop()
+            worst = 0.0
             for _ in range(5):
                 sent = loop.time()
+                # answered within 2 s while start() sleeps 8: the loop is not blocked by it (a
+                # figure, no tighter bound: a loaded machine can stall a process that long)
                 await h.request("ping", timeout=2)
-                assert loop.time() - sent < 0.5
+                worst = max(worst, loop.time() - sent)
             assert h.ready_info is None  # start() is still running
+            print(f"\nworst of 5 pings during a slow sync start(): {worst * 1000:.1f} ms")
             await h.request("shutdown", timeout=5)  # stop() runs beside the slow start()
             assert await h.exit_code(timeout=5) == EXIT_OK
 

@@ -197,22 +197,29 @@ class TestCancellation:
                 lambda: cancelled.exists() and cancelled.read_text(), what="cancel", poll=0.002
             )
             latency = float(cancelled.read_text()) - sent
+            # A figure, not a bound (a loaded 2-core machine can stall any process for 100 ms):
+            # the handler saw the $cancel within the wait's deadline, not after its 60 s.
             print(f"\n$cancel ({how}) reached the async handler in {latency * 1000:.1f} ms")
-            assert latency < 0.1
             assert await call(h, "echo", text="after") == text("after")
 
     async def test_ping_answered_while_sync_handler_works(self, tmp_path: Path) -> None:
         async with echo_harness(tmp_path, "sync") as h:
             await h.ready()
-            slow = asyncio.create_task(call(h, "sync_slow", seconds=1.0))
+            slow = asyncio.create_task(call(h, "sync_slow", {"progressToken": "p"}, seconds=1.0))
+            # Its first report (sent before it sleeps) says the handler has begun: a ping sent
+            # from then on is answered before the call only if the loop is not blocked by it.
+            # (Which comes first, not how fast: no latency bound on a loaded machine.)
+            await h.notification("progress")
             worst = 0.0
+            answered_during = 0
             while not slow.done():
                 t0 = time.perf_counter()
                 await h.request("ping", timeout=1)
                 worst = max(worst, time.perf_counter() - t0)
+                answered_during += not slow.done()
             assert slow.result() == text("slept 1.0")
             print(f"\nworst ping during a 1 s sync call: {worst * 1000:.1f} ms")
-            assert worst < 0.2
+            assert answered_during > 0, "no ping was answered while the sync handler worked"
             # Cancelled ($cancel on timeout), the sync call runs on in its thread and its
             # result is dropped; the worker keeps serving.
             params = {"name": "sync_slow", "arguments": {"seconds": 2.0}}
@@ -241,8 +248,15 @@ class TestNotifications:
         async with echo_harness(tmp_path, "sync") as h:
             await h.ready()
             params = {"name": "sync_slow", "arguments": {"seconds": 0.5}}
-            with pytest.raises(TimeoutError):
-                await h.request("mcp", "tools/call", params, {"progressToken": "t"}, timeout=0.2)
+            pending = asyncio.create_task(
+                h.request("mcp", "tools/call", params, {"progressToken": "t"}, timeout=None)
+            )
+            # Cancelled once its first report is in (a timeout of 0.2 s could fire before a
+            # loaded machine ran the handler at all, and then drop that report too).
+            await h.notification("progress")
+            pending.cancel()  # the same $cancel a timeout sends
+            with pytest.raises(asyncio.CancelledError):
+                await pending
             done = tmp_path / "sync_slow.done"
             await h.wait_for(done.exists, what="sync_slow done", poll=0.01)
             # The late report was queued for the loop before the marker was written, so it
