@@ -3,9 +3,10 @@
 
 Theory of operation. The core starts ``python -P -m worker.zygote`` with one end of a
 ``SOCK_SEQPACKET`` socketpair at fd 3. The zygote imports :mod:`worker.host` (asyncio, msgpack,
-the kinds) but nothing of any extension, freezes the heap (``gc.freeze``) and then, single
-threaded, serves requests: one packet whose payload is the worker's environment (msgpack) and
-whose ``SCM_RIGHTS`` are stdin, stdout, stderr and the channel end. For each it forks an
+the kinds) but nothing of any extension, freezes the heap (``gc.freeze``), says it is ready
+(one packet, ``{"ready": pid}``) and then, single threaded, serves requests: one packet whose
+payload is the worker's environment (msgpack) and whose ``SCM_RIGHTS`` are stdin, stdout,
+stderr and the channel end. For each it forks an
 *intermediate* that forks the worker and exits at once, so the worker is re-parented to the
 core (a child subreaper): waitid(P_PIDFD), the reaping and the keeper work as for an exec'd
 worker, and killing the zygote kills no worker. The zygote answers the worker's pid (or an
@@ -174,6 +175,12 @@ def main() -> None:
     sock = socket.socket(fileno=ZYGOTE_FD)
     os.set_inheritable(ZYGOTE_FD, False)
     gc.freeze()
+    # Ready: the core waits for this (with a long deadline: an interpreter's start on a loaded
+    # machine) before its first request, whose answer it then waits for only briefly.
+    try:
+        sock.send(msgpack.packb({"ready": os.getpid()}))
+    except OSError:  # the core is gone or gave up on us
+        sys.exit(0)
     while True:
         try:
             data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 4)

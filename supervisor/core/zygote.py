@@ -8,7 +8,10 @@ Every failure here is a fallback, never a failed start: :meth:`Zygote.fork` retu
 says why in :attr:`Zygote.last_error`) and the caller exec's the worker as without a zygote.
 A dead zygote is restarted on the next request, no sooner than :data:`BACKOFF` after the last
 start; one whose interpreter was deleted or replaced since it started (an upgrade) is killed
-and restarted on the new one. The zygote is started from the loop thread (its parent-death
+and restarted on the new one. A new zygote says it is ready (one message, once it has imported
+everything) before its first request is sent: its own start, which a loaded machine can
+stretch past a second, is waited for with :data:`BOOT_TIMEOUT`, and each request's answer with
+the much shorter :data:`REPLY_TIMEOUT`. The zygote is started from the loop thread (its parent-death
 signal is per thread, like a worker's); a request is awaited, never blocking the loop: its
 answer comes once the worker is already our child (see :mod:`worker.zygote`), and requests
 are made one at a time (the zygote answers them in order).
@@ -27,10 +30,22 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
-__all__ = ["BACKOFF", "REPLY_TIMEOUT", "Zygote", "enabled", "switch_problem", "sys_path_env"]
+__all__ = [
+    "BACKOFF",
+    "BOOT_TIMEOUT",
+    "REPLY_TIMEOUT",
+    "Zygote",
+    "enabled",
+    "switch_problem",
+    "sys_path_env",
+]
 
 BACKOFF = 1.0
+BOOT_TIMEOUT = 15.0
+"""Seconds a new zygote may take to say it is ready (its interpreter's start and imports:
+0.1 s of CPU, but over 1 s of wall time on a loaded 2-core machine)."""
 REPLY_TIMEOUT = 2.0
+"""Seconds a ready zygote may take to answer a request (a fork: milliseconds)."""
 ENV_ROOM = 16384  # bytes of environment a forked worker's /proc/PID/environ can show
 
 
@@ -116,6 +131,7 @@ class Zygote:
         self.forks = 0
         self.last_error = ""
         self._binary: tuple[int, int, int] | None = None  # the interpreter it was started from
+        self._ready = False  # the running zygote said it is ready
         self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._start_env: dict[str, str] = {}  # what of its start's environment it read
 
@@ -219,7 +235,7 @@ class Zygote:
             theirs.close()
             os.close(null)
         ours.setblocking(False)
-        self.pid, self.sock, self._binary = pid, ours, binary
+        self.pid, self.sock, self._binary, self._ready = pid, ours, binary, False
         self._start_env = {**_start_env(env), **self.extra}
         self.starts += 1
         return True
@@ -238,6 +254,8 @@ class Zygote:
             if not self.start() or self.sock is None:
                 return None
             sock = self.sock
+            if not self._ready and not await self._await_ready(loop, sock):
+                return None
             pid: int | None = None
             self._starting()  # the orphan reaper must not take it before we know its pid
             try:
@@ -268,6 +286,30 @@ class Zygote:
                 raise
             finally:
                 self._started(pid)
+
+    async def _await_ready(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bool:
+        """Wait for a new zygote's ``{"ready": pid}``; False (and closed): exec instead."""
+        try:
+            async with asyncio.timeout(BOOT_TIMEOUT):
+                hello = await loop.sock_recv(sock, 65536)
+            if not hello:
+                raise OSError("the zygote closed its socket before it was ready")
+            said = msgpack.unpackb(hello)
+            if not isinstance(said, dict) or said.get("ready") != self.pid:
+                raise ValueError(f"the zygote's first message is not its ready: {said!r:.80}")
+        except TimeoutError:
+            self.last_error = f"the zygote was not ready within {BOOT_TIMEOUT:g} s"
+        except (OSError, ValueError, TypeError) as e:
+            self.last_error = f"zygote start failed: {e}"
+        except BaseException:  # cancelled: the next request starts afresh
+            self.last_error = "zygote start cancelled"
+            self.close()
+            raise
+        else:
+            self._ready = True
+            return True
+        self.close()
+        return False
 
     def status(self) -> dict[str, Any]:
         """For ``spctl status --json`` (``supervisor.zygote``)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import anyio
 import pytest
@@ -97,14 +98,58 @@ async def test_a_zygote_that_does_not_answer_means_exec_and_the_log_says_why(
     zyg: zygote.Zygote, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(zygote, "REPLY_TIMEOUT", 0.5)
-    assert zyg.start() and zyg.pid is not None
+    async with running(_server("first", "mcp_echo")):  # forked: the zygote is ready
+        assert zyg.forks == 1
     stuck = zyg.pid
+    assert stuck is not None
     os.kill(stuck, signal.SIGSTOP)  # it gets the request and never answers
     async with running(_server("fallback", "mcp_echo")) as runner:
         assert runner.state is State.RUNNING
         assert "zygote request failed" in zyg.last_error
         assert any("exec'd, not forked" in text for _, _, text in runner.output)
         assert pid_gone(stuck) and zyg.pid is None  # a zygote out of step is killed
+
+
+async def test_a_zygote_slow_to_start_is_waited_for_not_given_up(
+    zyg: zygote.Zygote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new zygote's own start (its interpreter and imports, over a second on a loaded
+    machine) is not held to a request's answer deadline: it was, and every worker of a slow
+    start was exec'd ("no answer within 2 s"). Stopped while it starts, past three answer
+    deadlines, then let go: the worker is still forked."""
+    monkeypatch.setattr(zygote, "REPLY_TIMEOUT", 0.2)
+    assert zyg.start() and zyg.pid is not None
+    booting = zyg.pid
+    os.kill(booting, signal.SIGSTOP)  # (if it was ready already, the fork needs no wait)
+    since = time.monotonic()
+
+    def let_go() -> None:  # after three answer deadlines (waiting on the clock is the point)
+        wait_for(lambda: time.monotonic() - since > 0.6, 5, "0.6 s")
+        os.kill(booting, signal.SIGCONT)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, let_go)
+        async with running(_server("slowzygote", "mcp_echo")) as runner:
+            assert runner.state is State.RUNNING
+            assert zyg.pid == booting and zyg.forks == 1, zyg.last_error
+            assert zyg.last_error == ""
+
+
+async def test_a_zygote_that_never_gets_ready_means_exec(
+    zyg: zygote.Zygote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(zygote, "BOOT_TIMEOUT", 0.5)
+    assert zyg.start() and zyg.pid is not None
+    stuck = zyg.pid
+    os.kill(stuck, signal.SIGSTOP)  # before or after its ready: either way no answer comes
+    async with running(_server("neverready", "mcp_echo")) as runner:
+        assert runner.state is State.RUNNING
+        assert zyg.last_error in (
+            "the zygote was not ready within 0.5 s",
+            "zygote request failed: no answer within 2 s",  # it was ready before the stop
+        )
+        assert any("exec'd, not forked" in text for _, _, text in runner.output)
+        assert pid_gone(stuck) and zyg.pid is None
 
 
 async def test_twenty_spawns_at_once(zyg: zygote.Zygote) -> None:
