@@ -69,7 +69,8 @@ def pin(
     try:
         if not check:
             tree = pins.pin_extension(ext, root)
-            print(f"pinned {name}: {tree.digest} ({len(tree.files)} files)")
+            count = len(tree.files)
+            print(f"pinned {name}: {tree.digest} ({count} file{'' if count == 1 else 's'})")
             return
         lock = read_lock(root)
         pinned = pins.pinned_table(lock, name, lock_path(root))

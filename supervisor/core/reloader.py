@@ -35,7 +35,8 @@ class InvalidConfig(Exception):
 
     def __init__(self, errors: list[str]) -> None:
         self.errors = errors
-        super().__init__(f"configuration is invalid ({len(errors)} errors); nothing changed")
+        count = f"{len(errors)} error{'' if len(errors) == 1 else 's'}"
+        super().__init__(f"configuration is invalid ({count}); nothing changed")
 
 
 class Reloader:

@@ -79,7 +79,7 @@ def test_invalid_reload_changes_nothing(tmp_path: Path) -> None:
         out = s.spctl("reload")
         assert out.returncode == 1
         assert "modules.yaml:6:" in out.stderr and "timeout" in out.stderr
-        assert "nothing changed" in out.stderr
+        assert "configuration is invalid (1 error); nothing changed" in out.stderr
         assert _pids(s) == before
 
 

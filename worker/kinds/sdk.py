@@ -6,10 +6,11 @@ from the SDK (:func:`worker.loader.sdk_attribute`, which imports nothing), the h
 hands it here instead. :func:`find_server` checks it really is an :class:`MCPServer` (the SDK's
 high-level, FastMCP-style server) or a low-level :class:`Server`. :class:`SdkServer` then runs
 it in the worker's own loop through the SDK's in-memory transport, with an SDK client session
-on the other end — the same :class:`worker.mcp.client.McpClient` the ``stdio`` kind uses, so
-the catalog, ``mcp`` forwarding, cancellation, progress, ``list_changed`` and MCP error codes
-behave alike. The server's elicitation, sampling and roots requests go to the client of the
-call whose handler sent them (the SDK's ``related_request_id`` cell, known exactly here).
+on the other end — :class:`worker.mcp.client.McpClient` (the ``stdio`` kind's
+:class:`worker.mcp.lean.LeanClient` does the same without the SDK), so the catalog, ``mcp``
+forwarding, cancellation, progress, ``list_changed`` and MCP error codes behave alike. The
+server's elicitation, sampling and roots requests go to the client of the call whose handler
+sent them (the SDK's ``related_request_id`` cell, known exactly here).
 A 2026-07-28 client's call (its envelope's version in ``meta``) goes to the server on the
 SDK's 2026-07-28 per-request path instead (:attr:`McpClient.modern`, a direct dispatcher
 beside the 2025-11-25 session, sharing the one lifespan): its ``input_required`` results and

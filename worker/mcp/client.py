@@ -1,4 +1,5 @@
-"""The SDK client side shared by the ``stdio`` and ``sdk`` kinds: one MCP server, one session.
+"""The SDK client side of the ``sdk`` kind (and of the remote kind's SDK baseline): one MCP
+server, one session.
 
 Theory of operation. :class:`McpClient` is everything about an MCP server that does not
 depend on how its messages travel; a subclass supplies :meth:`McpClient._transport` (an async

@@ -43,7 +43,8 @@ def test_pin_check_and_unpin(root: Path) -> None:
     e = ("--extensions", str(root))
     code, _, err = _run("pin", "hello", "--check", *e)
     assert (code, err) == (1, "spctl: hello is not pinned (pin it: spctl pin hello)\n")
-    assert _run("pin", "hello", *e)[0] == 0
+    code, out, _ = _run("pin", "hello", *e)
+    assert code == 0 and out.startswith("pinned hello: sha256:") and out.endswith(" (1 file)\n")
     assert _run("pin", "hello", "--check", *e)[0] == 0
     assert _run("unpin", "hello", *e)[1] == "unpinned hello\n"
     assert _run("unpin", "hello", *e)[1] == "hello was not pinned\n"
