@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import threading
 import urllib.parse
@@ -209,37 +210,72 @@ def run_child(
 ) -> subprocess.CompletedProcess[str]:
     """Run a build tool (uv, npm) as a child the supervisor knows about (``set_child_hooks``);
     its output captured. Raises ``error`` when it cannot be run or does not finish in time;
-    Ctrl-C kills it too."""
+    Ctrl-C kills it too, wherever it lands: from the fork until the wait begins, a Ctrl-C (on
+    the main thread, where Python delivers it) is held back and raised once the tool is known,
+    so it is never left running."""
     starting, started, ended = _hooks
-    starting()
-    proc = None
+    held: list[int] = []
+    previous = _hold_sigint(held)
     try:
-        proc = subprocess.Popen(
-            argv,
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-    except OSError as exc:
-        raise error(f"cannot run {tool} ({argv[0]}): {exc.strerror or exc}") from None
+        starting()
+        proc = None
+        try:
+            proc = subprocess.Popen(
+                argv,
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        except OSError as exc:
+            if held:  # the Ctrl-C held back meanwhile is what the user asked for
+                raise KeyboardInterrupt from None
+            raise error(f"cannot run {tool} ({argv[0]}): {exc.strerror or exc}") from None
+        finally:
+            started(proc.pid if proc is not None else None)
+        try:
+            _release_sigint(previous)  # from here a Ctrl-C is a KeyboardInterrupt again
+            previous = None
+            if held:
+                raise KeyboardInterrupt
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise error(
+                f"{tool} did not finish within {timeout:g}s: {' '.join(argv[1:3])}"
+            ) from None
+        except BaseException:
+            # interrupted (Ctrl-C): the tool goes too; the build leaves only its temp dir
+            proc.kill()
+            proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+            raise
+        finally:
+            ended(proc.pid)
     finally:
-        started(proc.pid if proc is not None else None)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise error(f"{tool} did not finish within {timeout:g}s: {' '.join(argv[1:3])}") from None
-    except BaseException:  # interrupted (Ctrl-C): uv goes too; the build leaves only its temp dir
-        proc.kill()
-        proc.wait()
-        raise
-    finally:
-        ended(proc.pid)
+        _release_sigint(previous)
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+_Handler = Callable[[int, Any], Any] | int | None
+
+
+def _hold_sigint(held: list[int]) -> tuple[_Handler] | None:
+    """On the main thread: SIGINT only noted in ``held`` until :func:`_release_sigint`; the
+    handler it replaced (None elsewhere: Python delivers signals on the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return (signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum)),)
+
+
+def _release_sigint(previous: tuple[_Handler] | None) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous[0])
 
 
 def _looks_offline(text: str) -> bool:
