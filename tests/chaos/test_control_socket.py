@@ -47,6 +47,19 @@ def _closed_by_peer(sock: socket.socket) -> bool:
     return data == b""
 
 
+def _wait_cut_off_logged(s: Serve, reason: str) -> None:
+    """Wait for the "control connection cut off" line whose reason holds ``reason``: it is
+    logged once the connection is closed, in a later loop step (do not race it)."""
+    wait_for(
+        lambda: any(
+            e.get("event") == "control connection cut off" and reason in e.get("reason", "")
+            for e in s.logs()
+        ),
+        5,
+        f"the cut-off logged with {reason!r} in its reason",
+    )
+
+
 def _send(sock: socket.socket, data: bytes) -> bool:
     """sendall, True unless the supervisor closed the connection meanwhile."""
     try:
@@ -206,16 +219,7 @@ class TestBoundedPartialFrames:
             c = connect(s.socket)
             sent = _send(c, _near_cap_frame()[: 2 * MiB])
             wait_for(lambda: not sent or _closed_by_peer(c), 5, "the 2 MiB partial frame cut off")
-            # the log line is written once the connection is closed: wait for it, do not race it
-            wait_for(
-                lambda: any(
-                    e.get("event") == "control connection cut off"
-                    and "1 MiB" in e.get("reason", "")
-                    for e in s.logs()
-                ),
-                5,
-                "the cut-off logged with the 1 MiB cap as its reason",
-            )
+            _wait_cut_off_logged(s, "1 MiB")
             assert s.call("ping") == "pong"
 
     def test_a_stalled_partial_frame_is_closed_after_the_timeout(
@@ -226,16 +230,7 @@ class TestBoundedPartialFrames:
             request = msgpack.packb([0, 1, "status", [None]])
             stalled.sendall(request[: len(request) // 2])
             wait_for(lambda: _closed_by_peer(stalled), 10, "the stalled connection closed")
-            # the log line is written once the connection is closed: wait for it, do not race it
-            wait_for(
-                lambda: any(
-                    e.get("event") == "control connection cut off"
-                    and "stalled" in e.get("reason", "")
-                    for e in s.logs()
-                ),
-                5,
-                "the cut-off logged with the stalled frame as its reason",
-            )
+            _wait_cut_off_logged(s, "stalled")
             # an idle connection (no partial frame) is not cut off: it is served as before
             assert not _closed_by_peer(idle)
             assert _ask(idle, 1, "ping") == "pong"
