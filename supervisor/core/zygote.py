@@ -12,9 +12,9 @@ and restarted on the new one. A new zygote says it is ready (one message, once i
 everything) before its first request is sent: its own start, which a loaded machine can
 stretch past a second, is waited for with :data:`BOOT_TIMEOUT`, and each request's answer with
 the much shorter :data:`REPLY_TIMEOUT`. The zygote is started from the loop thread (its
-parent-death signal is per thread, like a worker's); a request is awaited, never blocking the loop: its
-answer comes once the worker is already our child (see :mod:`worker.zygote`), and requests
-are made one at a time (the zygote answers them in order).
+parent-death signal is per thread, like a worker's); a request is awaited, never blocking the
+loop: its answer comes once the worker is already our child (see :mod:`worker.zygote`), and
+requests are made one at a time (the zygote answers them in order).
 """
 
 from __future__ import annotations
